@@ -1,0 +1,629 @@
+//! Checking and compiling one push: its trigger, its target, every template
+//! in it, every parameter and account it refers to.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use super::diagnostic::Diagnostic;
+use super::load::OAuthAccount;
+use super::locate::DocumentMap;
+use super::model::PushSpec;
+use super::secret::{self, EnvLookup, Secret, SecretError};
+use crate::schedule::Schedule;
+use crate::template;
+
+/// The fields of the `push` namespace.
+pub const PUSH_PARAMS: [&str; 5] = [
+    "push.name",
+    "push.attempt",
+    "push.event_id",
+    "push.event_type",
+    "push.event_time",
+];
+
+/// What fires a push.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// An event of this type.
+    Event(String),
+    /// A cron schedule.
+    Schedule(Schedule),
+}
+
+/// Which kind of target a push sends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// Any HTTP endpoint.
+    Http,
+    /// Microsoft Graph `sendMail`.
+    GraphMail,
+    /// Microsoft Advertising offline conversion.
+    BingAds,
+    /// SMTP.
+    Smtp,
+}
+
+impl TargetKind {
+    /// The YAML key of the target.
+    pub fn key(self) -> &'static str {
+        match self {
+            TargetKind::Http => "http",
+            TargetKind::GraphMail => "graph_mail",
+            TargetKind::BingAds => "bing_ads",
+            TargetKind::Smtp => "smtp",
+        }
+    }
+}
+
+/// One string leaf of the target that is a template.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// The template's name in the catalog's environment.
+    pub template: String,
+    /// The leaf is one parameter inside a structured body: its rendered
+    /// output is JSON and keeps the parameter's type.
+    pub typed: bool,
+}
+
+/// A push ready to render.
+#[derive(Debug, Clone)]
+pub struct CompiledPush {
+    /// The target as a JSON tree (rooted at the target, e.g. `{"url": …}`).
+    pub target_tree: serde_json::Value,
+    /// The templated leaves of `target_tree`, by path (`to[0]`, `json.phone`).
+    pub slots: HashMap<String, Slot>,
+    /// The condition's template name; it renders `true` or `false`.
+    pub when: Option<String>,
+    /// Parameters the condition uses (shown when a push is skipped).
+    pub when_params: BTreeSet<String>,
+    /// Accounts whose access token the push needs.
+    pub accounts: BTreeSet<String>,
+    /// Every parameter the push refers to.
+    pub params: BTreeSet<String>,
+    /// Secrets referenced with `${env:…}` / `${file:…}`, by label.
+    pub secrets: BTreeMap<String, Result<Secret, SecretError>>,
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    map: &'a DocumentMap,
+    base_dir: &'a Path,
+    accounts: &'a BTreeMap<String, OAuthAccount>,
+    env_lookup: &'a EnvLookup,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.map.value(path);
+        self.diagnostics
+            .push(Diagnostic::error(self.file, pos, message));
+    }
+    fn error_at_key(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.map.key(path);
+        self.diagnostics
+            .push(Diagnostic::error(self.file, pos, message));
+    }
+    fn warning(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.map.value(path);
+        self.diagnostics
+            .push(Diagnostic::warning(self.file, pos, message));
+    }
+}
+
+/// Checks and compiles `spec`. Problems go to `diagnostics`; `None` when the
+/// push cannot be compiled at all.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn compile_push(
+    spec: &PushSpec,
+    file: &Path,
+    map: &DocumentMap,
+    base_dir: &PathBuf,
+    accounts: &BTreeMap<String, OAuthAccount>,
+    env_lookup: &EnvLookup,
+    env: &mut minijinja::Environment<'static>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<(Trigger, TargetKind, CompiledPush)> {
+    let mut cx = Ctx {
+        file,
+        map,
+        base_dir,
+        accounts,
+        env_lookup,
+        diagnostics,
+    };
+    if spec.name.trim().is_empty()
+        || spec
+            .name
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '#')
+    {
+        cx.error(
+            "name",
+            "push name must be non-empty, without control characters, `/` or `#`",
+        );
+    }
+
+    let trigger = match (&spec.on, &spec.schedule) {
+        (Some(on), None) => {
+            if !crate::event::is_valid_event_type(on) {
+                cx.error(
+                    "on",
+                    format!("`{on}` is not an event type: expected dot-separated words of a-z, 0-9, `_` or `-`, e.g. `call.ended`"),
+                );
+            }
+            Some(Trigger::Event(on.clone()))
+        }
+        (None, Some(expr)) => match Schedule::parse(expr) {
+            Ok(s) => {
+                if s.next_after(&chrono::Utc::now()).is_none() {
+                    cx.warning(
+                        "schedule",
+                        format!("schedule `{expr}` never fires (no matching date)"),
+                    );
+                }
+                Some(Trigger::Schedule(s))
+            }
+            Err(e) => {
+                cx.error("schedule", format!("bad cron schedule `{expr}`: {e}"));
+                None
+            }
+        },
+        (Some(_), Some(_)) => {
+            cx.error_at_key(
+                "schedule",
+                "a push has one trigger: `on:` (an event type) or `schedule:` (cron), not both",
+            );
+            None
+        }
+        (None, None) => {
+            cx.error(
+                "",
+                "push has no trigger: add `on: <event type>` or `schedule: <cron line>`",
+            );
+            None
+        }
+    };
+    if spec.catch_up && spec.schedule.is_none() {
+        cx.error_at_key("catch_up", "`catch_up` applies to `schedule:` pushes only");
+    }
+
+    let targets: Vec<(TargetKind, serde_json::Value)> = [
+        (
+            TargetKind::Http,
+            spec.http.as_ref().map(serde_json::to_value),
+        ),
+        (
+            TargetKind::GraphMail,
+            spec.graph_mail.as_ref().map(serde_json::to_value),
+        ),
+        (
+            TargetKind::BingAds,
+            spec.bing_ads.as_ref().map(serde_json::to_value),
+        ),
+        (
+            TargetKind::Smtp,
+            spec.smtp.as_ref().map(serde_json::to_value),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.and_then(Result::ok).map(|v| (k, v)))
+    .collect();
+    let (kind, tree) = match targets.len() {
+        1 => targets.into_iter().next().expect("one target"),
+        0 => {
+            cx.error(
+                "",
+                "push has no target: add one of `http`, `graph_mail`, `bing_ads`, `smtp`",
+            );
+            return None;
+        }
+        _ => {
+            let names: Vec<&str> = targets.iter().map(|(k, _)| k.key()).collect();
+            cx.error_at_key(
+                names[1],
+                format!(
+                    "a push has exactly one target, found {}: split it into one push per target",
+                    names.join(", ")
+                ),
+            );
+            return None;
+        }
+    };
+
+    let mut compiled = CompiledPush {
+        target_tree: tree.clone(),
+        slots: HashMap::new(),
+        when: None,
+        when_params: BTreeSet::new(),
+        accounts: BTreeSet::new(),
+        params: BTreeSet::new(),
+        secrets: BTreeMap::new(),
+    };
+
+    // The condition.
+    if let Some(when) = &spec.when {
+        match env.compile_expression(when) {
+            Err(e) => cx.error(
+                "when",
+                format!("bad condition: {}", template::describe_error(&e)),
+            ),
+            Ok(expr) => {
+                let vars = template::referenced(expr.undeclared_variables(true));
+                for v in &vars {
+                    check_param(&mut cx, "when", v, &mut compiled);
+                }
+                compiled.when_params = vars;
+                let name = format!("{}#when", spec.name);
+                let source = format!(
+                    "{bs} if ({when}) {be}true{bs} else {be}false{bs} endif {be}",
+                    bs = template::BLOCK_START,
+                    be = template::BLOCK_END
+                );
+                match env.add_template_owned(name.clone(), source) {
+                    Ok(()) => compiled.when = Some(name),
+                    Err(e) => cx.error(
+                        "when",
+                        format!("bad condition: {}", template::describe_error(&e)),
+                    ),
+                }
+            }
+        }
+    }
+
+    // Every string leaf of the target.
+    let root = kind.key();
+    let mut leaves = Vec::new();
+    collect_leaves(&tree, String::new(), false, kind, &mut leaves);
+    for (rel, text, typed_ctx) in leaves {
+        let yaml_path = if rel.is_empty() {
+            root.to_owned()
+        } else if rel.starts_with('[') {
+            format!("{root}{rel}")
+        } else {
+            format!("{root}.{rel}")
+        };
+        if is_reference_field(&rel) {
+            continue;
+        }
+        let refs = match secret::find_refs(&text) {
+            Ok(r) => r,
+            Err(e) => {
+                cx.error(&yaml_path, e.to_string());
+                continue;
+            }
+        };
+        if refs.is_empty() && !template::is_template(&text) {
+            continue;
+        }
+        // `${env:X}` becomes `<< secrets["env:X"] >>`: the value enters as
+        // data at render time, never as template source.
+        let mut source = String::with_capacity(text.len());
+        let mut last = 0;
+        for (range, src) in refs {
+            source.push_str(&text[last..range.start]);
+            let label = src.label();
+            source.push_str(&format!(
+                "{} secrets[{}] {}",
+                template::VARIABLE_START,
+                serde_json::to_string(&label).expect("string"),
+                template::VARIABLE_END
+            ));
+            if let std::collections::btree_map::Entry::Vacant(slot) = compiled.secrets.entry(label)
+            {
+                let resolved = secret::resolve(&src, cx.base_dir, cx.env_lookup);
+                if let Err(e) = &resolved {
+                    cx.warning(
+                        &yaml_path,
+                        format!("{e}; the push cannot be sent until it is"),
+                    );
+                }
+                slot.insert(resolved);
+            }
+            last = range.end;
+        }
+        source.push_str(&text[last..]);
+        let (source, typed) = match (typed_ctx, template::single_parameter(&source)) {
+            (true, Some(expr)) => (
+                format!(
+                    "{} ({expr}) | tojson {}",
+                    template::VARIABLE_START,
+                    template::VARIABLE_END
+                ),
+                true,
+            ),
+            _ => (source, false),
+        };
+        let name = format!("{}#{yaml_path}", spec.name);
+        if let Err(e) = env.add_template_owned(name.clone(), source) {
+            cx.error(
+                &yaml_path,
+                format!("template error: {}", template::describe_error(&e)),
+            );
+            continue;
+        }
+        let vars = match env.get_template(&name) {
+            Ok(t) => template::referenced(t.undeclared_variables(true)),
+            Err(_) => BTreeSet::new(),
+        };
+        for v in &vars {
+            check_param(&mut cx, &yaml_path, v, &mut compiled);
+        }
+        compiled.slots.insert(
+            rel,
+            Slot {
+                template: name,
+                typed,
+            },
+        );
+    }
+
+    check_target(&mut cx, spec, kind, &mut compiled);
+    let trigger = trigger?;
+    Some((trigger, kind, compiled))
+}
+
+/// Fields that name things rather than hold templates.
+fn is_reference_field(rel: &str) -> bool {
+    matches!(
+        rel,
+        "account" | "auth.account" | "base_url" | "method" | "host" | "tls" | "content_type"
+    )
+}
+
+/// Collects `(path, text, inside a structured body)` for every string leaf.
+fn collect_leaves(
+    value: &serde_json::Value,
+    path: String,
+    typed: bool,
+    kind: TargetKind,
+    out: &mut Vec<(String, String, bool)>,
+) {
+    match value {
+        serde_json::Value::String(s) => out.push((path, s.clone(), typed)),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                collect_leaves(item, format!("{path}[{i}]"), typed, kind, out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                let typed_child =
+                    typed || (kind == TargetKind::Http && path.is_empty() && k == "json");
+                collect_leaves(v, child, typed_child, kind, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks one parameter reference against the catalogue.
+fn check_param(cx: &mut Ctx<'_>, path: &str, var: &str, compiled: &mut CompiledPush) {
+    compiled.params.insert(var.to_owned());
+    let mut parts = var.splitn(3, '.');
+    let head = parts.next().unwrap_or_default();
+    let second = parts.next();
+    match head {
+        "event" | "now" | "secrets" => {}
+        "oauth" => match second {
+            None => cx.error(
+                path,
+                "`oauth` needs an account name: `<< oauth.<account> >>` is that account's access token",
+            ),
+            Some(name) => {
+                if parts.next().is_some() {
+                    cx.error(path, format!("`{var}`: `oauth.{name}` is the access token itself and has no fields"));
+                }
+                use_account(cx, path, name, compiled);
+            }
+        },
+        "push" => {
+            let full = second.map(|s| format!("push.{s}"));
+            if let Some(full) = full {
+                if !PUSH_PARAMS.contains(&full.as_str()) {
+                    let hint = did_you_mean(&full, PUSH_PARAMS.iter().map(|s| s.to_string()));
+                    cx.error(path, format!("unknown parameter `{full}`{hint}"));
+                }
+            }
+        }
+        _ => {
+            let mut known: Vec<String> = vec!["now".into()];
+            known.extend(PUSH_PARAMS.iter().map(|s| s.to_string()));
+            known.extend(cx.accounts.keys().map(|a| format!("oauth.{a}")));
+            let hint = did_you_mean(var, known.into_iter());
+            let hint = if hint.is_empty() {
+                format!("; event fields are written `event.{var}`")
+            } else {
+                hint
+            };
+            cx.error(
+                path,
+                format!("unknown parameter `{var}`{hint} (parameters are `event.*`, `oauth.<account>`, `push.*`, `now`)"),
+            );
+        }
+    }
+}
+
+fn use_account(cx: &mut Ctx<'_>, path: &str, name: &str, compiled: &mut CompiledPush) {
+    if cx.accounts.contains_key(name) {
+        compiled.accounts.insert(name.to_owned());
+    } else {
+        let hint = did_you_mean(name, cx.accounts.keys().cloned());
+        let known = if cx.accounts.is_empty() {
+            " (no accounts are defined: add a document with `kind: oauth_account`)".to_owned()
+        } else {
+            String::new()
+        };
+        cx.error(path, format!("unknown OAuth account `{name}`{hint}{known}"));
+    }
+}
+
+/// `; did you mean `x`?` for the closest candidate, or nothing: the hint
+/// appended to "unknown name" errors.
+pub fn did_you_mean(word: &str, candidates: impl Iterator<Item = String>) -> String {
+    let best = candidates
+        .map(|c| (strsim::jaro_winkler(word, &c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, c)) => format!("; did you mean `{c}`?"),
+        None => String::new(),
+    }
+}
+
+/// Target-specific rules serde cannot express.
+fn check_target(cx: &mut Ctx<'_>, spec: &PushSpec, kind: TargetKind, compiled: &mut CompiledPush) {
+    match kind {
+        TargetKind::Http => {
+            let t = spec.http.as_ref().expect("http target");
+            let method = t.method.to_ascii_uppercase();
+            if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+                .contains(&method.as_str())
+            {
+                cx.error("http.method", format!("unknown HTTP method `{}`: expected GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS", t.method));
+            }
+            check_url(cx, "http.url", t.url.as_str());
+            let bodies = [t.json.is_some(), t.form.is_some(), t.raw.is_some()];
+            if bodies.iter().filter(|b| **b).count() > 1 {
+                cx.error("http", "give at most one body: `json`, `form` or `raw`");
+            }
+            if t.content_type.is_some() && t.raw.is_none() {
+                cx.error_at_key(
+                    "http.content_type",
+                    "`content_type` goes with a `raw` body (`json` and `form` set their own)",
+                );
+            }
+            if let Some(codes) = &t.success {
+                if codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)) {
+                    cx.error(
+                        "http.success",
+                        "`success` lists HTTP status codes between 100 and 599",
+                    );
+                }
+            }
+        }
+        TargetKind::GraphMail => {
+            let t = spec.graph_mail.as_ref().expect("graph_mail target");
+            use_account(cx, "graph_mail.account", &t.account, compiled);
+            if t.to.is_empty() && t.cc.is_empty() && t.bcc.is_empty() {
+                cx.error(
+                    "graph_mail",
+                    "a mail needs at least one recipient in `to`, `cc` or `bcc`",
+                );
+            }
+            match (&t.text, &t.html) {
+                (Some(_), Some(_)) => cx.error_at_key(
+                    "graph_mail.html",
+                    "Graph mail has one body: give `text` or `html`, not both",
+                ),
+                (None, None) => cx.error("graph_mail", "a mail needs a body: `text` or `html`"),
+                _ => {}
+            }
+            for (i, a) in t.attachments.iter().enumerate() {
+                if a.path.is_some() == a.content_base64.is_some() {
+                    cx.error(
+                        &format!("graph_mail.attachments[{i}]"),
+                        "an attachment needs exactly one of `path` or `content_base64`",
+                    );
+                }
+            }
+            for name in t.headers.keys() {
+                if !name.to_ascii_lowercase().starts_with("x-") {
+                    cx.error_at_key(
+                        &format!("graph_mail.headers.{name}"),
+                        format!("Graph allows only custom `x-` message headers, found `{name}`"),
+                    );
+                }
+            }
+            if let Some(base) = &t.base_url {
+                check_url(cx, "graph_mail.base_url", base);
+            }
+        }
+        TargetKind::BingAds => {
+            let t = spec.bing_ads.as_ref().expect("bing_ads target");
+            use_account(cx, "bing_ads.account", &t.account, compiled);
+            let c = &t.conversion;
+            if c.click_id.is_none() && c.hashed_email.is_none() && c.hashed_phone.is_none() {
+                cx.error("bing_ads.conversion", "a conversion needs `click_id` (the MSCLKID), or `hashed_email` / `hashed_phone` for enhanced conversions");
+            }
+            if let Some(base) = &t.base_url {
+                check_url(cx, "bing_ads.base_url", base);
+            }
+        }
+        TargetKind::Smtp => {
+            let t = spec.smtp.as_ref().expect("smtp target");
+            if t.to.is_empty() && t.cc.is_empty() && t.bcc.is_empty() {
+                cx.error(
+                    "smtp",
+                    "a mail needs at least one recipient in `to`, `cc` or `bcc`",
+                );
+            }
+            if t.text.is_none() && t.html.is_none() {
+                cx.error("smtp", "a mail needs a body: `text`, `html` or both");
+            }
+            if t.host.trim().is_empty() || t.host.contains(['/', ' ', ':']) {
+                cx.error(
+                    "smtp.host",
+                    "`host` is a host name such as `smtp.office365.com` (the port goes in `port`)",
+                );
+            }
+            if let Some(auth) = &t.auth {
+                match (&auth.password, &auth.account) {
+                    (Some(_), None) => {}
+                    (None, Some(account)) => {
+                        use_account(cx, "smtp.auth.account", account, compiled)
+                    }
+                    _ => cx.error(
+                        "smtp.auth",
+                        "give exactly one of `password` or `account` (XOAUTH2)",
+                    ),
+                }
+                if t.tls == super::model::SmtpTls::None {
+                    cx.warning(
+                        "smtp.tls",
+                        "credentials over an unencrypted connection: only for a relay on this host",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_url(cx: &mut Ctx<'_>, path: &str, text: &str) {
+    // A templated URL is checked once rendered; a fixed one now.
+    if template::is_template(text) || text.contains("${") {
+        let prefix = text
+            .split(template::VARIABLE_START)
+            .next()
+            .unwrap_or_default();
+        if !(prefix.is_empty() || prefix.starts_with("http://") || prefix.starts_with("https://")) {
+            cx.error(path, "URL must start with `http://` or `https://`");
+        }
+        return;
+    }
+    match url::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+        Ok(u) => cx.error(
+            path,
+            format!("URL scheme must be http or https, found `{}`", u.scheme()),
+        ),
+        Err(e) => cx.error(path, format!("not a URL: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_pick_the_closest_name() {
+        let c = || ["ms_mail".to_string(), "crm".to_string()].into_iter();
+        assert_eq!(did_you_mean("ms_mial", c()), "; did you mean `ms_mail`?");
+        assert_eq!(did_you_mean("zzz", c()), "");
+    }
+}

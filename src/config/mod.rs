@@ -1,0 +1,18 @@
+//! Reading the folder: YAML documents become typed pushes and OAuth accounts,
+//! every template is compiled and every reference checked, and each problem
+//! is reported with its file, line and column. A broken document is left out;
+//! the rest load.
+
+mod compile;
+pub mod diagnostic;
+mod load;
+pub mod locate;
+pub mod model;
+pub mod secret;
+
+pub use compile::{did_you_mean, CompiledPush, Slot, TargetKind, Trigger, PUSH_PARAMS};
+pub use diagnostic::{Diagnostic, Severity};
+pub use load::{Catalog, LoadError, LoadOptions, OAuthAccount, Push};
+pub use locate::Position;
+pub use model::*;
+pub use secret::{Secret, SecretError};

@@ -1,0 +1,180 @@
+//! Microsoft Advertising `ApplyOfflineConversions` over REST (Campaign
+//! Management v13): `POST {base}/CampaignManagement/v13/OfflineConversions/Apply`
+//! with the four authentication headers. SOAP is switched off by Microsoft on
+//! 31 Jan 2027 and is not built.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+
+use super::{join_url, Endpoints, HttpRequest, PrepareError, RenderedPush};
+use crate::config::{BingAdsTarget, TemplateText};
+
+/// The REST path of the operation.
+pub const APPLY_PATH: &str = "CampaignManagement/v13/OfflineConversions/Apply";
+
+/// Builds the request for one conversion.
+pub fn prepare(
+    t: &BingAdsTarget,
+    push: &RenderedPush,
+    endpoints: &Endpoints,
+) -> Result<HttpRequest, PrepareError> {
+    let token = push.token(&t.account)?;
+    let base = t.base_url.as_deref().unwrap_or(&endpoints.bing_ads);
+    let conversion = conversion_json(t)?;
+    let body = serde_json::json!({ "OfflineConversions": [conversion] });
+    for (field, value) in [
+        ("customer_id", &t.customer_id),
+        ("customer_account_id", &t.customer_account_id),
+    ] {
+        let v = value.0.trim();
+        // Placeholders of a dry-run are allowed through; real ids are numbers.
+        if !(v.starts_with('‹') || (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))) {
+            return Err(invalid(
+                &format!("bing_ads.{field}"),
+                format!("{v:?} is not a numeric Microsoft Advertising id"),
+            ));
+        }
+    }
+    Ok(HttpRequest {
+        method: "POST".into(),
+        url: join_url(base, APPLY_PATH),
+        headers: vec![
+            ("Authorization".into(), format!("Bearer {token}")),
+            (
+                "DeveloperToken".into(),
+                t.developer_token.0.trim().to_owned(),
+            ),
+            ("CustomerId".into(), t.customer_id.0.trim().to_owned()),
+            (
+                "CustomerAccountId".into(),
+                t.customer_account_id.0.trim().to_owned(),
+            ),
+            ("Content-Type".into(), "application/json".into()),
+        ],
+        body: serde_json::to_vec(&body).expect("JSON values serialise"),
+    })
+}
+
+fn invalid(field: &str, reason: String) -> PrepareError {
+    PrepareError::InvalidField {
+        field: field.to_owned(),
+        reason,
+    }
+}
+
+/// A rendered optional field: `None` when absent or rendered empty.
+fn present(v: &Option<TemplateText>) -> Option<&str> {
+    v.as_ref().map(|t| t.0.trim()).filter(|s| !s.is_empty())
+}
+
+/// The `OfflineConversion` object; `None` fields are omitted.
+pub fn conversion_json(t: &BingAdsTarget) -> Result<Value, PrepareError> {
+    let c = &t.conversion;
+    let mut out = Map::new();
+    let name = c.name.0.trim();
+    if name.is_empty() {
+        return Err(invalid(
+            "bing_ads.conversion.name",
+            "the conversion goal name rendered empty".into(),
+        ));
+    }
+    out.insert("ConversionName".into(), Value::String(name.to_owned()));
+    let time = c.time.0.trim();
+    let parsed: DateTime<Utc> = DateTime::parse_from_rfc3339(time)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            invalid(
+                "bing_ads.conversion.time",
+                format!("{time:?} is not an ISO-8601 time with a zone; use `<< event.time | iso8601 >>`"),
+            )
+        })?;
+    out.insert(
+        "ConversionTime".into(),
+        Value::String(parsed.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+    );
+    if let Some(v) = present(&c.click_id) {
+        out.insert("MicrosoftClickId".into(), Value::String(v.to_owned()));
+    }
+    if let Some(v) = present(&c.value) {
+        let n: f64 = v
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite())
+            .ok_or_else(|| {
+                invalid(
+                    "bing_ads.conversion.value",
+                    format!("{v:?} is not a number"),
+                )
+            })?;
+        out.insert("ConversionValue".into(), number(n));
+    }
+    if let Some(v) = present(&c.currency) {
+        if v.len() != 3 || !v.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(invalid(
+                "bing_ads.conversion.currency",
+                format!("{v:?} is not a three-letter ISO 4217 code"),
+            ));
+        }
+        out.insert(
+            "ConversionCurrencyCode".into(),
+            Value::String(v.to_ascii_uppercase()),
+        );
+    }
+    for (field, key, v) in [
+        (
+            "hashed_email",
+            "HashedEmailAddress",
+            present(&c.hashed_email),
+        ),
+        (
+            "hashed_phone",
+            "HashedPhoneNumber",
+            present(&c.hashed_phone),
+        ),
+    ] {
+        if let Some(v) = v {
+            if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    &format!("bing_ads.conversion.{field}"),
+                    "expected a SHA-256 hex digest: apply the `sha256` filter (after `e164` for phones)".into(),
+                ));
+            }
+            out.insert(key.into(), Value::String(v.to_ascii_lowercase()));
+        }
+    }
+    if let Some(v) = present(&c.external_attribution_credit) {
+        let n: f64 = v
+            .parse()
+            .ok()
+            .filter(|n| *n > 0.0 && *n <= 1.0)
+            .ok_or_else(|| {
+                invalid(
+                    "bing_ads.conversion.external_attribution_credit",
+                    format!("{v:?} is not a number in (0, 1]"),
+                )
+            })?;
+        out.insert("ExternalAttributionCredit".into(), number(n));
+    }
+    if let Some(v) = present(&c.external_attribution_model) {
+        out.insert(
+            "ExternalAttributionModel".into(),
+            Value::String(v.to_owned()),
+        );
+    }
+    if !out.contains_key("MicrosoftClickId")
+        && !out.contains_key("HashedEmailAddress")
+        && !out.contains_key("HashedPhoneNumber")
+    {
+        return Err(invalid(
+            "bing_ads.conversion.click_id",
+            "the MSCLKID rendered empty and no hashed e-mail or phone is given: Microsoft cannot attribute the conversion".into(),
+        ));
+    }
+    Ok(Value::Object(out))
+}
+
+fn number(n: f64) -> Value {
+    serde_json::Number::from_f64(n)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}

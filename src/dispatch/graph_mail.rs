@@ -1,0 +1,160 @@
+//! Microsoft Graph `sendMail`: `POST {base}/v1.0/me/sendMail` (or
+//! `/users/{id}/sendMail`) with a JSON message. Shapes as in Microsoft's
+//! reference (names are case-sensitive; unknown properties are rejected).
+
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+use super::{
+    check_header, join_url, parse_recipient, Endpoints, HttpRequest, PrepareError, RenderedPush,
+};
+use crate::config::{GraphMailTarget, TemplateText};
+
+/// Graph refuses a `sendMail` request over about 4 MB.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Inline attachments over 3 MB need an upload session.
+pub const MAX_INLINE_ATTACHMENT_BYTES: usize = 3 * 1024 * 1024;
+
+/// Builds the `sendMail` request.
+pub fn prepare(
+    t: &GraphMailTarget,
+    push: &RenderedPush,
+    endpoints: &Endpoints,
+) -> Result<HttpRequest, PrepareError> {
+    let token = push.token(&t.account)?;
+    let base = t.base_url.as_deref().unwrap_or(&endpoints.graph);
+    let path = match t
+        .user
+        .as_ref()
+        .map(|u| u.as_str().trim())
+        .filter(|u| !u.is_empty())
+    {
+        Some(user) => format!(
+            "v1.0/users/{}/sendMail",
+            url::form_urlencoded::byte_serialize(user.as_bytes()).collect::<String>()
+        ),
+        None => "v1.0/me/sendMail".to_owned(),
+    };
+
+    let mut message = Map::new();
+    message.insert("subject".into(), Value::String(t.subject.0.clone()));
+    let (content_type, content) = match (&t.html, &t.text) {
+        (Some(html), _) => ("HTML", html),
+        (None, Some(text)) => ("Text", text),
+        (None, None) => {
+            return Err(PrepareError::InvalidField {
+                field: "graph_mail".into(),
+                reason: "a mail needs `text` or `html`".into(),
+            })
+        }
+    };
+    message.insert(
+        "body".into(),
+        json!({ "contentType": content_type, "content": content.0 }),
+    );
+    for (field, key, list) in [
+        ("to", "toRecipients", &t.to),
+        ("cc", "ccRecipients", &t.cc),
+        ("bcc", "bccRecipients", &t.bcc),
+        ("reply_to", "replyTo", &t.reply_to),
+    ] {
+        let recipients = recipients(field, list)?;
+        if !recipients.is_empty() {
+            message.insert(key.into(), Value::Array(recipients));
+        }
+    }
+    if message.get("toRecipients").is_none()
+        && message.get("ccRecipients").is_none()
+        && message.get("bccRecipients").is_none()
+    {
+        return Err(PrepareError::InvalidField {
+            field: "graph_mail.to".into(),
+            reason: "every recipient rendered empty: a mail needs at least one".into(),
+        });
+    }
+    if let Some(from) = t.from.as_ref().filter(|f| !f.0.trim().is_empty()) {
+        message.insert("from".into(), email_address("graph_mail.from", &from.0)?);
+    }
+    if !t.headers.is_empty() {
+        let mut headers = Vec::new();
+        for (name, value) in &t.headers {
+            check_header(&format!("graph_mail.headers.{name}"), name, &value.0)?;
+            headers.push(json!({ "name": name, "value": value.0 }));
+        }
+        message.insert("internetMessageHeaders".into(), Value::Array(headers));
+    }
+    if !t.attachments.is_empty() {
+        let mut attachments = Vec::new();
+        for (i, a) in t.attachments.iter().enumerate() {
+            let field = format!("graph_mail.attachments[{i}]");
+            let b64 = a
+                .content_base64
+                .as_ref()
+                .map(|c| c.0.trim())
+                .unwrap_or_default();
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| PrepareError::InvalidField {
+                    field: format!("{field}.content_base64"),
+                    reason: format!("not valid base64: {e}"),
+                })?;
+            if decoded.len() > MAX_INLINE_ATTACHMENT_BYTES {
+                return Err(PrepareError::InvalidField {
+                    field,
+                    reason: format!(
+                        "attachment is {} bytes; Graph takes at most {MAX_INLINE_ATTACHMENT_BYTES} bytes inline, larger files need an upload session, which pushwerk does not build: link to the file instead",
+                        decoded.len()
+                    ),
+                });
+            }
+            attachments.push(json!({
+                "@odata.type": "#microsoft.graph.fileAttachment",
+                "name": a.name.0,
+                "contentType": a.content_type.as_ref().map(|c| c.0.as_str()).unwrap_or("application/octet-stream"),
+                "contentBytes": b64,
+            }));
+        }
+        message.insert("attachments".into(), Value::Array(attachments));
+    }
+    let mut body = Map::new();
+    body.insert("message".into(), Value::Object(message));
+    if let Some(save) = t.save_to_sent_items {
+        body.insert("saveToSentItems".into(), Value::Bool(save));
+    }
+    let body = serde_json::to_vec(&Value::Object(body)).expect("JSON values serialise");
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(PrepareError::TooLarge {
+            size: body.len(),
+            limit: MAX_REQUEST_BYTES,
+            service: "Microsoft Graph sendMail",
+        });
+    }
+    Ok(HttpRequest {
+        method: "POST".into(),
+        url: join_url(base, &path),
+        headers: vec![
+            ("Authorization".into(), format!("Bearer {token}")),
+            ("Content-Type".into(), "application/json".into()),
+        ],
+        body,
+    })
+}
+
+fn recipients(field: &str, list: &[TemplateText]) -> Result<Vec<Value>, PrepareError> {
+    list.iter()
+        .enumerate()
+        // A recipient that rendered empty (an optional event field) is left out.
+        .filter(|(_, r)| !r.0.trim().is_empty())
+        .map(|(i, r)| email_address(&format!("graph_mail.{field}[{i}]"), &r.0))
+        .collect()
+}
+
+fn email_address(field: &str, text: &str) -> Result<Value, PrepareError> {
+    let (name, address) = parse_recipient(field, text)?;
+    let mut inner = Map::new();
+    inner.insert("address".into(), Value::String(address));
+    if let Some(name) = name {
+        inner.insert("name".into(), Value::String(name));
+    }
+    Ok(json!({ "emailAddress": inner }))
+}

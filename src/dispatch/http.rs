@@ -1,0 +1,72 @@
+//! Any HTTP endpoint: method, URL with query, headers and a JSON, form or
+//! raw body.
+
+use super::{check_header, HttpRequest, PrepareError, RenderedPush};
+use crate::config::HttpTarget;
+
+/// Builds the request. The `Idempotency-Key` header is the same on every
+/// retry of one push for one event, so a receiver can drop duplicates.
+pub fn prepare(t: &HttpTarget, push: &RenderedPush) -> Result<HttpRequest, PrepareError> {
+    let url_text = t.url.0.trim();
+    let mut url = url::Url::parse(url_text).map_err(|e| PrepareError::InvalidField {
+        field: "http.url".into(),
+        reason: format!("{url_text:?} is not a URL: {e}"),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(PrepareError::InvalidField {
+            field: "http.url".into(),
+            reason: format!("scheme must be http or https, found `{}`", url.scheme()),
+        });
+    }
+    if !t.query.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in &t.query {
+            pairs.append_pair(k, &v.0);
+        }
+    }
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (name, value) in &t.headers {
+        check_header(&format!("http.headers.{name}"), name, &value.0)?;
+        headers.push((name.clone(), value.0.clone()));
+    }
+    let has = |headers: &[(String, String)], name: &str| {
+        headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+    };
+    let (body, content_type) = if let Some(json) = &t.json {
+        (
+            serde_json::to_vec(json).expect("JSON values serialise"),
+            Some("application/json".to_owned()),
+        )
+    } else if let Some(form) = &t.form {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form {
+            s.append_pair(k, &v.0);
+        }
+        (
+            s.finish().into_bytes(),
+            Some("application/x-www-form-urlencoded".to_owned()),
+        )
+    } else if let Some(raw) = &t.raw {
+        let ct = t
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "text/plain; charset=utf-8".to_owned());
+        (raw.0.clone().into_bytes(), Some(ct))
+    } else {
+        (Vec::new(), None)
+    };
+    if let Some(ct) = content_type {
+        if !has(&headers, "content-type") {
+            headers.push(("Content-Type".into(), ct));
+        }
+    }
+    if !has(&headers, "idempotency-key") {
+        headers.push(("Idempotency-Key".into(), push.idempotency_key.clone()));
+    }
+    Ok(HttpRequest {
+        method: t.method.to_ascii_uppercase(),
+        url: url.to_string(),
+        headers,
+        body,
+    })
+}

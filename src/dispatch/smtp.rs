@@ -1,0 +1,119 @@
+//! SMTP: the envelope and the RFC 5322 message, formatted by lettre's
+//! builder — the same bytes the SMTP transport sends after `DATA`.
+
+use std::time::SystemTime;
+
+use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+use lettre::Message;
+
+use super::{parse_recipient, PrepareError, RenderedPush, SmtpLogin, SmtpMail};
+use crate::config::{SmtpTarget, SmtpTls, TemplateText};
+
+/// Builds the mail.
+pub fn prepare(t: &SmtpTarget, push: &RenderedPush) -> Result<SmtpMail, PrepareError> {
+    let from = mailbox("smtp.from", &t.from.0)?;
+    let mut builder = Message::builder()
+        .from(from.clone())
+        .subject(t.subject.0.clone())
+        .date(SystemTime::from(push.now))
+        .message_id(Some(format!("<{}@pushwerk>", push.idempotency_key)));
+    let mut envelope_to = Vec::new();
+    let mut any = false;
+    for (field, list) in [
+        ("to", &t.to),
+        ("cc", &t.cc),
+        ("bcc", &t.bcc),
+        ("reply_to", &t.reply_to),
+    ] {
+        for mb in mailboxes(field, list)? {
+            if field != "reply_to" {
+                envelope_to.push(mb.email.to_string());
+                any = true;
+            }
+            builder = match field {
+                "to" => builder.to(mb),
+                "cc" => builder.cc(mb),
+                "bcc" => builder.bcc(mb),
+                _ => builder.reply_to(mb),
+            };
+        }
+    }
+    if !any {
+        return Err(PrepareError::InvalidField {
+            field: "smtp.to".into(),
+            reason: "every recipient rendered empty: a mail needs at least one".into(),
+        });
+    }
+    let message = match (&t.text, &t.html) {
+        (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(
+            text.0.clone(),
+            html.0.clone(),
+        )),
+        (Some(text), None) => builder.singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(text.0.clone()),
+        ),
+        (None, Some(html)) => builder.singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_HTML)
+                .body(html.0.clone()),
+        ),
+        (None, None) => {
+            return Err(PrepareError::InvalidField {
+                field: "smtp".into(),
+                reason: "a mail needs `text` or `html`".into(),
+            })
+        }
+    }
+    .map_err(|e| PrepareError::InvalidField {
+        field: "smtp".into(),
+        reason: format!("cannot build the message: {e}"),
+    })?;
+    // `Message::formatted` keeps Bcc out of the headers; bcc stays in the envelope.
+    let login = match &t.auth {
+        None => None,
+        Some(auth) => Some(match (&auth.account, &auth.password) {
+            (Some(account), _) => SmtpLogin::Xoauth2 {
+                username: auth.username.0.trim().to_owned(),
+                account: account.clone(),
+                token: push.token(account)?.to_owned(),
+            },
+            (None, password) => SmtpLogin::Password {
+                username: auth.username.0.trim().to_owned(),
+                password: password.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
+            },
+        }),
+    };
+    let port = t.port.unwrap_or(match t.tls {
+        SmtpTls::Starttls => 587,
+        SmtpTls::Tls => 465,
+        SmtpTls::None => 25,
+    });
+    Ok(SmtpMail {
+        host: t.host.clone(),
+        port,
+        tls: t.tls,
+        login,
+        envelope_from: from.email.to_string(),
+        envelope_to,
+        message: message.formatted(),
+    })
+}
+
+fn mailbox(field: &str, text: &str) -> Result<Mailbox, PrepareError> {
+    let (name, address) = parse_recipient(field, text)?;
+    let address = address.parse().map_err(|e| PrepareError::InvalidField {
+        field: field.to_owned(),
+        reason: format!("{address:?} is not an e-mail address: {e}"),
+    })?;
+    Ok(Mailbox::new(name, address))
+}
+
+fn mailboxes(field: &str, list: &[TemplateText]) -> Result<Vec<Mailbox>, PrepareError> {
+    list.iter()
+        .enumerate()
+        .filter(|(_, r)| !r.0.trim().is_empty())
+        .map(|(i, r)| mailbox(&format!("smtp.{field}[{i}]"), &r.0))
+        .collect()
+}

@@ -1,0 +1,358 @@
+//! Rendering a push for one event: the condition, then every templated leaf
+//! of the target, with the parameters `event.*`, `oauth.*`, `push.*`, `now`.
+//!
+//! Secrets enter the render only as data. In a dry-run without
+//! `--show-secrets` they are never read at all: each token and `${env:…}`
+//! value is replaced by its placeholder (`‹oauth.ms_mail›`), so the printed
+//! request cannot hold one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use minijinja::Value;
+use sha2::{Digest, Sha256};
+
+use crate::config::secret::placeholder;
+use crate::config::{Catalog, Push, SecretError, TargetKind, Trigger};
+use crate::dispatch::{RenderedPush, RenderedTarget};
+use crate::event::Event;
+use crate::template;
+
+/// Access tokens by account, or placeholders for a dry-run.
+pub type TokenValues = BTreeMap<String, String>;
+
+/// The inputs of one render.
+pub struct RenderInput<'a> {
+    /// The event (for `schedule:` pushes, the tick).
+    pub event: &'a Event,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The render time (`now`).
+    pub now: DateTime<Utc>,
+    /// Access token per account; missing accounts render as placeholders when
+    /// `show_secrets` is false and are an error otherwise.
+    pub tokens: &'a TokenValues,
+    /// Put real `${env:…}` / `${file:…}` values in, not placeholders.
+    pub show_secrets: bool,
+}
+
+/// What rendering decided.
+#[derive(Debug)]
+pub enum Rendered {
+    /// The push does not apply to this event; the reason says why.
+    Skipped(String),
+    /// The rendered push, ready for `prepare`.
+    Ready(Box<RenderedPush>),
+}
+
+/// Why a push could not be rendered. Never contains a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A template failed (most often: a parameter the event does not have).
+    #[error("`{field}`: {message}")]
+    Template {
+        /// The field, e.g. `graph_mail.subject`.
+        field: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A referenced secret is not available.
+    #[error("secret `{label}` is not available: {source}")]
+    Secret {
+        /// The secret's label.
+        label: String,
+        /// Why.
+        source: SecretError,
+    },
+    /// No access token for an account the push needs.
+    #[error("no access token for OAuth account `{0}`")]
+    MissingToken(String),
+    /// An attachment file cannot be read.
+    #[error("`{field}`: cannot read attachment {path}: {reason}")]
+    Attachment {
+        /// The field.
+        field: String,
+        /// The path as rendered.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The rendered target no longer has its shape (a bug or an odd template).
+    #[error("rendered target is malformed: {0}")]
+    Shape(String),
+}
+
+/// A stable key per push and event: the same on every retry.
+pub fn idempotency_key(push: &str, event_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(push.as_bytes());
+    h.update([0]);
+    h.update(event_id.as_bytes());
+    let digest = h.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Renders `push` for `input`.
+pub fn render(
+    catalog: &Catalog,
+    push: &Push,
+    input: &RenderInput<'_>,
+) -> Result<Rendered, RenderError> {
+    if let Trigger::Event(on) = &push.trigger {
+        if *on != input.event.event_type {
+            return Ok(Rendered::Skipped(format!(
+                "push `{}` fires on `{on}`, the event is `{}`",
+                push.name(),
+                input.event.event_type
+            )));
+        }
+    }
+    let compiled = &push.compiled;
+    let mut tokens = TokenValues::new();
+    for account in &compiled.accounts {
+        let token = match input.tokens.get(account) {
+            Some(t) => t.clone(),
+            None if !input.show_secrets => placeholder(&format!("oauth.{account}")),
+            None => return Err(RenderError::MissingToken(account.clone())),
+        };
+        tokens.insert(account.clone(), token);
+    }
+    let mut secrets = BTreeMap::new();
+    for (label, value) in &compiled.secrets {
+        let shown = if input.show_secrets {
+            match value {
+                Ok(s) => s.expose().to_owned(),
+                Err(e) => {
+                    return Err(RenderError::Secret {
+                        label: label.clone(),
+                        source: e.clone(),
+                    })
+                }
+            }
+        } else {
+            placeholder(label)
+        };
+        secrets.insert(label.clone(), Value::from(shown));
+    }
+    let ctx = context(push, input, &tokens, secrets);
+
+    if let Some(when) = &compiled.when {
+        let out = render_template(
+            catalog,
+            when,
+            &ctx,
+            "when",
+            Some(&compiled.when_params),
+            input.event,
+        )?;
+        if out.trim() != "true" {
+            let shown: Vec<String> = compiled
+                .when_params
+                .iter()
+                .filter(|p| p.starts_with("event.") || p.starts_with("push.") || *p == "now")
+                .map(|p| format!("{p} = {}", lookup_for_display(&ctx, p)))
+                .collect();
+            let cond = push.spec.when.as_deref().unwrap_or_default();
+            let values = if shown.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", shown.join(", "))
+            };
+            return Ok(Rendered::Skipped(format!(
+                "condition `{cond}` is false{values}"
+            )));
+        }
+    }
+
+    let root = push.target.key();
+    let tree = render_tree(
+        catalog,
+        push,
+        &ctx,
+        &compiled.target_tree,
+        String::new(),
+        input.event,
+        root,
+    )?;
+    let shape = |e: serde_json::Error| RenderError::Shape(e.to_string());
+    let mut target = match push.target {
+        TargetKind::Http => RenderedTarget::Http(serde_json::from_value(tree).map_err(shape)?),
+        TargetKind::GraphMail => {
+            RenderedTarget::GraphMail(serde_json::from_value(tree).map_err(shape)?)
+        }
+        TargetKind::BingAds => {
+            RenderedTarget::BingAds(serde_json::from_value(tree).map_err(shape)?)
+        }
+        TargetKind::Smtp => RenderedTarget::Smtp(serde_json::from_value(tree).map_err(shape)?),
+    };
+    if let RenderedTarget::GraphMail(mail) = &mut target {
+        let base = push.file.parent().unwrap_or(Path::new("."));
+        for (i, a) in mail.attachments.iter_mut().enumerate() {
+            if let Some(path) = a.path.take() {
+                let full = base.join(path.0.trim());
+                let bytes = std::fs::read(&full).map_err(|e| RenderError::Attachment {
+                    field: format!("graph_mail.attachments[{i}].path"),
+                    path: path.0.clone(),
+                    reason: e.kind().to_string(),
+                })?;
+                a.content_base64 = Some(crate::config::TemplateText(
+                    base64::engine::general_purpose::STANDARD.encode(bytes),
+                ));
+            }
+        }
+    }
+    Ok(Rendered::Ready(Box::new(RenderedPush {
+        push: push.name().to_owned(),
+        target,
+        tokens,
+        now: input.now,
+        idempotency_key: idempotency_key(push.name(), &input.event.id),
+    })))
+}
+
+fn context(
+    push: &Push,
+    input: &RenderInput<'_>,
+    tokens: &TokenValues,
+    secrets: BTreeMap<String, Value>,
+) -> Value {
+    let event = input.event;
+    let oauth: BTreeMap<String, Value> = tokens
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+        .collect();
+    minijinja::context! {
+        event => Value::from(minijinja::value::Serde(&event.data)),
+        oauth => oauth,
+        push => minijinja::context! {
+            name => push.name(),
+            attempt => input.attempt,
+            event_id => event.id.clone(),
+            event_type => event.event_type.clone(),
+            event_time => event.time.to_rfc3339_opts(SecondsFormat::Secs, true),
+        },
+        now => input.now.to_rfc3339_opts(SecondsFormat::Secs, true),
+        secrets => secrets,
+    }
+}
+
+fn lookup(ctx: &Value, path: &str) -> Option<Value> {
+    let mut v = ctx.clone();
+    for part in path.split('.') {
+        v = v.get_attr(part).ok().filter(|x| !x.is_undefined())?;
+    }
+    Some(v)
+}
+
+fn lookup_for_display(ctx: &Value, path: &str) -> String {
+    match lookup(ctx, path) {
+        Some(v) => serde_json::to_string(&v).unwrap_or_else(|_| v.to_string()),
+        None => "undefined".to_owned(),
+    }
+}
+
+fn render_template(
+    catalog: &Catalog,
+    name: &str,
+    ctx: &Value,
+    field: &str,
+    params: Option<&BTreeSet<String>>,
+    event: &Event,
+) -> Result<String, RenderError> {
+    let tmpl = catalog
+        .templates
+        .get_template(name)
+        .map_err(|e| RenderError::Template {
+            field: field.to_owned(),
+            message: template::describe_error(&e),
+        })?;
+    tmpl.render(ctx).map_err(|e| {
+        let mut message = template::describe_error(&e);
+        if e.kind() == minijinja::ErrorKind::UndefinedError {
+            // Only on the error path: name the parameters the event lacks.
+            let found: BTreeSet<String>;
+            let params = match params {
+                Some(p) => p,
+                None => {
+                    found = tmpl.undeclared_variables(true).into_iter().collect();
+                    &found
+                }
+            };
+            let missing: Vec<&String> = params
+                .iter()
+                .filter(|p| p.starts_with("event.") && lookup(ctx, p).is_none())
+                .collect();
+            if !missing.is_empty() {
+                let names: Vec<String> = missing.iter().map(|p| format!("`{p}`")).collect();
+                message = format!(
+                    "event `{}` has no {} (give a fallback with `| default('')`, or skip such events with `when:`)",
+                    event.id,
+                    names.join(", ")
+                );
+            }
+        }
+        RenderError::Template {
+            field: field.to_owned(),
+            message,
+        }
+    })
+}
+
+fn render_tree(
+    catalog: &Catalog,
+    push: &Push,
+    ctx: &Value,
+    value: &serde_json::Value,
+    path: String,
+    event: &Event,
+    root: &str,
+) -> Result<serde_json::Value, RenderError> {
+    Ok(match value {
+        serde_json::Value::String(s) => match push.compiled.slots.get(&path) {
+            None => serde_json::Value::String(s.clone()),
+            Some(slot) => {
+                let field = if path.is_empty() {
+                    root.to_owned()
+                } else {
+                    format!("{root}.{path}")
+                };
+                let out = render_template(catalog, &slot.template, ctx, &field, None, event)?;
+                if slot.typed {
+                    serde_json::from_str(&out).map_err(|e| RenderError::Template {
+                        field,
+                        message: format!("value is not JSON-serialisable: {e}"),
+                    })?
+                } else {
+                    serde_json::Value::String(out)
+                }
+            }
+        },
+        serde_json::Value::Array(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    render_tree(catalog, push, ctx, v, format!("{path}[{i}]"), event, root)
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        serde_json::Value::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                out.insert(
+                    k.clone(),
+                    render_tree(catalog, push, ctx, v, child, event, root)?,
+                );
+            }
+            serde_json::Value::Object(out)
+        }
+        other => other.clone(),
+    })
+}

@@ -1,0 +1,23 @@
+//! pushwerk: a push-configuration execution engine.
+//!
+//! People drop YAML push definitions into a folder; each says when to push
+//! (an event type or a cron schedule), under which condition, and what to
+//! send (an HTTP request, a Microsoft Graph mail, a Bing Ads offline
+//! conversion, an SMTP mail), with fields filled from `<< parameters >>`.
+//!
+//! The flow runs one way: [`config`] loads and checks the folder into a
+//! [`config::Catalog`]; [`engine`] renders a push for an event with
+//! [`template`] and the parameters of [`params`]; a [`dispatch`]er's pure
+//! `prepare` turns the result into the exact request. Dry-run prints that
+//! request; the daemon will send it.
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod engine;
+pub mod event;
+pub mod params;
+pub mod schedule;
+pub mod schema;
+pub mod template;

@@ -1,0 +1,149 @@
+//! The one template environment of pushwerk.
+//!
+//! Parameters are written `<< event.caller_number >>`: the delimiters are set
+//! here and nowhere else. Undefined parameters are errors (strict), and
+//! minijinja's debug output is off everywhere, because it prints every
+//! variable a failing template used — access tokens included. The builtin
+//! `debug()` function is removed for the same reason.
+
+pub mod filters;
+
+use std::collections::BTreeSet;
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{Environment, UndefinedBehavior};
+
+/// Opens a parameter: `<< event.x >>`.
+pub const VARIABLE_START: &str = "<<";
+/// Closes a parameter.
+pub const VARIABLE_END: &str = ">>";
+/// Opens a statement: `<% if event.x %>`.
+pub const BLOCK_START: &str = "<%";
+/// Closes a statement.
+pub const BLOCK_END: &str = "%>";
+/// Opens a comment: `<# note #>`.
+pub const COMMENT_START: &str = "<#";
+/// Closes a comment.
+pub const COMMENT_END: &str = "#>";
+
+/// Instruction budget of one render: bounds what a template can cost.
+const FUEL: u64 = 100_000;
+
+/// A new environment with pushwerk's syntax, strictness and filters, and
+/// without any way to print the render context.
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    let syntax = SyntaxConfig::builder()
+        .variable_delimiters(VARIABLE_START, VARIABLE_END)
+        .block_delimiters(BLOCK_START, BLOCK_END)
+        .comment_delimiters(COMMENT_START, COMMENT_END)
+        .keep_trailing_newline(true)
+        .build()
+        .expect("the pushwerk delimiters are distinct");
+    env.set_syntax(syntax);
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_debug(false);
+    env.remove_global("debug");
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(64);
+    filters::register(&mut env);
+    env
+}
+
+/// If `text` is exactly one parameter (`<< event.duration >>`, surrounding
+/// blanks allowed), the expression inside it. Such a leaf of a structured body
+/// keeps its type: a number stays a number.
+pub fn single_parameter(text: &str) -> Option<&str> {
+    let inner = text
+        .trim()
+        .strip_prefix(VARIABLE_START)?
+        .strip_suffix(VARIABLE_END)?;
+    let clash = [VARIABLE_START, VARIABLE_END, BLOCK_START, COMMENT_START];
+    if clash.iter().any(|d| inner.contains(d)) || inner.trim().is_empty() {
+        return None;
+    }
+    Some(inner.trim())
+}
+
+/// Whether `text` contains template syntax at all.
+pub fn is_template(text: &str) -> bool {
+    text.contains(VARIABLE_START) || text.contains(BLOCK_START) || text.contains(COMMENT_START)
+}
+
+/// The parameters a compiled template or expression refers to, as dotted
+/// paths (`oauth.ms_mail`, `event.caller_number`).
+pub fn referenced(vars: std::collections::HashSet<String>) -> BTreeSet<String> {
+    vars.into_iter().collect()
+}
+
+/// A short, secret-free description of a minijinja error: its kind and
+/// detail, without the debug dump of the context.
+pub fn describe_error(err: &minijinja::Error) -> String {
+    match err.detail() {
+        Some(detail) => format!("{}: {detail}", err.kind()),
+        None => err.kind().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uses_angle_delimiters_and_leaves_braces_alone() {
+        let env = environment();
+        let out = env
+            .render_str(
+                "{{ x }} << x >> <% if x %>y<% endif %><# c #>",
+                minijinja::context! { x => 1 },
+            )
+            .unwrap();
+        assert_eq!(out, "{{ x }} 1 y");
+    }
+
+    #[test]
+    fn undefined_parameter_is_an_error_and_default_still_works() {
+        let env = environment();
+        let err = env
+            .render_str(
+                "<< event.nope >>",
+                minijinja::context! { event => minijinja::context!{} },
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), minijinja::ErrorKind::UndefinedError);
+        let out = env
+            .render_str(
+                "<< event.nope | default('n/a') >>",
+                minijinja::context! { event => minijinja::context!{} },
+            )
+            .unwrap();
+        assert_eq!(out, "n/a");
+    }
+
+    #[test]
+    fn render_errors_never_show_context_values() {
+        let env = environment();
+        let err = env
+            .render_str(
+                "<< oauth.tok >> << missing >>",
+                minijinja::context! { oauth => minijinja::context!{ tok => "CANARY-TOKEN" } },
+            )
+            .unwrap_err();
+        let shown = format!("{err} {err:?} {err:#} {}", describe_error(&err));
+        assert!(!shown.contains("CANARY-TOKEN"), "{shown}");
+        assert!(env
+            .render_str("<< debug() >>", minijinja::context! {})
+            .is_err());
+    }
+
+    #[test]
+    fn single_parameter_detection() {
+        assert_eq!(
+            single_parameter(" << event.duration >> "),
+            Some("event.duration")
+        );
+        assert_eq!(single_parameter("<< a >> and << b >>"), None);
+        assert_eq!(single_parameter("x << a >>"), None);
+        assert_eq!(single_parameter("<<>>"), None);
+    }
+}
