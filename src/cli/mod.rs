@@ -14,6 +14,10 @@ use crate::dispatch::{self, Endpoints};
 use crate::engine::output::{self, Format};
 use crate::engine::{render, RenderInput, Rendered, TokenValues};
 use crate::event::Event;
+use crate::oauth::seal::Sealer;
+use crate::oauth::{Resolver, ResolverSettings, TokenStore};
+use crate::store::SledStore;
+use std::sync::Arc;
 
 /// pushwerk: push configurations, executed in the open.
 #[derive(Debug, Parser)]
@@ -22,6 +26,15 @@ pub struct Cli {
     /// The folder of push and account definitions.
     #[arg(long, global = true, env = "PUSHWERK_DIR", default_value = "pushes")]
     pub dir: PathBuf,
+    /// The data directory (token state; created 0700).
+    #[arg(long, global = true, env = "PUSHWERK_DATA", default_value = "data")]
+    pub data: PathBuf,
+    /// Log verbosity (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter).
+    #[arg(long, global = true, env = "PUSHWERK_LOG", default_value = "warn")]
+    pub log: String,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -64,6 +77,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ListFormat::Text)]
         format: ListFormat,
     },
+    /// OAuth accounts: tokens in, status out.
+    #[command(subcommand)]
+    Oauth(OauthCommand),
     /// Print the JSON Schema of a format, or write all of them into a folder.
     Schema {
         /// `push`, `oauth_account` or `event`.
@@ -73,6 +89,57 @@ pub enum Command {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+}
+
+/// `pushwerk oauth …`
+#[derive(Debug, Subcommand)]
+pub enum OauthCommand {
+    /// Store tokens by hand: a token response (JSON with `refresh_token`, and
+    /// optionally `access_token`, `expires_in`), or a bare refresh token,
+    /// from stdin or a file — never from the command line, which every user
+    /// can read.
+    Import {
+        /// The account's name.
+        name: String,
+        /// Read from this file instead of stdin.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Sign in with the authorization-code flow (PKCE) and store the tokens.
+    Login {
+        /// The account's name.
+        name: String,
+        /// Port of the loopback redirect URI `http://localhost:PORT/callback` (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Do not listen: paste the URL the browser was redirected to (for a browser on another machine).
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// State, expiry, last refresh, last use, last error and secret expiry of the accounts (never a token).
+    Status {
+        /// Only this account.
+        name: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// Refresh an account's access token now.
+    Refresh {
+        /// The account's name.
+        name: String,
+    },
+    /// Print a new random key for encrypting token state (for PUSHWERK_KEY or a key file).
+    Keygen,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Formats of listing commands.
@@ -87,6 +154,7 @@ pub enum ListFormat {
 /// Runs the command line; errors are printed once, here.
 pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -94,6 +162,37 @@ pub fn main_entry() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Logs go to stderr; never a token (secrets are wrapped, requests are not logged).
+pub fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Opens the token store in `data` with the configured key.
+pub fn open_resolver(data: &Path, catalog: &Catalog) -> anyhow::Result<Resolver> {
+    let sealer = Sealer::from_env(&crate::config::secret::process_env)?;
+    let store = SledStore::open(data)?;
+    let tokens = TokenStore::new(Arc::new(store), sealer);
+    Ok(Resolver::new(
+        tokens,
+        catalog.accounts.clone(),
+        ResolverSettings::default(),
+    ))
 }
 
 fn load(dir: &Path) -> anyhow::Result<Catalog> {
@@ -143,7 +242,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             show_secrets,
             now,
-        } => dry_run(&cli.dir, &push, event.as_deref(), format, show_secrets, now),
+        } => dry_run(
+            &cli.dir,
+            &cli.data,
+            &push,
+            event.as_deref(),
+            format,
+            show_secrets,
+            now,
+        ),
+        Command::Oauth(cmd) => oauth_command(&cli.dir, &cli.data, cmd),
         Command::Params { event, format } => {
             let catalog = load(&cli.dir)?;
             print_diagnostics(&catalog);
@@ -185,8 +293,10 @@ fn read_event(path: &Path) -> anyhow::Result<Event> {
     Event::from_json(&text).with_context(|| format!("event file {}", path.display()))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn dry_run(
     dir: &Path,
+    data: &Path,
     push_arg: &str,
     event_path: Option<&Path>,
     format: Format,
@@ -264,12 +374,14 @@ fn dry_run(
             next.join(", ")
         ));
     }
-    let tokens = TokenValues::new();
+    let mut tokens = TokenValues::new();
     if show_secrets && !push.compiled.accounts.is_empty() {
-        bail!(
-            "--show-secrets needs the access tokens of {}, and this build has no token store yet: run without --show-secrets to see placeholders",
-            push.compiled.accounts.iter().cloned().collect::<Vec<_>>().join(", ")
-        );
+        // Stored tokens only: a dry-run makes no network request.
+        let resolver = open_resolver(data, &catalog)?;
+        for account in &push.compiled.accounts {
+            let token = resolver.stored_token(account)?;
+            tokens.insert(account.clone(), token.expose().to_owned());
+        }
     }
     let input = RenderInput {
         event: &event,
@@ -313,4 +425,196 @@ fn print_file_diagnostics(catalog: &Catalog, file: &Path) {
     {
         eprintln!("{d}");
     }
+}
+
+fn read_secret_input(file: Option<&Path>) -> anyhow::Result<String> {
+    let text = match file {
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
+        }
+        None => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("cannot read stdin")?;
+            text
+        }
+    };
+    Ok(text)
+}
+
+/// Parses what `oauth import` reads: a token response as JSON, or a bare refresh token.
+pub fn parse_import(text: &str) -> anyhow::Result<crate::oauth::ImportedTokens> {
+    let text = text.trim();
+    if text.is_empty() {
+        bail!("nothing to import: give a token response as JSON (with `refresh_token`) or a refresh token on stdin");
+    }
+    if text.starts_with('{') {
+        // serde's message could quote a value: keep only its position.
+        return serde_json::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "not a token response at line {} column {}: expected JSON with `refresh_token` and optionally `access_token`, `expires_in` (seconds) or `expires_at` (RFC 3339), `scope`",
+                e.line(),
+                e.column()
+            )
+        });
+    }
+    if text.split_whitespace().count() != 1 {
+        bail!("expected one refresh token or a JSON token response");
+    }
+    Ok(serde_json::from_value(
+        serde_json::json!({ "refresh_token": text }),
+    )?)
+}
+
+fn oauth_command(dir: &Path, data: &Path, cmd: OauthCommand) -> anyhow::Result<ExitCode> {
+    if let OauthCommand::Keygen = cmd {
+        println!("{}", Sealer::generate_key());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let catalog = load(dir)?;
+    let account_of = |name: &str| {
+        catalog.accounts.get(name).cloned().ok_or_else(|| {
+            let hint = crate::config::did_you_mean(name, catalog.accounts.keys().cloned());
+            anyhow::anyhow!("no OAuth account named `{name}` in {}{hint}", dir.display())
+        })
+    };
+    let rt = runtime()?;
+    match cmd {
+        OauthCommand::Keygen => unreachable!("handled above"),
+        OauthCommand::Import { name, file } => {
+            account_of(&name)?;
+            let tokens = parse_import(&read_secret_input(file.as_deref())?)?;
+            let resolver = open_resolver(data, &catalog)?;
+            rt.block_on(resolver.import(&name, tokens))?;
+            println!(
+                "stored tokens of `{name}` in {}{}",
+                data.display(),
+                if resolver.is_encrypted() {
+                    " (encrypted)"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        OauthCommand::Login {
+            name,
+            port,
+            no_browser,
+        } => {
+            let account = account_of(&name)?;
+            let resolver = open_resolver(data, &catalog)?;
+            let client = crate::oauth::client::TokenClient::new(std::time::Duration::from_secs(30));
+            rt.block_on(async {
+                let (login, code) = if no_browser {
+                    let port = if port == 0 { 8400 } else { port };
+                    let login = crate::oauth::login::begin(&account, &format!("http://localhost:{port}/callback"));
+                    eprintln!("Open this URL in a browser, sign in, then paste the URL the browser ends up at (it will not load):\n\n{}\n", login.authorize_url);
+                    eprint!("redirect URL: ");
+                    let mut line = String::new();
+                    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+                    tokio::io::AsyncBufReadExt::read_line(&mut stdin, &mut line).await?;
+                    let code = login.code_from_redirect(&line)?;
+                    (login, code)
+                } else {
+                    let listener = crate::oauth::login::RedirectListener::bind(port).await?;
+                    let login = crate::oauth::login::begin(&account, &listener.redirect_uri);
+                    eprintln!("Open this URL in a browser and sign in:\n\n{}\n\nwaiting for the redirect to {} …", login.authorize_url, listener.redirect_uri);
+                    let code = listener.wait(&login).await?;
+                    (login, code)
+                };
+                let response = login.exchange(&client, &account, &code).await?;
+                resolver.store_login(&name, response).await?;
+                anyhow::Ok(())
+            })?;
+            println!("signed in: stored tokens of `{name}` in {}", data.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        OauthCommand::Status { name, format } => {
+            let resolver = open_resolver(data, &catalog)?;
+            let mut status = resolver.status(Utc::now().date_naive())?;
+            if let Some(n) = &name {
+                status.retain(|s| &s.account == n);
+                if status.is_empty() {
+                    account_of(n)?;
+                }
+            }
+            for s in &status {
+                for w in &s.warnings {
+                    tracing::warn!(account = %s.account, "{w}");
+                }
+            }
+            match format {
+                ListFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "encrypted_at_rest": resolver.is_encrypted(), "accounts": status })
+                    )?
+                ),
+                ListFormat::Text => print!("{}", status_text(&status, resolver.is_encrypted())),
+            }
+            let bad = status.iter().any(|s| s.state != "ok");
+            Ok(if bad {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        OauthCommand::Refresh { name } => {
+            account_of(&name)?;
+            let resolver = open_resolver(data, &catalog)?;
+            rt.block_on(resolver.refresh_now(&name))?;
+            println!("refreshed `{name}`");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn status_text(status: &[crate::oauth::AccountStatus], encrypted: bool) -> String {
+    let when = |t: &Option<DateTime<Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut out = format!(
+        "token state: {}\n",
+        if encrypted {
+            "encrypted at rest (ChaCha20-Poly1305)"
+        } else {
+            "NOT encrypted at rest (set PUSHWERK_KEY or PUSHWERK_KEY_FILE)"
+        }
+    );
+    for s in status {
+        out.push_str(&format!("\n{}: {}\n", s.account, s.state));
+        if let Some(r) = &s.reason {
+            out.push_str(&format!("  reason:         {r}\n"));
+        }
+        out.push_str(&format!(
+            "  access token:   expires {}\n",
+            when(&s.access_token_expires)
+        ));
+        out.push_str(&format!(
+            "  refresh token:  {}\n",
+            if s.has_refresh_token {
+                "stored"
+            } else {
+                "none"
+            }
+        ));
+        out.push_str(&format!("  last refresh:   {}\n", when(&s.last_refresh)));
+        out.push_str(&format!("  last use:       {}\n", when(&s.last_use)));
+        out.push_str(&format!(
+            "  last error:     {}\n",
+            s.last_error.as_deref().unwrap_or("-")
+        ));
+        out.push_str(&format!(
+            "  secret expires: {}\n",
+            s.client_secret_expires
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "-".into())
+        ));
+        for w in &s.warnings {
+            out.push_str(&format!("  warning:        {w}\n"));
+        }
+    }
+    out
 }

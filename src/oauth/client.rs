@@ -1,0 +1,291 @@
+//! Talking to a token endpoint (RFC 6749): the refresh-token grant and the
+//! authorization-code grant, and what each answer means. Microsoft's shapes:
+//! `../shared/reference/microsoft-apis.md` §1.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::record::TokenError;
+
+/// A successful token response.
+#[derive(Clone, Deserialize)]
+pub struct TokenResponse {
+    /// The new access token.
+    pub access_token: String,
+    /// Its lifetime in seconds.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    /// A new refresh token (Microsoft rotates it on every use); absent means keep the old one.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// Granted scopes (space-separated).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Always `Bearer` at Microsoft.
+    #[serde(default)]
+    pub token_type: Option<String>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .field("has_refresh_token", &self.refresh_token.is_some())
+            .finish()
+    }
+}
+
+/// Why a token request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenFailure {
+    /// The grant or client was refused: a person must act (log in again,
+    /// fix the secret). Retrying cannot help.
+    Rejected(TokenError),
+    /// The endpoint is unavailable for now (timeout, 5xx, 429,
+    /// `temporarily_unavailable`): retry later, at `retry_after` if given.
+    Transient {
+        /// What happened.
+        error: TokenError,
+        /// The server's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl TokenFailure {
+    /// The error, either way.
+    pub fn error(&self) -> &TokenError {
+        match self {
+            TokenFailure::Rejected(e) => e,
+            TokenFailure::Transient { error, .. } => error,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+    #[serde(default)]
+    error_codes: Option<Vec<u32>>,
+    #[serde(default)]
+    suberror: Option<String>,
+}
+
+/// The first line of a Microsoft error description, without the `AADSTSnnnn:`
+/// prefix and the trace lines, at most 300 characters.
+fn first_line(description: &str) -> String {
+    let line = description.lines().next().unwrap_or_default().trim();
+    let line = match line.strip_prefix("AADSTS") {
+        Some(rest) => rest
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start_matches(':')
+            .trim(),
+        None => line,
+    };
+    line.chars().take(300).collect()
+}
+
+fn aadsts_in(description: &str) -> Option<u32> {
+    let i = description.find("AADSTS")?;
+    let digits: String = description[i + 6..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Classifies a token-endpoint answer that was not a success.
+pub fn classify_error(status: u16, retry_after: Option<Duration>, body: &[u8]) -> TokenFailure {
+    let now = Utc::now();
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let (code, aadsts, description) = match &parsed {
+        Some(b) => {
+            let desc = b.error_description.as_deref().unwrap_or_default();
+            let aadsts = b
+                .error_codes
+                .as_ref()
+                .and_then(|c| c.first().copied())
+                .or_else(|| aadsts_in(desc));
+            let mut text = first_line(desc);
+            if let Some(sub) = &b.suberror {
+                text = format!("{text} (suberror {sub})");
+            }
+            (b.error.clone(), aadsts, text)
+        }
+        None => (
+            format!("http {status}"),
+            None,
+            String::from_utf8_lossy(body)
+                .chars()
+                .take(120)
+                .collect::<String>()
+                .trim()
+                .to_owned(),
+        ),
+    };
+    let error = TokenError {
+        at: now,
+        code: code.clone(),
+        aadsts,
+        description,
+    };
+    let transient = status == 429
+        || status >= 500
+        || code == "temporarily_unavailable"
+        || parsed.is_none() && status == 408;
+    if transient {
+        TokenFailure::Transient { error, retry_after }
+    } else {
+        TokenFailure::Rejected(error)
+    }
+}
+
+/// A token-endpoint client.
+#[derive(Clone, Debug)]
+pub struct TokenClient {
+    http: reqwest::Client,
+}
+
+impl TokenClient {
+    /// A client whose requests give up after `timeout`.
+    pub fn new(timeout: Duration) -> TokenClient {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("pushwerk/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds");
+        TokenClient { http }
+    }
+
+    /// POSTs `form` (form-urlencoded) to `token_url` and reads the answer.
+    pub async fn request(
+        &self,
+        token_url: &str,
+        form: &BTreeMap<String, String>,
+    ) -> Result<TokenResponse, TokenFailure> {
+        let transient = |code: &str, description: String| TokenFailure::Transient {
+            error: TokenError {
+                at: Utc::now(),
+                code: code.to_owned(),
+                aadsts: None,
+                description,
+            },
+            retry_after: None,
+        };
+        let response = self
+            .http
+            .post(token_url)
+            .header("Accept", "application/json")
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| {
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connect"
+                } else {
+                    "transport"
+                };
+                // reqwest's message names the URL, never the form body.
+                transient(kind, e.without_url().to_string())
+            })?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Utc::now()));
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transient("transport", e.without_url().to_string()))?;
+        if status == 200 {
+            return serde_json::from_slice::<TokenResponse>(&body).map_err(|e| {
+                transient(
+                    "malformed response",
+                    format!("token endpoint answered 200 without a token response: {e}"),
+                )
+            });
+        }
+        Err(classify_error(status, retry_after, &body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn microsoft_error_bodies_are_classified_with_their_codes() {
+        let body = br#"{"error":"invalid_grant","error_description":"AADSTS700082: The refresh token has expired due to inactivity.\r\nTrace ID: x\r\nCorrelation ID: y\r\nTimestamp: 2024-01-09 02:02:12Z","error_codes":[700082]}"#;
+        match classify_error(400, None, body) {
+            TokenFailure::Rejected(e) => {
+                assert_eq!(e.code, "invalid_grant");
+                assert_eq!(e.aadsts, Some(700082));
+                assert_eq!(
+                    e.description,
+                    "The refresh token has expired due to inactivity."
+                );
+                assert_eq!(
+                    e.to_string(),
+                    "invalid_grant AADSTS700082: The refresh token has expired due to inactivity."
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let client = br#"{"error":"invalid_client","error_description":"AADSTS7000222: The provided client secret keys are expired.","error_codes":[7000222]}"#;
+        assert!(
+            matches!(classify_error(401, None, client), TokenFailure::Rejected(e) if e.aadsts == Some(7000222))
+        );
+        let busy =
+            br#"{"error":"temporarily_unavailable","error_description":"AADSTS50000: busy"}"#;
+        assert!(matches!(
+            classify_error(503, None, busy),
+            TokenFailure::Transient { .. }
+        ));
+        assert!(matches!(
+            classify_error(429, Some(Duration::from_secs(60)), b"Too Many Requests"),
+            TokenFailure::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(60)
+        ));
+        // A 400 with temporarily_unavailable is transient too; an unknown 4xx is not.
+        assert!(matches!(
+            classify_error(400, None, busy),
+            TokenFailure::Transient { .. }
+        ));
+        assert!(matches!(
+            classify_error(404, None, b"not found"),
+            TokenFailure::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

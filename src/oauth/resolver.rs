@@ -1,0 +1,628 @@
+//! The resolver: the current access token of an account, refreshed when
+//! needed.
+//!
+//! - A stored token is used while it is valid for more than a skew
+//!   (default 5 minutes).
+//! - Otherwise one refresh-token grant is made, whatever the number of
+//!   concurrent callers (single-flight per account: a per-account lock, and
+//!   a re-check of the stored state after taking it).
+//! - The new refresh token (Microsoft rotates it on every use; a response
+//!   without one keeps the old) and access token are written and flushed
+//!   *before* the token is handed out.
+//! - A refused grant (`invalid_grant`, `invalid_client`,
+//!   `interaction_required`, …) puts the account in `needs_reauth`: no more
+//!   token requests until a person imports or logs in again.
+//! - Timeouts, 5xx, 429 and `temporarily_unavailable` start exponential
+//!   backoff with jitter (or the server's `Retry-After`, capped); until the
+//!   next step no token request is made, callers get `Unavailable` with the
+//!   time to wait.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rand::Rng;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::client::{TokenClient, TokenFailure, TokenResponse};
+use super::record::{AccountState, TokenRecord};
+use super::token_store::TokenStore;
+use super::OAuthError;
+use crate::config::{OAuthAccount, Secret};
+
+/// Tunables of the resolver.
+#[derive(Debug, Clone)]
+pub struct ResolverSettings {
+    /// A token valid for less than this is refreshed first (default 5 min).
+    pub skew: Duration,
+    /// Refresh an account not refreshed for this long (default 24 h), so a
+    /// Microsoft refresh token never reaches its 90-day inactivity expiry.
+    pub keep_alive_after: Duration,
+    /// First backoff step after a transient failure (default 1 s).
+    pub backoff_base: Duration,
+    /// Longest backoff step (default 5 min).
+    pub backoff_max: Duration,
+    /// Longest `Retry-After` honoured (default 10 min).
+    pub retry_after_cap: Duration,
+    /// Token request timeout (default 30 s).
+    pub request_timeout: Duration,
+    /// Warn when a client secret expires within this many days (default 30).
+    pub secret_warning_days: i64,
+}
+
+impl Default for ResolverSettings {
+    fn default() -> Self {
+        ResolverSettings {
+            skew: Duration::from_secs(300),
+            keep_alive_after: Duration::from_secs(24 * 3600),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            retry_after_cap: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(30),
+            secret_warning_days: 30,
+        }
+    }
+}
+
+/// Tokens given by hand (`oauth import`): what a token endpoint returned.
+#[derive(Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedTokens {
+    /// The access token (optional: with only a refresh token, the first use refreshes).
+    #[serde(default)]
+    pub access_token: Option<String>,
+    /// The refresh token.
+    pub refresh_token: String,
+    /// Lifetime of the access token in seconds, as the token endpoint says it.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    /// Or the expiry itself (RFC 3339).
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Granted scopes.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Ignored fields of a pasted token response.
+    #[serde(default)]
+    pub token_type: Option<String>,
+    /// Ignored fields of a pasted token response.
+    #[serde(default)]
+    pub ext_expires_in: Option<u64>,
+    /// Ignored fields of a pasted token response.
+    #[serde(default)]
+    pub id_token: Option<String>,
+}
+
+impl std::fmt::Debug for ImportedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportedTokens")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+/// What `oauth status` shows of one account. Never a token.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountStatus {
+    /// The account.
+    pub account: String,
+    /// Whether the folder defines it.
+    pub configured: bool,
+    /// `ok`, `needs_reauth` or `no_tokens`.
+    pub state: String,
+    /// Why it needs a new login.
+    pub reason: Option<String>,
+    /// When the access token expires.
+    pub access_token_expires: Option<DateTime<Utc>>,
+    /// Whether a refresh token is stored.
+    pub has_refresh_token: bool,
+    /// Last successful refresh.
+    pub last_refresh: Option<DateTime<Utc>>,
+    /// Last use by a push.
+    pub last_use: Option<DateTime<Utc>>,
+    /// Last token-endpoint error.
+    pub last_error: Option<String>,
+    /// When the client secret expires.
+    pub client_secret_expires: Option<NaiveDate>,
+    /// Things to act on (a secret about to expire).
+    pub warnings: Vec<String>,
+}
+
+/// What a caller needs from [`Resolver::token`].
+#[derive(Clone, Copy)]
+enum Want<'a> {
+    /// Any token valid beyond the skew.
+    Valid,
+    /// A token other than this one, which a target refused.
+    Replace(&'a str),
+    /// A newly refreshed token.
+    Force,
+}
+
+#[derive(Default)]
+struct Flight {
+    failures: u32,
+    next_attempt: Option<Instant>,
+    last_reason: String,
+}
+
+/// Hands out access tokens; see the module documentation.
+pub struct Resolver {
+    tokens: TokenStore,
+    client: TokenClient,
+    settings: ResolverSettings,
+    accounts: RwLock<Arc<BTreeMap<String, OAuthAccount>>>,
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Flight>>>>,
+    cache: RwLock<HashMap<String, TokenRecord>>,
+    token_requests: AtomicU64,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+fn backoff(settings: &ResolverSettings, failures: u32) -> Duration {
+    let exp = settings
+        .backoff_base
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    let step = exp.min(settings.backoff_max);
+    // Jitter within the upper half of the step: spreads retries of many
+    // processes without ever retrying sooner than half the step.
+    let half = step / 2;
+    half + Duration::from_millis(rand::rng().random_range(0..=half.as_millis().max(1) as u64))
+}
+
+impl Resolver {
+    /// A resolver over `tokens` for the accounts of a catalog.
+    pub fn new(
+        tokens: TokenStore,
+        accounts: BTreeMap<String, OAuthAccount>,
+        settings: ResolverSettings,
+    ) -> Resolver {
+        let client = TokenClient::new(settings.request_timeout);
+        Resolver {
+            tokens,
+            client,
+            settings,
+            accounts: RwLock::new(Arc::new(accounts)),
+            flights: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
+            token_requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Replaces the account definitions (after the folder changed).
+    pub fn set_accounts(&self, accounts: BTreeMap<String, OAuthAccount>) {
+        *self.accounts.write().expect("accounts lock") = Arc::new(accounts);
+    }
+
+    /// Token requests made since start (for metrics and tests).
+    pub fn token_requests(&self) -> u64 {
+        self.token_requests.load(Ordering::Relaxed)
+    }
+
+    /// Whether token state is encrypted at rest.
+    pub fn is_encrypted(&self) -> bool {
+        self.tokens.is_encrypted()
+    }
+
+    fn account(&self, name: &str) -> Result<OAuthAccount, OAuthError> {
+        self.accounts
+            .read()
+            .expect("accounts lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| OAuthError::UnknownAccount(name.to_owned()))
+    }
+
+    fn flight(&self, account: &str) -> Arc<tokio::sync::Mutex<Flight>> {
+        self.flights
+            .lock()
+            .expect("flights lock")
+            .entry(account.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn record(&self, account: &str) -> Result<Option<TokenRecord>, OAuthError> {
+        if let Some(r) = self.cache.read().expect("cache lock").get(account) {
+            return Ok(Some(r.clone()));
+        }
+        let loaded = self.tokens.get(account)?;
+        if let Some(r) = &loaded {
+            self.cache
+                .write()
+                .expect("cache lock")
+                .entry(account.to_owned())
+                .or_insert_with(|| r.clone());
+        }
+        Ok(loaded)
+    }
+
+    fn save(&self, record: TokenRecord, durable: bool) -> Result<(), OAuthError> {
+        let result = self.tokens.put(&record, durable);
+        self.cache
+            .write()
+            .expect("cache lock")
+            .insert(record.account.clone(), record);
+        result
+    }
+
+    fn skew(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.settings.skew).unwrap_or_default()
+    }
+
+    /// Marks a use; written at most once a minute per account.
+    fn touch(&self, account: &str, now: DateTime<Utc>) {
+        let mut cache = self.cache.write().expect("cache lock");
+        if let Some(r) = cache.get_mut(account) {
+            let stale = r
+                .last_use
+                .is_none_or(|t| now - t > chrono::Duration::seconds(60));
+            r.last_use = Some(now);
+            if stale {
+                let _ = self.tokens.put(r, false);
+            }
+        }
+    }
+
+    /// The usable access token of `account`, refreshing it if needed.
+    pub async fn access_token(&self, account: &str) -> Result<Secret, OAuthError> {
+        self.token(account, Want::Valid).await
+    }
+
+    /// Like [`Resolver::access_token`], but waits through backoff steps for up to `max_wait`.
+    pub async fn access_token_waiting(
+        &self,
+        account: &str,
+        max_wait: Duration,
+    ) -> Result<Secret, OAuthError> {
+        let deadline = Instant::now() + max_wait;
+        loop {
+            match self.access_token(account).await {
+                Err(OAuthError::Unavailable { retry_in, .. })
+                    if Instant::now() + retry_in <= deadline =>
+                {
+                    tokio::time::sleep(retry_in).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A target refused `rejected` (401): refresh once, unless someone has
+    /// already replaced that token.
+    pub async fn refresh_rejected(
+        &self,
+        account: &str,
+        rejected: &str,
+    ) -> Result<Secret, OAuthError> {
+        self.token(account, Want::Replace(rejected)).await
+    }
+
+    /// Refreshes now, whatever the token's expiry (`oauth refresh`, keep-alive).
+    pub async fn refresh_now(&self, account: &str) -> Result<Secret, OAuthError> {
+        self.token(account, Want::Force).await
+    }
+
+    /// The stored access token if it is still valid, without any token
+    /// request (dry-run with `--show-secrets`).
+    pub fn stored_token(&self, account: &str) -> Result<Secret, OAuthError> {
+        let record = self
+            .record(account)?
+            .ok_or_else(|| OAuthError::NoTokens(account.to_owned()))?;
+        if let AccountState::NeedsReauth { reason } = &record.state {
+            return Err(OAuthError::NeedsReauth {
+                account: account.to_owned(),
+                reason: reason.clone(),
+            });
+        }
+        record
+            .fresh_access_token(Utc::now(), chrono::Duration::zero())
+            .map(|t| Secret::new(format!("oauth.{account}"), t))
+            .ok_or_else(|| OAuthError::StoredTokenExpired(account.to_owned()))
+    }
+
+    /// Tokens for every account in `accounts`, for a render.
+    pub async fn tokens_for(
+        &self,
+        accounts: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, String>, OAuthError> {
+        let mut out = BTreeMap::new();
+        for a in accounts {
+            out.insert(a.clone(), self.access_token(a).await?.expose().to_owned());
+        }
+        Ok(out)
+    }
+
+    async fn token(&self, account_name: &str, want: Want<'_>) -> Result<Secret, OAuthError> {
+        let label = format!("oauth.{account_name}");
+        let now = Utc::now();
+        if matches!(want, Want::Valid) {
+            if let Some(r) = self.record(account_name)? {
+                if r.state == AccountState::Ok {
+                    if let Some(t) = r.fresh_access_token(now, self.skew()) {
+                        let token = Secret::new(&label, t);
+                        self.touch(account_name, now);
+                        return Ok(token);
+                    }
+                }
+            }
+        }
+        let account = self.account(account_name)?;
+        let flight = self.flight(account_name);
+        let mut flight = flight.lock().await;
+        // Re-check: another caller may have refreshed while we waited.
+        let now = Utc::now();
+        let record = self
+            .record(account_name)?
+            .ok_or_else(|| OAuthError::NoTokens(account_name.to_owned()))?;
+        if let AccountState::NeedsReauth { reason } = &record.state {
+            return Err(OAuthError::NeedsReauth {
+                account: account_name.to_owned(),
+                reason: reason.clone(),
+            });
+        }
+        if let Some(t) = record.fresh_access_token(now, self.skew()) {
+            let usable = match want {
+                Want::Valid => true,
+                Want::Replace(old) => old != t,
+                Want::Force => false,
+            };
+            if usable {
+                self.touch(account_name, now);
+                return Ok(Secret::new(&label, t));
+            }
+        }
+        if let Some(at) = flight.next_attempt {
+            let wait = at.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                return Err(OAuthError::Unavailable {
+                    account: account_name.to_owned(),
+                    retry_in: wait,
+                    reason: flight.last_reason.clone(),
+                });
+            }
+        }
+        self.refresh_locked(&account, &mut flight, record).await
+    }
+
+    async fn refresh_locked(
+        &self,
+        account: &OAuthAccount,
+        flight: &mut Flight,
+        mut record: TokenRecord,
+    ) -> Result<Secret, OAuthError> {
+        let name = account.spec.name.clone();
+        let refresh_token = record
+            .refresh_token
+            .clone()
+            .ok_or_else(|| OAuthError::NoTokens(name.clone()))?;
+        let mut form = BTreeMap::new();
+        for (k, v) in &account.extra {
+            let v = v.as_ref().map_err(|e| OAuthError::Secret {
+                account: name.clone(),
+                source: e.clone(),
+            })?;
+            form.insert(k.clone(), v.expose().to_owned());
+        }
+        form.insert("grant_type".into(), "refresh_token".into());
+        form.insert("refresh_token".into(), refresh_token);
+        form.insert("client_id".into(), account.spec.client_id.clone());
+        form.insert("scope".into(), account.spec.scope.clone());
+        if let Some(secret) = &account.client_secret {
+            let secret = secret.as_ref().map_err(|e| OAuthError::Secret {
+                account: name.clone(),
+                source: e.clone(),
+            })?;
+            form.insert("client_secret".into(), secret.expose().to_owned());
+        }
+        self.token_requests.fetch_add(1, Ordering::Relaxed);
+        let result = self.client.request(&account.spec.token_url, &form).await;
+        drop(form);
+        let now = Utc::now();
+        match result {
+            Ok(response) => {
+                let token = self.apply_response(&mut record, response, now);
+                record.generation += 1;
+                self.save(record, true)?;
+                *flight = Flight::default();
+                tracing::info!(account = %name, "access token refreshed");
+                Ok(Secret::new(format!("oauth.{name}"), token))
+            }
+            Err(TokenFailure::Rejected(error)) => {
+                let reason = error.to_string();
+                tracing::error!(account = %name, error = %reason, "token endpoint refused the grant; the account needs a new login");
+                record.state = AccountState::NeedsReauth {
+                    reason: reason.clone(),
+                };
+                record.last_error = Some(error);
+                self.save(record, true)?;
+                Err(OAuthError::NeedsReauth {
+                    account: name,
+                    reason,
+                })
+            }
+            Err(TokenFailure::Transient { error, retry_after }) => {
+                flight.failures += 1;
+                let wait = match retry_after {
+                    Some(d) => d.min(self.settings.retry_after_cap),
+                    None => backoff(&self.settings, flight.failures),
+                };
+                flight.next_attempt = Some(Instant::now() + wait);
+                flight.last_reason = error.to_string();
+                tracing::warn!(account = %name, error = %error, failures = flight.failures, retry_in = ?wait, "token request failed; backing off");
+                record.last_error = Some(error);
+                self.save(record, false)?;
+                Err(OAuthError::Unavailable {
+                    account: name,
+                    retry_in: wait,
+                    reason: flight.last_reason.clone(),
+                })
+            }
+        }
+    }
+
+    fn apply_response(
+        &self,
+        record: &mut TokenRecord,
+        response: TokenResponse,
+        now: DateTime<Utc>,
+    ) -> String {
+        let token = response.access_token.clone();
+        record.access_token = Some(response.access_token);
+        record.expires_at =
+            Some(now + chrono::Duration::seconds(response.expires_in.unwrap_or(3600) as i64));
+        if let Some(rt) = response.refresh_token {
+            record.refresh_token = Some(rt);
+        }
+        if response.scope.is_some() {
+            record.scope = response.scope;
+        }
+        record.last_refresh = Some(now);
+        record.last_error = None;
+        record.state = AccountState::Ok;
+        token
+    }
+
+    /// Stores tokens given by hand or by a login, and clears `needs_reauth`.
+    pub async fn import(&self, account: &str, tokens: ImportedTokens) -> Result<(), OAuthError> {
+        self.account(account)?;
+        let flight = self.flight(account);
+        let mut flight = flight.lock().await;
+        let now = Utc::now();
+        let mut record = self
+            .record(account)?
+            .unwrap_or_else(|| TokenRecord::new(account));
+        record.expires_at = match (&tokens.access_token, tokens.expires_at, tokens.expires_in) {
+            (None, _, _) => None,
+            (Some(_), Some(at), _) => Some(at),
+            (Some(_), None, Some(secs)) => Some(now + chrono::Duration::seconds(secs as i64)),
+            // Unknown expiry: refresh before the first use.
+            (Some(_), None, None) => Some(now),
+        };
+        record.access_token = tokens.access_token;
+        record.refresh_token = Some(tokens.refresh_token);
+        record.scope = tokens.scope.or(record.scope);
+        record.last_refresh = Some(now);
+        record.last_error = None;
+        record.state = AccountState::Ok;
+        record.generation += 1;
+        self.save(record, true)?;
+        *flight = Flight::default();
+        tracing::info!(account, "tokens imported");
+        Ok(())
+    }
+
+    /// Stores the answer of an authorization-code exchange.
+    pub async fn store_login(
+        &self,
+        account: &str,
+        response: TokenResponse,
+    ) -> Result<(), OAuthError> {
+        let refresh_token = response.refresh_token.clone().ok_or_else(|| {
+            OAuthError::Login(super::login::LoginError::NoRefreshToken(account.to_owned()))
+        })?;
+        self.import(
+            account,
+            ImportedTokens {
+                access_token: Some(response.access_token),
+                refresh_token,
+                expires_in: Some(response.expires_in.unwrap_or(3600)),
+                expires_at: None,
+                scope: response.scope,
+                token_type: None,
+                ext_expires_in: None,
+                id_token: None,
+            },
+        )
+        .await
+    }
+
+    /// Accounts due for a keep-alive refresh at `now`.
+    pub fn keep_alive_due(&self, now: DateTime<Utc>) -> Result<Vec<String>, OAuthError> {
+        let period = chrono::Duration::from_std(self.settings.keep_alive_after).unwrap_or_default();
+        let accounts = self.accounts.read().expect("accounts lock").clone();
+        let mut due = Vec::new();
+        for name in accounts.keys() {
+            if let Some(r) = self.record(name)? {
+                let ok = r.state == AccountState::Ok && r.refresh_token.is_some();
+                if ok && r.last_refresh.is_none_or(|t| now - t >= period) {
+                    due.push(name.clone());
+                }
+            }
+        }
+        Ok(due)
+    }
+
+    /// Refreshes every account due for keep-alive; returns each outcome.
+    pub async fn keep_alive(&self) -> Vec<(String, Result<(), OAuthError>)> {
+        let due = match self.keep_alive_due(Utc::now()) {
+            Ok(d) => d,
+            Err(e) => return vec![(String::new(), Err(e))],
+        };
+        let mut out = Vec::new();
+        for name in due {
+            let result = self.refresh_now(&name).await.map(|_| ());
+            out.push((name, result));
+        }
+        out
+    }
+
+    /// The status of every configured or stored account.
+    pub fn status(&self, today: NaiveDate) -> Result<Vec<AccountStatus>, OAuthError> {
+        let accounts = self.accounts.read().expect("accounts lock").clone();
+        let mut names: BTreeSet<String> = accounts.keys().cloned().collect();
+        names.extend(self.tokens.accounts()?);
+        let mut out = Vec::new();
+        for name in names {
+            let record = self.record(&name)?;
+            let spec = accounts.get(&name).map(|a| &a.spec);
+            let secret_expires = spec.and_then(|s| s.client_secret_expires);
+            let mut warnings = Vec::new();
+            if let Some(exp) = secret_expires {
+                let days = (exp - today).num_days();
+                if days < 0 {
+                    warnings.push(format!("client secret expired on {exp}: create a new one in Azure and update the account"));
+                } else if days <= self.settings.secret_warning_days {
+                    warnings.push(format!("client secret expires on {exp}, in {days} days: create a new one in Azure before then"));
+                }
+            }
+            if spec.is_none() {
+                warnings.push("stored tokens of an account no file defines".to_owned());
+            }
+            let (state, reason) = match record.as_ref().map(|r| &r.state) {
+                None => ("no_tokens".to_owned(), None),
+                Some(AccountState::Ok) => ("ok".to_owned(), None),
+                Some(AccountState::NeedsReauth { reason }) => {
+                    ("needs_reauth".to_owned(), Some(reason.clone()))
+                }
+            };
+            out.push(AccountStatus {
+                account: name.clone(),
+                configured: spec.is_some(),
+                state,
+                reason,
+                access_token_expires: record.as_ref().and_then(|r| r.expires_at),
+                has_refresh_token: record.as_ref().is_some_and(|r| r.refresh_token.is_some()),
+                last_refresh: record.as_ref().and_then(|r| r.last_refresh),
+                last_use: record.as_ref().and_then(|r| r.last_use),
+                last_error: record.as_ref().and_then(|r| {
+                    r.last_error
+                        .as_ref()
+                        .map(|e| format!("{} at {}", e, e.at.to_rfc3339()))
+                }),
+                client_secret_expires: secret_expires,
+                warnings,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,201 @@
+//! The sled implementation of [`Store`].
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::{CasConflict, Entries, Store, StoreError};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// sled behind the [`Store`] trait. The data directory is created `0700` and
+/// its files `0600`: token state is for the pushwerk user alone.
+pub struct SledStore {
+    db: sled::Db,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").field("dir", &self.dir).finish()
+    }
+}
+
+fn backend(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Creates `dir` (0700) if needed and makes sure it is not open to others.
+fn secure_dir(dir: &Path) -> Result<(), StoreError> {
+    let err = |reason: String| StoreError::Directory {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create: {e}")))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| err(format!("cannot set mode 0700: {e}")))?;
+    Ok(())
+}
+
+/// Sets every file below `dir` to 0600 and every folder to 0700.
+fn secure_tree(dir: &Path) -> Result<(), StoreError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| StoreError::Directory {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let mode = if path.is_dir() { 0o700 } else { 0o600 };
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        if path.is_dir() {
+            secure_tree(&path)?;
+        }
+    }
+    Ok(())
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        secure_dir(dir)?;
+        // Files sled creates from now on are private to this user.
+        // SAFETY: umask only changes the process's file-creation mask.
+        unsafe { libc::umask(0o077) };
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(dir.to_path_buf())
+                }
+                other => backend(other),
+            })?;
+        secure_tree(dir)?;
+        let store = SledStore {
+            db,
+            dir: dir.to_path_buf(),
+        };
+        match store.db.get(SCHEMA_KEY).map_err(backend)? {
+            None => {
+                store
+                    .db
+                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(backend)?;
+            }
+            Some(v) => {
+                let found = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 4]));
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::SchemaVersion {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        self.db.open_tree(name).map_err(backend)
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree(tree)?
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.tree(tree)?.insert(key, value).map_err(backend)?;
+        Ok(())
+    }
+
+    fn remove(&self, tree: &str, key: &[u8]) -> Result<(), StoreError> {
+        self.tree(tree)?.remove(key).map_err(backend)?;
+        Ok(())
+    }
+
+    fn compare_and_swap(
+        &self,
+        tree: &str,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Result<(), CasConflict>, StoreError> {
+        let result = self
+            .tree(tree)?
+            .compare_and_swap(key, old, new.map(sled::IVec::from))
+            .map_err(backend)?;
+        Ok(result.map_err(|e| CasConflict {
+            current: e.current.map(|v| v.to_vec()),
+        }))
+    }
+
+    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StoreError> {
+        self.tree(tree)?
+            .scan_prefix(prefix)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
+            .collect()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(backend)?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.db.size_on_disk().map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_survive_a_reopen_and_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        {
+            let s = SledStore::open(&data).unwrap();
+            s.put("t", b"k", b"v1").unwrap();
+            assert_eq!(
+                s.compare_and_swap("t", b"k", Some(b"nope"), Some(b"x"))
+                    .unwrap()
+                    .unwrap_err()
+                    .current,
+                Some(b"v1".to_vec())
+            );
+            s.compare_and_swap("t", b"k", Some(b"v1"), Some(b"v2"))
+                .unwrap()
+                .unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(&data).unwrap();
+        assert_eq!(s.get("t", b"k").unwrap(), Some(b"v2".to_vec()));
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        fn check(dir: &Path) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let m = e.metadata().unwrap().permissions().mode() & 0o777;
+                if e.path().is_dir() {
+                    assert_eq!(m, 0o700, "{}", e.path().display());
+                    check(&e.path());
+                } else {
+                    assert_eq!(m & 0o077, 0, "{} is {m:o}", e.path().display());
+                }
+            }
+        }
+        check(&data);
+    }
+}
