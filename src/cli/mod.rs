@@ -68,6 +68,15 @@ pub enum Command {
         #[arg(long)]
         now: Option<DateTime<Utc>>,
     },
+    /// Send one push now, through the same path the daemon uses, and print the outcome.
+    /// Exit status: 0 delivered (or skipped), 1 failed, 75 to be retried later.
+    Send {
+        /// A push name in the folder, or a YAML file holding one push.
+        push: String,
+        /// The event, a JSON file; optional for `schedule:` pushes.
+        #[arg(long)]
+        event: Option<PathBuf>,
+    },
     /// List every parameter a push can use, with type, source and a sample value.
     Params {
         /// Take `event.*` fields and samples from this event (JSON file).
@@ -252,6 +261,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             now,
         ),
         Command::Oauth(cmd) => oauth_command(&cli.dir, &cli.data, cmd),
+        Command::Send { push, event } => send(&cli.dir, &cli.data, &push, event.as_deref()),
         Command::Params { event, format } => {
             let catalog = load(&cli.dir)?;
             print_diagnostics(&catalog);
@@ -303,54 +313,8 @@ fn dry_run(
     show_secrets: bool,
     now: Option<DateTime<Utc>>,
 ) -> anyhow::Result<ExitCode> {
-    let as_file = Path::new(push_arg);
-    let is_file = as_file.is_file();
-    let catalog = if is_file && !as_file.starts_with(dir) {
-        // A file outside the folder: load it with the folder's files, so its
-        // accounts are known.
-        let mut files = Vec::new();
-        let folder = load(dir)?;
-        files.extend(folder.files.iter().cloned());
-        files.push(as_file.to_path_buf());
-        Catalog::load_files(dir, files, &LoadOptions::default())
-    } else {
-        load(dir)?
-    };
-    let push = if is_file {
-        let canonical = as_file.canonicalize().ok();
-        let in_file: Vec<_> = catalog
-            .pushes
-            .iter()
-            .filter(|p| p.file.canonicalize().ok() == canonical)
-            .collect();
-        match in_file.as_slice() {
-            [one] => *one,
-            [] => {
-                print_file_diagnostics(&catalog, as_file);
-                bail!("{push_arg} holds no valid push");
-            }
-            many => bail!(
-                "{push_arg} holds {} pushes ({}): name one",
-                many.len(),
-                many.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
-            ),
-        }
-    } else {
-        match catalog.push(push_arg) {
-            Some(p) => p,
-            None => {
-                print_diagnostics(&catalog);
-                let hint = crate::config::did_you_mean(
-                    push_arg,
-                    catalog.pushes.iter().map(|p| p.name().to_owned()),
-                );
-                bail!(
-                    "no valid push named `{push_arg}` in {}{hint}",
-                    dir.display()
-                );
-            }
-        }
-    };
+    let (catalog, index) = select_push(dir, push_arg)?;
+    let push = &catalog.pushes[index];
     let now = now.unwrap_or_else(Utc::now);
     let event = match (event_path, &push.trigger) {
         (Some(p), _) => read_event(p)?,
@@ -417,6 +381,59 @@ fn dry_run(
     Ok(ExitCode::SUCCESS)
 }
 
+
+/// Loads the folder and finds PUSH: a push name, or a YAML file holding one
+/// push (loaded with the folder, so its accounts are known).
+fn select_push(dir: &Path, push_arg: &str) -> anyhow::Result<(Catalog, usize)> {
+    let as_file = Path::new(push_arg);
+    let is_file = as_file.is_file();
+    let catalog = if is_file && !as_file.starts_with(dir) {
+        // A file outside the folder: load it with the folder's files, so its
+        // accounts are known.
+        let mut files = Vec::new();
+        let folder = load(dir)?;
+        files.extend(folder.files.iter().cloned());
+        files.push(as_file.to_path_buf());
+        Catalog::load_files(dir, files, &LoadOptions::default())
+    } else {
+        load(dir)?
+    };
+    let index = if is_file {
+        let canonical = as_file.canonicalize().ok();
+        let in_file: Vec<usize> = (0..catalog.pushes.len())
+            .filter(|i| catalog.pushes[*i].file.canonicalize().ok() == canonical)
+            .collect();
+        match in_file.as_slice() {
+            [one] => *one,
+            [] => {
+                print_file_diagnostics(&catalog, as_file);
+                bail!("{push_arg} holds no valid push");
+            }
+            many => bail!(
+                "{push_arg} holds {} pushes ({}): name one",
+                many.len(),
+                many.iter().map(|i| catalog.pushes[*i].name()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    } else {
+        match catalog.pushes.iter().position(|p| p.name() == push_arg) {
+            Some(i) => i,
+            None => {
+                print_diagnostics(&catalog);
+                let hint = crate::config::did_you_mean(
+                    push_arg,
+                    catalog.pushes.iter().map(|p| p.name().to_owned()),
+                );
+                bail!(
+                    "no valid push named `{push_arg}` in {}{hint}",
+                    dir.display()
+                );
+            }
+        }
+    };
+    Ok((catalog, index))
+}
+
 fn print_file_diagnostics(catalog: &Catalog, file: &Path) {
     for d in catalog
         .diagnostics
@@ -424,6 +441,39 @@ fn print_file_diagnostics(catalog: &Catalog, file: &Path) {
         .filter(|d| d.file == file && d.severity == Severity::Error)
     {
         eprintln!("{d}");
+    }
+}
+
+fn send(dir: &Path, data: &Path, push_arg: &str, event_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (catalog, index) = select_push(dir, push_arg)?;
+    let push = &catalog.pushes[index];
+    let event = match (event_path, &push.trigger) {
+        (Some(p), _) => read_event(p)?,
+        (None, Trigger::Schedule(_)) => Event::schedule_tick(push.name(), Utc::now()),
+        (None, Trigger::Event(on)) => bail!("push `{}` fires on `{on}` events: give one with --event FILE", push.name()),
+    };
+    let resolver = Arc::new(open_resolver(data, &catalog)?);
+    let deliverer = crate::engine::Deliverer::new(
+        resolver,
+        crate::engine::Sender::new(std::time::Duration::from_secs(30)),
+        Endpoints::from_env(&crate::config::secret::process_env),
+        std::time::Duration::from_secs(600),
+    );
+    let delivery = runtime()?.block_on(deliverer.deliver(&catalog, push, &event, 1));
+    match delivery {
+        crate::engine::Delivery::Skipped(reason) => {
+            println!("skipped: {reason}");
+            Ok(ExitCode::SUCCESS)
+        }
+        crate::engine::Delivery::Attempted(a) => {
+            let target = a.target.map(|t| format!(" → {t}")).unwrap_or_default();
+            println!("{}{target}: {} ({} ms)", push.name(), a.outcome.summary(), a.duration.as_millis());
+            Ok(match a.outcome {
+                crate::dispatch::Outcome::Delivered { .. } => ExitCode::SUCCESS,
+                crate::dispatch::Outcome::Retry { .. } => ExitCode::from(75),
+                _ => ExitCode::from(1),
+            })
+        }
     }
 }
 

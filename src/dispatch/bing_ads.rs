@@ -3,9 +3,12 @@
 //! with the four authentication headers. SOAP is switched off by Microsoft on
 //! 31 Jan 2027 and is not built.
 
+use std::time::Duration;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
+use super::outcome::{retry_after, ItemError, Outcome, Response, RetryDelay};
 use super::{join_url, Endpoints, HttpRequest, PrepareError, RenderedPush};
 use crate::config::{BingAdsTarget, TemplateText};
 
@@ -177,4 +180,167 @@ fn number(n: f64) -> Value {
     serde_json::Number::from_f64(n)
         .map(Value::Number)
         .unwrap_or(Value::Null)
+}
+
+/// How long Microsoft Advertising asks to wait after `CallRateExceeded` (117).
+pub const CALL_RATE_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ApplyResponse {
+    #[serde(default)]
+    partial_errors: Option<Vec<BatchError>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchError {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    error_code: Option<String>,
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// An `AdApiError` / `OperationError` / `BatchError` of a fault body.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct FaultError {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    error_code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Fault {
+    #[serde(default, rename = "Type")]
+    kind: Option<String>,
+    #[serde(default)]
+    errors: Option<Vec<FaultError>>,
+    #[serde(default)]
+    operation_errors: Option<Vec<FaultError>>,
+    #[serde(default)]
+    batch_errors: Option<Vec<FaultError>>,
+    #[serde(default)]
+    tracking_id: Option<String>,
+}
+
+fn parse_fault(body: &[u8]) -> Option<Fault> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    // Both SDKs parse the unwrapped form; one doc page shows it wrapped.
+    let inner = value.get("ApplicationFault").cloned().unwrap_or(value);
+    serde_json::from_value(inner).ok()
+}
+
+/// What Microsoft Advertising's answer to `ApplyOfflineConversions` means
+/// (reference §3.1, §3.3, §3.4). Partial errors arrive with HTTP 200.
+pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
+    let status = response.status;
+    let mut reference = response.header("trackingid").map(str::to_owned);
+    if status == 200 {
+        let parsed: Result<ApplyResponse, _> = serde_json::from_slice(&response.body);
+        return match parsed {
+            Ok(ApplyResponse { partial_errors: None }) => Outcome::Delivered { status, reference },
+            Ok(ApplyResponse { partial_errors: Some(errors) }) if errors.is_empty() => Outcome::Delivered { status, reference },
+            Ok(ApplyResponse { partial_errors: Some(errors) }) => {
+                let items: Vec<ItemError> = errors
+                    .into_iter()
+                    .map(|e| ItemError {
+                        index: e.index.unwrap_or(0),
+                        code: e.code,
+                        error_code: e.error_code,
+                        message: e.message.unwrap_or_default(),
+                    })
+                    .collect();
+                let first = &items[0];
+                Outcome::Failed {
+                    status: Some(status),
+                    code: first.error_code.clone().or_else(|| first.code.map(|c| c.to_string())),
+                    message: format!("{} of the conversions refused: {}", items.len(), first.message),
+                    items,
+                    reference,
+                }
+            }
+            Err(e) => Outcome::Failed {
+                status: Some(status),
+                code: None,
+                message: format!("200 with a body that is not an ApplyOfflineConversions response ({e}): {}", response.body_start(200)),
+                items: Vec::new(),
+                reference,
+            },
+        };
+    }
+    let fault = parse_fault(&response.body);
+    if reference.is_none() {
+        reference = fault.as_ref().and_then(|f| f.tracking_id.clone());
+    }
+    let errors: Vec<&FaultError> = fault
+        .as_ref()
+        .map(|f| {
+            [&f.errors, &f.operation_errors, &f.batch_errors]
+                .into_iter()
+                .flatten()
+                .flatten()
+                .collect()
+        })
+        .unwrap_or_default();
+    let codes: Vec<i64> = errors.iter().filter_map(|e| e.code).collect();
+    let describe = || match errors.first() {
+        Some(e) => format!(
+            "{} {}: {}",
+            e.code.map(|c| c.to_string()).unwrap_or_default(),
+            e.error_code.as_deref().unwrap_or_default(),
+            e.message.as_deref().unwrap_or_default()
+        ),
+        None => response.body_start(200),
+    };
+    let first_code = errors
+        .first()
+        .and_then(|e| e.error_code.clone().or_else(|| e.code.map(|c| c.to_string())));
+    if codes.iter().any(|c| *c == 105 || *c == 109) {
+        return Outcome::RefreshAndRetry {
+            status,
+            reason: describe(),
+            reference,
+        };
+    }
+    if codes.contains(&117) {
+        return Outcome::Retry {
+            delay: RetryDelay::After(retry_after(response, retry_after_cap).unwrap_or(CALL_RATE_WAIT).max(CALL_RATE_WAIT)),
+            status: Some(status),
+            reason: describe(),
+            reference,
+        };
+    }
+    let transient_code = codes.iter().any(|c| *c == 0 || *c == 5612);
+    if transient_code || status == 429 || status >= 500 || status == 404 {
+        let delay = retry_after(response, retry_after_cap).map_or(RetryDelay::Backoff, RetryDelay::After);
+        return Outcome::Retry {
+            delay,
+            status: Some(status),
+            reason: describe(),
+            reference,
+        };
+    }
+    if status == 401 && fault.as_ref().and_then(|f| f.kind.as_deref()).is_none() {
+        return Outcome::RefreshAndRetry {
+            status,
+            reason: describe(),
+            reference,
+        };
+    }
+    Outcome::Failed {
+        status: Some(status),
+        code: first_code,
+        message: describe(),
+        items: Vec::new(),
+        reference,
+    }
 }

@@ -2,8 +2,12 @@
 //! `/users/{id}/sendMail`) with a JSON message. Shapes as in Microsoft's
 //! reference (names are case-sensitive; unknown properties are rejected).
 
+use std::time::Duration;
+
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
+
+use super::outcome::{retry_after, Outcome, Response, RetryDelay};
 
 use super::{
     check_header, join_url, parse_recipient, Endpoints, HttpRequest, PrepareError, RenderedPush,
@@ -157,4 +161,59 @@ fn email_address(field: &str, text: &str) -> Result<Value, PrepareError> {
         inner.insert("name".into(), Value::String(name));
     }
     Ok(json!({ "emailAddress": inner }))
+}
+
+#[derive(serde::Deserialize)]
+struct GraphErrorBody {
+    error: GraphError,
+}
+
+#[derive(serde::Deserialize)]
+struct GraphError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// What Graph's answer to `sendMail` means (reference §2.3–§2.7).
+pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
+    let reference = response
+        .header("request-id")
+        .or_else(|| response.header("client-request-id"))
+        .map(str::to_owned);
+    let parsed: Option<GraphError> = serde_json::from_slice::<GraphErrorBody>(&response.body).ok().map(|b| b.error);
+    let (code, message) = match &parsed {
+        Some(e) => (Some(e.code.clone()), e.message.clone()),
+        None => (None, response.body_start(200)),
+    };
+    let status = response.status;
+    match status {
+        202 | 200 => Outcome::Delivered { status, reference },
+        429 | 503 | 504 => Outcome::Retry {
+            delay: retry_after(response, retry_after_cap).map_or(RetryDelay::Backoff, RetryDelay::After),
+            status: Some(status),
+            reason: format!("{}: {message}", code.as_deref().unwrap_or("throttled or unavailable")),
+            reference,
+        },
+        401 => Outcome::RefreshAndRetry {
+            status,
+            reason: format!("{}: {message}", code.as_deref().unwrap_or("InvalidAuthenticationToken")),
+            reference,
+        },
+        _ if (500..600).contains(&status) => Outcome::Failed {
+            status: Some(status),
+            code,
+            message: format!("{message} (the outcome is unknown: the mail may have been sent, so it is not resent blindly; replay it if it did not arrive)"),
+            items: Vec::new(),
+            reference,
+        },
+        _ => Outcome::Failed {
+            status: Some(status),
+            code,
+            message,
+            items: Vec::new(),
+            reference,
+        },
+    }
 }

@@ -1,6 +1,9 @@
 //! Any HTTP endpoint: method, URL with query, headers and a JSON, form or
 //! raw body.
 
+use std::time::Duration;
+
+use super::outcome::{retry_after, Outcome, Response, RetryDelay};
 use super::{check_header, HttpRequest, PrepareError, RenderedPush};
 use crate::config::HttpTarget;
 
@@ -69,4 +72,43 @@ pub fn prepare(t: &HttpTarget, push: &RenderedPush) -> Result<HttpRequest, Prepa
         headers,
         body,
     })
+}
+
+/// What an HTTP endpoint's answer means. `uses_token`: the push sends an
+/// OAuth access token, so a 401 asks for one refresh and retry.
+pub fn classify(t: &HttpTarget, uses_token: bool, response: &Response, retry_after_cap: Duration) -> Outcome {
+    let status = response.status;
+    let reference = response
+        .header("x-request-id")
+        .or_else(|| response.header("request-id"))
+        .map(str::to_owned);
+    let success = match &t.success {
+        Some(codes) => codes.contains(&status),
+        None => (200..300).contains(&status),
+    };
+    if success {
+        return Outcome::Delivered { status, reference };
+    }
+    if matches!(status, 408 | 425 | 429) || (500..600).contains(&status) {
+        return Outcome::Retry {
+            delay: retry_after(response, retry_after_cap).map_or(RetryDelay::Backoff, RetryDelay::After),
+            status: Some(status),
+            reason: format!("HTTP {status}: {}", response.body_start(200)),
+            reference,
+        };
+    }
+    if status == 401 && uses_token {
+        return Outcome::RefreshAndRetry {
+            status,
+            reason: format!("HTTP 401: {}", response.body_start(200)),
+            reference,
+        };
+    }
+    Outcome::Failed {
+        status: Some(status),
+        code: None,
+        message: format!("HTTP {status}: {}", response.body_start(200)),
+        items: Vec::new(),
+        reference,
+    }
 }

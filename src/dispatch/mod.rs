@@ -5,7 +5,10 @@
 pub mod bing_ads;
 pub mod graph_mail;
 pub mod http;
+pub mod outcome;
 pub mod smtp;
+
+pub use outcome::{ItemError, Outcome, Response, RetryDelay};
 
 use std::collections::BTreeMap;
 

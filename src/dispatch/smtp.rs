@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 
+use super::outcome::{Outcome, RetryDelay};
 use super::{parse_recipient, PrepareError, RenderedPush, SmtpLogin, SmtpMail};
 use crate::config::{SmtpTarget, SmtpTls, TemplateText};
 
@@ -116,4 +117,34 @@ fn mailboxes(field: &str, list: &[TemplateText]) -> Result<Vec<Mailbox>, Prepare
         .filter(|(_, r)| !r.0.trim().is_empty())
         .map(|(i, r)| mailbox(&format!("smtp.{field}[{i}]"), &r.0))
         .collect()
+}
+
+/// What an SMTP reply means: 2xx delivered, 4xx retry, 5xx failed, and an
+/// authentication refusal (535) with XOAUTH2 one refresh and retry.
+pub fn classify_reply(code: u16, text: &str, xoauth2: bool) -> Outcome {
+    let text = text.chars().take(300).collect::<String>();
+    match code {
+        200..=299 => Outcome::Delivered {
+            status: code,
+            reference: text.split_whitespace().last().map(str::to_owned),
+        },
+        535 | 334 if xoauth2 => Outcome::RefreshAndRetry {
+            status: code,
+            reason: format!("{code} {text}"),
+            reference: None,
+        },
+        400..=499 => Outcome::Retry {
+            delay: RetryDelay::Backoff,
+            status: Some(code),
+            reason: format!("{code} {text}"),
+            reference: None,
+        },
+        _ => Outcome::Failed {
+            status: Some(code),
+            code: Some(code.to_string()),
+            message: text,
+            items: Vec::new(),
+            reference: None,
+        },
+    }
 }

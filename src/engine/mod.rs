@@ -2,7 +2,11 @@
 //! render → prepare (→ send → classify, with the daemon). Dry-run is the same
 //! path stopped at the prepared request.
 
+pub mod deliver;
 pub mod output;
 pub mod render;
+pub mod send;
 
+pub use deliver::{Attempt, Deliverer, Delivery};
 pub use render::{render, RenderError, RenderInput, Rendered, TokenValues};
+pub use send::Sender;

@@ -492,6 +492,17 @@ impl Resolver {
         token
     }
 
+    /// Puts an account into `needs_reauth` (a target refused even a freshly
+    /// refreshed token: Bing Ads 105/109 twice).
+    pub async fn mark_needs_reauth(&self, account: &str, reason: &str) -> Result<(), OAuthError> {
+        let flight = self.flight(account);
+        let _flight = flight.lock().await;
+        let mut record = self.record(account)?.unwrap_or_else(|| TokenRecord::new(account));
+        record.state = AccountState::NeedsReauth { reason: reason.to_owned() };
+        tracing::error!(account, reason, "account needs a new login");
+        self.save(record, true)
+    }
+
     /// Stores tokens given by hand or by a login, and clears `needs_reauth`.
     pub async fn import(&self, account: &str, tokens: ImportedTokens) -> Result<(), OAuthError> {
         self.account(account)?;

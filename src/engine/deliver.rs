@@ -1,0 +1,215 @@
+//! One delivery attempt of one push for one event, the way the daemon and
+//! `pushwerk send` make it: tokens from the resolver → render → prepare →
+//! send → classify, with one refresh-and-retry when a target refuses the
+//! access token.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::render::{render, RenderInput, Rendered};
+use super::send::{Sender, Sent};
+use crate::config::{Catalog, Push, TargetKind};
+use crate::dispatch::{self, Endpoints, Outcome, Prepared, RenderedTarget, RetryDelay};
+use crate::event::Event;
+use crate::oauth::{OAuthError, Resolver};
+
+/// What an attempt came to.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Requests sent to the target (2 after a refresh-and-retry).
+    pub requests: u32,
+    /// `METHOD URL` or `SMTP host:port` of the last request (no secrets: tokens go in headers).
+    pub target: Option<String>,
+    /// How long the attempt took.
+    pub duration: Duration,
+}
+
+/// The result of [`Deliverer::deliver`].
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// The push does not apply to the event.
+    Skipped(String),
+    /// An attempt was made (or could not be: the outcome says why).
+    Attempted(Attempt),
+}
+
+/// Delivers pushes.
+pub struct Deliverer {
+    resolver: Arc<Resolver>,
+    sender: Sender,
+    endpoints: Endpoints,
+    retry_after_cap: Duration,
+}
+
+impl std::fmt::Debug for Deliverer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliverer").field("endpoints", &self.endpoints).finish()
+    }
+}
+
+fn failed(code: &str, message: String) -> Outcome {
+    Outcome::Failed {
+        status: None,
+        code: Some(code.to_owned()),
+        message,
+        items: Vec::new(),
+        reference: None,
+    }
+}
+
+/// The outcome of a token that could not be had.
+fn token_outcome(e: OAuthError) -> Outcome {
+    match e {
+        OAuthError::Unavailable { retry_in, .. } => Outcome::Retry {
+            delay: RetryDelay::After(retry_in),
+            status: None,
+            reason: e.to_string(),
+            reference: None,
+        },
+        OAuthError::NeedsReauth { .. } => failed("needs_reauth", e.to_string()),
+        other => failed("token", other.to_string()),
+    }
+}
+
+/// The accounts whose token the target presents.
+fn presented_accounts(push: &Push) -> BTreeSet<String> {
+    let t = &push.spec;
+    match push.target {
+        TargetKind::GraphMail => t.graph_mail.iter().map(|g| g.account.clone()).collect(),
+        TargetKind::BingAds => t.bing_ads.iter().map(|b| b.account.clone()).collect(),
+        TargetKind::Smtp => t
+            .smtp
+            .iter()
+            .filter_map(|s| s.auth.as_ref().and_then(|a| a.account.clone()))
+            .collect(),
+        TargetKind::Http => push.compiled.accounts.clone(),
+    }
+}
+
+impl Deliverer {
+    /// A deliverer with its resolver, transports and endpoints.
+    pub fn new(resolver: Arc<Resolver>, sender: Sender, endpoints: Endpoints, retry_after_cap: Duration) -> Deliverer {
+        Deliverer {
+            resolver,
+            sender,
+            endpoints,
+            retry_after_cap,
+        }
+    }
+
+    /// The resolver (for `oauth` state and metrics).
+    pub fn resolver(&self) -> &Arc<Resolver> {
+        &self.resolver
+    }
+
+    /// One attempt (attempt number `attempt`, from 1) of `push` for `event`.
+    pub async fn deliver(&self, catalog: &Catalog, push: &Push, event: &Event, attempt: u32) -> Delivery {
+        let started = Instant::now();
+        let mut requests = 0;
+        let mut refreshed = false;
+        loop {
+            let tokens = match self.resolver.tokens_for(&push.compiled.accounts).await {
+                Ok(t) => t,
+                Err(e) => return self.done(token_outcome(e), requests, None, started),
+            };
+            let input = RenderInput {
+                event,
+                attempt,
+                now: Utc::now(),
+                tokens: &tokens,
+                show_secrets: true,
+            };
+            let rendered = match render(catalog, push, &input) {
+                Ok(Rendered::Skipped(reason)) => return Delivery::Skipped(reason),
+                Ok(Rendered::Ready(r)) => r,
+                Err(e) => return self.done(failed("render", e.to_string()), requests, None, started),
+            };
+            let prepared = match dispatch::prepare(&rendered, &self.endpoints) {
+                Ok(p) => p,
+                Err(e) => return self.done(failed("prepare", e.to_string()), requests, None, started),
+            };
+            requests += 1;
+            let (outcome, target) = self.send(&rendered.target, &prepared, !push.compiled.accounts.is_empty()).await;
+            match outcome {
+                Outcome::RefreshAndRetry { status, reason, reference } => {
+                    let presented = presented_accounts(push);
+                    if refreshed {
+                        // A freshly refreshed token was refused too: a
+                        // credential problem no retry can mend.
+                        let message = format!("the target refused a freshly refreshed access token ({status}): {reason}");
+                        if push.target == TargetKind::BingAds {
+                            for account in &presented {
+                                let _ = self.resolver.mark_needs_reauth(account, &message).await;
+                            }
+                        }
+                        let outcome = Outcome::Failed {
+                            status: Some(status),
+                            code: Some("token_refused".to_owned()),
+                            message,
+                            items: Vec::new(),
+                            reference,
+                        };
+                        return self.done(outcome, requests, Some(target), started);
+                    }
+                    refreshed = true;
+                    tracing::info!(push = %push.name(), status, "target refused the access token; refreshing once");
+                    for account in &presented {
+                        let used = tokens.get(account).cloned().unwrap_or_default();
+                        if let Err(e) = self.resolver.refresh_rejected(account, &used).await {
+                            return self.done(token_outcome(e), requests, Some(target), started);
+                        }
+                    }
+                }
+                outcome => return self.done(outcome, requests, Some(target), started),
+            }
+        }
+    }
+
+    fn done(&self, outcome: Outcome, requests: u32, target: Option<String>, started: Instant) -> Delivery {
+        Delivery::Attempted(Attempt {
+            outcome,
+            requests,
+            target,
+            duration: started.elapsed(),
+        })
+    }
+
+    async fn send(&self, target: &RenderedTarget, prepared: &Prepared, uses_token: bool) -> (Outcome, String) {
+        match (prepared, target) {
+            (Prepared::Http(request), _) => {
+                let timeout = match target {
+                    RenderedTarget::Http(t) => t.timeout.map(|d| d.0),
+                    _ => None,
+                };
+                let label = format!("{} {}", request.method, strip_query(&request.url));
+                let response = match self.sender.send_http(request, timeout).await {
+                    Sent::Known(outcome) => return (outcome, label),
+                    Sent::Http(r) => r,
+                };
+                let cap = self.retry_after_cap;
+                let outcome = match target {
+                    RenderedTarget::GraphMail(_) => dispatch::graph_mail::classify(&response, cap),
+                    RenderedTarget::BingAds(_) => dispatch::bing_ads::classify(&response, cap),
+                    RenderedTarget::Http(t) => dispatch::http::classify(t, uses_token, &response, cap),
+                    RenderedTarget::Smtp(_) => unreachable!("SMTP targets prepare SMTP mails"),
+                };
+                (outcome, label)
+            }
+            (Prepared::Smtp(mail), RenderedTarget::Smtp(t)) => {
+                let label = format!("SMTP {}:{}", mail.host, mail.port);
+                (self.sender.send_smtp(mail, t.timeout.map(|d| d.0)).await, label)
+            }
+            (Prepared::Smtp(_), _) => unreachable!("only SMTP targets prepare SMTP mails"),
+        }
+    }
+}
+
+/// A URL without its query (which may carry templated values) for logs.
+fn strip_query(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
