@@ -381,7 +381,6 @@ fn dry_run(
     Ok(ExitCode::SUCCESS)
 }
 
-
 /// Loads the folder and finds PUSH: a push name, or a YAML file holding one
 /// push (loaded with the folder, so its accounts are known).
 fn select_push(dir: &Path, push_arg: &str) -> anyhow::Result<(Catalog, usize)> {
@@ -412,7 +411,10 @@ fn select_push(dir: &Path, push_arg: &str) -> anyhow::Result<(Catalog, usize)> {
             many => bail!(
                 "{push_arg} holds {} pushes ({}): name one",
                 many.len(),
-                many.iter().map(|i| catalog.pushes[*i].name()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|i| catalog.pushes[*i].name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     } else {
@@ -444,13 +446,21 @@ fn print_file_diagnostics(catalog: &Catalog, file: &Path) {
     }
 }
 
-fn send(dir: &Path, data: &Path, push_arg: &str, event_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn send(
+    dir: &Path,
+    data: &Path,
+    push_arg: &str,
+    event_path: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let (catalog, index) = select_push(dir, push_arg)?;
     let push = &catalog.pushes[index];
     let event = match (event_path, &push.trigger) {
         (Some(p), _) => read_event(p)?,
         (None, Trigger::Schedule(_)) => Event::schedule_tick(push.name(), Utc::now()),
-        (None, Trigger::Event(on)) => bail!("push `{}` fires on `{on}` events: give one with --event FILE", push.name()),
+        (None, Trigger::Event(on)) => bail!(
+            "push `{}` fires on `{on}` events: give one with --event FILE",
+            push.name()
+        ),
     };
     let resolver = Arc::new(open_resolver(data, &catalog)?);
     let deliverer = crate::engine::Deliverer::new(
@@ -467,7 +477,12 @@ fn send(dir: &Path, data: &Path, push_arg: &str, event_path: Option<&Path>) -> a
         }
         crate::engine::Delivery::Attempted(a) => {
             let target = a.target.map(|t| format!(" → {t}")).unwrap_or_default();
-            println!("{}{target}: {} ({} ms)", push.name(), a.outcome.summary(), a.duration.as_millis());
+            println!(
+                "{}{target}: {} ({} ms)",
+                push.name(),
+                a.outcome.summary(),
+                a.duration.as_millis()
+            );
             Ok(match a.outcome {
                 crate::dispatch::Outcome::Delivered { .. } => ExitCode::SUCCESS,
                 crate::dispatch::Outcome::Retry { .. } => ExitCode::from(75),

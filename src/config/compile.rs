@@ -325,8 +325,10 @@ pub(crate) fn compile_push(
         source.push_str(&text[last..]);
         let (source, typed) = match (typed_ctx, template::single_parameter(&source)) {
             (true, Some(expr)) => (
+                // `json` (unlike `tojson`) refuses an undefined value, so a
+                // missing event field is an error here as everywhere else.
                 format!(
-                    "{} ({expr}) | tojson {}",
+                    "{} ({expr}) | json {}",
                     template::VARIABLE_START,
                     template::VARIABLE_END
                 ),

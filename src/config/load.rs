@@ -323,14 +323,19 @@ fn parse_file(
         }
     };
     let maps = map_documents(text).unwrap_or_default();
-    let mut non_empty = 0usize;
+    // Both parsers see the same documents, empty ones included; should they
+    // ever disagree, positions fall back to the start of the file.
+    let aligned = maps.len() == values.len();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let Some(value) = values.get(i) else { break };
         if value.is_null() {
             continue;
         }
-        let map = maps.get(non_empty).cloned().unwrap_or_default();
-        non_empty += 1;
+        let map = if aligned {
+            maps[i].clone()
+        } else {
+            DocumentMap::default()
+        };
         if !value.is_mapping() {
             diagnostics.push(Diagnostic::error(
                 file,

@@ -247,9 +247,15 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
     if status == 200 {
         let parsed: Result<ApplyResponse, _> = serde_json::from_slice(&response.body);
         return match parsed {
-            Ok(ApplyResponse { partial_errors: None }) => Outcome::Delivered { status, reference },
-            Ok(ApplyResponse { partial_errors: Some(errors) }) if errors.is_empty() => Outcome::Delivered { status, reference },
-            Ok(ApplyResponse { partial_errors: Some(errors) }) => {
+            Ok(ApplyResponse {
+                partial_errors: None,
+            }) => Outcome::Delivered { status, reference },
+            Ok(ApplyResponse {
+                partial_errors: Some(errors),
+            }) if errors.is_empty() => Outcome::Delivered { status, reference },
+            Ok(ApplyResponse {
+                partial_errors: Some(errors),
+            }) => {
                 let items: Vec<ItemError> = errors
                     .into_iter()
                     .map(|e| ItemError {
@@ -262,8 +268,15 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
                 let first = &items[0];
                 Outcome::Failed {
                     status: Some(status),
-                    code: first.error_code.clone().or_else(|| first.code.map(|c| c.to_string())),
-                    message: format!("{} of the conversions refused: {}", items.len(), first.message),
+                    code: first
+                        .error_code
+                        .clone()
+                        .or_else(|| first.code.map(|c| c.to_string())),
+                    message: format!(
+                        "{} of the conversions refused: {}",
+                        items.len(),
+                        first.message
+                    ),
                     items,
                     reference,
                 }
@@ -271,7 +284,10 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
             Err(e) => Outcome::Failed {
                 status: Some(status),
                 code: None,
-                message: format!("200 with a body that is not an ApplyOfflineConversions response ({e}): {}", response.body_start(200)),
+                message: format!(
+                    "200 with a body that is not an ApplyOfflineConversions response ({e}): {}",
+                    response.body_start(200)
+                ),
                 items: Vec::new(),
                 reference,
             },
@@ -301,9 +317,11 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
         ),
         None => response.body_start(200),
     };
-    let first_code = errors
-        .first()
-        .and_then(|e| e.error_code.clone().or_else(|| e.code.map(|c| c.to_string())));
+    let first_code = errors.first().and_then(|e| {
+        e.error_code
+            .clone()
+            .or_else(|| e.code.map(|c| c.to_string()))
+    });
     if codes.iter().any(|c| *c == 105 || *c == 109) {
         return Outcome::RefreshAndRetry {
             status,
@@ -313,7 +331,11 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
     }
     if codes.contains(&117) {
         return Outcome::Retry {
-            delay: RetryDelay::After(retry_after(response, retry_after_cap).unwrap_or(CALL_RATE_WAIT).max(CALL_RATE_WAIT)),
+            delay: RetryDelay::After(
+                retry_after(response, retry_after_cap)
+                    .unwrap_or(CALL_RATE_WAIT)
+                    .max(CALL_RATE_WAIT),
+            ),
             status: Some(status),
             reason: describe(),
             reference,
@@ -321,7 +343,8 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
     }
     let transient_code = codes.iter().any(|c| *c == 0 || *c == 5612);
     if transient_code || status == 429 || status >= 500 || status == 404 {
-        let delay = retry_after(response, retry_after_cap).map_or(RetryDelay::Backoff, RetryDelay::After);
+        let delay =
+            retry_after(response, retry_after_cap).map_or(RetryDelay::Backoff, RetryDelay::After);
         return Outcome::Retry {
             delay,
             status: Some(status),

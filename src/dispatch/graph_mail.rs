@@ -182,7 +182,9 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
         .header("request-id")
         .or_else(|| response.header("client-request-id"))
         .map(str::to_owned);
-    let parsed: Option<GraphError> = serde_json::from_slice::<GraphErrorBody>(&response.body).ok().map(|b| b.error);
+    let parsed: Option<GraphError> = serde_json::from_slice::<GraphErrorBody>(&response.body)
+        .ok()
+        .map(|b| b.error);
     let (code, message) = match &parsed {
         Some(e) => (Some(e.code.clone()), e.message.clone()),
         None => (None, response.body_start(200)),

@@ -76,7 +76,12 @@ pub fn prepare(t: &HttpTarget, push: &RenderedPush) -> Result<HttpRequest, Prepa
 
 /// What an HTTP endpoint's answer means. `uses_token`: the push sends an
 /// OAuth access token, so a 401 asks for one refresh and retry.
-pub fn classify(t: &HttpTarget, uses_token: bool, response: &Response, retry_after_cap: Duration) -> Outcome {
+pub fn classify(
+    t: &HttpTarget,
+    uses_token: bool,
+    response: &Response,
+    retry_after_cap: Duration,
+) -> Outcome {
     let status = response.status;
     let reference = response
         .header("x-request-id")
@@ -91,7 +96,8 @@ pub fn classify(t: &HttpTarget, uses_token: bool, response: &Response, retry_aft
     }
     if matches!(status, 408 | 425 | 429) || (500..600).contains(&status) {
         return Outcome::Retry {
-            delay: retry_after(response, retry_after_cap).map_or(RetryDelay::Backoff, RetryDelay::After),
+            delay: retry_after(response, retry_after_cap)
+                .map_or(RetryDelay::Backoff, RetryDelay::After),
             status: Some(status),
             reason: format!("HTTP {status}: {}", response.body_start(200)),
             reference,

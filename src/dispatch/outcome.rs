@@ -48,7 +48,10 @@ pub enum RetryDelay {
 }
 
 mod humantime_serde_compat {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 }
@@ -120,10 +123,19 @@ impl Outcome {
 
     /// A one-line description for logs and the command line.
     pub fn summary(&self) -> String {
-        let reference = |r: &Option<String>| r.as_ref().map(|r| format!(" [{r}]")).unwrap_or_default();
+        let reference =
+            |r: &Option<String>| r.as_ref().map(|r| format!(" [{r}]")).unwrap_or_default();
         match self {
-            Outcome::Delivered { status, reference: r } => format!("delivered ({status}){}", reference(r)),
-            Outcome::Retry { delay, status, reason, reference: r } => {
+            Outcome::Delivered {
+                status,
+                reference: r,
+            } => format!("delivered ({status}){}", reference(r)),
+            Outcome::Retry {
+                delay,
+                status,
+                reason,
+                reference: r,
+            } => {
                 let when = match delay {
                     RetryDelay::After(d) => format!("in {}", humantime::format_duration(*d)),
                     RetryDelay::Backoff => "with backoff".to_owned(),
@@ -131,10 +143,20 @@ impl Outcome {
                 let status = status.map(|s| format!(" ({s})")).unwrap_or_default();
                 format!("retry {when}{status}: {reason}{}", reference(r))
             }
-            Outcome::RefreshAndRetry { status, reason, reference: r } => {
+            Outcome::RefreshAndRetry {
+                status,
+                reason,
+                reference: r,
+            } => {
                 format!("token refused ({status}): {reason}{}", reference(r))
             }
-            Outcome::Failed { status, code, message, items, reference: r } => {
+            Outcome::Failed {
+                status,
+                code,
+                message,
+                items,
+                reference: r,
+            } => {
                 let status = status.map(|s| format!(" ({s})")).unwrap_or_default();
                 let code = code.as_ref().map(|c| format!(" {c}")).unwrap_or_default();
                 let mut s = format!("failed{status}{code}: {message}{}", reference(r));

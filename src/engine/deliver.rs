@@ -48,7 +48,9 @@ pub struct Deliverer {
 
 impl std::fmt::Debug for Deliverer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deliverer").field("endpoints", &self.endpoints).finish()
+        f.debug_struct("Deliverer")
+            .field("endpoints", &self.endpoints)
+            .finish()
     }
 }
 
@@ -93,7 +95,12 @@ fn presented_accounts(push: &Push) -> BTreeSet<String> {
 
 impl Deliverer {
     /// A deliverer with its resolver, transports and endpoints.
-    pub fn new(resolver: Arc<Resolver>, sender: Sender, endpoints: Endpoints, retry_after_cap: Duration) -> Deliverer {
+    pub fn new(
+        resolver: Arc<Resolver>,
+        sender: Sender,
+        endpoints: Endpoints,
+        retry_after_cap: Duration,
+    ) -> Deliverer {
         Deliverer {
             resolver,
             sender,
@@ -108,7 +115,13 @@ impl Deliverer {
     }
 
     /// One attempt (attempt number `attempt`, from 1) of `push` for `event`.
-    pub async fn deliver(&self, catalog: &Catalog, push: &Push, event: &Event, attempt: u32) -> Delivery {
+    pub async fn deliver(
+        &self,
+        catalog: &Catalog,
+        push: &Push,
+        event: &Event,
+        attempt: u32,
+    ) -> Delivery {
         let started = Instant::now();
         let mut requests = 0;
         let mut refreshed = false;
@@ -127,16 +140,30 @@ impl Deliverer {
             let rendered = match render(catalog, push, &input) {
                 Ok(Rendered::Skipped(reason)) => return Delivery::Skipped(reason),
                 Ok(Rendered::Ready(r)) => r,
-                Err(e) => return self.done(failed("render", e.to_string()), requests, None, started),
+                Err(e) => {
+                    return self.done(failed("render", e.to_string()), requests, None, started)
+                }
             };
             let prepared = match dispatch::prepare(&rendered, &self.endpoints) {
                 Ok(p) => p,
-                Err(e) => return self.done(failed("prepare", e.to_string()), requests, None, started),
+                Err(e) => {
+                    return self.done(failed("prepare", e.to_string()), requests, None, started)
+                }
             };
             requests += 1;
-            let (outcome, target) = self.send(&rendered.target, &prepared, !push.compiled.accounts.is_empty()).await;
+            let (outcome, target) = self
+                .send(
+                    &rendered.target,
+                    &prepared,
+                    !push.compiled.accounts.is_empty(),
+                )
+                .await;
             match outcome {
-                Outcome::RefreshAndRetry { status, reason, reference } => {
+                Outcome::RefreshAndRetry {
+                    status,
+                    reason,
+                    reference,
+                } => {
                     let presented = presented_accounts(push);
                     if refreshed {
                         // A freshly refreshed token was refused too: a
@@ -170,7 +197,13 @@ impl Deliverer {
         }
     }
 
-    fn done(&self, outcome: Outcome, requests: u32, target: Option<String>, started: Instant) -> Delivery {
+    fn done(
+        &self,
+        outcome: Outcome,
+        requests: u32,
+        target: Option<String>,
+        started: Instant,
+    ) -> Delivery {
         Delivery::Attempted(Attempt {
             outcome,
             requests,
@@ -179,7 +212,12 @@ impl Deliverer {
         })
     }
 
-    async fn send(&self, target: &RenderedTarget, prepared: &Prepared, uses_token: bool) -> (Outcome, String) {
+    async fn send(
+        &self,
+        target: &RenderedTarget,
+        prepared: &Prepared,
+        uses_token: bool,
+    ) -> (Outcome, String) {
         match (prepared, target) {
             (Prepared::Http(request), _) => {
                 let timeout = match target {
@@ -195,14 +233,19 @@ impl Deliverer {
                 let outcome = match target {
                     RenderedTarget::GraphMail(_) => dispatch::graph_mail::classify(&response, cap),
                     RenderedTarget::BingAds(_) => dispatch::bing_ads::classify(&response, cap),
-                    RenderedTarget::Http(t) => dispatch::http::classify(t, uses_token, &response, cap),
+                    RenderedTarget::Http(t) => {
+                        dispatch::http::classify(t, uses_token, &response, cap)
+                    }
                     RenderedTarget::Smtp(_) => unreachable!("SMTP targets prepare SMTP mails"),
                 };
                 (outcome, label)
             }
             (Prepared::Smtp(mail), RenderedTarget::Smtp(t)) => {
                 let label = format!("SMTP {}:{}", mail.host, mail.port);
-                (self.sender.send_smtp(mail, t.timeout.map(|d| d.0)).await, label)
+                (
+                    self.sender.send_smtp(mail, t.timeout.map(|d| d.0)).await,
+                    label,
+                )
             }
             (Prepared::Smtp(_), _) => unreachable!("only SMTP targets prepare SMTP mails"),
         }

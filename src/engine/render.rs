@@ -270,7 +270,9 @@ fn render_template(
         })?;
     tmpl.render(ctx).map_err(|e| {
         let mut message = template::describe_error(&e);
-        if e.kind() == minijinja::ErrorKind::UndefinedError {
+        let undefined = e.kind() == minijinja::ErrorKind::UndefinedError
+            || e.detail().is_some_and(|d| d.contains("undefined"));
+        if undefined {
             // Only on the error path: name the parameters the event lacks.
             let found: BTreeSet<String>;
             let params = match params {
@@ -280,10 +282,29 @@ fn render_template(
                     &found
                 }
             };
-            let missing: Vec<&String> = params
+            let absent: Vec<&String> = params
                 .iter()
                 .filter(|p| p.starts_with("event.") && lookup(ctx, p).is_none())
                 .collect();
+            // A field guarded by `default(…)` is absent too; name only those
+            // whose absence alone breaks the render (found by filling in
+            // the others; this runs on the error path only).
+            let missing: Vec<&String> = if absent.len() <= 1 {
+                absent.clone()
+            } else {
+                absent
+                    .iter()
+                    .copied()
+                    .filter(|p| {
+                        let mut data = event.data.clone();
+                        for q in absent.iter().filter(|q| **q != *p) {
+                            fill_path(&mut data, q.trim_start_matches("event."));
+                        }
+                        let ctx = minijinja::context! { event => Value::from(minijinja::value::Serde(&data)), ..ctx.clone() };
+                        tmpl.render(&ctx).is_err()
+                    })
+                    .collect()
+            };
             if !missing.is_empty() {
                 let names: Vec<String> = missing.iter().map(|p| format!("`{p}`")).collect();
                 message = format!(
@@ -298,6 +319,25 @@ fn render_template(
             message,
         }
     })
+}
+
+/// Sets the dotted `path` in `data` to an empty string, creating objects on the way.
+fn fill_path(data: &mut serde_json::Value, path: &str) {
+    let mut current = data;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let Some(map) = current.as_object_mut() else {
+            return;
+        };
+        if parts.peek().is_none() {
+            map.entry(part.to_owned())
+                .or_insert_with(|| serde_json::Value::String(String::new()));
+            return;
+        }
+        current = map
+            .entry(part.to_owned())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    }
 }
 
 fn render_tree(

@@ -75,7 +75,12 @@ impl Sender {
         let headers = response
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let mut body = Vec::new();
         let mut response = response;
@@ -92,7 +97,11 @@ impl Sender {
                 Err(e) => return Sent::Known(transport_retry(&e)),
             }
         }
-        Sent::Http(Response { status, headers, body })
+        Sent::Http(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Sends a mail; the server's reply decides the outcome.
@@ -122,7 +131,9 @@ impl Sender {
                     .credentials(Credentials::new(username.clone(), password.clone()))
                     .authentication(vec![Mechanism::Plain, Mechanism::Login]);
             }
-            Some(SmtpLogin::Xoauth2 { username, token, .. }) => {
+            Some(SmtpLogin::Xoauth2 {
+                username, token, ..
+            }) => {
                 builder = builder
                     .credentials(Credentials::new(username.clone(), token.clone()))
                     .authentication(vec![Mechanism::Xoauth2]);
@@ -131,7 +142,10 @@ impl Sender {
         let transport = builder.build();
         let envelope = match lettre::address::Envelope::new(
             mail.envelope_from.parse().ok(),
-            mail.envelope_to.iter().filter_map(|a| a.parse().ok()).collect(),
+            mail.envelope_to
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
         ) {
             Ok(e) => e,
             Err(e) => return failed(format!("envelope: {e}")),
@@ -139,7 +153,11 @@ impl Sender {
         match transport.send_raw(&envelope, &mail.message).await {
             Ok(response) => {
                 let code: u16 = response.code().to_string().parse().unwrap_or(250);
-                classify_reply(code, &response.message().collect::<Vec<_>>().join(" "), xoauth2)
+                classify_reply(
+                    code,
+                    &response.message().collect::<Vec<_>>().join(" "),
+                    xoauth2,
+                )
             }
             Err(e) => match e.status() {
                 Some(code) => {

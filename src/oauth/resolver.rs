@@ -497,8 +497,12 @@ impl Resolver {
     pub async fn mark_needs_reauth(&self, account: &str, reason: &str) -> Result<(), OAuthError> {
         let flight = self.flight(account);
         let _flight = flight.lock().await;
-        let mut record = self.record(account)?.unwrap_or_else(|| TokenRecord::new(account));
-        record.state = AccountState::NeedsReauth { reason: reason.to_owned() };
+        let mut record = self
+            .record(account)?
+            .unwrap_or_else(|| TokenRecord::new(account));
+        record.state = AccountState::NeedsReauth {
+            reason: reason.to_owned(),
+        };
         tracing::error!(account, reason, "account needs a new login");
         self.save(record, true)
     }

@@ -11,7 +11,8 @@ pub mod filters;
 use std::collections::BTreeSet;
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::value::ValueKind;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 /// Opens a parameter: `<< event.x >>`.
 pub const VARIABLE_START: &str = "<<";
@@ -46,9 +47,33 @@ pub fn environment() -> Environment<'static> {
     env.remove_global("debug");
     env.set_fuel(Some(FUEL));
     env.set_recursion_limit(64);
+    // Escaping is chosen deliberately, not from what looks like a file
+    // extension at the end of a template's name: HTML mail bodies escape
+    // parameters (`| safe` inserts markup), nothing else does.
+    env.set_auto_escape_callback(|name| {
+        if HTML_FIELDS.iter().any(|f| name.ends_with(f)) {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    // Payloads want `true`/`false`, and a null prints as nothing.
+    env.set_formatter(|out, state, value| match value.kind() {
+        ValueKind::None => Ok(()),
+        ValueKind::Bool => {
+            let text = if value.is_true() { "true" } else { "false" };
+            out.write_str(text).map_err(|e| {
+                minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
+            })
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    });
     filters::register(&mut env);
     env
 }
+
+/// Template names (as `<push>#<field>`) whose parameters are HTML-escaped.
+pub const HTML_FIELDS: [&str; 2] = ["#graph_mail.html", "#smtp.html"];
 
 /// If `text` is exactly one parameter (`<< event.duration >>`, surrounding
 /// blanks allowed), the expression inside it. Such a leaf of a structured body
@@ -134,6 +159,50 @@ mod tests {
         assert!(env
             .render_str("<< debug() >>", minijinja::context! {})
             .is_err());
+    }
+
+    #[test]
+    fn html_mail_bodies_escape_and_nothing_else_does() {
+        let mut env = environment();
+        env.add_template_owned("p#graph_mail.html", "<b><< x >></b>")
+            .unwrap();
+        env.add_template_owned("p#http.json.html", "<< x >>")
+            .unwrap();
+        env.add_template_owned("p#http.json.js", "<< x >>").unwrap();
+        let ctx = minijinja::context! { x => "O'Brien <b>" };
+        assert_eq!(
+            env.get_template("p#graph_mail.html")
+                .unwrap()
+                .render(&ctx)
+                .unwrap(),
+            "<b>O&#x27;Brien &lt;b&gt;</b>"
+        );
+        assert_eq!(
+            env.get_template("p#http.json.html")
+                .unwrap()
+                .render(&ctx)
+                .unwrap(),
+            "O'Brien <b>"
+        );
+        assert_eq!(
+            env.get_template("p#http.json.js")
+                .unwrap()
+                .render(&ctx)
+                .unwrap(),
+            "O'Brien <b>"
+        );
+    }
+
+    #[test]
+    fn booleans_print_lower_case_and_none_prints_nothing() {
+        let env = environment();
+        let out = env
+            .render_str(
+                "<< a >>/<< b >>/<< n >>",
+                minijinja::context! { a => true, b => false, n => () },
+            )
+            .unwrap();
+        assert_eq!(out, "true/false/");
     }
 
     #[test]

@@ -4,6 +4,9 @@
 mod cli;
 mod fuzz;
 mod loader;
+mod mock_identity;
+mod mock_smtp;
+mod oauth;
 mod schemas;
 mod snapshots;
 mod util;
