@@ -76,6 +76,9 @@ pub enum Command {
         /// The event, a JSON file; optional for `schedule:` pushes.
         #[arg(long)]
         event: Option<PathBuf>,
+        /// Attempts at most, waiting between them as the target asks (Retry-After) or with backoff.
+        #[arg(long, default_value_t = 1)]
+        attempts: u32,
     },
     /// List every parameter a push can use, with type, source and a sample value.
     Params {
@@ -261,7 +264,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             now,
         ),
         Command::Oauth(cmd) => oauth_command(&cli.dir, &cli.data, cmd),
-        Command::Send { push, event } => send(&cli.dir, &cli.data, &push, event.as_deref()),
+        Command::Send {
+            push,
+            event,
+            attempts,
+        } => send(&cli.dir, &cli.data, &push, event.as_deref(), attempts),
         Command::Params { event, format } => {
             let catalog = load(&cli.dir)?;
             print_diagnostics(&catalog);
@@ -451,6 +458,7 @@ fn send(
     data: &Path,
     push_arg: &str,
     event_path: Option<&Path>,
+    attempts: u32,
 ) -> anyhow::Result<ExitCode> {
     let (catalog, index) = select_push(dir, push_arg)?;
     let push = &catalog.pushes[index];
@@ -469,26 +477,37 @@ fn send(
         Endpoints::from_env(&crate::config::secret::process_env),
         std::time::Duration::from_secs(600),
     );
-    let delivery = runtime()?.block_on(deliverer.deliver(&catalog, push, &event, 1));
+    let name = push.name().to_owned();
+    let delivery = runtime()?.block_on(deliverer.deliver_with_retries(
+        &catalog,
+        push,
+        &event,
+        attempts.max(1),
+        push.spec.retry.max_age.0,
+        &crate::backoff::Backoff::default(),
+        |n, a| {
+            let target = a
+                .target
+                .as_ref()
+                .map(|t| format!(" → {t}"))
+                .unwrap_or_default();
+            println!(
+                "{name} attempt {n}{target}: {} ({} ms)",
+                a.outcome.summary(),
+                a.duration.as_millis()
+            );
+        },
+    ));
     match delivery {
         crate::engine::Delivery::Skipped(reason) => {
             println!("skipped: {reason}");
             Ok(ExitCode::SUCCESS)
         }
-        crate::engine::Delivery::Attempted(a) => {
-            let target = a.target.map(|t| format!(" → {t}")).unwrap_or_default();
-            println!(
-                "{}{target}: {} ({} ms)",
-                push.name(),
-                a.outcome.summary(),
-                a.duration.as_millis()
-            );
-            Ok(match a.outcome {
-                crate::dispatch::Outcome::Delivered { .. } => ExitCode::SUCCESS,
-                crate::dispatch::Outcome::Retry { .. } => ExitCode::from(75),
-                _ => ExitCode::from(1),
-            })
-        }
+        crate::engine::Delivery::Attempted(a) => Ok(match a.outcome {
+            crate::dispatch::Outcome::Delivered { .. } => ExitCode::SUCCESS,
+            crate::dispatch::Outcome::Retry { .. } => ExitCode::from(75),
+            _ => ExitCode::from(1),
+        }),
     }
 }
 

@@ -444,6 +444,22 @@ fn resolve_account(
             }
         }
     }
+    if let Some(expires) = spec.client_secret_expires {
+        let days = (expires - chrono::Utc::now().date_naive()).num_days();
+        if days < 0 {
+            diagnostics.push(Diagnostic::warning(
+                file,
+                raw.map.value("client_secret_expires"),
+                format!("the client secret of `{}` expired on {expires}: token requests fail with invalid_client until a new one is set", spec.name),
+            ));
+        } else if days <= SECRET_EXPIRY_WARNING_DAYS {
+            diagnostics.push(Diagnostic::warning(
+                file,
+                raw.map.value("client_secret_expires"),
+                format!("the client secret of `{}` expires on {expires}, in {days} days: create a new one in Azure before then", spec.name),
+            ));
+        }
+    }
     let label = |field: &str| format!("{}.{field}", spec.name);
     let mut check = |field_path: &str, text: &str| -> Result<Secret, SecretError> {
         let refs = secret::find_refs(text);
@@ -496,6 +512,9 @@ fn resolve_account(
         extra,
     })
 }
+
+/// A client secret expiring within this many days is warned about.
+pub const SECRET_EXPIRY_WARNING_DAYS: i64 = 30;
 
 /// Whether `name` can be used after `oauth.` in a template.
 pub(crate) fn is_parameter_name(name: &str) -> bool {

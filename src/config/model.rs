@@ -252,6 +252,25 @@ pub struct HttpTarget {
     /// Request timeout (default 30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationText>,
+    /// Sign each request so the receiver can check it came from pushwerk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningSpec>,
+}
+
+/// Request signing: `X-Pushwerk-Timestamp: <unix seconds>` and
+/// `X-Pushwerk-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`
+/// with a secret shared with the receiver.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSpec {
+    /// The shared secret (`${env:…}` or `${file:…}`).
+    pub secret: TemplateText,
+    /// Signature header name (default `X-Pushwerk-Signature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Timestamp header name (default `X-Pushwerk-Timestamp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_header: Option<String>,
 }
 
 fn default_method() -> String {

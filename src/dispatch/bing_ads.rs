@@ -21,10 +21,49 @@ pub fn prepare(
     push: &RenderedPush,
     endpoints: &Endpoints,
 ) -> Result<HttpRequest, PrepareError> {
+    prepare_batch(&[(t, push)], endpoints)
+}
+
+/// Most conversions Microsoft takes in one request.
+pub const MAX_BATCH: usize = 1000;
+
+/// Builds one request for several conversions of the same account,
+/// customer and ad account (Microsoft recommends packing up to 1,000); the
+/// answer's `PartialErrors` map back by position with [`classify_batch`].
+pub fn prepare_batch(
+    items: &[(&BingAdsTarget, &RenderedPush)],
+    endpoints: &Endpoints,
+) -> Result<HttpRequest, PrepareError> {
+    let Some((t, push)) = items.first() else {
+        return Err(invalid("bing_ads", "an empty batch".into()));
+    };
+    if items.len() > MAX_BATCH {
+        return Err(invalid(
+            "bing_ads",
+            format!(
+                "{} conversions in one request; Microsoft takes at most {MAX_BATCH}",
+                items.len()
+            ),
+        ));
+    }
     let token = push.token(&t.account)?;
     let base = t.base_url.as_deref().unwrap_or(&endpoints.bing_ads);
-    let conversion = conversion_json(t)?;
-    let body = serde_json::json!({ "OfflineConversions": [conversion] });
+    let mut conversions = Vec::with_capacity(items.len());
+    for (other, _) in items {
+        let same = other.account == t.account
+            && other.customer_id == t.customer_id
+            && other.customer_account_id == t.customer_account_id
+            && other.developer_token == t.developer_token
+            && other.base_url == t.base_url;
+        if !same {
+            return Err(invalid(
+                "bing_ads",
+                "a batch holds conversions of one account, customer and ad account only".into(),
+            ));
+        }
+        conversions.push(conversion_json(other)?);
+    }
+    let body = serde_json::json!({ "OfflineConversions": conversions });
     for (field, value) in [
         ("customer_id", &t.customer_id),
         ("customer_account_id", &t.customer_account_id),
@@ -242,46 +281,32 @@ fn parse_fault(body: &[u8]) -> Option<Fault> {
 /// What Microsoft Advertising's answer to `ApplyOfflineConversions` means
 /// (reference §3.1, §3.3, §3.4). Partial errors arrive with HTTP 200.
 pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
+    classify_batch(response, 1, retry_after_cap)
+        .pop()
+        .expect("one outcome per conversion")
+}
+
+/// The outcome of each of the `count` conversions of a batch request: a 200
+/// with `PartialErrors` fails exactly the conversions named by `Index`;
+/// any other answer applies to all of them.
+pub fn classify_batch(
+    response: &Response,
+    count: usize,
+    retry_after_cap: Duration,
+) -> Vec<Outcome> {
     let status = response.status;
-    let mut reference = response.header("trackingid").map(str::to_owned);
-    if status == 200 {
-        let parsed: Result<ApplyResponse, _> = serde_json::from_slice(&response.body);
-        return match parsed {
-            Ok(ApplyResponse {
-                partial_errors: None,
-            }) => Outcome::Delivered { status, reference },
-            Ok(ApplyResponse {
-                partial_errors: Some(errors),
-            }) if errors.is_empty() => Outcome::Delivered { status, reference },
-            Ok(ApplyResponse {
-                partial_errors: Some(errors),
-            }) => {
-                let items: Vec<ItemError> = errors
-                    .into_iter()
-                    .map(|e| ItemError {
-                        index: e.index.unwrap_or(0),
-                        code: e.code,
-                        error_code: e.error_code,
-                        message: e.message.unwrap_or_default(),
-                    })
-                    .collect();
-                let first = &items[0];
-                Outcome::Failed {
-                    status: Some(status),
-                    code: first
-                        .error_code
-                        .clone()
-                        .or_else(|| first.code.map(|c| c.to_string())),
-                    message: format!(
-                        "{} of the conversions refused: {}",
-                        items.len(),
-                        first.message
-                    ),
-                    items,
-                    reference,
-                }
-            }
-            Err(e) => Outcome::Failed {
+    let reference = response.header("trackingid").map(str::to_owned);
+    if status != 200 {
+        return vec![classify_fault(response, retry_after_cap); count];
+    }
+    let delivered = Outcome::Delivered {
+        status,
+        reference: reference.clone(),
+    };
+    let errors = match serde_json::from_slice::<ApplyResponse>(&response.body) {
+        Ok(r) => r.partial_errors.unwrap_or_default(),
+        Err(e) => {
+            let failed = Outcome::Failed {
                 status: Some(status),
                 code: None,
                 message: format!(
@@ -290,9 +315,45 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
                 ),
                 items: Vec::new(),
                 reference,
-            },
+            };
+            return vec![failed; count];
+        }
+    };
+    let mut outcomes = vec![delivered; count];
+    let mut by_index: Vec<Vec<ItemError>> = vec![Vec::new(); count];
+    for e in errors {
+        let item = ItemError {
+            index: e.index.unwrap_or(0),
+            code: e.code,
+            error_code: e.error_code,
+            message: e.message.unwrap_or_default(),
         };
+        // An index outside the batch cannot be attributed: it fails the
+        // first conversion rather than vanish.
+        let slot = if item.index < count { item.index } else { 0 };
+        by_index[slot].push(item);
     }
+    for (i, items) in by_index.into_iter().enumerate() {
+        if let Some(first) = items.first() {
+            outcomes[i] = Outcome::Failed {
+                status: Some(status),
+                code: first
+                    .error_code
+                    .clone()
+                    .or_else(|| first.code.map(|c| c.to_string())),
+                message: format!("conversion refused: {}", first.message),
+                items,
+                reference: reference.clone(),
+            };
+        }
+    }
+    outcomes
+}
+
+/// The meaning of a non-200 answer (a fault body).
+fn classify_fault(response: &Response, retry_after_cap: Duration) -> Outcome {
+    let status = response.status;
+    let mut reference = response.header("trackingid").map(str::to_owned);
     let fault = parse_fault(&response.body);
     if reference.is_none() {
         reference = fault.as_ref().and_then(|f| f.tracking_id.clone());
@@ -341,7 +402,9 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
             reference,
         };
     }
-    let transient_code = codes.iter().any(|c| *c == 0 || *c == 5612);
+    // InternalError (0) and ApplyFailed (5612) are transient, except that a
+    // 400 is a validation failure of the request itself: resending cannot help.
+    let transient_code = status != 400 && codes.iter().any(|c| *c == 0 || *c == 5612);
     if transient_code || status == 429 || status >= 500 || status == 404 {
         let delay =
             retry_after(response, retry_after_cap).map_or(RetryDelay::Backoff, RetryDelay::After);
@@ -365,5 +428,82 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
         message: describe(),
         items: Vec::new(),
         reference,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            headers: vec![("trackingid".into(), "t-1".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn partial_errors_fail_exactly_the_indexed_conversion() {
+        let body = r#"{"PartialErrors":[{"Code":5616,"Details":null,"ErrorCode":"ConversionTimeEarlierThanClickTime","FieldPath":null,"ForwardCompatibilityMap":null,"Index":1,"Message":"The conversion time must be later than the click time.","Type":"BatchError"}]}"#;
+        let out = classify_batch(&response(200, body), 3, Duration::from_secs(600));
+        assert!(out[0].is_delivered() && out[2].is_delivered());
+        match &out[1] {
+            Outcome::Failed {
+                code,
+                items,
+                reference,
+                ..
+            } => {
+                assert_eq!(code.as_deref(), Some("ConversionTimeEarlierThanClickTime"));
+                assert_eq!(items[0].code, Some(5616));
+                assert_eq!(reference.as_deref(), Some("t-1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for empty in [r#"{"PartialErrors":[]}"#, r#"{"PartialErrors":null}"#, "{}"] {
+            assert!(
+                classify(&response(200, empty), Duration::from_secs(1)).is_delivered(),
+                "{empty}"
+            );
+        }
+    }
+
+    #[test]
+    fn faults_are_classified_by_their_codes() {
+        let cap = Duration::from_secs(600);
+        let expired = r#"{"TrackingId":"x","Type":"AdApiFaultDetail","Errors":[{"Code":109,"Detail":null,"ErrorCode":"AuthenticationTokenExpired","Message":"Authentication token expired."}]}"#;
+        assert!(matches!(
+            classify(&response(401, expired), cap),
+            Outcome::RefreshAndRetry { .. }
+        ));
+        let rate = r#"{"TrackingId":"x","Type":"AdApiFaultDetail","Errors":[{"Code":117,"ErrorCode":"CallRateExceeded","Message":"Too many calls."}]}"#;
+        assert!(matches!(
+            classify(&response(429, rate), cap),
+            Outcome::Retry { delay: RetryDelay::After(d), .. } if d == CALL_RATE_WAIT
+        ));
+        let op = r#"{"TrackingId":"x","Type":"ApiFaultDetail","BatchErrors":[],"OperationErrors":[{"Code":5600,"Details":null,"ErrorCode":"OfflineConversionsNullOrEmpty","Message":"empty"}]}"#;
+        assert!(matches!(
+            classify(&response(400, op), cap),
+            Outcome::Failed { code: Some(c), .. } if c == "OfflineConversionsNullOrEmpty"
+        ));
+        let denied = r#"{"TrackingId":"x","Type":"AdApiFaultDetail","Errors":[{"Code":106,"ErrorCode":"UserIsNotAuthorized","Message":"no"}]}"#;
+        assert!(matches!(
+            classify(&response(403, denied), cap),
+            Outcome::Failed { .. }
+        ));
+        let internal = r#"{"TrackingId":"x","Type":"AdApiFaultDetail","Errors":[{"Code":0,"ErrorCode":"InternalError","Message":"oops"}]}"#;
+        assert!(matches!(
+            classify(&response(500, internal), cap),
+            Outcome::Retry {
+                delay: RetryDelay::Backoff,
+                ..
+            }
+        ));
+        let wrapped = r#"{"ApplicationFault":{"Type":"AdApiFaultDetail","Errors":[{"Code":105,"ErrorCode":"InvalidCredentials","Message":"bad"}]}}"#;
+        assert!(matches!(
+            classify(&response(401, wrapped), cap),
+            Outcome::RefreshAndRetry { .. }
+        ));
     }
 }

@@ -197,6 +197,41 @@ impl Deliverer {
         }
     }
 
+    /// Attempts until delivered, failed for good, `max_attempts` made, or
+    /// the next wait would pass `max_age` since the first attempt. Waits
+    /// honour the target's `Retry-After` (capped) or back off. `on_attempt`
+    /// sees every attempt as it happens.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn deliver_with_retries(
+        &self,
+        catalog: &Catalog,
+        push: &Push,
+        event: &Event,
+        max_attempts: u32,
+        max_age: Duration,
+        backoff: &crate::backoff::Backoff,
+        mut on_attempt: impl FnMut(u32, &Attempt),
+    ) -> Delivery {
+        let first = Instant::now();
+        let mut attempt = 1;
+        loop {
+            let delivery = self.deliver(catalog, push, event, attempt).await;
+            let Delivery::Attempted(a) = &delivery else {
+                return delivery;
+            };
+            on_attempt(attempt, a);
+            let Outcome::Retry { delay, .. } = &a.outcome else {
+                return delivery;
+            };
+            let wait = backoff.wait(*delay, attempt);
+            if attempt >= max_attempts || first.elapsed() + wait > max_age {
+                return delivery;
+            }
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
     fn done(
         &self,
         outcome: Outcome,

@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rand::Rng;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -166,17 +165,6 @@ impl std::fmt::Debug for Resolver {
             .field("settings", &self.settings)
             .finish()
     }
-}
-
-fn backoff(settings: &ResolverSettings, failures: u32) -> Duration {
-    let exp = settings
-        .backoff_base
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
-    let step = exp.min(settings.backoff_max);
-    // Jitter within the upper half of the step: spreads retries of many
-    // processes without ever retrying sooner than half the step.
-    let half = step / 2;
-    half + Duration::from_millis(rand::rng().random_range(0..=half.as_millis().max(1) as u64))
 }
 
 impl Resolver {
@@ -454,7 +442,11 @@ impl Resolver {
                 flight.failures += 1;
                 let wait = match retry_after {
                     Some(d) => d.min(self.settings.retry_after_cap),
-                    None => backoff(&self.settings, flight.failures),
+                    None => crate::backoff::Backoff {
+                        base: self.settings.backoff_base,
+                        max: self.settings.backoff_max,
+                    }
+                    .delay(flight.failures),
                 };
                 flight.next_attempt = Some(Instant::now() + wait);
                 flight.last_reason = error.to_string();

@@ -5,6 +5,7 @@ mod cli;
 mod fuzz;
 mod loader;
 mod mock_identity;
+mod mock_microsoft;
 mod mock_smtp;
 mod oauth;
 mod schemas;

@@ -278,6 +278,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut connections = JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // E.g. out of file descriptors: let other tasks run, try again.
+            tokio::task::yield_now().await;
             continue;
         };
         while connections.try_join_next().is_some() {}
@@ -315,6 +317,7 @@ enum AuthEnd {
 
 impl Session {
     fn new(stream: TcpStream, shared: Arc<Shared>) -> Session {
+        let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
         Session {
             reader: BufReader::new(reader),
@@ -328,8 +331,12 @@ impl Session {
     }
 
     async fn reply(&mut self, text: &str) -> io::Result<()> {
-        self.writer.write_all(text.as_bytes()).await?;
-        self.writer.write_all(b"\r\n").await?;
+        // One write per reply: two small writes would meet Nagle's algorithm
+        // and the client's delayed ACK (a 40 ms stall per reply).
+        let mut bytes = Vec::with_capacity(text.len() + 2);
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        self.writer.write_all(&bytes).await?;
         self.writer.flush().await
     }
 

@@ -594,3 +594,62 @@ fn import_reads_token_responses_and_bare_refresh_tokens_but_never_echoes_them() 
     assert!(pushwerk::cli::parse_import("").is_err());
     assert!(pushwerk::cli::parse_import("two words").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_refreshes_accounts_idle_past_the_period_only() {
+    let s = setup(MockConfig::default()).await;
+    s.mock.seed_refresh_token(
+        "rt-seed",
+        "offline_access https://graph.microsoft.com/Mail.Send",
+    );
+    let settings = ResolverSettings {
+        keep_alive_after: Duration::from_secs(24 * 3600),
+        ..ResolverSettings::default()
+    };
+    let r = resolver(&s.dir.path().join("data"), &s.catalog, settings);
+    r.import("ms_mail", imported(Some("at"), "rt-seed", Some(3599)))
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    assert!(r.keep_alive_due(now).unwrap().is_empty(), "just refreshed");
+    assert_eq!(
+        r.keep_alive_due(now + chrono::Duration::hours(25)).unwrap(),
+        ["ms_mail"]
+    );
+    // With a zero period every account is due, and keep_alive refreshes it.
+    let eager = resolver_reopen_with(
+        &s,
+        ResolverSettings {
+            keep_alive_after: Duration::ZERO,
+            ..ResolverSettings::default()
+        },
+        r,
+    );
+    let outcomes = eager.keep_alive().await;
+    assert_eq!(outcomes.len(), 1);
+    assert!(outcomes[0].1.is_ok());
+    assert_eq!(s.mock.token_request_count(), 1);
+}
+
+fn resolver_reopen_with(s: &Setup, settings: ResolverSettings, old: Resolver) -> Resolver {
+    drop(old);
+    resolver(&s.dir.path().join("data"), &s.catalog, settings)
+}
+
+#[test]
+fn a_client_secret_expiring_soon_is_a_check_warning() {
+    let soon = (chrono::Utc::now() + chrono::Duration::days(10)).date_naive();
+    let account = format!(
+        "kind: oauth_account\nname: ms_mail\ntoken_url: https://login.example.com/token\nclient_id: c\nclient_secret: ${{env:S}}\nscope: offline_access x\nclient_secret_expires: {soon}\n"
+    );
+    let dir = folder(&[("pushes/a.yaml", &account)]);
+    let out = pushwerk_in(dir.path(), &["check"], &[("S", "x")]);
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("pushes/a.yaml:7:24: warning: the client secret of `ms_mail` expires on")
+            && err.contains("in 10 days")
+            || err.contains("in 9 days"),
+        "{err}"
+    );
+}
