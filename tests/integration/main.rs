@@ -2,6 +2,7 @@
 //! per area.
 
 mod cli;
+mod dispatch;
 mod fuzz;
 mod loader;
 mod mock_identity;

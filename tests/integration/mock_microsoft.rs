@@ -476,6 +476,7 @@ struct GraphShared {
 #[derive(Default)]
 struct GraphState {
     tokens: HashSet<String>,
+    token_prefixes: Vec<String>,
     deny: bool,
     next: Queue<GraphSwitch>,
     sent: Vec<Value>,
@@ -507,6 +508,14 @@ impl GraphMock {
     /// Accepts `Authorization: Bearer {token}` from now on.
     pub fn accept_token(&self, token: &str) {
         self.state().tokens.insert(token.to_string());
+    }
+
+    /// Accepts every bearer token starting with `prefix`: the identity
+    /// mock's tokens for this resource (`mock-at.<resource-host>.`), so a
+    /// token it issues during a test is accepted and one for another
+    /// resource is not.
+    pub fn accept_token_prefix(&self, prefix: &str) {
+        self.state().token_prefixes.push(prefix.to_string());
     }
 
     /// Switch: every request with an accepted token gets 403
@@ -759,7 +768,12 @@ fn graph_process(state: &GraphState, req: &Incoming) -> Result<Value, GraphError
         ));
     }
     match req.bearer() {
-        Some(token) if state.tokens.contains(token) => {}
+        Some(token)
+            if state.tokens.contains(token)
+                || state
+                    .token_prefixes
+                    .iter()
+                    .any(|p| token.starts_with(p.as_str())) => {}
         _ => {
             let mut e = graph_error(
                 401,
@@ -1049,6 +1063,7 @@ struct BingShared {
 
 struct BingState {
     tokens: HashSet<String>,
+    token_prefixes: Vec<String>,
     expired: HashSet<String>,
     developer_token: String,
     customer_id: String,
@@ -1076,6 +1091,7 @@ impl BingMock {
             recorder: Recorder::default(),
             state: Mutex::new(BingState {
                 tokens: HashSet::new(),
+                token_prefixes: Vec::new(),
                 expired: HashSet::new(),
                 developer_token: "BBD37VB98".to_string(),
                 customer_id: "1234567".to_string(),
@@ -1100,6 +1116,14 @@ impl BingMock {
     /// Accepts `Authorization: Bearer {token}` from now on.
     pub fn accept_token(&self, token: &str) {
         self.state().tokens.insert(token.to_string());
+    }
+
+    /// Accepts every bearer token starting with `prefix`: the identity
+    /// mock's tokens for this resource (`mock-at.<resource-host>.`), so a
+    /// token it issues during a test is accepted and one for another
+    /// resource is not.
+    pub fn accept_token_prefix(&self, prefix: &str) {
+        self.state().token_prefixes.push(prefix.to_string());
     }
 
     /// `token` now gets 401 code 109 `AuthenticationTokenExpired` (accepted
@@ -1336,7 +1360,12 @@ impl Service for BingShared {
             Some(token) if state.expired.contains(token) => {
                 return ad_api_fault(401, &tracking_id, 109);
             }
-            Some(token) if state.tokens.contains(token) => {}
+            Some(token)
+                if state.tokens.contains(token)
+                    || state
+                        .token_prefixes
+                        .iter()
+                        .any(|p| token.starts_with(p.as_str())) => {}
             _ => return ad_api_fault(401, &tracking_id, 105),
         }
         if req.header("developertoken").map(str::trim) != Some(state.developer_token.as_str()) {

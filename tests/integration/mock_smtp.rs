@@ -94,6 +94,7 @@ struct DataReject {
 #[derive(Debug, Default)]
 struct State {
     tokens: HashSet<String>,
+    token_prefixes: Vec<String>,
     passwords: HashMap<String, String>,
     auth_disabled: bool,
     reject: Option<DataReject>,
@@ -154,6 +155,12 @@ impl SmtpMock {
     /// Adds an XOAUTH2 bearer token that authenticates (any `user=`).
     pub fn accept_token(&self, token: &str) {
         self.shared.lock().tokens.insert(token.to_string());
+    }
+
+    /// Accepts every XOAUTH2 token starting with `prefix` (the identity
+    /// mock's tokens for a resource, issued during a test).
+    pub fn accept_token_prefix(&self, prefix: &str) {
+        self.shared.lock().token_prefixes.push(prefix.to_string());
     }
 
     /// Adds (or replaces) a user's password for AUTH PLAIN and AUTH LOGIN.
@@ -599,11 +606,13 @@ impl Session {
                     return Ok(self.cancelled(&mechanism));
                 }
                 parse_xoauth2(&response).ok().and_then(|(user, token)| {
-                    self.shared
-                        .lock()
-                        .tokens
-                        .contains(&token)
-                        .then_some(AuthSeen::Xoauth2 { user, token })
+                    let state = self.shared.lock();
+                    let accepted = state.tokens.contains(&token)
+                        || state
+                            .token_prefixes
+                            .iter()
+                            .any(|p| token.starts_with(p.as_str()));
+                    accepted.then_some(AuthSeen::Xoauth2 { user, token })
                 })
             }
             "PLAIN" => {
