@@ -33,7 +33,8 @@ fn account(name: &str, mock: &IdentityMock, scope: &str) -> String {
 
 struct World {
     identity: Arc<IdentityMock>,
-    dir: tempfile::TempDir,
+    /// Kept alive: the folder and data directory live as long as the world.
+    _dir: tempfile::TempDir,
     catalog: Catalog,
     deliverer: Deliverer,
 }
