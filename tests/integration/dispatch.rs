@@ -102,7 +102,7 @@ async fn world(pushes: &str, initial_token: &str) -> World {
     );
     World {
         identity,
-        dir,
+        _dir: dir,
         catalog,
         deliverer,
     }
