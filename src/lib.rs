@@ -15,12 +15,15 @@
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod dispatch;
 pub mod engine;
 pub mod event;
+pub mod metrics;
 pub mod oauth;
 pub mod params;
 pub mod schedule;
 pub mod schema;
+pub mod server;
 pub mod store;
 pub mod template;

@@ -89,6 +89,51 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ListFormat::Text)]
         format: ListFormat,
     },
+    /// Run the daemon: watch the folder, ingest events over HTTP, fire cron
+    /// pushes, deliver with retries, keep the delivery log.
+    Serve {
+        /// Address of the HTTP API (ingest, status, health, metrics).
+        #[arg(long, env = "PUSHWERK_LISTEN", default_value = "127.0.0.1:8787")]
+        listen: std::net::SocketAddr,
+        /// Bearer token for the API (default: generated into DATA/ingest-token).
+        #[arg(long, env = "PUSHWERK_INGEST_TOKEN", hide_env_values = true)]
+        ingest_token: Option<String>,
+        /// Deliveries in flight at most.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// How long in-flight deliveries may finish after SIGTERM.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+    },
+    /// The delivery log of a running daemon (newest first).
+    Deliveries {
+        /// Only dead letters and failed attempts.
+        #[arg(long)]
+        failed: bool,
+        /// Only this push.
+        #[arg(long)]
+        push: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// The daemon's API.
+        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787")]
+        server: String,
+    },
+    /// Re-queue dead letters of a running daemon: one by job id, or all (of a push).
+    Replay {
+        /// The job id of one dead letter.
+        job_id: Option<u64>,
+        /// All dead letters (of --push, if given).
+        #[arg(long)]
+        failed: bool,
+        /// Only this push.
+        #[arg(long)]
+        push: Option<String>,
+        /// The daemon's API.
+        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787")]
+        server: String,
+    },
     /// OAuth accounts: tokens in, status out.
     #[command(subcommand)]
     Oauth(OauthCommand),
@@ -264,6 +309,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             now,
         ),
         Command::Oauth(cmd) => oauth_command(&cli.dir, &cli.data, cmd),
+        Command::Serve {
+            listen,
+            ingest_token,
+            concurrency,
+            grace,
+        } => serve(cli.dir, cli.data, listen, ingest_token, concurrency, grace),
+        Command::Deliveries {
+            failed,
+            push,
+            limit,
+            server,
+        } => deliveries(&cli.data, &server, failed, push, limit),
+        Command::Replay {
+            job_id,
+            failed,
+            push,
+            server,
+        } => replay(&cli.data, &server, job_id, failed, push),
         Command::Send {
             push,
             event,
@@ -509,6 +572,191 @@ fn send(
             _ => ExitCode::from(1),
         }),
     }
+}
+
+fn serve(
+    dir: PathBuf,
+    data: PathBuf,
+    listen: std::net::SocketAddr,
+    ingest_token: Option<String>,
+    concurrency: usize,
+    grace: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    use crate::engine::daemon::{watch, Daemon, DaemonConfig};
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let mut config = DaemonConfig::new(dir, data);
+        config.listen = listen;
+        config.ingest_token = ingest_token;
+        config.concurrency = concurrency;
+        config.grace = grace;
+        config.endpoints = Endpoints::from_env(&crate::config::secret::process_env);
+        let (daemon, token_path) = Daemon::open(config)?;
+        if let Some(path) = token_path {
+            eprintln!(
+                "ingest token: {} (send it as `Authorization: Bearer <token>`)",
+                path.display()
+            );
+        }
+        let _watcher = watch(daemon.clone())?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let catalog = daemon.catalog();
+        eprintln!(
+            "pushwerk serving {} pushes and {} accounts from {} on http://{}",
+            catalog.pushes.len(),
+            catalog.accounts.len(),
+            daemon.config.dir.display(),
+            listener.local_addr()?
+        );
+        tracing::info!(listen = %listen, "serving");
+        let workers = tokio::spawn(daemon.clone().run_workers());
+        tokio::spawn(daemon.clone().run_cron());
+        tokio::spawn(daemon.clone().run_housekeeping());
+        let app = crate::server::router(daemon.clone());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the HTTP server failed")?;
+        eprintln!(
+            "shutting down: finishing deliveries in flight (up to {})",
+            humantime::format_duration(daemon.config.grace)
+        );
+        daemon.shutdown().await;
+        workers.abort();
+        eprintln!("stopped");
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// A blocking client of the daemon's API.
+fn api(data: &Path, server: &str) -> anyhow::Result<(reqwest::Client, String, String)> {
+    let token = match std::env::var("PUSHWERK_INGEST_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        Some(t) => t,
+        None => std::fs::read_to_string(data.join("ingest-token"))
+            .with_context(|| {
+                format!(
+                    "no PUSHWERK_INGEST_TOKEN and cannot read {}",
+                    data.join("ingest-token").display()
+                )
+            })?
+            .trim()
+            .to_owned(),
+    };
+    Ok((
+        reqwest::Client::new(),
+        token,
+        server.trim_end_matches('/').to_owned(),
+    ))
+}
+
+fn deliveries(
+    data: &Path,
+    server: &str,
+    failed: bool,
+    push: Option<String>,
+    limit: usize,
+) -> anyhow::Result<ExitCode> {
+    let (client, token, base) = api(data, server)?;
+    let mut url = url::Url::parse(&format!("{base}/v1/deliveries"))?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("limit", &limit.to_string());
+        if let Some(p) = &push {
+            q.append_pair("push", p);
+        }
+        if failed {
+            q.append_pair("status", "dead");
+        }
+    }
+    let body: serde_json::Value = runtime()?.block_on(async {
+        let r = client
+            .get(url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the daemon at {base}"))?;
+        let status = r.status();
+        let v: serde_json::Value = r.json().await?;
+        if !status.is_success() {
+            bail!(
+                "the daemon answered {status}: {}",
+                v["error"].as_str().unwrap_or_default()
+            );
+        }
+        anyhow::Ok(v)
+    })?;
+    for e in body["deliveries"].as_array().into_iter().flatten() {
+        println!(
+            "{}  {:<8} {}  event {}  attempt {}  job {}{}{}{}",
+            e["at"].as_str().unwrap_or_default(),
+            e["status"].as_str().unwrap_or_default(),
+            e["push"].as_str().unwrap_or_default(),
+            e["event_id"].as_str().unwrap_or_default(),
+            e["attempt"],
+            e["job_id"],
+            e["code"]
+                .as_u64()
+                .map(|c| format!("  ({c})"))
+                .unwrap_or_default(),
+            e["reference"]
+                .as_str()
+                .map(|r| format!("  [{r}]"))
+                .unwrap_or_default(),
+            e["error"]
+                .as_str()
+                .map(|r| format!("  {r}"))
+                .unwrap_or_default(),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(
+    data: &Path,
+    server: &str,
+    job_id: Option<u64>,
+    failed: bool,
+    push: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    if job_id.is_none() && !failed {
+        bail!("name a dead letter's job id, or use --failed (with --push NAME for one push)");
+    }
+    let (client, token, base) = api(data, server)?;
+    let body = serde_json::json!({ "job_id": job_id, "push": push });
+    let answer: serde_json::Value = runtime()?.block_on(async {
+        let r = client
+            .post(format!("{base}/v1/replay"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the daemon at {base}"))?;
+        let status = r.status();
+        let v: serde_json::Value = r.json().await?;
+        if !status.is_success() {
+            bail!(
+                "the daemon answered {status}: {}",
+                v["error"].as_str().unwrap_or_default()
+            );
+        }
+        anyhow::Ok(v)
+    })?;
+    println!("replayed {} dead letters", answer["replayed"]);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_secret_input(file: Option<&Path>) -> anyhow::Result<String> {

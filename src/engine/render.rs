@@ -212,6 +212,55 @@ pub fn render(
     })))
 }
 
+/// Whether `push` applies to `event`: its trigger matches and its condition
+/// holds. Needs no tokens (a condition sees placeholders for them). An error
+/// (a field the condition needs is missing) is returned, so that the caller
+/// can let delivery report it.
+pub fn applies(
+    catalog: &Catalog,
+    push: &Push,
+    event: &Event,
+    now: DateTime<Utc>,
+) -> Result<bool, RenderError> {
+    if let Trigger::Event(on) = &push.trigger {
+        if *on != event.event_type {
+            return Ok(false);
+        }
+    }
+    let Some(when) = &push.compiled.when else {
+        return Ok(true);
+    };
+    let tokens: TokenValues = push
+        .compiled
+        .accounts
+        .iter()
+        .map(|a| (a.clone(), placeholder(&format!("oauth.{a}"))))
+        .collect();
+    let secrets = push
+        .compiled
+        .secrets
+        .keys()
+        .map(|label| (label.clone(), Value::from(placeholder(label))))
+        .collect();
+    let input = RenderInput {
+        event,
+        attempt: 1,
+        now,
+        tokens: &tokens,
+        show_secrets: false,
+    };
+    let ctx = context(push, &input, &tokens, secrets);
+    let out = render_template(
+        catalog,
+        when,
+        &ctx,
+        "when",
+        Some(&push.compiled.when_params),
+        event,
+    )?;
+    Ok(out.trim() == "true")
+}
+
 fn context(
     push: &Push,
     input: &RenderInput<'_>,

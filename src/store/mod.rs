@@ -46,6 +46,9 @@ pub struct CasConflict {
 pub mod trees {
     /// OAuth token state, one record per account name.
     pub const TOKENS: &str = "tokens";
+    /// The delivery queue, dead letters, accepted events and the delivery
+    /// log, in one tree so that a job's completion is one atomic batch.
+    pub const DELIVERY: &str = "delivery";
 }
 
 /// Key-value pairs as returned by a scan.
@@ -70,6 +73,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Result<(), CasConflict>, StoreError>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StoreError>;
+    /// Applies every `(key, Some(value))` insert and `(key, None)` removal
+    /// at once: all or none.
+    fn apply_batch(
+        &self,
+        tree: &str,
+        ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), StoreError>;
+    /// Entries from `start` (inclusive) up to `end` (exclusive), in key
+    /// order, at most `limit`; `reverse` walks from the end.
+    fn range(
+        &self,
+        tree: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Entries, StoreError>;
+    /// A unique, increasing id (survives restarts).
+    fn next_id(&self) -> Result<u64, StoreError>;
     /// Makes every write so far durable (fsync).
     fn flush(&self) -> Result<(), StoreError>;
     /// Bytes the store occupies on disk.

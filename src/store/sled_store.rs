@@ -148,6 +148,45 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn apply_batch(
+        &self,
+        tree: &str,
+        ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in ops {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.tree(tree)?.apply_batch(batch).map_err(backend)
+    }
+
+    fn range(
+        &self,
+        tree: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Entries, StoreError> {
+        let tree = self.tree(tree)?;
+        let iter = tree.range(start.to_vec()..end.to_vec());
+        let map = |r: sled::Result<(sled::IVec, sled::IVec)>| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)
+        };
+        if reverse {
+            iter.rev().take(limit).map(map).collect()
+        } else {
+            iter.take(limit).map(map).collect()
+        }
+    }
+
+    fn next_id(&self) -> Result<u64, StoreError> {
+        self.db.generate_id().map_err(backend)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(backend)?;
         Ok(())
