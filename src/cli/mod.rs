@@ -639,8 +639,14 @@ async fn shutdown_signal() {
     }
 }
 
-/// A blocking client of the daemon's API.
-fn api(data: &Path, server: &str) -> anyhow::Result<(reqwest::Client, String, String)> {
+/// Calls the running daemon's API: `GET path` without a body, `POST path`
+/// with one; the token comes from PUSHWERK_INGEST_TOKEN or DATA/ingest-token.
+fn call_api(
+    data: &Path,
+    server: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
     let token = match std::env::var("PUSHWERK_INGEST_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
@@ -656,35 +662,14 @@ fn api(data: &Path, server: &str) -> anyhow::Result<(reqwest::Client, String, St
             .trim()
             .to_owned(),
     };
-    Ok((
-        reqwest::Client::new(),
-        token,
-        server.trim_end_matches('/').to_owned(),
-    ))
-}
-
-fn deliveries(
-    data: &Path,
-    server: &str,
-    failed: bool,
-    push: Option<String>,
-    limit: usize,
-) -> anyhow::Result<ExitCode> {
-    let (client, token, base) = api(data, server)?;
-    let mut url = url::Url::parse(&format!("{base}/v1/deliveries"))?;
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("limit", &limit.to_string());
-        if let Some(p) = &push {
-            q.append_pair("push", p);
-        }
-        if failed {
-            q.append_pair("status", "dead");
-        }
-    }
-    let body: serde_json::Value = runtime()?.block_on(async {
-        let r = client
-            .get(url)
+    let base = server.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let request = match body {
+        Some(b) => client.post(format!("{base}{path}")).json(&b),
+        None => client.get(format!("{base}{path}")),
+    };
+    runtime()?.block_on(async {
+        let r = request
             .bearer_auth(&token)
             .send()
             .await
@@ -698,7 +683,30 @@ fn deliveries(
             );
         }
         anyhow::Ok(v)
-    })?;
+    })
+}
+
+fn deliveries(
+    data: &Path,
+    server: &str,
+    failed: bool,
+    push: Option<String>,
+    limit: usize,
+) -> anyhow::Result<ExitCode> {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("limit", &limit.to_string());
+    if let Some(p) = &push {
+        query.append_pair("push", p);
+    }
+    if failed {
+        query.append_pair("status", "dead");
+    }
+    let body = call_api(
+        data,
+        server,
+        &format!("/v1/deliveries?{}", query.finish()),
+        None,
+    )?;
     for e in body["deliveries"].as_array().into_iter().flatten() {
         println!(
             "{}  {:<8} {}  event {}  attempt {}  job {}{}{}{}",
@@ -735,26 +743,12 @@ fn replay(
     if job_id.is_none() && !failed {
         bail!("name a dead letter's job id, or use --failed (with --push NAME for one push)");
     }
-    let (client, token, base) = api(data, server)?;
-    let body = serde_json::json!({ "job_id": job_id, "push": push });
-    let answer: serde_json::Value = runtime()?.block_on(async {
-        let r = client
-            .post(format!("{base}/v1/replay"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the daemon at {base}"))?;
-        let status = r.status();
-        let v: serde_json::Value = r.json().await?;
-        if !status.is_success() {
-            bail!(
-                "the daemon answered {status}: {}",
-                v["error"].as_str().unwrap_or_default()
-            );
-        }
-        anyhow::Ok(v)
-    })?;
+    let answer = call_api(
+        data,
+        server,
+        "/v1/replay",
+        Some(serde_json::json!({ "job_id": job_id, "push": push })),
+    )?;
     println!("replayed {} dead letters", answer["replayed"]);
     Ok(ExitCode::SUCCESS)
 }

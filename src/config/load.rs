@@ -267,7 +267,8 @@ struct RawDoc<T> {
     map: DocumentMap,
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+/// Every `*.yaml` / `*.yml` file below `dir`, hidden entries skipped (unsorted).
+pub fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Folder {
         path: dir.to_path_buf(),
         source,

@@ -12,7 +12,7 @@ pub mod secret;
 
 pub use compile::{did_you_mean, CompiledPush, Slot, TargetKind, Trigger, PUSH_PARAMS};
 pub use diagnostic::{Diagnostic, Severity};
-pub use load::{Catalog, LoadError, LoadOptions, OAuthAccount, Push};
+pub use load::{collect_files, Catalog, LoadError, LoadOptions, OAuthAccount, Push};
 pub use locate::Position;
 pub use model::*;
 pub use secret::{Secret, SecretError};

@@ -20,10 +20,7 @@ pub struct Response {
 impl Response {
     /// The value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        super::find_header(&self.headers, name)
     }
 
     /// The start of the body as text, for error messages.

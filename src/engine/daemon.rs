@@ -289,12 +289,7 @@ impl Daemon {
     /// is an error.
     pub fn reload(&self) -> Result<(), DaemonError> {
         let mut files = Vec::new();
-        collect(&self.config.dir, &mut files).map_err(|source| {
-            crate::config::LoadError::Folder {
-                path: self.config.dir.clone(),
-                source,
-            }
-        })?;
+        crate::config::collect_files(&self.config.dir, &mut files)?;
         files.sort();
         let texts: Vec<(PathBuf, Result<String, String>)> = files
             .iter()
@@ -864,25 +859,6 @@ impl Daemon {
             tracing::error!(error = %e, "final flush failed");
         }
     }
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if path.is_dir() {
-            collect(&path, out)?;
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml") | Some("yml")
-        ) {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// Watches the folder; every debounced change reloads it.
