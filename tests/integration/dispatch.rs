@@ -947,3 +947,41 @@ async fn pushwerk_send_delivers_each_example_push_to_the_mocks() {
         "one refresh per account, reused afterwards"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_4xx_is_retried_and_5xx_fails() {
+    let smtp = crate::mock_smtp::SmtpMock::start().await;
+    let w = world(
+        &smtp_push(smtp.port()),
+        "mock-at.graph.microsoft.com.current",
+    )
+    .await;
+    smtp.accept_token("mock-at.graph.microsoft.com.current");
+    let e = call_event(serde_json::json!({"caller": "x"}));
+    smtp.reject_next_data(1, 451, "4.3.2 Please try again later");
+    let out = attempt(&w, "mail-smtp", &e).await.outcome;
+    assert!(
+        matches!(
+            out,
+            Outcome::Retry {
+                status: Some(451),
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    smtp.reject_next_data(1, 554, "5.2.0 Message rejected");
+    let out = attempt(&w, "mail-smtp", &e).await.outcome;
+    assert!(
+        matches!(
+            &out,
+            Outcome::Failed {
+                status: Some(554),
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(smtp.delivered().is_empty());
+    assert!(attempt(&w, "mail-smtp", &e).await.outcome.is_delivered());
+}
