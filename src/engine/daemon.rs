@@ -519,14 +519,16 @@ impl Daemon {
             }
             self.update_gauges();
             if started == 0 {
+                // Nothing new to start: sleep until the next job comes due,
+                // or — when every due job is already in flight — until one
+                // finishes (its completion wakes us); at most a second.
                 let wait = match self.queue.next_due() {
-                    Ok(Some(t)) => (t - Utc::now())
-                        .to_std()
-                        .unwrap_or(Duration::ZERO)
-                        .min(Duration::from_secs(1)),
+                    Ok(Some(t)) if t > Utc::now() => {
+                        (t - Utc::now()).to_std().unwrap_or(Duration::ZERO)
+                    }
                     _ => Duration::from_secs(1),
                 };
-                let wait = wait.max(Duration::from_millis(5));
+                let wait = wait.clamp(Duration::from_millis(1), Duration::from_secs(1));
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(wait) => {}
