@@ -261,6 +261,11 @@ impl Queue {
             .collect()
     }
 
+    /// Whether the job under `key` is still queued.
+    pub fn contains(&self, key: &[u8]) -> Result<bool, QueueError> {
+        Ok(self.store.get(TREE, key)?.is_some())
+    }
+
     /// When the earliest job is due.
     pub fn next_due(&self) -> Result<Option<DateTime<Utc>>, QueueError> {
         let first = self

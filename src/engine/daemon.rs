@@ -507,6 +507,16 @@ impl Daemon {
                 {
                     continue;
                 }
+                // The list is a snapshot: a job that was in flight when it was
+                // taken may have completed since (its key removed, then its
+                // in-flight mark). Claim only jobs still queued.
+                if !self.queue.contains(&key).unwrap_or(false) {
+                    self.in_flight
+                        .lock()
+                        .expect("in-flight lock")
+                        .remove(&job.id);
+                    continue;
+                }
                 let Ok(permit) = self.slots.clone().acquire_owned().await else {
                     return;
                 };

@@ -2,6 +2,7 @@
 //! per area.
 
 mod cli;
+mod daemon;
 mod dispatch;
 mod fuzz;
 mod loader;

@@ -1,0 +1,995 @@
+//! The daemon (`pushwerk serve`) as a real process: a push dropped into the
+//! folder goes live, broken edits keep the last good version, ingest is
+//! idempotent and durable across `kill -9`, retries honour outages and
+//! `Retry-After`, dead letters are replayed after a new login, cron pushes
+//! fire, SIGTERM stops cleanly, and the API refuses what it must.
+//!
+//! Every test starts its own daemon (own folder, data directory and port)
+//! and kills it when done.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::mock_identity::{IdentityMock, MockConfig, Mode};
+use crate::mock_microsoft::{GraphMock, HttpReceiver};
+use crate::util::EXAMPLE_ENV;
+
+const TOKEN: &str = "daemon-test-ingest-token";
+const GRAPH_PREFIX: &str = "mock-at.graph.microsoft.com.";
+const MAIL_SCOPE: &str = "offline_access https://graph.microsoft.com/Mail.Send";
+
+// ---------------------------------------------------------------------------
+// A daemon process
+
+/// A folder (`pushes/`) and a data directory (`data/`) in a temporary
+/// directory, and the daemons started on them.
+struct World {
+    tmp: tempfile::TempDir,
+    starts: AtomicUsize,
+}
+
+impl World {
+    fn new(files: &[(&str, &str)]) -> World {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(tmp.path().join("pushes")).expect("mkdir pushes");
+        std::fs::create_dir_all(tmp.path().join("data")).expect("mkdir data");
+        let world = World {
+            tmp,
+            starts: AtomicUsize::new(0),
+        };
+        for (name, text) in files {
+            std::fs::write(world.pushes().join(name), text).expect("write push file");
+        }
+        world
+    }
+
+    fn pushes(&self) -> PathBuf {
+        self.tmp.path().join("pushes")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    /// `pushwerk --dir … --data … args…`, run off the async workers.
+    async fn pushwerk(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut cmd = base_command(&self.pushes(), &self.data());
+        cmd.args(args).stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        tokio::task::spawn_blocking(move || cmd.output().expect("pushwerk runs"))
+            .await
+            .expect("join")
+    }
+
+    /// `pushwerk oauth import NAME --file F` with `tokens` (before a daemon runs).
+    async fn import(&self, account: &str, tokens: &Value) {
+        let file = self.tmp.path().join(format!("{account}-tokens.json"));
+        std::fs::write(&file, tokens.to_string()).expect("write tokens");
+        let out = self
+            .pushwerk(
+                &["oauth", "import", account, "--file", file.to_str().unwrap()],
+                &[],
+            )
+            .await;
+        assert!(
+            out.status.success(),
+            "oauth import: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts `pushwerk serve` on a free port and waits until `/readyz` answers 200.
+    async fn start(&self) -> Served {
+        for _ in 0..3 {
+            let n = self.starts.fetch_add(1, Ordering::SeqCst);
+            let log = self.tmp.path().join(format!("serve-{n}.log"));
+            let port = free_port();
+            let mut cmd = base_command(&self.pushes(), &self.data());
+            cmd.args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--grace",
+                "5s",
+            ])
+            .env("PUSHWERK_INGEST_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+            let child = cmd.spawn().expect("pushwerk serve starts");
+            let mut served = Served {
+                child: Some(child),
+                base: format!("http://127.0.0.1:{port}"),
+                log,
+                http: reqwest::Client::new(),
+            };
+            if served.wait_ready().await {
+                return served;
+            }
+            // The port was taken between finding and binding it: try another.
+            assert!(
+                served.log_text().contains("cannot listen"),
+                "the daemon did not become ready:\n{}",
+                served.log_text()
+            );
+        }
+        panic!("no free port for the daemon after 3 tries");
+    }
+}
+
+fn base_command(dir: &Path, data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    cmd.arg("--dir").arg(dir).arg("--data").arg(data);
+    for name in EXAMPLE_ENV {
+        cmd.env_remove(name);
+    }
+    for name in [
+        "PUSHWERK_DATA",
+        "PUSHWERK_LISTEN",
+        "PUSHWERK_INGEST_TOKEN",
+        "PUSHWERK_SERVER",
+        "PUSHWERK_KEY",
+        "PUSHWERK_KEY_FILE",
+        "PUSHWERK_LOG",
+        "PUSHWERK_GRAPH_URL",
+        "PUSHWERK_BING_ADS_URL",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+/// A port nothing listens on (bound and released).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local address").port()
+}
+
+/// A running `pushwerk serve`; killed when dropped.
+struct Served {
+    child: Option<Child>,
+    base: String,
+    log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Served {
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the daemon runs")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    async fn wait_ready(&mut self) -> bool {
+        for _ in 0..400 {
+            if let Ok(Some(_)) = self.child().try_wait() {
+                self.child = None;
+                return false;
+            }
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the daemon was not ready within 10 s:\n{}", self.log_text());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `kill -9`.
+    fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the daemon runs");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then waits (up to `within`) for the process to exit.
+    async fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let pid = self.child().id() as libc::pid_t;
+        // SAFETY: `pid` is our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child().try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit within {within:?} of SIGTERM:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn answer(r: reqwest::Response) -> (u16, Value) {
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// `POST /v1/events` with the ingest token.
+    async fn post(&self, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/v1/events"))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /v1/events");
+        Self::answer(r).await
+    }
+
+    /// Posts and expects 202; returns the answer.
+    async fn ingest(&self, body: &Value) -> Value {
+        let (status, answer) = self.post(body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer
+    }
+
+    /// An authorised GET; expects 200.
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let (status, body) = Self::answer(r).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    async fn deliveries(&self, query: &str) -> Vec<Value> {
+        self.get(&format!("/v1/deliveries?limit=10000&{query}"))
+            .await["deliveries"]
+            .as_array()
+            .expect("deliveries array")
+            .clone()
+    }
+
+    async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(r.status(), 200);
+        r.text().await.expect("metrics text")
+    }
+}
+
+/// Polls `check` every 50 ms until it gives `Some`, or panics after `timeout`.
+async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls the delivery log of `push` until it holds at least `expected`
+/// entries and did not change between two reads 300 ms apart.
+async fn settled_log(
+    served: &Served,
+    push: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Value> {
+    let query = format!("push={push}");
+    let mut last = poll(
+        &format!("{expected} delivery-log entries of {push}"),
+        timeout,
+        || async {
+            let log = served.deliveries(&query).await;
+            (log.len() >= expected).then_some(log)
+        },
+    )
+    .await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = served.deliveries(&query).await;
+        if now.len() == last.len() {
+            return now;
+        }
+        last = now;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Folders and events
+
+fn http_push(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\non: call.ended\n{extra}http:\n  url: {url}\n  json:\n    id: \"<< push.event_id >>\"\n"
+    )
+}
+
+fn event(id: &str, data: Value) -> Value {
+    json!({ "id": id, "type": "call.ended", "time": "2026-01-01T00:00:00Z", "data": data })
+}
+
+/// The `id` of every request body the receiver got, with its count.
+fn ids_received(rx: &HttpReceiver) -> BTreeMap<String, usize> {
+    let mut ids = BTreeMap::new();
+    for r in rx.requests() {
+        let id = r.json()["id"].as_str().expect("id in body").to_owned();
+        *ids.entry(id).or_default() += 1;
+    }
+    ids
+}
+
+fn account_yaml(identity: &IdentityMock) -> String {
+    format!(
+        "kind: oauth_account\nname: ms_mail\ntoken_url: {}\nclient_id: {}\nclient_secret: mock-secret\nscope: {MAIL_SCOPE}\n",
+        identity.token_url(),
+        MockConfig::default().client_id
+    )
+}
+
+/// Whether `diagnostic` names `file:LINE:COL`.
+fn names_position(diagnostic: &str, file: &str, line: u32, column: u32) -> bool {
+    diagnostic.contains(&format!("{file}:{line}:{column}:"))
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Writes `text` to `path` atomically (a dotfile, which the daemon ignores, renamed).
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+// ---------------------------------------------------------------------------
+// 1. Hot reload
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_push_goes_live_within_a_second_broken_edit_keeps_it_and_removal_stops_it() {
+    let rx = HttpReceiver::start().await;
+    let world = World::new(&[]);
+    let served = world.start().await;
+    assert_eq!(served.get("/v1/pushes").await["pushes"], json!([]));
+
+    let file = world.pushes().join("hook.yaml");
+    let good = http_push("hook", &rx.url("/hook"), "");
+    let written = Instant::now();
+    write_atomically(&file, &good);
+    poll(
+        "the dropped push is listed",
+        Duration::from_secs(5),
+        || async {
+            let p = served.get("/v1/pushes").await;
+            p["pushes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "hook")
+                .then_some(())
+        },
+    )
+    .await;
+    let live_after = written.elapsed();
+    println!("the dropped push was listed after {live_after:?}");
+    assert!(
+        live_after <= Duration::from_secs(1),
+        "the push was listed {live_after:?} after the write"
+    );
+    let a = served.ingest(&event("e-1", json!({}))).await;
+    assert_eq!(a["jobs"], 1, "{a}");
+    assert!(rx.wait_for_requests(1, Duration::from_secs(10)).await);
+    assert_eq!(rx.requests()[0].json()["id"], "e-1");
+
+    // A typo in a field name: the last good version stays in force.
+    let broken = good.replace("  json:", "  mehtod: POST\n  json:");
+    assert!(broken.lines().nth(4).unwrap().starts_with("  mehtod"));
+    write_atomically(&file, &broken);
+    let state = poll(
+        "the file is reported stale",
+        Duration::from_secs(5),
+        || async {
+            let p = served.get("/v1/pushes").await;
+            let f = p["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["file"].as_str().unwrap().ends_with("hook.yaml"))
+                .cloned()?;
+            (f["stale"] == true).then_some(p)
+        },
+    )
+    .await;
+    let file_state = &state["files"][0];
+    let diagnostics: Vec<&str> = file_state["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| names_position(d, "hook.yaml", 5, 3) && d.contains("mehtod")),
+        "{diagnostics:?}"
+    );
+    assert!(
+        state["pushes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "hook"),
+        "the old version stays in force: {state}"
+    );
+    let a = served.ingest(&event("e-2", json!({}))).await;
+    assert_eq!(a["jobs"], 1, "{a}");
+    assert!(rx.wait_for_requests(2, Duration::from_secs(10)).await);
+    assert_eq!(rx.requests()[1].json()["id"], "e-2");
+
+    // Removed: the push stops.
+    std::fs::remove_file(&file).unwrap();
+    poll(
+        "the removed push is gone",
+        Duration::from_secs(5),
+        || async {
+            let p = served.get("/v1/pushes").await;
+            (p["pushes"] == json!([]) && p["files"] == json!([])).then_some(())
+        },
+    )
+    .await;
+    let a = served.ingest(&event("e-3", json!({}))).await;
+    assert_eq!(a["accepted"], 1, "{a}");
+    assert_eq!(a["jobs"], 0, "{a}");
+}
+
+// ---------------------------------------------------------------------------
+// 2. Concurrency and idempotency
+
+#[tokio::test(flavor = "multi_thread")]
+
+async fn thousand_concurrent_events_deliver_each_match_once_and_resends_are_duplicates() {
+    let rx = HttpReceiver::start().await;
+    let push = http_push("even", &rx.url("/even"), "when: event.n % 2 == 0\n");
+    let world = World::new(&[("even.yaml", &push)]);
+    let served = Arc::new(world.start().await);
+
+    // 50 clients × 20 requests of one event each, twice.
+    async fn post_all(served: &Arc<Served>) -> (u64, u64, u64) {
+        let mut tasks = Vec::new();
+        for client in 0..50u64 {
+            let served = served.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut sums = (0, 0, 0);
+                for k in 0..20u64 {
+                    let n = client * 20 + k;
+                    let a = served
+                        .ingest(&event(&format!("evt-{n:04}"), json!({ "n": n })))
+                        .await;
+                    sums.0 += a["accepted"].as_u64().unwrap();
+                    sums.1 += a["duplicates"].as_u64().unwrap();
+                    sums.2 += a["jobs"].as_u64().unwrap();
+                }
+                sums
+            }));
+        }
+        let mut total = (0, 0, 0);
+        for t in tasks {
+            let s = t.await.expect("client task");
+            total = (total.0 + s.0, total.1 + s.1, total.2 + s.2);
+        }
+        total
+    }
+
+    assert_eq!(
+        post_all(&served).await,
+        (1000, 0, 500),
+        "accepted, duplicates, jobs"
+    );
+    let log = settled_log(&served, "even", 500, Duration::from_secs(30)).await;
+    assert!(rx.wait_for_requests(500, Duration::from_secs(10)).await);
+
+    assert_eq!(
+        post_all(&served).await,
+        (0, 1000, 0),
+        "the resend: accepted, duplicates, jobs"
+    );
+    let log_after = settled_log(&served, "even", 500, Duration::from_secs(10)).await;
+
+    let ids = ids_received(&rx);
+    let expected: BTreeSet<String> = (0..1000u64)
+        .filter(|n| n % 2 == 0)
+        .map(|n| format!("evt-{n:04}"))
+        .collect();
+    let twice: Vec<_> = ids.iter().filter(|(_, c)| **c > 1).collect();
+    assert_eq!(
+        ids.keys().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "exactly the even events reach the receiver"
+    );
+    assert!(
+        twice.is_empty(),
+        "{} events were delivered more than once, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
+    assert_eq!(rx.requests().len(), 500);
+    assert_eq!(log.len(), 500, "one log entry per delivery");
+    assert_eq!(log_after.len(), 500, "the resend delivered nothing");
+    assert!(log.iter().all(|e| e["status"] == "delivered"));
+}
+
+// ---------------------------------------------------------------------------
+// 3. Crash safety
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_delivery_loses_no_accepted_event() {
+    let rx = HttpReceiver::start().await;
+    let world = World::new(&[("hook.yaml", &http_push("hook", &rx.url("/hook"), ""))]);
+    let mut served = world.start().await;
+    let started = Instant::now();
+
+    // 5,000 events in 50 arrays of 100, five clients at once.
+    let shared = Arc::new(served.http.clone());
+    let url = served.url("/v1/events");
+    let mut tasks = Vec::new();
+    for client in 0..5usize {
+        let (http, url) = (shared.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for batch in 0..10usize {
+                let first = (client * 10 + batch) * 100;
+                let ids: Vec<String> = (first..first + 100)
+                    .map(|n| format!("crash-{n:05}"))
+                    .collect();
+                let body: Vec<Value> = ids.iter().map(|id| event(id, json!({}))).collect();
+                let r = http
+                    .post(&url)
+                    .bearer_auth(TOKEN)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("POST");
+                assert_eq!(r.status(), 202);
+                let a: Value = r.json().await.unwrap();
+                assert_eq!(a["accepted"], 100, "{a}");
+                acked.extend(ids);
+            }
+            acked
+        }));
+    }
+    let mut acked = HashSet::new();
+    for t in tasks {
+        acked.extend(t.await.expect("client task"));
+    }
+    served.kill9();
+    let at_kill = rx.requests().len();
+    assert_eq!(acked.len(), 5000);
+
+    let restarted = world.start().await;
+    assert_ne!(restarted.port(), 0);
+    let ids = poll(
+        "every acknowledged event delivered after the restart",
+        Duration::from_secs(45),
+        || {
+            let (rx, acked) = (&rx, &acked);
+            async move {
+                let ids = ids_received(rx);
+                acked.iter().all(|id| ids.contains_key(id)).then_some(ids)
+            }
+        },
+    )
+    .await;
+    let duplicates: usize = ids.values().map(|c| c - 1).sum();
+    println!(
+        "kill -9 after {} of 5000 deliveries; after the restart all 5000 delivered, {duplicates} delivered twice or more ({} requests in {:?})",
+        at_kill,
+        rx.requests().len(),
+        started.elapsed()
+    );
+    assert_eq!(ids.len(), 5000, "only acknowledged events are delivered");
+}
+
+// ---------------------------------------------------------------------------
+// 4. A target that is down for a while
+
+#[tokio::test(flavor = "multi_thread")]
+async fn target_refusing_connections_is_retried_until_it_is_up() {
+    // The issue's outage is 20 s, but with 1 s doubling backoff (jittered
+    // into the upper half of each step) the attempt after a 20 s outage can
+    // come up to ~52 s later; 5 s keeps the worst case near 15 s.
+    const OUTAGE: Duration = Duration::from_secs(5);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let world = World::new(&[("hook.yaml", &http_push("hook", &url, ""))]);
+    let served = world.start().await;
+    let posted = tokio::time::Instant::now();
+    served.ingest(&event("down-1", json!({}))).await;
+    let retry = poll(
+        "a `retry` entry in the log",
+        Duration::from_secs(10),
+        || async {
+            served
+                .deliveries("push=hook&status=retry")
+                .await
+                .first()
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(retry["event_id"], "down-1");
+    assert_eq!(retry["attempt"], 1);
+    assert!(retry["code"].is_null(), "no HTTP status: {retry}");
+
+    tokio::time::sleep_until(posted + OUTAGE).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the target's port");
+    let (tx, mut bodies) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(body.to_vec());
+            "ok"
+        }
+    });
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let up = Instant::now();
+    let body = tokio::time::timeout(Duration::from_secs(30), bodies.recv())
+        .await
+        .expect("delivered within 30 s of the target coming up")
+        .expect("a body");
+    println!("delivered {:?} after the target came up", up.elapsed());
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["id"], "down-1");
+    let log = poll("the delivery is logged", Duration::from_secs(5), || async {
+        let log = served.deliveries("push=hook").await;
+        (log.first()?["status"] == "delivered").then_some(log)
+    })
+    .await;
+    let retries = log.iter().filter(|e| e["status"] == "retry").count();
+    assert!(retries >= 2, "{log:?}");
+    assert_eq!(log[0]["attempt"], retries + 1);
+    server.abort();
+}
+
+// ---------------------------------------------------------------------------
+// 5. Retry-After
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_two_seconds_delays_the_next_attempt() {
+    let rx = HttpReceiver::start().await;
+    rx.respond_next(
+        1,
+        429,
+        vec![("retry-after".into(), "2".into())],
+        "slow down",
+    );
+    let world = World::new(&[("hook.yaml", &http_push("hook", &rx.url("/hook"), ""))]);
+    let served = world.start().await;
+    served.ingest(&event("ra-1", json!({}))).await;
+    assert!(rx.wait_for_requests(2, Duration::from_secs(15)).await);
+    let r = rx.requests();
+    assert_eq!(r[0].status, 429);
+    assert_eq!(r[1].status, 200);
+    let gap = r[1].at.duration_since(r[0].at);
+    assert!(
+        gap >= Duration::from_secs(2),
+        "second attempt after {gap:?}"
+    );
+    let log = settled_log(&served, "hook", 2, Duration::from_secs(5)).await;
+    let statuses: Vec<_> = log
+        .iter()
+        .map(|e| (e["status"].clone(), e["code"].clone()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (json!("delivered"), json!(200)),
+            (json!("retry"), json!(429))
+        ],
+        "newest first"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 6. needs_reauth → dead letter → new login → replay
+
+#[tokio::test(flavor = "multi_thread")]
+async fn needs_reauth_dead_letter_is_delivered_after_import_and_replay() {
+    let identity = IdentityMock::start(MockConfig::default()).await;
+    let graph = GraphMock::start().await;
+    graph.accept_token_prefix(GRAPH_PREFIX);
+    let push = format!(
+        "name: mail\non: call.ended\ngraph_mail:\n  account: ms_mail\n  base_url: {}\n  to: [sales@example.com]\n  subject: Call << push.event_id >>\n  text: hello\n",
+        graph.base_url()
+    );
+    let world = World::new(&[
+        ("accounts.yaml", &account_yaml(&identity)),
+        ("mail.yaml", &push),
+    ]);
+    identity.seed_refresh_token("rt-ms_mail", MAIL_SCOPE);
+    world
+        .import(
+            "ms_mail",
+            &json!({"access_token": "mock-at.graph.microsoft.com.seed", "refresh_token": "rt-ms_mail", "expires_in": 0}),
+        )
+        .await;
+    identity.set_mode(Mode::Fail {
+        status: 400,
+        error: "invalid_grant".into(),
+        aadsts: 70008,
+        description: "The provided authorization code or refresh token has expired due to inactivity.".into(),
+        suberror: None,
+    });
+
+    let mut served = world.start().await;
+    served.ingest(&event("reauth-1", json!({}))).await;
+    let dead = poll(
+        "a dead letter of `mail`",
+        Duration::from_secs(15),
+        || async {
+            served.get("/v1/dead-letters?push=mail").await["dead_letters"]
+                .as_array()?
+                .first()
+                .cloned()
+        },
+    )
+    .await;
+    let reason = dead["reason"].as_str().unwrap();
+    assert!(reason.contains("needs_reauth"), "{reason}");
+    assert!(reason.contains("AADSTS70008"), "{reason}");
+    assert_eq!(dead["event_id"], "reauth-1");
+    assert!(graph.requests().is_empty(), "nothing sent without a token");
+
+    let status = served.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+    identity.set_mode(Mode::Normal);
+    identity.seed_refresh_token("rt-ms_mail-2", MAIL_SCOPE);
+    world
+        .import(
+            "ms_mail",
+            &json!({"access_token": "mock-at.graph.microsoft.com.fresh", "refresh_token": "rt-ms_mail-2", "expires_in": 3600}),
+        )
+        .await;
+    let served = world.start().await;
+    let server = served.base.clone();
+    let out = world
+        .pushwerk(
+            &["replay", "--failed", "--push", "mail", "--server", &server],
+            &[("PUSHWERK_INGEST_TOKEN", TOKEN)],
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("replayed 1 dead letters"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(graph.wait_for_requests(1, Duration::from_secs(15)).await);
+    let r = graph.requests();
+    assert_eq!(r[0].status, 202);
+    assert_eq!(
+        r[0].header("authorization"),
+        Some("Bearer mock-at.graph.microsoft.com.fresh")
+    );
+    assert_eq!(
+        graph.sent_messages()[0]["message"]["subject"],
+        "Call reauth-1"
+    );
+    let log = settled_log(&served, "mail", 2, Duration::from_secs(5)).await;
+    assert_eq!(log[0]["status"], "delivered", "{log:?}");
+    assert_eq!(log[1]["status"], "dead", "{log:?}");
+    assert_eq!(
+        served.get("/v1/dead-letters").await["dead_letters"],
+        json!([])
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 7. Cron and SIGTERM
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_second_cron_fires_and_sigterm_stops_cleanly() {
+    let rx = HttpReceiver::start().await;
+    let push = format!(
+        "name: tick\nschedule: \"* * * * * *\"\nhttp:\n  url: {}\n  json:\n    id: \"<< push.event_id >>\"\n",
+        rx.url("/tick")
+    );
+    let world = World::new(&[("tick.yaml", &push)]);
+    let mut served = world.start().await;
+    assert!(
+        rx.wait_for_requests(2, Duration::from_millis(3500)).await,
+        "{} deliveries within 3.5 s of readiness",
+        rx.requests().len()
+    );
+    let ids = ids_received(&rx);
+    assert!(ids.len() >= 2, "distinct ticks: {ids:?}");
+    assert!(
+        ids.keys().all(|id| id.starts_with("schedule:tick:")),
+        "{ids:?}"
+    );
+
+    let status = served.terminate(Duration::from_secs(8)).await;
+    assert_eq!(status.code(), Some(0), "{status}");
+    let log = std::fs::read_to_string(&served.log).unwrap();
+    assert!(log.contains("stopped"), "{log}");
+}
+
+// ---------------------------------------------------------------------------
+// 8. Ingest refusals
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_ingest_requests_are_refused_and_change_nothing() {
+    let rx = HttpReceiver::start().await;
+    let world = World::new(&[("hook.yaml", &http_push("hook", &rx.url("/hook"), ""))]);
+    let served = world.start().await;
+    let good = event("ok-1", json!({}));
+    let events = served.url("/v1/events");
+    let http = &served.http;
+
+    let r = http.post(&events).json(&good).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no token");
+    let r = http
+        .post(&events)
+        .bearer_auth("wrong-token")
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "wrong token");
+
+    let send_raw = |body: Vec<u8>| {
+        http.post(&events)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let (status, answer) =
+        Served::answer(send_raw(br#"{"id": "x", "type": "#.to_vec()).await.unwrap()).await;
+    assert_eq!(status, 400);
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("malformed JSON"), "{error}");
+
+    let (status, answer) = Served::answer(
+        send_raw(br#"{"id": "no-time", "type": "call.ended", "data": {}}"#.to_vec())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("`time`"), "{error}");
+
+    let big = format!(
+        "{{\"id\":\"big\",\"type\":\"call.ended\",\"time\":\"2026-01-01T00:00:00Z\",\"data\":{{\"x\":\"{}\"}}}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    // On its own connection: the daemon answers before reading the body and
+    // then drops the connection, which a pooled client would try to reuse.
+    let r = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+        .post(&events)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "2 MiB");
+    let error = r.text().await.unwrap();
+    assert!(error.contains("length limit exceeded"), "{error}");
+
+    assert_eq!(served.deliveries("").await, Vec::<Value>::new());
+    let m = served.metrics().await;
+    assert_eq!(
+        metric(&m, "pushwerk_events_accepted_total"),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(rx.requests().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// 9. Health, readiness, metrics
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_readiness_and_delivery_metrics() {
+    let rx = HttpReceiver::start().await;
+    let world = World::new(&[("hook.yaml", &http_push("hook", &rx.url("/hook"), ""))]);
+    let served = world.start().await;
+    for path in ["/healthz", "/readyz"] {
+        let r = served.http.get(served.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    served.ingest(&event("m-1", json!({}))).await;
+    assert!(rx.wait_for_requests(1, Duration::from_secs(10)).await);
+    let series = "pushwerk_deliveries_total{push=\"hook\",outcome=\"delivered\"}";
+    let text = poll(
+        "the delivery is counted",
+        Duration::from_secs(5),
+        || async {
+            let m = served.metrics().await;
+            (metric(&m, series) == Some(1.0)).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(metric(&text, "pushwerk_events_accepted_total"), Some(1.0));
+    assert!(
+        text.contains("# TYPE pushwerk_ingest_to_delivery_seconds histogram"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "pushwerk_ingest_to_delivery_seconds_bucket{le=\"+Inf\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "pushwerk_ingest_to_delivery_seconds_count"),
+        Some(1.0)
+    );
+    assert!(metric(&text, "pushwerk_ingest_to_delivery_seconds_sum").is_some_and(|s| s > 0.0));
+}
