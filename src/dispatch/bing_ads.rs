@@ -73,7 +73,8 @@ pub fn prepare_batch(
         if !(v.starts_with('‹') || (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))) {
             return Err(invalid(
                 &format!("bing_ads.{field}"),
-                format!("{v:?} is not a numeric Microsoft Advertising id"),
+                // Not echoed: the value may come from `${env:…}`.
+                "is not a numeric Microsoft Advertising id".to_owned(),
             ));
         }
     }

@@ -13,7 +13,8 @@ pub fn prepare(t: &HttpTarget, push: &RenderedPush) -> Result<HttpRequest, Prepa
     let url_text = t.url.0.trim();
     let mut url = url::Url::parse(url_text).map_err(|e| PrepareError::InvalidField {
         field: "http.url".into(),
-        reason: format!("{url_text:?} is not a URL: {e}"),
+        // The URL itself is not echoed: it may hold a secret.
+        reason: format!("the rendered URL is not a URL: {e}"),
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(PrepareError::InvalidField {

@@ -259,7 +259,13 @@ impl Deliverer {
                     RenderedTarget::Http(t) => t.timeout.map(|d| d.0),
                     _ => None,
                 };
-                let label = format!("{} {}", request.method, strip_query(&request.url));
+                // A generic HTTP URL may carry a secret in its path (webhook
+                // keys): only its origin is shown. Microsoft's paths are not.
+                let shown = match target {
+                    RenderedTarget::Http(_) => origin(&request.url),
+                    _ => strip_query(&request.url).to_owned(),
+                };
+                let label = format!("{} {shown}", request.method);
                 let response = match self.sender.send_http(request, timeout).await {
                     Sent::Known(outcome) => return (outcome, label),
                     Sent::Http(r) => r,
@@ -284,6 +290,14 @@ impl Deliverer {
             }
             (Prepared::Smtp(_), _) => unreachable!("only SMTP targets prepare SMTP mails"),
         }
+    }
+}
+
+/// `scheme://host[:port]` of a URL, for logs.
+fn origin(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "<url>".to_owned(),
     }
 }
 
