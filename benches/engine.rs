@@ -36,6 +36,10 @@ fn root() -> PathBuf {
 /// Every `${env:NAME}` of the examples resolves to a dummy value, so that a
 /// render with real values (as the daemon makes it) succeeds.
 fn bench_env(name: &str) -> Option<String> {
+    if name.ends_with("_ID") {
+        // Microsoft Advertising customer and account ids are numeric.
+        return Some("1234567".to_owned());
+    }
     Some(format!("bench-{name}"))
 }
 
@@ -85,7 +89,10 @@ fn event_for(catalog: &Catalog, push: &Push, tokens: &TokenValues) -> (Event, St
     }
     for file in ["call-ended.json", "call-missed.json"] {
         let e = event(file);
-        if let Ok(Rendered::Ready(_)) = render(catalog, push, &input(&e, tokens)) {
+        if let Ok(Rendered::Ready(r)) = render(catalog, push, &input(&e, tokens)) {
+            if let Err(err) = prepare(&r, &Endpoints::default()) {
+                panic!("push {} does not prepare for {file}: {err}", push.name());
+            }
             return (e, file.to_owned());
         }
     }

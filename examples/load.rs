@@ -1,1 +1,852 @@
-fn main() {}
+//! The load tool: the release daemon end to end on loopback (see BENCHMARKS.md).
+//!
+//! ```sh
+//! cargo build --release
+//! cargo run --release --example load -- --events 20000 --concurrency 32
+//! cargo run --release --example load -- --events 25000 --rate 5000
+//! cargo run --release --example load -- --token-storm
+//! cargo run --release --example load -- --soak 200000 --batch 50
+//! ```
+//!
+//! It starts, all on 127.0.0.1: a sink answering Graph `sendMail` (and any
+//! other POST) with 202, a token-endpoint stand-in, and `pushwerk serve` as a
+//! child process with tokens imported beforehand (`pushwerk oauth import`).
+//! Every event carries the client's send time (`event.sent_ns`, unix nanos),
+//! which the push puts into the mail subject, so the sink measures
+//! ingest → delivery latency. In the same run the tool measures the sink's
+//! own limit (the tool hitting the sink directly with the same concurrency)
+//! and prints each rate also as a ratio to it.
+//!
+//! Every loop is bounded in count and time; the daemon is stopped at the end
+//! (SIGTERM, then kill).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::Router;
+use clap::{Parser, ValueEnum};
+
+/// Drives the release daemon with events and measures deliveries at a local sink.
+#[derive(Debug, Parser)]
+#[command(name = "load")]
+struct Args {
+    /// Events to send (default 20,000; --token-storm: 5,000 = 10,000 deliveries).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Concurrent HTTP clients (also used to measure the sink's limit).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Events per ingest request (a JSON array when > 1).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Send at this many events/s instead of flat out.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// The pushwerk binary (default: `cargo build --release --bin pushwerk`, then target/release/pushwerk).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// Target of the push: a Graph mail (4 in flight per mailbox) or an HTTP POST (8 per host).
+    #[arg(long, value_enum, default_value_t = Target::Graph)]
+    target: Target,
+    /// Token storm: all deliveries (a Graph mail and an HTTP push per event)
+    /// come due at once with an expired access token; reports token requests made.
+    #[arg(long)]
+    token_storm: bool,
+    /// Soak: send this many events, report sled disk use and RSS at the start
+    /// and at the end, after the daemon's retention has run.
+    #[arg(long)]
+    soak: Option<u64>,
+    /// How long to measure the sink's own limit.
+    #[arg(long, default_value_t = 3.0)]
+    sink_secs: f64,
+    /// Longest time for sending events (a bound, not a target).
+    #[arg(long, default_value_t = 900)]
+    max_send_secs: u64,
+    /// Longest wait for deliveries without progress after sending.
+    #[arg(long, default_value_t = 20)]
+    stall_secs: u64,
+    /// Latency of the token endpoint stand-in (a real one takes 100–300 ms).
+    #[arg(long, default_value_t = 200)]
+    token_delay_ms: u64,
+    /// Keep the temporary folder (pushes, sled data, daemon log) and print its path.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    Graph,
+    Http,
+}
+
+const INGEST_TOKEN: &str = "load-test-ingest-token-0123456789abcdef";
+const EXPIRED_TOKEN: &str = "at-imported-expired";
+const MAX_LATENCIES: usize = 5_000_000;
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- the sink
+
+#[derive(Default)]
+struct Sink {
+    count: AtomicU64,
+    first_ns: AtomicU64,
+    last_ns: AtomicU64,
+    latencies_ns: Mutex<Vec<u64>>,
+    expired_token_seen: AtomicU64,
+}
+
+impl Sink {
+    fn reset(&self) {
+        self.count.store(0, Ordering::SeqCst);
+        self.first_ns.store(u64::MAX, Ordering::SeqCst);
+        self.last_ns.store(0, Ordering::SeqCst);
+        self.latencies_ns.lock().unwrap().clear();
+        self.expired_token_seen.store(0, Ordering::SeqCst);
+    }
+}
+
+/// The send time an event put into the pushed body: the Graph mail's
+/// subject, or the HTTP push's `sent_ns`.
+fn sent_ns(body: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let field = v.pointer("/message/subject").or_else(|| v.get("sent_ns"))?;
+    match field {
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        serde_json::Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+async fn sink_handler(
+    State(sink): State<Arc<Sink>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let now = unix_ns();
+    sink.count.fetch_add(1, Ordering::Relaxed);
+    sink.first_ns.fetch_min(now, Ordering::Relaxed);
+    sink.last_ns.fetch_max(now, Ordering::Relaxed);
+    if headers
+        .get("authorization")
+        .is_some_and(|v| v.as_bytes() == format!("Bearer {EXPIRED_TOKEN}").as_bytes())
+    {
+        sink.expired_token_seen.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(sent) = sent_ns(&body) {
+        let mut l = sink.latencies_ns.lock().unwrap();
+        if l.len() < MAX_LATENCIES {
+            l.push(now.saturating_sub(sent));
+        }
+    }
+    (StatusCode::ACCEPTED, [("request-id", "sink")])
+}
+
+// ------------------------------------------------- the token endpoint stand-in
+
+struct TokenEndpoint {
+    requests: AtomicU64,
+    delay: Duration,
+}
+
+async fn token_handler(State(t): State<Arc<TokenEndpoint>>, body: Bytes) -> impl IntoResponse {
+    let n = t.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    tokio::time::sleep(t.delay).await;
+    if !String::from_utf8_lossy(&body).contains("grant_type=refresh_token") {
+        return (
+            StatusCode::BAD_REQUEST,
+            [("content-type", "application/json")],
+            r#"{"error":"unsupported_grant_type"}"#.to_owned(),
+        );
+    }
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        format!(
+            r#"{{"token_type":"Bearer","scope":"offline_access bench","expires_in":3600,"ext_expires_in":3600,"access_token":"at-refreshed-{n}","refresh_token":"rt-rotated-{n}"}}"#
+        ),
+    )
+}
+
+async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+// ------------------------------------------------------------- the daemon
+
+/// The child daemon; killed on drop if still running.
+struct Daemon {
+    child: Child,
+    url: String,
+}
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, up to `grace` + 5 s for a clean exit, then kill.
+    fn stop(&mut self, grace: Duration) -> String {
+        // SAFETY: sending a signal to our own child process by its pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + grace + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return format!("exited after SIGTERM ({status})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        "did not exit within the grace period: killed".to_owned()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// (sum of file sizes, allocated bytes) under `dir`.
+fn disk_use(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut sizes = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                sizes.0 += m.len();
+                sizes.1 += m.blocks() * 512;
+            }
+        }
+    }
+    sizes
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
+fn locate_binary(args: &Args) -> PathBuf {
+    if let Some(b) = &args.bin {
+        return b.clone();
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("building the daemon: cargo build --release --bin pushwerk");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--bin", "pushwerk"])
+        .current_dir(manifest)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cargo build --release failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("target"));
+    target.join("release/pushwerk")
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    pushes: PathBuf,
+    data: PathBuf,
+    /// Deliveries each event makes.
+    per_event: u64,
+}
+
+fn write_world(args: &Args, sink: std::net::SocketAddr, token: std::net::SocketAddr) -> World {
+    let dir = tempfile::Builder::new()
+        .prefix("pushwerk-load-")
+        .tempdir()
+        .expect("temp dir");
+    let pushes = dir.path().join("pushes");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&pushes).unwrap();
+    std::fs::write(
+        pushes.join("accounts.yaml"),
+        format!(
+            "kind: oauth_account\nname: bench\ntoken_url: http://{token}/token\nclient_id: bench\nclient_secret: x\nscope: offline_access bench\n"
+        ),
+    )
+    .unwrap();
+    // In a token storm every delivery comes due at once, a few seconds after
+    // the last event was accepted.
+    let delay = if args.token_storm { "delay: 5s\n" } else { "" };
+    let graph = format!(
+        "name: bench-mail\non: bench.event\n{delay}graph_mail:\n  account: bench\n  base_url: http://{sink}\n  to: [sink@example.com]\n  subject: \"<< event.sent_ns >>\"\n  text: \"load test event << push.event_id >>\"\n  save_to_sent_items: false\n"
+    );
+    let http = format!(
+        "name: bench-http\non: bench.event\n{delay}http:\n  method: POST\n  url: http://{sink}/hook\n  headers:\n    Authorization: Bearer << oauth.bench >>\n  json:\n    sent_ns: << event.sent_ns >>\n    event: << push.event_id >>\n"
+    );
+    let mut per_event = 0;
+    if args.token_storm || args.target == Target::Graph {
+        std::fs::write(pushes.join("bench-mail.yaml"), graph).unwrap();
+        per_event += 1;
+    }
+    if args.token_storm || args.target == Target::Http {
+        std::fs::write(pushes.join("bench-http.yaml"), http).unwrap();
+        per_event += 1;
+    }
+    World {
+        dir,
+        pushes,
+        data,
+        per_event,
+    }
+}
+
+fn pushwerk(bin: &Path, world: &World) -> Command {
+    let mut c = Command::new(bin);
+    c.arg("--dir")
+        .arg(&world.pushes)
+        .arg("--data")
+        .arg(&world.data)
+        .args(["--log", "warn"])
+        .env_remove("PUSHWERK_KEY")
+        .env_remove("PUSHWERK_KEY_FILE");
+    c
+}
+
+fn import_tokens(bin: &Path, world: &World, expired: bool) {
+    let file = world.dir.path().join("token.json");
+    let json = if expired {
+        format!(
+            r#"{{"access_token":"{EXPIRED_TOKEN}","refresh_token":"rt-imported","expires_in":0}}"#
+        )
+    } else {
+        r#"{"access_token":"at-imported-valid","refresh_token":"rt-imported","expires_in":3600}"#
+            .to_owned()
+    };
+    std::fs::write(&file, json).unwrap();
+    let out = pushwerk(bin, world)
+        .args(["oauth", "import", "bench", "--file"])
+        .arg(&file)
+        .output()
+        .expect("run pushwerk oauth import");
+    assert!(
+        out.status.success(),
+        "oauth import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn start_daemon(bin: &Path, world: &World, client: &reqwest::Client) -> Daemon {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(world.dir.path().join("daemon.log")).unwrap();
+    let child = pushwerk(bin, world)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--grace", "5s"])
+        .env("PUSHWERK_INGEST_TOKEN", INGEST_TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start pushwerk serve");
+    let mut daemon = Daemon {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!(
+                "the daemon exited ({status}): {}",
+                std::fs::read_to_string(world.dir.path().join("daemon.log")).unwrap_or_default()
+            );
+        }
+        let ready = client
+            .get(format!("{}/readyz", daemon.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return daemon;
+        }
+        if Instant::now() > deadline {
+            daemon.stop(Duration::ZERO);
+            panic!("the daemon was not ready within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ------------------------------------------------------------- the driver
+
+#[derive(Default)]
+struct Drive {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    requests: AtomicU64,
+    last_accept_ns: AtomicU64,
+    late: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+struct Plan {
+    url: String,
+    events: u64,
+    batch: usize,
+    concurrency: usize,
+    rate: Option<f64>,
+    run_id: String,
+    deadline: Instant,
+}
+
+fn event_batch(plan: &Plan, from: u64, n: u64) -> String {
+    let sent = unix_ns();
+    let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let one = |i: u64| {
+        format!(
+            r#"{{"id":"{}-{i}","type":"bench.event","time":"{time}","data":{{"sent_ns":"{sent}","n":{i}}}}}"#,
+            plan.run_id
+        )
+    };
+    if plan.batch == 1 {
+        one(from)
+    } else {
+        let items: Vec<String> = (from..from + n).map(one).collect();
+        format!("[{}]", items.join(","))
+    }
+}
+
+async fn drive(client: reqwest::Client, plan: Arc<Plan>, stats: Arc<Drive>) -> Duration {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..plan.concurrency.max(1) {
+        let (client, plan, stats, next) =
+            (client.clone(), plan.clone(), stats.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let from = next.fetch_add(plan.batch as u64, Ordering::Relaxed);
+                if from >= plan.events || Instant::now() > plan.deadline {
+                    return;
+                }
+                let n = (plan.events - from).min(plan.batch as u64);
+                if let Some(rate) = plan.rate {
+                    let due = start + Duration::from_secs_f64(from as f64 / rate);
+                    if Instant::now() > due + Duration::from_millis(1) {
+                        stats.late.fetch_add(n, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let body = event_batch(&plan, from, n);
+                stats.requests.fetch_add(1, Ordering::Relaxed);
+                let result = client
+                    .post(&plan.url)
+                    .bearer_auth(INGEST_TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match result {
+                    Ok(r) if r.status() == StatusCode::ACCEPTED => {
+                        let accepted = r
+                            .json::<serde_json::Value>()
+                            .await
+                            .ok()
+                            .and_then(|v| v.get("accepted").and_then(|a| a.as_u64()))
+                            .unwrap_or(0);
+                        stats.accepted.fetch_add(accepted, Ordering::Relaxed);
+                        stats.last_accept_ns.fetch_max(unix_ns(), Ordering::Relaxed);
+                    }
+                    Ok(r) => {
+                        stats.refused.fetch_add(n, Ordering::Relaxed);
+                        let status = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        stats
+                            .first_error
+                            .lock()
+                            .unwrap()
+                            .get_or_insert(format!("{status}: {text}"));
+                    }
+                    Err(e) => {
+                        stats.refused.fetch_add(n, Ordering::Relaxed);
+                        stats
+                            .first_error
+                            .lock()
+                            .unwrap()
+                            .get_or_insert(e.to_string());
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    start.elapsed()
+}
+
+/// The sink's own limit: the tool posting a Graph-mail-sized body straight
+/// to the sink with `concurrency` clients for `secs`. Requests/s.
+async fn sink_limit(
+    client: &reqwest::Client,
+    sink: std::net::SocketAddr,
+    c: usize,
+    secs: f64,
+) -> f64 {
+    let url = format!("http://{sink}/v1.0/me/sendMail");
+    let body = r#"{"message":{"subject":"probe","body":{"contentType":"Text","content":"load test event probe-000000"},"toRecipients":[{"emailAddress":{"address":"sink@example.com"}}]},"saveToSentItems":false}"#;
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c.max(1) {
+        let (client, url, done, stop) = (client.clone(), url.clone(), done.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            // Bounded: at most 10 M requests per client, and the stop flag.
+            for _ in 0..10_000_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let ok = client
+                    .post(&url)
+                    .bearer_auth("at-probe")
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == StatusCode::ACCEPTED);
+                if ok {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let n = done.load(Ordering::SeqCst);
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        let _ = t.await;
+    }
+    n as f64 / elapsed.as_secs_f64()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1e6
+}
+
+async fn metrics_lines(
+    client: &reqwest::Client,
+    daemon: &Daemon,
+    prefixes: &[&str],
+) -> Vec<String> {
+    let Ok(r) = client
+        .get(format!("{}/metrics", daemon.url))
+        .bearer_auth(INGEST_TOKEN)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    r.text()
+        .await
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    assert!(args.batch >= 1, "--batch must be at least 1");
+    let bin = locate_binary(&args);
+    assert!(bin.is_file(), "no pushwerk binary at {}", bin.display());
+    let events = match (args.soak, args.events, args.token_storm) {
+        (Some(n), _, _) => n,
+        (None, Some(n), _) => n,
+        (None, None, true) => 5_000,
+        (None, None, false) => 20_000,
+    };
+    let mode = if args.token_storm {
+        "token storm"
+    } else if args.soak.is_some() {
+        "soak"
+    } else if args.rate.is_some() {
+        "fixed rate"
+    } else {
+        "flat out"
+    };
+    println!(
+        "pushwerk load: {mode}, {events} events, concurrency {}, batch {}, rate {}, target {:?}, binary {}",
+        args.concurrency,
+        args.batch,
+        args.rate.map_or("max".to_owned(), |r| format!("{r} events/s")),
+        if args.token_storm { Target::Graph } else { args.target },
+        bin.display()
+    );
+    println!(
+        "machine: {} cores, load average at start {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_avg()
+    );
+
+    let sink = Arc::new(Sink::default());
+    sink.reset();
+    let sink_addr = serve(
+        Router::new()
+            .route("/v1.0/me/sendMail", post(sink_handler))
+            .fallback(post(sink_handler))
+            .with_state(sink.clone()),
+    )
+    .await;
+    let tokens = Arc::new(TokenEndpoint {
+        requests: AtomicU64::new(0),
+        delay: Duration::from_millis(args.token_delay_ms),
+    });
+    let token_addr = serve(
+        Router::new()
+            .route("/token", post(token_handler))
+            .with_state(tokens.clone()),
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency.max(1))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    // The sink's own limit, measured in this run before the daemon starts.
+    let limit = sink_limit(&client, sink_addr, args.concurrency, args.sink_secs).await;
+    sink.reset();
+    println!(
+        "sink limit (tool → sink directly, {} clients, {:.0} s): {limit:.0} requests/s",
+        args.concurrency, args.sink_secs
+    );
+
+    let world = write_world(&args, sink_addr, token_addr);
+    import_tokens(&bin, &world, args.token_storm);
+    let mut daemon = start_daemon(&bin, &world, &client).await;
+    let pid = daemon.pid();
+    let start_rss = status_kb(pid, "VmRSS:").unwrap_or(0);
+    let start_disk = disk_use(&world.data);
+    if args.soak.is_some() {
+        println!(
+            "start: daemon RSS {} (VmRSS), sled data {} (allocated {})",
+            mb(start_rss * 1024),
+            mb(start_disk.0),
+            mb(start_disk.1)
+        );
+    }
+
+    let plan = Arc::new(Plan {
+        url: format!("{}/v1/events", daemon.url),
+        events,
+        batch: if args.token_storm {
+            args.batch.max(500)
+        } else {
+            args.batch
+        },
+        concurrency: args.concurrency,
+        rate: args.rate,
+        run_id: format!("load{}", unix_ns()),
+        deadline: Instant::now() + Duration::from_secs(args.max_send_secs),
+    });
+    let stats = Arc::new(Drive::default());
+    let started_ns = unix_ns();
+    let driver = tokio::spawn(drive(client.clone(), plan.clone(), stats.clone()));
+
+    // Progress (soak) while sending; bounded by the send deadline.
+    let mut next_report = Instant::now() + Duration::from_secs(30);
+    while !driver.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if args.soak.is_some() && Instant::now() >= next_report {
+            next_report = Instant::now() + Duration::from_secs(30);
+            let d = disk_use(&world.data);
+            println!(
+                "  … {} events accepted, {} delivered, RSS {}, sled {} (load {})",
+                stats.accepted.load(Ordering::Relaxed),
+                sink.count.load(Ordering::Relaxed),
+                mb(status_kb(pid, "VmRSS:").unwrap_or(0) * 1024),
+                mb(d.0),
+                load_avg()
+            );
+        }
+    }
+    let send_time = driver.await.unwrap();
+    let accepted = stats.accepted.load(Ordering::SeqCst);
+    let expected = accepted * world.per_event;
+
+    // Wait for the deliveries: until all arrived, or no progress for a while.
+    let mut last = sink.count.load(Ordering::SeqCst);
+    let mut last_progress = Instant::now();
+    let hard_deadline = Instant::now() + Duration::from_secs(args.max_send_secs + 60);
+    while sink.count.load(Ordering::SeqCst) < expected
+        && last_progress.elapsed() < Duration::from_secs(args.stall_secs)
+        && Instant::now() < hard_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = sink.count.load(Ordering::SeqCst);
+        if now != last {
+            last = now;
+            last_progress = Instant::now();
+        }
+    }
+    let load_at_end = load_avg();
+    let delivered = sink.count.load(Ordering::SeqCst);
+    let first_arrival = sink.first_ns.load(Ordering::SeqCst);
+    let last_arrival = sink.last_ns.load(Ordering::SeqCst);
+    let last_accept = stats.last_accept_ns.load(Ordering::SeqCst);
+
+    let accept_secs = (last_accept.saturating_sub(started_ns)) as f64 / 1e9;
+    let total_secs = (last_arrival.saturating_sub(started_ns)) as f64 / 1e9;
+    let delivery_secs = (last_arrival.saturating_sub(first_arrival)) as f64 / 1e9;
+    let events_per_s = accepted as f64 / accept_secs.max(1e-9);
+    let deliveries_per_s = delivered as f64 / total_secs.max(1e-9);
+    let mut lat = std::mem::take(&mut *sink.latencies_ns.lock().unwrap());
+    lat.sort_unstable();
+
+    println!(
+        "sent {} requests in {:.2} s; accepted {accepted} events (202), refused {}{}",
+        stats.requests.load(Ordering::SeqCst),
+        send_time.as_secs_f64(),
+        stats.refused.load(Ordering::SeqCst),
+        stats
+            .first_error
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
+    );
+    if let Some(rate) = args.rate {
+        println!(
+            "rate: asked {rate:.0} events/s, sent {:.0} events/s; {} events sent > 1 ms late",
+            accepted as f64 / send_time.as_secs_f64().max(1e-9),
+            stats.late.load(Ordering::SeqCst)
+        );
+    }
+    println!(
+        "events/s accepted:   {events_per_s:>9.0}  ({:.2} × sink limit)",
+        events_per_s / limit
+    );
+    println!(
+        "deliveries/s:        {deliveries_per_s:>9.0}  ({:.2} × sink limit)  [{delivered} of {expected} delivered, first event sent → last delivery {total_secs:.2} s; between first and last delivery {:.0}/s]",
+        deliveries_per_s / limit,
+        delivered as f64 / delivery_secs.max(1e-9)
+    );
+    println!(
+        "ingest→delivery:     p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        percentile(&lat, 1.0),
+        lat.len()
+    );
+    println!(
+        "token requests:      {}",
+        tokens.requests.load(Ordering::SeqCst)
+    );
+    if args.token_storm {
+        println!(
+            "token storm:         {} deliveries due at once with an expired token → {} token request(s) (goal: 1); {} requests carried the expired token",
+            expected,
+            tokens.requests.load(Ordering::SeqCst),
+            sink.expired_token_seen.load(Ordering::SeqCst)
+        );
+    }
+    for l in metrics_lines(
+        &client,
+        &daemon,
+        &[
+            "pushwerk_deliveries_total",
+            "pushwerk_dead_letters",
+            "pushwerk_jobs_queued",
+        ],
+    )
+    .await
+    {
+        println!("  metric {l}");
+    }
+
+    if args.soak.is_some() {
+        // The daemon's housekeeping runs retention every 30 s: wait for a run
+        // after the last delivery, bounded.
+        println!("waiting 35 s for the daemon's retention to run …");
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        let d = disk_use(&world.data);
+        let rss = status_kb(pid, "VmRSS:").unwrap_or(0);
+        println!(
+            "soak: RSS start {} → end {}; sled data start {} → end {} (allocated {} → {}), {:.0} bytes per accepted event",
+            mb(start_rss * 1024),
+            mb(rss * 1024),
+            mb(start_disk.0),
+            mb(d.0),
+            mb(start_disk.1),
+            mb(d.1),
+            d.0.saturating_sub(start_disk.0) as f64 / accepted.max(1) as f64
+        );
+    }
+    let hwm = status_kb(pid, "VmHWM:").unwrap_or(0);
+    let disk = disk_use(&world.data);
+    println!("daemon peak RSS:     {} (VmHWM)", mb(hwm * 1024));
+    println!(
+        "sled disk use:       {} (sum of file sizes under DATA; allocated {})",
+        mb(disk.0),
+        mb(disk.1)
+    );
+    println!("load average:        start/end of deliveries {load_at_end}");
+    let stopped = daemon.stop(Duration::from_secs(5));
+    println!("daemon: {stopped}");
+    if args.keep {
+        let path = world.dir.keep();
+        println!("kept {}", path.display());
+    }
+}

@@ -95,6 +95,16 @@ impl Metrics {
             .or_default() += by;
     }
 
+    /// Sets a counter kept elsewhere (e.g. the resolver's) to its value.
+    pub fn set_counter(&self, name: &'static str, labels: &[(&'static str, &str)], value: u64) {
+        let labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        self.inner
+            .lock()
+            .expect("metrics lock")
+            .counters
+            .insert((name, labels), value);
+    }
+
     /// Sets a gauge.
     pub fn set(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
         let labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();

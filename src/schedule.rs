@@ -244,6 +244,7 @@ pub enum ScheduleError {
 pub struct Schedule {
     source: String,
     parts: Vec<cron::Schedule>,
+    timezone: chrono_tz::Tz,
 }
 
 impl Schedule {
@@ -274,7 +275,20 @@ impl Schedule {
         Ok(Schedule {
             source: expr.to_string(),
             parts,
+            timezone: chrono_tz::UTC,
         })
+    }
+
+    /// The same schedule read in `timezone` (`0 8 * * 1` is 08:00 local time,
+    /// daylight saving included); UTC by default.
+    pub fn in_timezone(mut self, timezone: chrono_tz::Tz) -> Schedule {
+        self.timezone = timezone;
+        self
+    }
+
+    /// The timezone the fields are read in.
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.timezone
     }
 
     /// Next fire time strictly after `after`, in UTC.
@@ -282,7 +296,8 @@ impl Schedule {
     /// `None` when the schedule never fires again (e.g. `0 0 30 2 *`, or past
     /// the year 2100, the last year the scheduler computes).
     pub fn next_after(&self, after: &DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.next_after_in(after)
+        let local = after.with_timezone(&self.timezone);
+        self.next_after_in(&local).map(|t| t.with_timezone(&Utc))
     }
 
     /// The next `n` fire times after `after` (for dry-run / check output).
@@ -1075,5 +1090,23 @@ mod tests {
             assert!(!expected.is_empty(), "{expr}");
             assert_eq!(got, expected, "{expr}");
         }
+    }
+
+    #[test]
+    fn a_timezone_moves_the_fire_time_with_daylight_saving() {
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let s = Schedule::parse("0 8 * * 1").unwrap().in_timezone(berlin);
+        // Winter: 08:00 CET is 07:00 UTC.
+        let winter = Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap();
+        assert_eq!(
+            s.next_after(&winter).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 30, 7, 0, 0).unwrap()
+        );
+        // Summer: 08:00 CEST is 06:00 UTC.
+        let summer = Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).unwrap();
+        assert_eq!(
+            s.next_after(&summer).unwrap(),
+            Utc.with_ymd_and_hms(2026, 7, 6, 6, 0, 0).unwrap()
+        );
     }
 }

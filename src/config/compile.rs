@@ -156,6 +156,19 @@ pub(crate) fn compile_push(
         }
         (None, Some(expr)) => match Schedule::parse(expr) {
             Ok(s) => {
+                let s = match spec.timezone.as_deref().map(str::parse::<chrono_tz::Tz>) {
+                    None => s,
+                    Some(Ok(tz)) => s.in_timezone(tz),
+                    Some(Err(_)) => {
+                        let name = spec.timezone.clone().unwrap_or_default();
+                        let hint = did_you_mean(
+                            &name,
+                            chrono_tz::TZ_VARIANTS.iter().map(|t| t.name().to_owned()),
+                        );
+                        cx.error("timezone", format!("unknown timezone `{name}`{hint}: expected an IANA name such as `Europe/Berlin` or `UTC`"));
+                        s
+                    }
+                };
                 if s.next_after(&chrono::Utc::now()).is_none() {
                     cx.warning(
                         "schedule",
@@ -184,6 +197,9 @@ pub(crate) fn compile_push(
             None
         }
     };
+    if spec.timezone.is_some() && spec.schedule.is_none() {
+        cx.error_at_key("timezone", "`timezone` applies to `schedule:` pushes only");
+    }
     if spec.catch_up && spec.schedule.is_none() {
         cx.error_at_key("catch_up", "`catch_up` applies to `schedule:` pushes only");
     }

@@ -163,6 +163,9 @@ pub struct PushSpec {
     /// Time trigger: a crontab(5) line (`0 8 * * 1` is Monday 08:00) or six/seven fields with seconds first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// For `schedule` pushes: the IANA timezone the cron fields are read in (default `UTC`), e.g. `Europe/Berlin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
     /// For `schedule` pushes: fire once for ticks missed while the daemon was down.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub catch_up: bool,

@@ -831,11 +831,13 @@ impl Daemon {
                     }
                 }
             }
-            self.metrics.set(
-                "pushwerk_token_refreshes_total",
-                &[],
-                self.resolver().token_requests() as f64,
-            );
+            for ((account, outcome), n) in self.resolver().token_request_outcomes() {
+                self.metrics.set_counter(
+                    "pushwerk_token_refreshes_total",
+                    &[("account", &account), ("outcome", outcome)],
+                    n,
+                );
+            }
             if last_keep_alive.elapsed() >= Duration::from_secs(600) {
                 last_keep_alive = std::time::Instant::now();
                 for (account, result) in self.resolver().keep_alive().await {

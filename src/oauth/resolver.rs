@@ -157,6 +157,7 @@ pub struct Resolver {
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Flight>>>>,
     cache: RwLock<HashMap<String, TokenRecord>>,
     token_requests: AtomicU64,
+    outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -183,6 +184,7 @@ impl Resolver {
             flights: Mutex::new(HashMap::new()),
             cache: RwLock::new(HashMap::new()),
             token_requests: AtomicU64::new(0),
+            outcomes: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -194,6 +196,20 @@ impl Resolver {
     /// Token requests made since start (for metrics and tests).
     pub fn token_requests(&self) -> u64 {
         self.token_requests.load(Ordering::Relaxed)
+    }
+
+    /// Token requests by account and outcome (`ok`, `refused`, `unavailable`), for metrics.
+    pub fn token_request_outcomes(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.outcomes.lock().expect("outcomes lock").clone()
+    }
+
+    fn count(&self, account: &str, outcome: &'static str) {
+        *self
+            .outcomes
+            .lock()
+            .expect("outcomes lock")
+            .entry((account.to_owned(), outcome))
+            .or_default() += 1;
     }
 
     /// Whether token state is encrypted at rest.
@@ -422,12 +438,14 @@ impl Resolver {
                 record.generation += 1;
                 self.save(record, true)?;
                 *flight = Flight::default();
+                self.count(&name, "ok");
                 tracing::info!(account = %name, "access token refreshed");
                 Ok(Secret::new(format!("oauth.{name}"), token))
             }
             Err(TokenFailure::Rejected(error)) => {
                 let reason = error.to_string();
                 tracing::error!(account = %name, error = %reason, "token endpoint refused the grant; the account needs a new login");
+                self.count(&name, "refused");
                 record.state = AccountState::NeedsReauth {
                     reason: reason.clone(),
                 };
@@ -440,6 +458,7 @@ impl Resolver {
             }
             Err(TokenFailure::Transient { error, retry_after }) => {
                 flight.failures += 1;
+                self.count(&name, "unavailable");
                 let wait = match retry_after {
                     Some(d) => d.min(self.settings.retry_after_cap),
                     None => crate::backoff::Backoff {

@@ -508,3 +508,26 @@ fn canary_secrets_appear_in_no_output_unless_asked_for() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains(&format!("X-Api-Key: {CANARY_ENV}")));
 }
+
+#[test]
+fn schedule_timezones_are_checked_and_used() {
+    let dir = folder(&[
+        ("pushes/ok.yaml", "name: ok\nschedule: \"0 8 * * 1\"\ntimezone: Europe/Berlin\nhttp:\n  url: https://example.com/x\n"),
+        ("pushes/bad.yaml", "name: bad\nschedule: \"0 8 * * 1\"\ntimezone: Europe/Berln\nhttp:\n  url: https://example.com/x\n"),
+    ]);
+    let out = pushwerk_in(dir.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("pushes/bad.yaml:3:11: error: unknown timezone `Europe/Berln`; did you mean `Europe/Berlin`?"), "{err}");
+    // Monday 08:00 in Berlin is 07:00 UTC in winter.
+    let out = pushwerk_in(
+        dir.path(),
+        &["dry-run", "ok", "--now", "2026-11-25T00:00:00Z"],
+        &[],
+    );
+    assert!(
+        stdout(&out).contains("next: 2026-11-30T07:00:00+00:00"),
+        "{}",
+        stdout(&out)
+    );
+}
