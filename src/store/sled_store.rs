@@ -8,6 +8,8 @@ use super::{CasConflict, Entries, Store, StoreError};
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// sled's page-cache budget.
+const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// sled behind the [`Store`] trait. The data directory is created `0700` and
 /// its files `0600`: token state is for the pushwerk user alone.
@@ -62,8 +64,11 @@ impl SledStore {
         // Files sled creates from now on are private to this user.
         // SAFETY: umask only changes the process's file-creation mask.
         unsafe { libc::umask(0o077) };
+        // sled's page cache defaults to 1 GiB; a daemon that should stay in
+        // tens of megabytes takes far less (the OS caches the file anyway).
         let db = sled::Config::new()
             .path(dir.join("sled"))
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(io) if io.to_string().contains("lock") => {
