@@ -9,7 +9,7 @@
 //!   whose stored token is fresh (sled in a temp dir, imported first), with
 //!   `resolver/block_on_baseline` as the cost of the executor around it;
 //! - `catalog/load_1000_files`: `Catalog::load` of a folder of 1,000 push
-//!   files (copies of `crm-lead` under other names) plus the accounts file.
+//!   files (copies of `crm-webhook.yaml`, push `crm-lead`, under other names) plus the accounts file.
 //!
 //! `cargo bench --bench engine`; a filter selects groups, e.g.
 //! `cargo bench --bench engine -- render_prepare`.
@@ -194,7 +194,7 @@ fn bench_resolver(c: &mut Criterion) {
 /// A folder with 1,000 copies of `crm-lead` (each under its own name) and
 /// the example accounts.
 fn thousand_pushes(dir: &Path) {
-    let crm = std::fs::read_to_string(root().join("pushes/crm-lead.yaml")).unwrap();
+    let crm = std::fs::read_to_string(root().join("pushes/crm-webhook.yaml")).unwrap();
     assert!(crm.contains("name: crm-lead\n"));
     std::fs::copy(
         root().join("pushes/accounts.yaml"),

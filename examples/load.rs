@@ -3,9 +3,10 @@
 //! ```sh
 //! cargo build --release
 //! cargo run --release --example load -- --events 20000 --concurrency 32
+//! cargo run --release --example load -- --events 20000 --concurrency 32 --batch 100
 //! cargo run --release --example load -- --events 25000 --rate 5000
 //! cargo run --release --example load -- --token-storm
-//! cargo run --release --example load -- --soak 200000 --batch 50
+//! cargo run --release --example load -- --soak 1000000 --batch 50 --rate 2500
 //! ```
 //!
 //! It starts, all on 127.0.0.1: a sink answering Graph `sendMail` (and any
@@ -15,7 +16,8 @@
 //! which the push puts into the mail subject, so the sink measures
 //! ingest → delivery latency. In the same run the tool measures the sink's
 //! own limit (the tool hitting the sink directly with the same concurrency)
-//! and prints each rate also as a ratio to it.
+//! and the two-hop loopback limit (tool → relay → sink), and prints each rate
+//! also as a ratio to both.
 //!
 //! Every loop is bounded in count and time; the daemon is stopped at the end
 //! (SIGTERM, then kill).
@@ -76,6 +78,9 @@ struct Args {
     /// Latency of the token endpoint stand-in (a real one takes 100–300 ms).
     #[arg(long, default_value_t = 200)]
     token_delay_ms: u64,
+    /// How long to wait for the daemon to exit after SIGTERM before killing it.
+    #[arg(long, default_value_t = 15)]
+    stop_wait_secs: u64,
     /// Keep the temporary folder (pushes, sled data, daemon log) and print its path.
     #[arg(long)]
     keep: bool,
@@ -192,6 +197,29 @@ async fn serve(app: Router) -> std::net::SocketAddr {
     addr
 }
 
+// ------------------------------------------------------------- the relay
+
+/// A stand-in for an ideal daemon: forwards each request to the sink, no
+/// storage, no rendering. Measures the two-hop loopback limit.
+struct Relay {
+    client: reqwest::Client,
+    url: String,
+}
+
+async fn relay_handler(State(r): State<Arc<Relay>>, body: Bytes) -> StatusCode {
+    match r
+        .client
+        .post(&r.url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(resp) if resp.status() == StatusCode::ACCEPTED => StatusCode::ACCEPTED,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
 // ------------------------------------------------------------- the daemon
 
 /// The child daemon; killed on drop if still running.
@@ -205,11 +233,11 @@ impl Daemon {
         self.child.id()
     }
 
-    /// SIGTERM, up to `grace` + 5 s for a clean exit, then kill.
-    fn stop(&mut self, grace: Duration) -> String {
+    /// SIGTERM, up to `wait` for a clean exit, then kill.
+    fn stop(&mut self, wait: Duration) -> String {
         // SAFETY: sending a signal to our own child process by its pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + grace + Duration::from_secs(5);
+        let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return format!("exited after SIGTERM ({status})");
@@ -218,7 +246,7 @@ impl Daemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        "did not exit within the grace period: killed".to_owned()
+        format!("did not exit within {wait:?} of SIGTERM: killed")
     }
 }
 
@@ -239,6 +267,45 @@ fn status_kb(pid: u32, field: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// CPU seconds (user, system) used by process `pid` (`self` for this one).
+fn cpu_secs(pid: &str) -> (f64, f64) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return (0.0, 0.0);
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf only reads a configuration value.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / tick
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after `)`.
+    (field(11), field(12))
+}
+
+/// Context switches (voluntary + involuntary) summed over the threads of `pid`.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 /// (sum of file sizes, allocated bytes) under `dir`.
@@ -390,7 +457,7 @@ async fn start_daemon(bin: &Path, world: &World, client: &reqwest::Client) -> Da
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(Some(status)) = daemon.child.try_wait() {
             panic!(
@@ -408,7 +475,7 @@ async fn start_daemon(bin: &Path, world: &World, client: &reqwest::Client) -> Da
         }
         if Instant::now() > deadline {
             daemon.stop(Duration::ZERO);
-            panic!("the daemon was not ready within 30 s");
+            panic!("the daemon was not ready within 60 s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -522,15 +589,10 @@ async fn drive(client: reqwest::Client, plan: Arc<Plan>, stats: Arc<Drive>) -> D
     start.elapsed()
 }
 
-/// The sink's own limit: the tool posting a Graph-mail-sized body straight
-/// to the sink with `concurrency` clients for `secs`. Requests/s.
-async fn sink_limit(
-    client: &reqwest::Client,
-    sink: std::net::SocketAddr,
-    c: usize,
-    secs: f64,
-) -> f64 {
-    let url = format!("http://{sink}/v1.0/me/sendMail");
+/// The limit of `url`: the tool posting a Graph-mail-sized body with `c`
+/// clients for `secs`. Requests/s. At the sink this is the sink's own limit;
+/// at the relay, the two-hop loopback limit.
+async fn probe(client: &reqwest::Client, url: String, c: usize, secs: f64) -> f64 {
     let body = r#"{"message":{"subject":"probe","body":{"contentType":"Text","content":"load test event probe-000000"},"toRecipients":[{"emailAddress":{"address":"sink@example.com"}}]},"saveToSentItems":false}"#;
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -664,11 +726,38 @@ async fn main() {
         .build()
         .unwrap();
 
-    // The sink's own limit, measured in this run before the daemon starts.
-    let limit = sink_limit(&client, sink_addr, args.concurrency, args.sink_secs).await;
+    // The sink's own limit and the two-hop loopback limit (tool → relay →
+    // sink: what a daemon that stored nothing and rendered nothing could
+    // do), measured in this run before the daemon starts.
+    let relay_addr = serve(
+        Router::new()
+            .route("/relay", post(relay_handler))
+            .with_state(Arc::new(Relay {
+                client: reqwest::Client::builder()
+                    .pool_max_idle_per_host(32)
+                    .build()
+                    .unwrap(),
+                url: format!("http://{sink_addr}/v1.0/me/sendMail"),
+            })),
+    )
+    .await;
+    let limit = probe(
+        &client,
+        format!("http://{sink_addr}/v1.0/me/sendMail"),
+        args.concurrency,
+        args.sink_secs,
+    )
+    .await;
+    let two_hop = probe(
+        &client,
+        format!("http://{relay_addr}/relay"),
+        args.concurrency,
+        args.sink_secs,
+    )
+    .await;
     sink.reset();
     println!(
-        "sink limit (tool → sink directly, {} clients, {:.0} s): {limit:.0} requests/s",
+        "sink limit (tool → sink directly, {} clients, {:.0} s): {limit:.0} requests/s; two-hop loopback limit (tool → relay → sink): {two_hop:.0} requests/s",
         args.concurrency, args.sink_secs
     );
 
@@ -701,6 +790,9 @@ async fn main() {
         deadline: Instant::now() + Duration::from_secs(args.max_send_secs),
     });
     let stats = Arc::new(Drive::default());
+    let daemon_cpu0 = cpu_secs(&pid.to_string());
+    let tool_cpu0 = cpu_secs("self");
+    let switches0 = context_switches(pid);
     let started_ns = unix_ns();
     let driver = tokio::spawn(drive(client.clone(), plan.clone(), stats.clone()));
 
@@ -722,6 +814,8 @@ async fn main() {
         }
     }
     let send_time = driver.await.unwrap();
+    let daemon_cpu_sent = cpu_secs(&pid.to_string());
+    let delivered_when_sent = sink.count.load(Ordering::SeqCst);
     let accepted = stats.accepted.load(Ordering::SeqCst);
     let expected = accepted * world.per_event;
 
@@ -741,6 +835,9 @@ async fn main() {
         }
     }
     let load_at_end = load_avg();
+    let daemon_cpu1 = cpu_secs(&pid.to_string());
+    let tool_cpu1 = cpu_secs("self");
+    let switches = context_switches(pid).saturating_sub(switches0);
     let delivered = sink.count.load(Ordering::SeqCst);
     let first_arrival = sink.first_ns.load(Ordering::SeqCst);
     let last_arrival = sink.last_ns.load(Ordering::SeqCst);
@@ -779,16 +876,40 @@ async fn main() {
         events_per_s / limit
     );
     println!(
-        "deliveries/s:        {deliveries_per_s:>9.0}  ({:.2} × sink limit)  [{delivered} of {expected} delivered, first event sent → last delivery {total_secs:.2} s; between first and last delivery {:.0}/s]",
+        "deliveries/s:        {deliveries_per_s:>9.0}  ({:.2} × sink limit, {:.2} × two-hop limit)  [{delivered} of {expected} delivered, first event sent → last delivery {total_secs:.2} s; between first and last delivery {:.0}/s]",
         deliveries_per_s / limit,
+        deliveries_per_s / two_hop,
         delivered as f64 / delivery_secs.max(1e-9)
     );
     println!(
-        "ingest→delivery:     p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
+        "ingest→delivery:     p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (min {:.2} ms, p90 {:.2} ms, {} samples)",
         percentile(&lat, 0.50),
         percentile(&lat, 0.99),
         percentile(&lat, 1.0),
+        percentile(&lat, 0.0),
+        percentile(&lat, 0.90),
         lat.len()
+    );
+    let (du, ds) = (daemon_cpu1.0 - daemon_cpu0.0, daemon_cpu1.1 - daemon_cpu0.1);
+    let work = delivered.max(1) as f64;
+    let sending = (daemon_cpu_sent.0 + daemon_cpu_sent.1) - (daemon_cpu0.0 + daemon_cpu0.1);
+    println!(
+        "daemon CPU:          user {du:.2} s + system {ds:.2} s = {:.0} µs per delivery, ingest included ({:.2} cores over the run); {} context switches ({:.1} per delivery)",
+        (du + ds) * 1e6 / work,
+        (du + ds) / total_secs.max(1e-9),
+        switches,
+        switches as f64 / delivered.max(1) as f64
+    );
+    println!(
+        "                     while sending: {sending:.2} s CPU for {accepted} events accepted and {delivered_when_sent} delivered; after: {:.2} s CPU for {} deliveries ({:.0} µs each)",
+        (du + ds) - sending,
+        delivered.saturating_sub(delivered_when_sent),
+        ((du + ds) - sending) * 1e6 / delivered.saturating_sub(delivered_when_sent).max(1) as f64
+    );
+    println!(
+        "load tool CPU:       user {:.2} s + system {:.2} s (clients and sink share the 2 cores with the daemon)",
+        tool_cpu1.0 - tool_cpu0.0,
+        tool_cpu1.1 - tool_cpu0.1
     );
     println!(
         "token requests:      {}",
@@ -843,8 +964,23 @@ async fn main() {
         mb(disk.1)
     );
     println!("load average:        start/end of deliveries {load_at_end}");
-    let stopped = daemon.stop(Duration::from_secs(5));
+    let stopped = daemon.stop(Duration::from_secs(args.stop_wait_secs));
     println!("daemon: {stopped}");
+    let log = std::fs::read_to_string(world.dir.path().join("daemon.log")).unwrap_or_default();
+    let problems: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        // `client_secret: x` is written into the file on purpose.
+        .filter(|l| !l.contains("client_secret is written into the file"))
+        .collect();
+    println!(
+        "daemon log:          {} warning/error lines{}",
+        problems.len(),
+        problems
+            .first()
+            .map(|l| format!(" (first: {l})"))
+            .unwrap_or_default()
+    );
     if args.keep {
         let path = world.dir.keep();
         println!("kept {}", path.display());
