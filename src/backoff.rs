@@ -49,7 +49,9 @@ impl Backoff {
     /// The wait for a retry outcome: what the target said, or a backoff step.
     pub fn wait(&self, delay: RetryDelay, failures: u32) -> Duration {
         match delay {
-            RetryDelay::After(d) => d,
+            // Never sooner than the first step: `Retry-After: 0` (or a date
+            // in the past) must not burn every attempt in milliseconds.
+            RetryDelay::After(d) => d.max(self.base),
             RetryDelay::Backoff => self.delay(failures),
         }
     }

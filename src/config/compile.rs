@@ -197,6 +197,19 @@ pub(crate) fn compile_push(
             None
         }
     };
+    let year = std::time::Duration::from_secs(365 * 24 * 3600);
+    if spec.delay.is_some_and(|d| d.0 > year) {
+        cx.error("delay", "`delay` is at most 365 days");
+    }
+    if spec.retry.max_age.0 > year {
+        cx.error("retry.max_age", "`max_age` is at most 365 days");
+    }
+    if spec.retry.max_attempts == 0 {
+        cx.error(
+            "retry.max_attempts",
+            "`max_attempts` counts the first attempt too: at least 1",
+        );
+    }
     if spec.timezone.is_some() && spec.schedule.is_none() {
         cx.error_at_key("timezone", "`timezone` applies to `schedule:` pushes only");
     }

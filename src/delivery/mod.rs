@@ -56,8 +56,9 @@ pub struct StoredEvent {
 pub struct DeadLetter {
     /// The job as it was last tried.
     pub job: Job,
-    /// Its event (kept here: events expire, dead letters wait for replay).
-    pub event: Event,
+    /// Its event (kept here: events expire, dead letters wait for replay);
+    /// `None` only if it was already gone when the job was given up.
+    pub event: Option<Event>,
     /// Why it was given up.
     pub reason: String,
     /// When.
@@ -254,11 +255,15 @@ impl Queue {
     /// Jobs due at `now`, oldest first, at most `limit`, with their keys.
     pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(Vec<u8>, Job)>, QueueError> {
         let end = job_key(now, u64::MAX);
-        self.store
-            .range(TREE, b"j:", &end, limit, false)?
-            .into_iter()
-            .map(|(k, v)| Ok((k, parse(&v)?)))
-            .collect()
+        let mut out = Vec::new();
+        for (k, v) in self.store.range(TREE, b"j:", &end, limit, false)? {
+            match parse::<Job>(&v) {
+                Ok(job) => out.push((k, job)),
+                // One damaged record must not stop every other job.
+                Err(e) => tracing::error!(error = %e, "skipping a damaged job record"),
+            }
+        }
+        Ok(out)
     }
 
     /// Whether the job under `key` is still queued.
@@ -308,10 +313,8 @@ impl Queue {
             }
             Completion::Dead(reason) => {
                 let event = match event {
-                    Some(e) => e.clone(),
-                    None => self
-                        .event(&job.event_id)?
-                        .unwrap_or_else(|| Event::schedule_tick(&job.push, job.accepted_at)),
+                    Some(e) => Some(e.clone()),
+                    None => self.event(&job.event_id)?,
                 };
                 let dead = DeadLetter {
                     job: job.clone(),
@@ -363,13 +366,13 @@ impl Queue {
                 accepted_at: now,
                 ..d.job.clone()
             };
-            let event_key = [b"e:".as_slice(), d.event.id.as_bytes()].concat();
-            if self.store.get(TREE, &event_key)?.is_none() {
-                ops.push((time_index_key(now, &d.event.id), Some(Vec::new())));
+            let event_key = [b"e:".as_slice(), d.job.event_id.as_bytes()].concat();
+            if let (Some(event), None) = (&d.event, self.store.get(TREE, &event_key)?) {
+                ops.push((time_index_key(now, &event.id), Some(Vec::new())));
                 ops.push((
                     event_key,
                     Some(json(&StoredEvent {
-                        event: d.event.clone(),
+                        event: event.clone(),
                         accepted_at: now,
                     })),
                 ));
@@ -445,15 +448,27 @@ impl Queue {
             )?;
             ops.extend(extra.into_iter().map(|(k, _)| (k, None)));
         }
-        // Accepted events past the idempotency window.
+        // Accepted events past the idempotency window — except those a
+        // queued job still needs (a long `delay:` or `max_age`).
         let event_cutoff = time_index_key(now - event_window, "");
-        for (k, _) in self
+        let expired = self
             .store
-            .range(TREE, b"t:", &event_cutoff, usize::MAX, false)?
-        {
-            let id = &k[10..];
-            ops.push(([b"e:".as_slice(), id].concat(), None));
-            ops.push((k, None));
+            .range(TREE, b"t:", &event_cutoff, usize::MAX, false)?;
+        if !expired.is_empty() {
+            let needed: std::collections::HashSet<String> = self
+                .store
+                .scan_prefix(TREE, b"j:")?
+                .into_iter()
+                .filter_map(|(_, v)| parse::<Job>(&v).ok().map(|j| j.event_id))
+                .collect();
+            for (k, _) in expired {
+                let id = &k[10..];
+                if needed.contains(String::from_utf8_lossy(id).as_ref()) {
+                    continue;
+                }
+                ops.push(([b"e:".as_slice(), id].concat(), None));
+                ops.push((k, None));
+            }
         }
         for chunk in ops.chunks(10_000) {
             removed += chunk.len();
@@ -583,7 +598,7 @@ mod tests {
         assert_eq!(q.pending().unwrap(), 0);
         let dead = q.dead_letters(Some("p")).unwrap();
         assert_eq!(dead[0].reason, "gave up");
-        assert_eq!(dead[0].event.id, "a");
+        assert_eq!(dead[0].event.as_ref().unwrap().id, "a");
         let log = q.log(Some("p"), None, 10).unwrap();
         assert_eq!(
             log.iter().map(|e| e.status.as_str()).collect::<Vec<_>>(),
@@ -592,6 +607,34 @@ mod tests {
         assert_eq!(q.replay(None, Some("p"), now).unwrap(), 1);
         assert!(q.dead_letters(None).unwrap().is_empty());
         assert_eq!(q.due(now, 10).unwrap()[0].1.attempt, 1);
+    }
+
+    #[test]
+    fn retention_keeps_the_events_of_queued_jobs() {
+        let (_d, q) = queue();
+        let now = Utc::now();
+        let long_ago = now - chrono::Duration::days(10);
+        q.accept(
+            vec![(
+                event("waiting"),
+                vec![("p".into(), now + chrono::Duration::days(1))],
+            )],
+            long_ago,
+        )
+        .unwrap();
+        q.accept(vec![(event("done"), vec![])], long_ago).unwrap();
+        q.retain(
+            now,
+            chrono::Duration::days(1),
+            100,
+            chrono::Duration::days(7),
+        )
+        .unwrap();
+        assert!(
+            q.event("waiting").unwrap().is_some(),
+            "a queued job still needs it"
+        );
+        assert!(q.event("done").unwrap().is_none());
     }
 
     #[test]

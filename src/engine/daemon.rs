@@ -414,10 +414,11 @@ impl Daemon {
             .filter(|p| applies(catalog, p, event, now).unwrap_or(true))
             .map(|p| {
                 let delay = p.spec.delay.map(|d| d.0).unwrap_or_default();
-                (
-                    p.name().to_owned(),
-                    now + chrono::Duration::from_std(delay).unwrap_or_default(),
-                )
+                let due = chrono::Duration::from_std(delay)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .unwrap_or(now);
+                (p.name().to_owned(), due)
             })
             .collect()
     }
@@ -520,6 +521,14 @@ impl Daemon {
                 let Ok(permit) = self.slots.clone().acquire_owned().await else {
                     return;
                 };
+                if self.stopping.load(Ordering::SeqCst) {
+                    // Shutting down: start nothing new; the job stays queued.
+                    self.in_flight
+                        .lock()
+                        .expect("in-flight lock")
+                        .remove(&job.id);
+                    return;
+                }
                 started += 1;
                 let daemon = self.clone();
                 tokio::spawn(async move {
@@ -739,7 +748,6 @@ impl Daemon {
     /// down is fired once at start only for pushes with `catch_up`.
     pub async fn run_cron(self: Arc<Self>) {
         let mut checked: HashMap<String, DateTime<Utc>> = HashMap::new();
-        let start = Utc::now();
         loop {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
@@ -755,7 +763,9 @@ impl Daemon {
                     let last = self.queue.last_tick(push.name()).ok().flatten();
                     match (push.spec.catch_up, last) {
                         (true, Some(last)) => last,
-                        _ => start,
+                        // First seen now (at start, or added later): ticks
+                        // before it existed are not missed ticks.
+                        _ => now,
                     }
                 });
                 let Some(tick) = schedule.next_after(&from) else {

@@ -38,6 +38,9 @@ impl Sender {
         let http = reqwest::Client::builder()
             .user_agent(concat!("pushwerk/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(32)
+            // A redirect would carry headers (developer tokens, API keys,
+            // signatures) and the body to another host: a 3xx is an answer.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("the HTTP client builds");
         Sender { http, timeout }

@@ -15,8 +15,8 @@ use super::record::TokenError;
 pub struct TokenResponse {
     /// The new access token.
     pub access_token: String,
-    /// Its lifetime in seconds.
-    #[serde(default)]
+    /// Its lifetime in seconds (a number, or a numeric string as some servers send).
+    #[serde(default, deserialize_with = "number_or_string")]
     pub expires_in: Option<u64>,
     /// A new refresh token (Microsoft rotates it on every use); absent means keep the old one.
     #[serde(default)]
@@ -36,6 +36,24 @@ impl std::fmt::Debug for TokenResponse {
             .field("scope", &self.scope)
             .field("has_refresh_token", &self.refresh_token.is_some())
             .finish()
+    }
+}
+
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Lifetime {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Lifetime>::deserialize(d)? {
+        None => Ok(None),
+        Some(Lifetime::Number(n)) => Ok(Some(n)),
+        Some(Lifetime::Text(t)) => t
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("expires_in is not a number of seconds")),
     }
 }
 
@@ -274,6 +292,19 @@ mod tests {
             classify_error(404, None, b"not found"),
             TokenFailure::Rejected(_)
         ));
+    }
+
+    #[test]
+    fn expires_in_may_be_a_numeric_string() {
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"a","expires_in":"3599","refresh_token":"r"}"#)
+                .unwrap();
+        assert_eq!(r.expires_in, Some(3599));
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"a","expires_in":3599}"#).unwrap();
+        assert_eq!(r.expires_in, Some(3599));
+        let r: TokenResponse = serde_json::from_str(r#"{"access_token":"a"}"#).unwrap();
+        assert_eq!(r.expires_in, None);
     }
 
     #[test]

@@ -251,11 +251,11 @@ impl Resolver {
     }
 
     fn save(&self, record: TokenRecord, durable: bool) -> Result<(), OAuthError> {
+        // One lock across the write and the cache update, so that a
+        // concurrent `touch` cannot write an older record over this one.
+        let mut cache = self.cache.write().expect("cache lock");
         let result = self.tokens.put(&record, durable);
-        self.cache
-            .write()
-            .expect("cache lock")
-            .insert(record.account.clone(), record);
+        cache.insert(record.account.clone(), record);
         result
     }
 
@@ -460,7 +460,9 @@ impl Resolver {
                 flight.failures += 1;
                 self.count(&name, "unavailable");
                 let wait = match retry_after {
-                    Some(d) => d.min(self.settings.retry_after_cap),
+                    Some(d) => d
+                        .min(self.settings.retry_after_cap)
+                        .max(self.settings.backoff_base),
                     None => crate::backoff::Backoff {
                         base: self.settings.backoff_base,
                         max: self.settings.backoff_max,

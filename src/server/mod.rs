@@ -159,7 +159,7 @@ async fn dead_letters(
         Ok(dead) => {
             let items: Vec<Value> = dead
                 .iter()
-                .map(|d| json!({ "job_id": d.job.id, "push": d.job.push, "event_id": d.event.id, "attempt": d.job.attempt, "reason": d.reason, "at": d.at }))
+                .map(|d| json!({ "job_id": d.job.id, "push": d.job.push, "event_id": d.job.event_id, "attempt": d.job.attempt, "reason": d.reason, "at": d.at }))
                 .collect();
             Json(json!({ "dead_letters": items })).into_response()
         }
