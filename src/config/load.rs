@@ -234,19 +234,6 @@ impl Catalog {
         }
     }
 
-    /// A second handle on the same catalog (pushes and accounts cloned; the
-    /// template environment shared).
-    pub fn clone_shallow(&self) -> Catalog {
-        Catalog {
-            root: self.root.clone(),
-            files: self.files.clone(),
-            pushes: self.pushes.clone(),
-            accounts: self.accounts.clone(),
-            diagnostics: self.diagnostics.clone(),
-            templates: self.templates.clone(),
-        }
-    }
-
     /// The push named `name`.
     pub fn push(&self, name: &str) -> Option<&Push> {
         self.pushes.iter().find(|p| p.spec.name == name)

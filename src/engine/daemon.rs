@@ -326,11 +326,6 @@ impl Daemon {
             .collect();
         last_good.retain(|f, _| files.contains(f));
         drop(last_good);
-        let catalog = if stale.is_empty() {
-            first.clone_shallow()
-        } else {
-            Catalog::from_sources(&self.config.dir, sources, &options)
-        };
         let mut by_file: BTreeMap<PathBuf, Vec<&Diagnostic>> = BTreeMap::new();
         for d in &first.diagnostics {
             by_file.entry(d.file.clone()).or_default().push(d);
@@ -354,6 +349,13 @@ impl Daemon {
                 stale: stale.contains(f),
             })
             .collect();
+        // The first load is in force unless a broken file needed its last
+        // good version.
+        let catalog = if stale.is_empty() {
+            first
+        } else {
+            Catalog::from_sources(&self.config.dir, sources, &options)
+        };
         tracing::info!(
             pushes = catalog.pushes.len(),
             accounts = catalog.accounts.len(),

@@ -265,6 +265,14 @@ impl Resolver {
 
     /// Marks a use; written at most once a minute per account.
     fn touch(&self, account: &str, now: DateTime<Utc>) {
+        // The hot path: a use within the last second changes nothing, so a
+        // shared lock suffices; the exclusive one only once a second.
+        let recent = |t: DateTime<Utc>| now - t < chrono::Duration::seconds(1);
+        if let Some(r) = self.cache.read().expect("cache lock").get(account) {
+            if r.last_use.is_some_and(recent) {
+                return;
+            }
+        }
         let mut cache = self.cache.write().expect("cache lock");
         if let Some(r) = cache.get_mut(account) {
             let stale = r
