@@ -58,11 +58,20 @@ struct Args {
     /// Target of the push: a Graph mail (4 in flight per mailbox) or an HTTP POST (8 per host).
     #[arg(long, value_enum, default_value_t = Target::Graph)]
     target: Target,
+    /// The daemon's store (`--store` of pushwerk).
+    #[arg(long, default_value = "sled")]
+    store: String,
+    /// `in_flight:` of the push: deliveries to the sink in flight at most
+    /// (default: the push's own default, 4 for a Graph mailbox, 8 per HTTP
+    /// host). The sink is no mailbox: raise it to measure the engine rather
+    /// than Graph's per-mailbox limit.
+    #[arg(long)]
+    in_flight: Option<u32>,
     /// Token storm: all deliveries (a Graph mail and an HTTP push per event)
     /// come due at once with an expired access token; reports token requests made.
     #[arg(long)]
     token_storm: bool,
-    /// Soak: send this many events, report sled disk use and RSS at the start
+    /// Soak: send this many events, report the store's disk use and RSS at the start
     /// and at the end, after the daemon's retention has run.
     #[arg(long)]
     soak: Option<u64>,
@@ -81,7 +90,7 @@ struct Args {
     /// How long to wait for the daemon to exit after SIGTERM before killing it.
     #[arg(long, default_value_t = 15)]
     stop_wait_secs: u64,
-    /// Keep the temporary folder (pushes, sled data, daemon log) and print its path.
+    /// Keep the temporary folder (pushes, store data, daemon log) and print its path.
     #[arg(long)]
     keep: bool,
 }
@@ -359,6 +368,8 @@ struct World {
     data: PathBuf,
     /// Deliveries each event makes.
     per_event: u64,
+    /// `sled` or `redb`.
+    store: String,
 }
 
 fn write_world(args: &Args, sink: std::net::SocketAddr, token: std::net::SocketAddr) -> World {
@@ -378,7 +389,10 @@ fn write_world(args: &Args, sink: std::net::SocketAddr, token: std::net::SocketA
     .unwrap();
     // In a token storm every delivery comes due at once, a few seconds after
     // the last event was accepted.
-    let delay = if args.token_storm { "delay: 5s\n" } else { "" };
+    let mut delay = if args.token_storm { "delay: 5s\n" } else { "" }.to_owned();
+    if let Some(n) = args.in_flight {
+        delay.push_str(&format!("in_flight: {n}\n"));
+    }
     let graph = format!(
         "name: bench-mail\non: bench.event\n{delay}graph_mail:\n  account: bench\n  base_url: http://{sink}\n  to: [sink@example.com]\n  subject: \"<< event.sent_ns >>\"\n  text: \"load test event << push.event_id >>\"\n  save_to_sent_items: false\n"
     );
@@ -399,12 +413,14 @@ fn write_world(args: &Args, sink: std::net::SocketAddr, token: std::net::SocketA
         pushes,
         data,
         per_event,
+        store: args.store.clone(),
     }
 }
 
 fn pushwerk(bin: &Path, world: &World) -> Command {
     let mut c = Command::new(bin);
-    c.arg("--dir")
+    c.env("PUSHWERK_STORE", &world.store)
+        .arg("--dir")
         .arg(&world.pushes)
         .arg("--data")
         .arg(&world.data)
@@ -688,11 +704,13 @@ async fn main() {
         "flat out"
     };
     println!(
-        "pushwerk load: {mode}, {events} events, concurrency {}, batch {}, rate {}, target {:?}, binary {}",
+        "pushwerk load: {mode}, {events} events, concurrency {}, batch {}, rate {}, target {:?}, in_flight {}, store {}, binary {}",
         args.concurrency,
         args.batch,
         args.rate.map_or("max".to_owned(), |r| format!("{r} events/s")),
         if args.token_storm { Target::Graph } else { args.target },
+        args.in_flight.map_or("default".to_owned(), |n| n.to_string()),
+        args.store,
         bin.display()
     );
     println!(
@@ -769,7 +787,7 @@ async fn main() {
     let start_disk = disk_use(&world.data);
     if args.soak.is_some() {
         println!(
-            "start: daemon RSS {} (VmRSS), sled data {} (allocated {})",
+            "start: daemon RSS {} (VmRSS), store data {} (allocated {})",
             mb(start_rss * 1024),
             mb(start_disk.0),
             mb(start_disk.1)
@@ -804,7 +822,7 @@ async fn main() {
             next_report = Instant::now() + Duration::from_secs(30);
             let d = disk_use(&world.data);
             println!(
-                "  … {} events accepted, {} delivered, RSS {}, sled {} (load {})",
+                "  … {} events accepted, {} delivered, RSS {}, store {} (load {})",
                 stats.accepted.load(Ordering::Relaxed),
                 sink.count.load(Ordering::Relaxed),
                 mb(status_kb(pid, "VmRSS:").unwrap_or(0) * 1024),
@@ -945,7 +963,7 @@ async fn main() {
         let d = disk_use(&world.data);
         let rss = status_kb(pid, "VmRSS:").unwrap_or(0);
         println!(
-            "soak: RSS start {} → end {}; sled data start {} → end {} (allocated {} → {}), {:.0} bytes per accepted event",
+            "soak: RSS start {} → end {}; store data start {} → end {} (allocated {} → {}), {:.0} bytes per accepted event",
             mb(start_rss * 1024),
             mb(rss * 1024),
             mb(start_disk.0),
@@ -959,7 +977,7 @@ async fn main() {
     let disk = disk_use(&world.data);
     println!("daemon peak RSS:     {} (VmHWM)", mb(hwm * 1024));
     println!(
-        "sled disk use:       {} (sum of file sizes under DATA; allocated {})",
+        "store disk use:      {} (sum of file sizes under DATA; allocated {})",
         mb(disk.0),
         mb(disk.1)
     );

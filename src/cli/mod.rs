@@ -16,7 +16,7 @@ use crate::engine::{render, RenderInput, Rendered, TokenValues};
 use crate::event::Event;
 use crate::oauth::seal::Sealer;
 use crate::oauth::{Resolver, ResolverSettings, TokenStore};
-use crate::store::SledStore;
+use crate::store::StoreChoice;
 use std::sync::Arc;
 
 /// pushwerk: push configurations, executed in the open.
@@ -29,6 +29,10 @@ pub struct Cli {
     /// The data directory (token state; created 0700).
     #[arg(long, global = true, env = "PUSHWERK_DATA", default_value = "data")]
     pub data: PathBuf,
+    /// The store in the data directory: `auto` (what it holds; sled for a
+    /// new one), `sled` or `redb`. See BENCHMARKS.md for how they compare.
+    #[arg(long, global = true, env = "PUSHWERK_STORE", default_value = "auto", value_parser = parse_store)]
+    pub store: StoreChoice,
     /// Log verbosity (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter).
     #[arg(long, global = true, env = "PUSHWERK_LOG", default_value = "warn")]
     pub log: String,
@@ -101,6 +105,10 @@ pub enum Command {
         /// Deliveries in flight at most.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Queued jobs held in memory at most; beyond, they wait in the store
+        /// and are read back as the backlog drains (bounds memory).
+        #[arg(long, default_value_t = 10_000)]
+        resident_jobs: usize,
         /// How long in-flight deliveries may finish after SIGTERM.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
@@ -241,10 +249,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Opens the token store in `data` with the configured key.
-pub fn open_resolver(data: &Path, catalog: &Catalog) -> anyhow::Result<Resolver> {
+pub fn open_resolver(
+    data: &Path,
+    store: StoreChoice,
+    catalog: &Catalog,
+) -> anyhow::Result<Resolver> {
     let sealer = Sealer::from_env(&crate::config::secret::process_env)?;
-    let store = SledStore::open(data)?;
-    let tokens = TokenStore::new(Arc::new(store), sealer);
+    let store = crate::store::open(data, store)?;
+    let tokens = TokenStore::new(store, sealer);
     Ok(Resolver::new(
         tokens,
         catalog.accounts.clone(),
@@ -301,20 +313,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             now,
         } => dry_run(
             &cli.dir,
-            &cli.data,
+            (&cli.data, cli.store),
             &push,
             event.as_deref(),
             format,
             show_secrets,
             now,
         ),
-        Command::Oauth(cmd) => oauth_command(&cli.dir, &cli.data, cmd),
+        Command::Oauth(cmd) => oauth_command(&cli.dir, (&cli.data, cli.store), cmd),
         Command::Serve {
             listen,
             ingest_token,
             concurrency,
+            resident_jobs,
             grace,
-        } => serve(cli.dir, cli.data, listen, ingest_token, concurrency, grace),
+        } => serve(
+            cli.dir,
+            (cli.data, cli.store),
+            listen,
+            ingest_token,
+            (concurrency, resident_jobs),
+            grace,
+        ),
         Command::Deliveries {
             failed,
             push,
@@ -331,7 +351,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             push,
             event,
             attempts,
-        } => send(&cli.dir, &cli.data, &push, event.as_deref(), attempts),
+        } => send(
+            &cli.dir,
+            (&cli.data, cli.store),
+            &push,
+            event.as_deref(),
+            attempts,
+        ),
         Command::Params { event, format } => {
             let catalog = load(&cli.dir)?;
             print_diagnostics(&catalog);
@@ -376,7 +402,7 @@ fn read_event(path: &Path) -> anyhow::Result<Event> {
 #[allow(clippy::too_many_arguments)]
 fn dry_run(
     dir: &Path,
-    data: &Path,
+    (data, store): (&Path, StoreChoice),
     push_arg: &str,
     event_path: Option<&Path>,
     format: Format,
@@ -411,7 +437,7 @@ fn dry_run(
     let mut tokens = TokenValues::new();
     if show_secrets && !push.compiled.accounts.is_empty() {
         // Stored tokens only: a dry-run makes no network request.
-        let resolver = open_resolver(data, &catalog)?;
+        let resolver = open_resolver(data, store, &catalog)?;
         for account in &push.compiled.accounts {
             let token = resolver.stored_token(account)?;
             tokens.insert(account.clone(), token.expose().to_owned());
@@ -518,7 +544,7 @@ fn print_file_diagnostics(catalog: &Catalog, file: &Path) {
 
 fn send(
     dir: &Path,
-    data: &Path,
+    (data, store): (&Path, StoreChoice),
     push_arg: &str,
     event_path: Option<&Path>,
     attempts: u32,
@@ -533,7 +559,7 @@ fn send(
             push.name()
         ),
     };
-    let resolver = Arc::new(open_resolver(data, &catalog)?);
+    let resolver = Arc::new(open_resolver(data, store, &catalog)?);
     let deliverer = crate::engine::Deliverer::new(
         resolver,
         crate::engine::Sender::new(std::time::Duration::from_secs(30)),
@@ -576,19 +602,21 @@ fn send(
 
 fn serve(
     dir: PathBuf,
-    data: PathBuf,
+    (data, store): (PathBuf, StoreChoice),
     listen: std::net::SocketAddr,
     ingest_token: Option<String>,
-    concurrency: usize,
+    (concurrency, resident_jobs): (usize, usize),
     grace: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
     use crate::engine::daemon::{watch, Daemon, DaemonConfig};
     let rt = runtime()?;
     rt.block_on(async move {
         let mut config = DaemonConfig::new(dir, data);
+        config.store = store;
         config.listen = listen;
         config.ingest_token = ingest_token;
         config.concurrency = concurrency;
+        config.resident_jobs = resident_jobs;
         config.grace = grace;
         config.endpoints = Endpoints::from_env(&crate::config::secret::process_env);
         let (daemon, token_path) = Daemon::open(config)?;
@@ -792,7 +820,11 @@ pub fn parse_import(text: &str) -> anyhow::Result<crate::oauth::ImportedTokens> 
     )?)
 }
 
-fn oauth_command(dir: &Path, data: &Path, cmd: OauthCommand) -> anyhow::Result<ExitCode> {
+fn oauth_command(
+    dir: &Path,
+    (data, store): (&Path, StoreChoice),
+    cmd: OauthCommand,
+) -> anyhow::Result<ExitCode> {
     if let OauthCommand::Keygen = cmd {
         println!("{}", Sealer::generate_key());
         return Ok(ExitCode::SUCCESS);
@@ -810,7 +842,7 @@ fn oauth_command(dir: &Path, data: &Path, cmd: OauthCommand) -> anyhow::Result<E
         OauthCommand::Import { name, file } => {
             account_of(&name)?;
             let tokens = parse_import(&read_secret_input(file.as_deref())?)?;
-            let resolver = open_resolver(data, &catalog)?;
+            let resolver = open_resolver(data, store, &catalog)?;
             rt.block_on(resolver.import(&name, tokens))?;
             println!(
                 "stored tokens of `{name}` in {}{}",
@@ -829,7 +861,7 @@ fn oauth_command(dir: &Path, data: &Path, cmd: OauthCommand) -> anyhow::Result<E
             no_browser,
         } => {
             let account = account_of(&name)?;
-            let resolver = open_resolver(data, &catalog)?;
+            let resolver = open_resolver(data, store, &catalog)?;
             let client = crate::oauth::client::TokenClient::new(std::time::Duration::from_secs(30));
             rt.block_on(async {
                 let (login, code) = if no_browser {
@@ -857,7 +889,7 @@ fn oauth_command(dir: &Path, data: &Path, cmd: OauthCommand) -> anyhow::Result<E
             Ok(ExitCode::SUCCESS)
         }
         OauthCommand::Status { name, format } => {
-            let resolver = open_resolver(data, &catalog)?;
+            let resolver = open_resolver(data, store, &catalog)?;
             let mut status = resolver.status(Utc::now().date_naive())?;
             if let Some(n) = &name {
                 status.retain(|s| &s.account == n);
@@ -888,7 +920,7 @@ fn oauth_command(dir: &Path, data: &Path, cmd: OauthCommand) -> anyhow::Result<E
         }
         OauthCommand::Refresh { name } => {
             account_of(&name)?;
-            let resolver = open_resolver(data, &catalog)?;
+            let resolver = open_resolver(data, store, &catalog)?;
             rt.block_on(resolver.refresh_now(&name))?;
             println!("refreshed `{name}`");
             Ok(ExitCode::SUCCESS)
@@ -943,4 +975,8 @@ fn status_text(status: &[crate::oauth::AccountStatus], encrypted: bool) -> Strin
         }
     }
     out
+}
+
+fn parse_store(s: &str) -> Result<StoreChoice, String> {
+    s.parse()
 }

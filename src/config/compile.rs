@@ -210,6 +210,14 @@ pub(crate) fn compile_push(
             "`max_attempts` counts the first attempt too: at least 1",
         );
     }
+    match spec.in_flight {
+        Some(0) | Some(1025..) => cx.error("in_flight", "`in_flight` is from 1 to 1024"),
+        Some(n) if n > 4 && spec.graph_mail.is_some() => cx.warning(
+            "in_flight",
+            "Microsoft Graph allows 4 concurrent requests per mailbox; more are answered 429 (MailboxConcurrency)",
+        ),
+        _ => {}
+    }
     if spec.timezone.is_some() && spec.schedule.is_none() {
         cx.error_at_key("timezone", "`timezone` applies to `schedule:` pushes only");
     }

@@ -190,6 +190,12 @@ pub struct PushSpec {
     /// How often and how long a failing delivery is retried.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Deliveries to this push's target (its HTTP host, Graph mailbox, Bing
+    /// Ads account or SMTP server) in flight at most (default 8; Graph mail
+    /// 4, the number of concurrent requests Microsoft allows per mailbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub in_flight: Option<u32>,
 }
 
 /// Retry policy of a push: attempts and age limits before a dead letter.

@@ -5,13 +5,25 @@
 //! after a crash every job still in the tree is delivered again
 //! (at-least-once).
 //!
+//! A job record carries its event, so that delivering needs no second read
+//! and a delivered event leaves nothing behind but its id (kept for the
+//! idempotency window) and its log entries (kept by count and age): disk use
+//! is bounded by those two windows, not by the number of events ever seen.
+//!
 //! Keys (big-endian numbers sort by time):
-//! - `e:<event id>` → the accepted event (idempotency: a resent id is a duplicate)
-//! - `t:<accepted ms><event id>` → time index of accepted events, for retention
-//! - `j:<due ms><job id>` → a job
+//! - `e:<event id>` → when it was accepted (idempotency: a resent id is a duplicate)
+//! - `t:<accepted ms><event id>` → time index of accepted ids, for retention
+//! - `j:<due ms><job id>` → a job, with its event
 //! - `d:<job id>` → a dead letter (the job, its event, the reason)
 //! - `l:<ms><job id><attempt>` → one delivery-log entry
 //! - `c:<push>` → the last cron tick fired for a push
+//!
+//! [`Scheduler`] is the in-memory side: what is due, in flight, and waiting
+//! for its target.
+
+mod scheduler;
+
+pub use scheduler::{Scheduler, TargetSlot};
 
 use std::sync::{Arc, Mutex};
 
@@ -40,15 +52,26 @@ pub struct Job {
     pub first_attempt_at: Option<DateTime<Utc>>,
     /// When the job is due.
     pub due_at: DateTime<Utc>,
+    /// The event (shared by the jobs of one event in memory). `None` only in
+    /// records written before jobs carried their events, and in a dead
+    /// letter's copy of the job (the dead letter keeps the event itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Arc<Event>>,
 }
 
-/// An accepted event as stored.
+impl Job {
+    /// The job's key in the store.
+    fn key(&self) -> Vec<u8> {
+        job_key(self.due_at, self.id)
+    }
+}
+
+/// An accepted event as stored before jobs carried their events (read only
+/// to migrate such records).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredEvent {
-    /// The event.
-    pub event: Event,
-    /// When it was accepted.
-    pub accepted_at: DateTime<Utc>,
+struct StoredEvent {
+    event: Event,
+    accepted_at: DateTime<Utc>,
 }
 
 /// A job that will not be tried again unless replayed.
@@ -56,8 +79,7 @@ pub struct StoredEvent {
 pub struct DeadLetter {
     /// The job as it was last tried.
     pub job: Job,
-    /// Its event (kept here: events expire, dead letters wait for replay);
-    /// `None` only if it was already gone when the job was given up.
+    /// Its event; `None` only if it was already gone when the job was given up.
     pub event: Option<Event>,
     /// Why it was given up.
     pub reason: String,
@@ -97,10 +119,22 @@ pub struct LogEntry {
 pub enum Completion {
     /// Done (delivered, or skipped): the job leaves the queue.
     Done,
-    /// Try again at this time.
-    Retry(DateTime<Utc>),
+    /// Try again with this job (the next attempt, due later).
+    Retry(Job),
     /// Give up: dead-letter the job with the reason.
     Dead(String),
+}
+
+/// A finished attempt to record: the job as it was tried, its log entry,
+/// and what becomes of it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The job as it was tried (its key is derived from it).
+    pub job: Job,
+    /// The attempt's log entry.
+    pub entry: LogEntry,
+    /// What becomes of the job.
+    pub completion: Completion,
 }
 
 /// A push and when its job is due.
@@ -147,22 +181,29 @@ fn ms(t: DateTime<Utc>) -> u64 {
 }
 
 fn job_key(due: DateTime<Utc>, id: u64) -> Vec<u8> {
-    let mut k = b"j:".to_vec();
+    let mut k = Vec::with_capacity(18);
+    k.extend_from_slice(b"j:");
     k.extend_from_slice(&ms(due).to_be_bytes());
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
 
 fn log_key(at: DateTime<Utc>, job: u64, attempt: u32) -> Vec<u8> {
-    let mut k = b"l:".to_vec();
+    let mut k = Vec::with_capacity(22);
+    k.extend_from_slice(b"l:");
     k.extend_from_slice(&ms(at).to_be_bytes());
     k.extend_from_slice(&job.to_be_bytes());
     k.extend_from_slice(&attempt.to_be_bytes());
     k
 }
 
+fn event_key(event_id: &str) -> Vec<u8> {
+    [b"e:".as_slice(), event_id.as_bytes()].concat()
+}
+
 fn time_index_key(at: DateTime<Utc>, event_id: &str) -> Vec<u8> {
-    let mut k = b"t:".to_vec();
+    let mut k = Vec::with_capacity(10 + event_id.len());
+    k.extend_from_slice(b"t:");
     k.extend_from_slice(&ms(at).to_be_bytes());
     k.extend_from_slice(event_id.as_bytes());
     k
@@ -196,24 +237,60 @@ impl Queue {
         &self.store
     }
 
+    /// Brings records written by an older pushwerk up to date: jobs that do
+    /// not carry their event get it from the event record, which shrinks to
+    /// an id. Returns the jobs rewritten. Idempotent.
+    pub fn migrate(&self) -> Result<usize, QueueError> {
+        let mut ops = Vec::new();
+        let mut rewritten = 0;
+        for (key, value) in self.store.scan_prefix(TREE, b"j:")? {
+            let Ok(mut job) = parse::<Job>(&value) else {
+                continue;
+            };
+            if job.event.is_some() {
+                continue;
+            }
+            if let Some(v) = self.store.get(TREE, &event_key(&job.event_id))? {
+                if let Ok(stored) = parse::<StoredEvent>(&v) {
+                    job.event = Some(Arc::new(stored.event));
+                    ops.push((key, Some(json(&job))));
+                    rewritten += 1;
+                }
+            }
+        }
+        for (key, value) in self.store.scan_prefix(TREE, b"e:")? {
+            if let Ok(stored) = parse::<StoredEvent>(&value) {
+                ops.push((key, Some(ms(stored.accepted_at).to_be_bytes().to_vec())));
+            }
+        }
+        if !ops.is_empty() {
+            self.store.apply_batch(TREE, ops)?;
+        }
+        Ok(rewritten)
+    }
+
     /// Stores new events with their jobs (`(event, [(push, due)])`); events
-    /// seen before are counted as duplicates and change nothing. Durable at
-    /// the next flush.
+    /// seen before are counted as duplicates and change nothing. Returns the
+    /// jobs made, each carrying its event. Durable at the next flush.
     pub fn accept(
         &self,
         items: Vec<(Event, Vec<PushDue>)>,
         now: DateTime<Utc>,
-    ) -> Result<Accepted, QueueError> {
+    ) -> Result<(Accepted, Vec<Job>), QueueError> {
         let _guard = self.accept_lock.lock().expect("accept lock");
         let mut ops = Vec::new();
+        let mut jobs = Vec::new();
         let mut result = Accepted::default();
         let mut seen_in_batch = std::collections::HashSet::new();
         for (event, pushes) in items {
-            let key = [b"e:".as_slice(), event.id.as_bytes()].concat();
+            let key = event_key(&event.id);
             if !seen_in_batch.insert(event.id.clone()) || self.store.get(TREE, &key)?.is_some() {
                 result.duplicates += 1;
                 continue;
             }
+            ops.push((time_index_key(now, &event.id), Some(Vec::new())));
+            ops.push((key, Some(ms(now).to_be_bytes().to_vec())));
+            let event = Arc::new(event);
             for (push, due) in pushes {
                 let job = Job {
                     id: self.store.next_id()?,
@@ -223,42 +300,44 @@ impl Queue {
                     accepted_at: now,
                     first_attempt_at: None,
                     due_at: due,
+                    event: Some(event.clone()),
                 };
-                ops.push((job_key(due, job.id), Some(json(&job))));
+                ops.push((job.key(), Some(json(&job))));
+                jobs.push(job);
                 result.jobs += 1;
             }
-            ops.push((time_index_key(now, &event.id), Some(Vec::new())));
-            ops.push((
-                key,
-                Some(json(&StoredEvent {
-                    event,
-                    accepted_at: now,
-                })),
-            ));
             result.accepted += 1;
         }
         if !ops.is_empty() {
             self.store.apply_batch(TREE, ops)?;
         }
-        Ok(result)
+        Ok((result, jobs))
     }
 
-    /// The stored event `id`.
-    pub fn event(&self, id: &str) -> Result<Option<Event>, QueueError> {
-        let key = [b"e:".as_slice(), id.as_bytes()].concat();
-        match self.store.get(TREE, &key)? {
-            Some(v) => Ok(Some(parse::<StoredEvent>(&v)?.event)),
-            None => Ok(None),
-        }
+    /// Whether an event with this id was accepted (within the idempotency window).
+    pub fn is_known(&self, event_id: &str) -> Result<bool, QueueError> {
+        Ok(self.store.get(TREE, &event_key(event_id))?.is_some())
     }
 
-    /// Jobs due at `now`, oldest first, at most `limit`, with their keys.
-    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(Vec<u8>, Job)>, QueueError> {
-        let end = job_key(now, u64::MAX);
+    /// Queued jobs in key order (due time, then id), starting after the key
+    /// of `after` (from the first if `None`), at most `limit`. Damaged
+    /// records are skipped with an error in the log.
+    pub fn jobs_after(&self, after: Option<&Job>, limit: usize) -> Result<Vec<Job>, QueueError> {
+        let start = match after {
+            Some(job) => {
+                let mut k = job.key();
+                k.push(0);
+                k
+            }
+            None => b"j:".to_vec(),
+        };
         let mut out = Vec::new();
-        for (k, v) in self.store.range(TREE, b"j:", &end, limit, false)? {
+        for (_, v) in self
+            .store
+            .range(TREE, &start, &prefix_end(b"j:"), limit, false)?
+        {
             match parse::<Job>(&v) {
-                Ok(job) => out.push((k, job)),
+                Ok(job) => out.push(job),
                 // One damaged record must not stop every other job.
                 Err(e) => tracing::error!(error = %e, "skipping a damaged job record"),
             }
@@ -266,17 +345,19 @@ impl Queue {
         Ok(out)
     }
 
-    /// Whether the job under `key` is still queued.
-    pub fn contains(&self, key: &[u8]) -> Result<bool, QueueError> {
-        Ok(self.store.get(TREE, key)?.is_some())
+    /// Jobs due at `now`, oldest first, at most `limit`.
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>, QueueError> {
+        Ok(self
+            .jobs_after(None, limit)?
+            .into_iter()
+            .take_while(|j| j.due_at <= now)
+            .collect())
     }
 
     /// When the earliest job is due.
     pub fn next_due(&self) -> Result<Option<DateTime<Utc>>, QueueError> {
-        let first = self
-            .store
-            .range(TREE, b"j:", &prefix_end(b"j:"), 1, false)?;
-        Ok(first.first().and_then(|(k, _)| {
+        let first = self.store.keys(TREE, b"j:", &prefix_end(b"j:"), 1)?;
+        Ok(first.first().and_then(|k| {
             let due = u64::from_be_bytes(k.get(2..10)?.try_into().ok()?);
             Utc.timestamp_millis_opt(due as i64).single()
         }))
@@ -284,51 +365,50 @@ impl Queue {
 
     /// Jobs waiting in the queue.
     pub fn pending(&self) -> Result<usize, QueueError> {
-        Ok(self.store.scan_prefix(TREE, b"j:")?.len())
+        Ok(self.store.count(TREE, b"j:", &prefix_end(b"j:"))?)
     }
 
-    /// Records an attempt's `entry` and what becomes of the job, atomically.
-    pub fn complete(
-        &self,
-        key: &[u8],
-        job: &Job,
-        entry: &LogEntry,
-        completion: Completion,
-        event: Option<&Event>,
-    ) -> Result<(), QueueError> {
-        let mut ops = vec![
-            (key.to_vec(), None),
-            (log_key(entry.at, job.id, entry.attempt), Some(json(entry))),
-        ];
-        match completion {
-            Completion::Done => {}
-            Completion::Retry(due) => {
-                let next = Job {
-                    attempt: job.attempt + 1,
-                    first_attempt_at: job.first_attempt_at.or(Some(entry.at)),
-                    due_at: due,
-                    ..job.clone()
-                };
-                ops.push((job_key(due, job.id), Some(json(&next))));
-            }
-            Completion::Dead(reason) => {
-                let event = match event {
-                    Some(e) => Some(e.clone()),
-                    None => self.event(&job.event_id)?,
-                };
-                let dead = DeadLetter {
-                    job: job.clone(),
-                    event,
-                    reason,
-                    at: entry.at,
-                };
-                ops.push((
-                    [b"d:".as_slice(), &job.id.to_be_bytes()].concat(),
-                    Some(json(&dead)),
-                ));
+    /// Records one attempt's entry and what becomes of its job, atomically.
+    pub fn complete(&self, finished: Finished) -> Result<(), QueueError> {
+        self.complete_all(vec![finished])
+    }
+
+    /// Records many finished attempts in one atomic batch (the daemon's
+    /// completion writer gathers them).
+    pub fn complete_all(&self, finished: Vec<Finished>) -> Result<(), QueueError> {
+        let mut ops = Vec::with_capacity(finished.len() * 2);
+        for Finished {
+            job,
+            entry,
+            completion,
+        } in finished
+        {
+            ops.push((job.key(), None));
+            ops.push((log_key(entry.at, job.id, entry.attempt), Some(json(&entry))));
+            match completion {
+                Completion::Done => {}
+                Completion::Retry(next) => {
+                    ops.push((next.key(), Some(json(&next))));
+                }
+                Completion::Dead(reason) => {
+                    let mut job = job;
+                    let event = job.event.take().map(Arc::unwrap_or_clone);
+                    let dead = DeadLetter {
+                        job,
+                        event,
+                        reason,
+                        at: entry.at,
+                    };
+                    ops.push((
+                        [b"d:".as_slice(), &dead.job.id.to_be_bytes()].concat(),
+                        Some(json(&dead)),
+                    ));
+                }
             }
         }
-        self.store.apply_batch(TREE, ops)?;
+        if !ops.is_empty() {
+            self.store.apply_batch(TREE, ops)?;
+        }
         Ok(())
     }
 
@@ -344,16 +424,21 @@ impl Queue {
         Ok(out)
     }
 
+    /// How many dead letters wait.
+    pub fn dead_letter_count(&self) -> Result<usize, QueueError> {
+        Ok(self.store.count(TREE, b"d:", &prefix_end(b"d:"))?)
+    }
+
     /// Re-queues dead letters (by job id, or all of a push, or all), due
-    /// now, from attempt 1. Their events are stored again if they expired.
+    /// now, from attempt 1, each with its event. Returns the jobs queued.
     pub fn replay(
         &self,
         job_id: Option<u64>,
         push: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<usize, QueueError> {
+    ) -> Result<Vec<Job>, QueueError> {
         let mut ops = Vec::new();
-        let mut count = 0;
+        let mut jobs = Vec::new();
         for (k, v) in self.store.scan_prefix(TREE, b"d:")? {
             let d: DeadLetter = parse(&v)?;
             if job_id.is_some_and(|id| id != d.job.id) || push.is_some_and(|p| p != d.job.push) {
@@ -364,27 +449,17 @@ impl Queue {
                 first_attempt_at: None,
                 due_at: now,
                 accepted_at: now,
-                ..d.job.clone()
+                event: d.event.map(Arc::new).or(d.job.event),
+                ..d.job
             };
-            let event_key = [b"e:".as_slice(), d.job.event_id.as_bytes()].concat();
-            if let (Some(event), None) = (&d.event, self.store.get(TREE, &event_key)?) {
-                ops.push((time_index_key(now, &event.id), Some(Vec::new())));
-                ops.push((
-                    event_key,
-                    Some(json(&StoredEvent {
-                        event: event.clone(),
-                        accepted_at: now,
-                    })),
-                ));
-            }
             ops.push((k, None));
-            ops.push((job_key(now, job.id), Some(json(&job))));
-            count += 1;
+            ops.push((job.key(), Some(json(&job))));
+            jobs.push(job);
         }
         if !ops.is_empty() {
             self.store.apply_batch(TREE, ops)?;
         }
-        Ok(count)
+        Ok(jobs)
     }
 
     /// The newest delivery-log entries first, filtered, at most `limit`.
@@ -418,8 +493,9 @@ impl Queue {
     }
 
     /// Drops log entries older than `max_age` or beyond the newest
-    /// `max_count`, and accepted events older than `event_window` (their
-    /// ids may then be delivered again if resent). Returns entries removed.
+    /// `max_count`, and the ids of events accepted longer than
+    /// `event_window` ago (a resent id is then new again). Reads keys only.
+    /// Returns the records removed.
     pub fn retain(
         &self,
         now: DateTime<Utc>,
@@ -427,56 +503,58 @@ impl Queue {
         max_count: usize,
         event_window: chrono::Duration,
     ) -> Result<usize, QueueError> {
+        const CHUNK: usize = 10_000;
         let mut removed = 0;
-        // Log entries: everything older than the cutoff …
+        let mut remove = |keys: Vec<Vec<u8>>| -> Result<(), QueueError> {
+            removed += keys.len();
+            self.store
+                .apply_batch(TREE, keys.into_iter().map(|k| (k, None)).collect())?;
+            Ok(())
+        };
+        // Log entries older than the cutoff …
         let cutoff = log_key(now - max_age, 0, 0);
-        let old = self.store.range(TREE, b"l:", &cutoff, usize::MAX, false)?;
-        // … and beyond the newest max_count.
-        let all_count = self
-            .store
-            .range(TREE, &cutoff, &prefix_end(b"l:"), usize::MAX, false)?
-            .len();
-        let mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            old.into_iter().map(|(k, _)| (k, None)).collect();
-        if all_count > max_count {
-            let extra = self.store.range(
-                TREE,
-                &cutoff,
-                &prefix_end(b"l:"),
-                all_count - max_count,
-                false,
-            )?;
-            ops.extend(extra.into_iter().map(|(k, _)| (k, None)));
-        }
-        // Accepted events past the idempotency window — except those a
-        // queued job still needs (a long `delay:` or `max_age`).
-        let event_cutoff = time_index_key(now - event_window, "");
-        let expired = self
-            .store
-            .range(TREE, b"t:", &event_cutoff, usize::MAX, false)?;
-        if !expired.is_empty() {
-            let needed: std::collections::HashSet<String> = self
-                .store
-                .scan_prefix(TREE, b"j:")?
-                .into_iter()
-                .filter_map(|(_, v)| parse::<Job>(&v).ok().map(|j| j.event_id))
-                .collect();
-            for (k, _) in expired {
-                let id = &k[10..];
-                if needed.contains(String::from_utf8_lossy(id).as_ref()) {
-                    continue;
-                }
-                ops.push(([b"e:".as_slice(), id].concat(), None));
-                ops.push((k, None));
+        loop {
+            let old = self.store.keys(TREE, b"l:", &cutoff, CHUNK)?;
+            let done = old.len() < CHUNK;
+            remove(old)?;
+            if done {
+                break;
             }
         }
-        for chunk in ops.chunks(10_000) {
-            removed += chunk.len();
-            self.store.apply_batch(TREE, chunk.to_vec())?;
+        // … and beyond the newest max_count.
+        let mut extra = self
+            .store
+            .count(TREE, b"l:", &prefix_end(b"l:"))?
+            .saturating_sub(max_count);
+        while extra > 0 {
+            let oldest = self
+                .store
+                .keys(TREE, b"l:", &prefix_end(b"l:"), extra.min(CHUNK))?;
+            extra -= oldest.len();
+            let done = oldest.is_empty();
+            remove(oldest)?;
+            if done {
+                break;
+            }
+        }
+        // Event ids past the idempotency window (queued jobs carry their
+        // own events, so none is needed here any more).
+        let event_cutoff = time_index_key(now - event_window, "");
+        loop {
+            let expired = self.store.keys(TREE, b"t:", &event_cutoff, CHUNK)?;
+            let done = expired.len() < CHUNK;
+            let mut keys = Vec::with_capacity(expired.len() * 2);
+            for k in expired {
+                keys.push([b"e:".as_slice(), &k[10..]].concat());
+                keys.push(k);
+            }
+            remove(keys)?;
+            if done {
+                break;
+            }
         }
         Ok(removed)
     }
-
     /// The last cron tick fired for `push`.
     pub fn last_tick(&self, push: &str) -> Result<Option<DateTime<Utc>>, QueueError> {
         let key = [b"c:".as_slice(), push.as_bytes()].concat();
@@ -507,9 +585,25 @@ mod tests {
 
     fn event(id: &str) -> Event {
         Event::from_json(&format!(
-            r#"{{"id":"{id}","type":"call.ended","time":"2026-01-01T00:00:00Z","data":{{}}}}"#
+            r#"{{"id":"{id}","type":"call.ended","time":"2026-01-01T00:00:00Z","data":{{"n":1}}}}"#
         ))
         .unwrap()
+    }
+
+    fn entry(job: &Job, attempt: u32, status: &str, at: DateTime<Utc>) -> LogEntry {
+        LogEntry {
+            at,
+            job_id: job.id,
+            push: job.push.clone(),
+            event_id: job.event_id.clone(),
+            attempt,
+            status: status.into(),
+            code: Some(503),
+            reference: None,
+            error: Some("down".into()),
+            duration_ms: 1,
+            latency_ms: None,
+        }
     }
 
     #[test]
@@ -517,7 +611,7 @@ mod tests {
         let (_d, q) = queue();
         let now = Utc::now();
         let later = now + chrono::Duration::hours(1);
-        let r = q
+        let (r, jobs) = q
             .accept(
                 vec![
                     (event("a"), vec![("p1".into(), now), ("p2".into(), later)]),
@@ -534,7 +628,15 @@ mod tests {
                 jobs: 2
             }
         );
-        let again = q
+        assert_eq!(jobs.len(), 2);
+        assert!(
+            Arc::ptr_eq(
+                jobs[0].event.as_ref().unwrap(),
+                jobs[1].event.as_ref().unwrap()
+            ),
+            "the jobs of one event share it in memory"
+        );
+        let (again, none) = q
             .accept(vec![(event("a"), vec![("p1".into(), now)])], now)
             .unwrap();
         assert_eq!(
@@ -545,14 +647,25 @@ mod tests {
                 jobs: 0
             }
         );
+        assert!(none.is_empty());
         let due = q.due(now, 10).unwrap();
         assert_eq!(due.len(), 1, "the delayed job is not due yet");
-        assert_eq!(due[0].1.push, "p1");
+        assert_eq!(due[0].push, "p1");
+        assert_eq!(
+            due[0].event.as_deref(),
+            Some(&event("a")),
+            "stored with its event"
+        );
         assert_eq!(
             q.next_due().unwrap().map(|t| t.timestamp_millis()),
             Some(now.timestamp_millis())
         );
         assert_eq!(q.due(later, 10).unwrap().len(), 2);
+        assert_eq!(q.pending().unwrap(), 2);
+        let first = q.jobs_after(None, 1).unwrap();
+        let rest = q.jobs_after(first.first(), 10).unwrap();
+        assert_eq!((first.len(), rest.len()), (1, 1));
+        assert_eq!(rest[0].push, "p2");
     }
 
     #[test]
@@ -561,56 +674,115 @@ mod tests {
         let now = Utc::now();
         q.accept(vec![(event("a"), vec![("p".into(), now)])], now)
             .unwrap();
-        let (key, job) = q.due(now, 1).unwrap().remove(0);
-        let entry = |attempt, status: &str| LogEntry {
-            at: now,
-            job_id: job.id,
-            push: "p".into(),
-            event_id: "a".into(),
-            attempt,
-            status: status.into(),
-            code: Some(503),
-            reference: None,
-            error: Some("down".into()),
-            duration_ms: 1,
-            latency_ms: None,
-        };
+        let job = q.due(now, 1).unwrap().remove(0);
         let retry_at = now + chrono::Duration::seconds(30);
-        q.complete(
-            &key,
-            &job,
-            &entry(1, "retry"),
-            Completion::Retry(retry_at),
-            None,
-        )
+        let next = Job {
+            attempt: 2,
+            first_attempt_at: Some(now),
+            due_at: retry_at,
+            ..job.clone()
+        };
+        q.complete(Finished {
+            entry: entry(&job, 1, "retry", now),
+            job,
+            completion: Completion::Retry(next),
+        })
         .unwrap();
         assert!(q.due(now, 10).unwrap().is_empty());
-        let (key, job) = q.due(retry_at, 10).unwrap().remove(0);
+        let job = q.due(retry_at, 10).unwrap().remove(0);
         assert_eq!(job.attempt, 2);
-        q.complete(
-            &key,
-            &job,
-            &entry(2, "dead"),
-            Completion::Dead("gave up".into()),
-            None,
-        )
+        q.complete(Finished {
+            entry: entry(&job, 2, "dead", now),
+            job,
+            completion: Completion::Dead("gave up".into()),
+        })
         .unwrap();
         assert_eq!(q.pending().unwrap(), 0);
         let dead = q.dead_letters(Some("p")).unwrap();
         assert_eq!(dead[0].reason, "gave up");
         assert_eq!(dead[0].event.as_ref().unwrap().id, "a");
+        assert_eq!(q.dead_letter_count().unwrap(), 1);
         let log = q.log(Some("p"), None, 10).unwrap();
         assert_eq!(
             log.iter().map(|e| e.status.as_str()).collect::<Vec<_>>(),
             ["dead", "retry"]
         );
-        assert_eq!(q.replay(None, Some("p"), now).unwrap(), 1);
+        let replayed = q.replay(None, Some("p"), now).unwrap();
+        assert_eq!(replayed.len(), 1);
+        assert_eq!(replayed[0].event.as_deref(), Some(&event("a")));
         assert!(q.dead_letters(None).unwrap().is_empty());
-        assert_eq!(q.due(now, 10).unwrap()[0].1.attempt, 1);
+        let queued = q.due(now, 10).unwrap();
+        assert_eq!(queued[0].attempt, 1);
+        assert_eq!(queued[0].event.as_deref(), Some(&event("a")));
     }
 
     #[test]
-    fn retention_keeps_the_events_of_queued_jobs() {
+    fn many_completions_apply_as_one_batch() {
+        let (_d, q) = queue();
+        let now = Utc::now();
+        let items = (0..50)
+            .map(|i| (event(&format!("e{i}")), vec![("p".to_owned(), now)]))
+            .collect();
+        let (_, jobs) = q.accept(items, now).unwrap();
+        let finished = jobs
+            .into_iter()
+            .map(|job| Finished {
+                entry: entry(&job, 1, "delivered", now),
+                job,
+                completion: Completion::Done,
+            })
+            .collect();
+        q.complete_all(finished).unwrap();
+        assert_eq!(q.pending().unwrap(), 0);
+        assert_eq!(q.log(None, Some("delivered"), 100).unwrap().len(), 50);
+    }
+
+    #[test]
+    fn old_records_are_migrated_so_jobs_carry_their_events() {
+        let (_d, q) = queue();
+        let now = Utc::now();
+        // A job and its event as an older pushwerk wrote them.
+        let job = Job {
+            id: 7,
+            push: "p".into(),
+            event_id: "old".into(),
+            attempt: 1,
+            accepted_at: now,
+            first_attempt_at: None,
+            due_at: now,
+            event: None,
+        };
+        let stored = StoredEvent {
+            event: event("old"),
+            accepted_at: now,
+        };
+        q.store()
+            .apply_batch(
+                TREE,
+                vec![
+                    (job.key(), Some(json(&job))),
+                    (event_key("old"), Some(json(&stored))),
+                ],
+            )
+            .unwrap();
+        assert_eq!(q.migrate().unwrap(), 1);
+        assert_eq!(q.migrate().unwrap(), 0, "idempotent");
+        let jobs = q.due(now, 10).unwrap();
+        assert_eq!(jobs[0].event.as_deref(), Some(&event("old")));
+        assert!(q.is_known("old").unwrap());
+        assert_eq!(
+            q.store()
+                .get(TREE, &event_key("old"))
+                .unwrap()
+                .unwrap()
+                .len(),
+            8,
+            "the event record shrank to its acceptance time"
+        );
+    }
+
+    #[test]
+    fn retention_keeps_queued_jobs_with_their_events() {
         let (_d, q) = queue();
         let now = Utc::now();
         let long_ago = now - chrono::Duration::days(10);
@@ -630,11 +802,10 @@ mod tests {
             chrono::Duration::days(7),
         )
         .unwrap();
-        assert!(
-            q.event("waiting").unwrap().is_some(),
-            "a queued job still needs it"
-        );
-        assert!(q.event("done").unwrap().is_none());
+        assert!(!q.is_known("done").unwrap());
+        let waiting = q.jobs_after(None, 10).unwrap();
+        assert_eq!(waiting.len(), 1, "a queued job outlives the id window");
+        assert_eq!(waiting[0].event.as_deref(), Some(&event("waiting")));
     }
 
     #[test]
@@ -647,24 +818,10 @@ mod tests {
         )
         .unwrap();
         q.accept(vec![(event("new"), vec![])], now).unwrap();
-        for i in 0..20u32 {
-            let at = now - chrono::Duration::minutes(i64::from(i));
-            let e = LogEntry {
-                at,
-                job_id: u64::from(i),
-                push: "p".into(),
-                event_id: "x".into(),
-                attempt: 1,
-                status: "delivered".into(),
-                code: None,
-                reference: None,
-                error: None,
-                duration_ms: 0,
-                latency_ms: None,
-            };
-            q.complete(
-                b"j:none",
-                &Job {
+        let finished = (0..20u32)
+            .map(|i| {
+                let at = now - chrono::Duration::minutes(i64::from(i));
+                let job = Job {
                     id: u64::from(i),
                     push: "p".into(),
                     event_id: "x".into(),
@@ -672,19 +829,22 @@ mod tests {
                     accepted_at: at,
                     first_attempt_at: None,
                     due_at: at,
-                },
-                &e,
-                Completion::Done,
-                None,
-            )
-            .unwrap();
-        }
+                    event: None,
+                };
+                Finished {
+                    entry: entry(&job, 1, "delivered", at),
+                    job,
+                    completion: Completion::Done,
+                }
+            })
+            .collect();
+        q.complete_all(finished).unwrap();
         q.retain(now, chrono::Duration::days(1), 5, chrono::Duration::days(7))
             .unwrap();
         let log = q.log(None, None, 100).unwrap();
         assert_eq!(log.len(), 5);
         assert_eq!(log[0].job_id, 0, "the newest are kept");
-        assert!(q.event("old").unwrap().is_none());
-        assert!(q.event("new").unwrap().is_some());
+        assert!(!q.is_known("old").unwrap());
+        assert!(q.is_known("new").unwrap());
     }
 }

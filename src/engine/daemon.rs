@@ -11,20 +11,22 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{oneshot, Notify};
 
 use super::deliver::{Deliverer, Delivery};
 use super::render::applies;
 use super::send::Sender;
 use crate::backoff::Backoff;
 use crate::config::{Catalog, Diagnostic, LoadOptions, Push, Severity, TargetKind, Trigger};
-use crate::delivery::{Accepted, Completion, Job, LogEntry, Queue, QueueError};
+use crate::delivery::{
+    Accepted, Completion, Finished, Job, LogEntry, Queue, QueueError, Scheduler, TargetSlot,
+};
 use crate::dispatch::{Endpoints, Outcome};
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::oauth::seal::Sealer;
 use crate::oauth::{Resolver, ResolverSettings, TokenStore};
-use crate::store::{SledStore, Store};
+use crate::store::{Store, StoreChoice};
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -33,6 +35,8 @@ pub struct DaemonConfig {
     pub dir: PathBuf,
     /// The data directory.
     pub data: PathBuf,
+    /// Which store keeps it.
+    pub store: StoreChoice,
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
     /// The bearer token of the API; generated into the data directory if none.
@@ -43,6 +47,9 @@ pub struct DaemonConfig {
     pub concurrency: usize,
     /// Deliveries in flight per target host or mailbox (default 8; Graph mailboxes 4).
     pub per_target: usize,
+    /// Queued jobs held in memory at most (default 10,000); beyond that
+    /// they wait in the store only and are read back as the backlog drains.
+    pub resident_jobs: usize,
     /// How long in-flight deliveries may finish after SIGTERM (default 10 s).
     pub grace: Duration,
     /// Delivery-log entries are kept this long (default 7 days) …
@@ -65,11 +72,13 @@ impl DaemonConfig {
         DaemonConfig {
             dir,
             data,
+            store: StoreChoice::Auto,
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             ingest_token: None,
             max_body: 1024 * 1024,
             concurrency: 64,
             per_target: 8,
+            resident_jobs: 10_000,
             grace: Duration::from_secs(10),
             log_max_age: chrono::Duration::days(7),
             log_max_count: 100_000,
@@ -108,32 +117,31 @@ pub enum DaemonError {
 }
 
 /// Many writers, one fsync: each `flush` call waits for a flush that began
-/// after its writes, and every waiter that queued meanwhile shares it.
+/// after its writes, and every waiter that queued meanwhile shares it. The
+/// flushes run on a thread of their own, so that waiting for the disk costs
+/// the async workers nothing.
 #[derive(Clone)]
 pub struct GroupCommit {
-    tx: mpsc::UnboundedSender<oneshot::Sender<Result<(), String>>>,
+    tx: std::sync::mpsc::Sender<oneshot::Sender<Result<(), String>>>,
 }
 
 impl GroupCommit {
-    /// Starts the flusher task for `store`.
+    /// Starts the flusher thread for `store`.
     pub fn start(store: Arc<dyn Store>) -> GroupCommit {
-        let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<Result<(), String>>>();
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut waiters = vec![first];
-                while let Ok(w) = rx.try_recv() {
-                    waiters.push(w);
+        let (tx, rx) = std::sync::mpsc::channel::<oneshot::Sender<Result<(), String>>>();
+        std::thread::Builder::new()
+            .name("pushwerk-flush".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut waiters = vec![first];
+                    waiters.extend(rx.try_iter());
+                    let result = store.flush().map_err(|e| e.to_string());
+                    for w in waiters {
+                        let _ = w.send(result.clone());
+                    }
                 }
-                let store = store.clone();
-                let result = tokio::task::spawn_blocking(move || store.flush())
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()));
-                for w in waiters {
-                    let _ = w.send(result.clone());
-                }
-            }
-        });
+            })
+            .expect("the flusher thread starts");
         GroupCommit { tx }
     }
 
@@ -142,6 +150,73 @@ impl GroupCommit {
         let (tx, rx) = oneshot::channel();
         self.tx.send(tx).map_err(|_| "flusher stopped".to_owned())?;
         rx.await.map_err(|_| "flusher stopped".to_owned())?
+    }
+}
+
+enum WriterMessage {
+    Finished(Box<Finished>),
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Records finished attempts in the store in batches, on a thread of its
+/// own: one store batch for every completion that arrived meanwhile, not
+/// one per delivery. Not flushed here: a completion lost in a crash means
+/// the job is delivered again (at-least-once); the store's own periodic
+/// flush and shutdown's flush make it durable.
+struct CompletionWriter {
+    tx: std::sync::mpsc::Sender<WriterMessage>,
+}
+
+impl CompletionWriter {
+    fn start(queue: Queue, schedule: Arc<Mutex<Scheduler>>) -> CompletionWriter {
+        let (tx, rx) = std::sync::mpsc::channel::<WriterMessage>();
+        std::thread::Builder::new()
+            .name("pushwerk-complete".into())
+            .spawn(move || {
+                const MAX_BATCH: usize = 2_000;
+                while let Ok(first) = rx.recv() {
+                    let mut batch = Vec::new();
+                    let mut barriers = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(message) = next.take() {
+                        match message {
+                            WriterMessage::Finished(f) => batch.push(*f),
+                            WriterMessage::Barrier(b) => barriers.push(b),
+                        }
+                        if batch.len() < MAX_BATCH {
+                            next = rx.try_recv().ok();
+                        }
+                    }
+                    let ids: Vec<u64> = batch.iter().map(|f| f.job.id).collect();
+                    if let Err(e) = queue.complete_all(batch) {
+                        tracing::error!(jobs = ids.len(), error = %e, "cannot record delivery outcomes; those jobs stay queued and are delivered again after a restart");
+                    }
+                    schedule.lock().expect("schedule lock").forget(ids);
+                    for b in barriers {
+                        let _ = b.send(());
+                    }
+                }
+            })
+            .expect("the completion writer starts");
+        CompletionWriter { tx }
+    }
+
+    fn record(&self, finished: Finished) {
+        if self
+            .tx
+            .send(WriterMessage::Finished(Box::new(finished)))
+            .is_err()
+        {
+            tracing::error!("the completion writer stopped; the job stays queued");
+        }
+    }
+
+    /// Returns once every completion recorded before the call is in the store.
+    async fn settle(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(WriterMessage::Barrier(tx)).is_ok() {
+            let _ = rx.await;
+        }
     }
 }
 
@@ -166,13 +241,19 @@ pub struct Daemon {
     /// The durable queue.
     pub queue: Queue,
     commit: GroupCommit,
+    completions: CompletionWriter,
     deliverer: Deliverer,
     /// Metrics for `/metrics`.
     pub metrics: Metrics,
     wake: Notify,
-    in_flight: Mutex<HashSet<u64>>,
-    slots: Arc<Semaphore>,
-    per_target: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// What is due, in flight and waiting for its target.
+    schedule: Arc<Mutex<Scheduler>>,
+    /// Where each push's jobs go (rebuilt with the catalog).
+    targets: RwLock<Arc<HashMap<String, TargetSlot>>>,
+    /// Held shared by whoever writes jobs to the store and then hands them
+    /// to the schedule (ingest, cron, replay); held exclusively by a refill
+    /// from the store, so that it never sees a job between the two steps.
+    producers: tokio::sync::RwLock<()>,
     accepting: AtomicBool,
     stopping: AtomicBool,
     ready: AtomicBool,
@@ -226,7 +307,7 @@ impl Daemon {
     /// Opens the store, loads the folder and starts the group-commit task.
     /// (Tasks and the API are started by [`Daemon::run`].)
     pub fn open(config: DaemonConfig) -> Result<(Arc<Daemon>, Option<PathBuf>), DaemonError> {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data)?);
+        let store: Arc<dyn Store> = crate::store::open(&config.data, config.store)?;
         let sealer = Sealer::from_env(&crate::config::secret::process_env)?;
         let resolver = Arc::new(Resolver::new(
             TokenStore::new(store.clone(), sealer),
@@ -241,18 +322,28 @@ impl Daemon {
         );
         let (token, token_path) = api_token(&config.data, config.ingest_token.clone())?;
         let empty = Catalog::from_sources(&config.dir, Vec::new(), &LoadOptions::default());
+        let queue = Queue::new(store.clone());
+        let migrated = queue.migrate()?;
+        if migrated > 0 {
+            tracing::info!(jobs = migrated, "queued jobs now carry their events");
+        }
+        let schedule = Arc::new(Mutex::new(Scheduler::new(
+            config.resident_jobs,
+            config.concurrency,
+        )));
         let daemon = Arc::new(Daemon {
             catalog: RwLock::new(Arc::new(empty)),
             files: RwLock::new(Vec::new()),
             last_good: Mutex::new(HashMap::new()),
-            queue: Queue::new(store.clone()),
+            completions: CompletionWriter::start(queue.clone(), schedule.clone()),
+            queue,
             commit: GroupCommit::start(store),
             deliverer,
             metrics: Metrics::default(),
             wake: Notify::new(),
-            in_flight: Mutex::new(HashSet::new()),
-            slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
-            per_target: Mutex::new(HashMap::new()),
+            schedule,
+            targets: RwLock::new(Arc::new(HashMap::new())),
+            producers: tokio::sync::RwLock::new(()),
             accepting: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             ready: AtomicBool::new(false),
@@ -362,6 +453,12 @@ impl Daemon {
             "definitions loaded"
         );
         self.resolver().set_accounts(catalog.accounts.clone());
+        let targets = catalog
+            .pushes
+            .iter()
+            .map(|p| (p.name().to_owned(), self.target_slot(p)))
+            .collect();
+        *self.targets.write().expect("targets lock") = Arc::new(targets);
         *self.catalog.write().expect("catalog lock") = Arc::new(catalog);
         *self.files.write().expect("files lock") = states;
         self.wake.notify_one();
@@ -383,8 +480,13 @@ impl Daemon {
                 (event, jobs)
             })
             .collect();
-        let accepted = self.queue.accept(items, now)?;
-        self.commit.flush().await.map_err(DaemonError::Flush)?;
+        let _producing = self.producers.read().await;
+        let (accepted, jobs) = self.queue.accept(items, now)?;
+        let flushed = self.commit.flush().await;
+        // The jobs are in the store even if the flush failed (the client
+        // hears so and may resend, which is then a duplicate): deliver them.
+        self.schedule(jobs);
+        flushed.map_err(DaemonError::Flush)?;
         self.metrics.add(
             "pushwerk_events_accepted_total",
             &[],
@@ -395,10 +497,31 @@ impl Daemon {
             &[],
             accepted.duplicates as u64,
         );
-        if accepted.jobs > 0 {
-            self.wake.notify_one();
-        }
         Ok(accepted)
+    }
+
+    /// Hands jobs just written to the store to the schedule.
+    fn schedule(&self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        self.schedule.lock().expect("schedule lock").add(jobs);
+        self.wake.notify_one();
+    }
+
+    /// Re-queues dead letters (one by job id, or all of a push, or all).
+    pub async fn replay(
+        &self,
+        job_id: Option<u64>,
+        push: Option<&str>,
+    ) -> Result<usize, DaemonError> {
+        let _producing = self.producers.read().await;
+        let jobs = self.queue.replay(job_id, push, Utc::now())?;
+        let n = jobs.len();
+        let flushed = self.commit.flush().await;
+        self.schedule(jobs);
+        flushed.map_err(DaemonError::Flush)?;
+        Ok(n)
     }
 
     fn jobs_for(
@@ -425,7 +548,7 @@ impl Daemon {
             .collect()
     }
 
-    fn target_slot(&self, push: &Push) -> Arc<Semaphore> {
+    fn target_slot(&self, push: &Push) -> TargetSlot {
         let (key, limit) = match push.target {
             TargetKind::GraphMail => (
                 format!(
@@ -477,106 +600,117 @@ impl Daemon {
                 (format!("http:{host}"), self.config.per_target)
             }
         };
-        self.per_target
-            .lock()
-            .expect("per-target lock")
-            .entry(key)
-            .or_insert_with(|| Arc::new(Semaphore::new(limit.max(1))))
-            .clone()
+        TargetSlot {
+            key: Arc::from(key),
+            limit: push
+                .spec
+                .in_flight
+                .map(|n| n as usize)
+                .unwrap_or(limit)
+                .max(1),
+        }
     }
 
     /// Takes due jobs and delivers them until shutdown.
     pub async fn run_workers(self: Arc<Self>) {
+        let mut gauges_at = std::time::Instant::now();
         loop {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
+            let wants_refill = self.schedule.lock().expect("schedule lock").wants_refill();
+            if wants_refill {
+                self.refill().await;
+            }
             let now = Utc::now();
-            let due = match self.queue.due(now, 512) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the queue");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+            let targets = self.targets.read().expect("targets lock").clone();
+            let target_of = |job: &Job| {
+                targets
+                    .get(&job.push)
+                    .cloned()
+                    .unwrap_or_else(|| TargetSlot {
+                        // Its push is gone: the delivery dead-letters it at once.
+                        key: Arc::from("undefined"),
+                        limit: self.config.concurrency.max(1),
+                    })
             };
-            let mut started = 0;
-            for (key, job) in due {
-                if !self
-                    .in_flight
+            loop {
+                let job = self
+                    .schedule
                     .lock()
-                    .expect("in-flight lock")
-                    .insert(job.id)
-                {
-                    continue;
-                }
-                // The list is a snapshot: a job that was in flight when it was
-                // taken may have completed since (its key removed, then its
-                // in-flight mark). Claim only jobs still queued.
-                if !self.queue.contains(&key).unwrap_or(false) {
-                    self.in_flight
-                        .lock()
-                        .expect("in-flight lock")
-                        .remove(&job.id);
-                    continue;
-                }
-                let Ok(permit) = self.slots.clone().acquire_owned().await else {
-                    return;
-                };
+                    .expect("schedule lock")
+                    .next(now, target_of);
+                let Some(job) = job else { break };
                 if self.stopping.load(Ordering::SeqCst) {
                     // Shutting down: start nothing new; the job stays queued.
-                    self.in_flight
-                        .lock()
-                        .expect("in-flight lock")
-                        .remove(&job.id);
+                    self.schedule.lock().expect("schedule lock").put_back(job);
                     return;
                 }
-                started += 1;
-                let daemon = self.clone();
-                tokio::spawn(async move {
-                    daemon.deliver_job(key, job).await;
-                    drop(permit);
-                });
+                tokio::spawn(self.clone().deliver_job(job));
             }
-            self.update_gauges();
-            if started == 0 {
-                // Nothing new to start: sleep until the next job comes due,
-                // or — when every due job is already in flight — until one
-                // finishes (its completion wakes us); at most a second.
-                let wait = match self.queue.next_due() {
-                    Ok(Some(t)) if t > Utc::now() => {
-                        (t - Utc::now()).to_std().unwrap_or(Duration::ZERO)
-                    }
-                    _ => Duration::from_secs(1),
-                };
-                let wait = wait.clamp(Duration::from_millis(1), Duration::from_secs(1));
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
-                }
+            if gauges_at.elapsed() >= Duration::from_secs(1) {
+                gauges_at = std::time::Instant::now();
+                self.update_gauges();
+            }
+            // Sleep until woken (new jobs, a finished delivery) or until
+            // the next job comes due; at most a second.
+            let next_due = self.schedule.lock().expect("schedule lock").next_due();
+            let wait = next_due
+                .and_then(|t| (t - Utc::now()).to_std().ok())
+                .unwrap_or(Duration::from_secs(1))
+                .clamp(Duration::from_millis(1), Duration::from_secs(1));
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
+    /// Reads jobs that wait in the store only back into the schedule, in
+    /// due order, as far as there is room.
+    async fn refill(&self) {
+        let _exclusive = self.producers.write().await;
+        self.schedule.lock().expect("schedule lock").begin_refill();
+        let mut after: Option<Job> = None;
+        let mut complete = false;
+        loop {
+            let room = self.schedule.lock().expect("schedule lock").room();
+            if room == 0 {
+                break;
+            }
+            let page = match self.queue.jobs_after(after.as_ref(), room.min(1000)) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read queued jobs; will try again");
+                    break;
+                }
+            };
+            let last_page = page.len() < room.min(1000);
+            after = page.last().cloned();
+            self.schedule.lock().expect("schedule lock").add(page);
+            if last_page {
+                complete = true;
+                break;
+            }
+        }
+        let mut schedule = self.schedule.lock().expect("schedule lock");
+        schedule.end_refill(complete);
+        tracing::debug!(
+            resident = schedule.resident(),
+            complete,
+            "refilled the schedule from the store"
+        );
+    }
+
     fn update_gauges(&self) {
-        let in_flight = self.in_flight.lock().expect("in-flight lock").len();
+        let in_flight = self.schedule.lock().expect("schedule lock").in_flight();
         self.metrics
             .set("pushwerk_jobs_in_flight", &[], in_flight as f64);
     }
 
-    async fn deliver_job(self: Arc<Self>, key: Vec<u8>, job: Job) {
+    async fn deliver_job(self: Arc<Self>, job: Job) {
         let catalog = self.catalog();
         let started = Utc::now();
-        let finish = |entry: LogEntry, completion: Completion, event: Option<&Event>| {
-            if let Err(e) = self.queue.complete(&key, &job, &entry, completion, event) {
-                tracing::error!(job = job.id, error = %e, "cannot record a delivery outcome; the job stays queued");
-            }
-            self.metrics.add(
-                "pushwerk_deliveries_total",
-                &[("push", &job.push), ("outcome", &entry.status)],
-                1,
-            );
-        };
         let entry = |status: &str,
                      code: Option<u16>,
                      reference: Option<String>,
@@ -594,39 +728,20 @@ impl Daemon {
             duration_ms: duration.as_millis() as u64,
             latency_ms: None,
         };
-        let event = match self.queue.event(&job.event_id) {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                finish(
-                    entry(
-                        "dead",
-                        None,
-                        None,
-                        Some("the event is no longer stored".into()),
-                        Duration::ZERO,
-                    ),
-                    Completion::Dead("event expired".into()),
-                    None,
-                );
-                return self.done(job.id);
-            }
-            Err(e) => {
-                tracing::error!(job = job.id, error = %e, "cannot read the event; will retry");
-                return self.done(job.id);
-            }
+        let Some(event) = job.event.clone() else {
+            let e = entry(
+                "dead",
+                None,
+                None,
+                Some("the event is no longer stored".into()),
+                Duration::ZERO,
+            );
+            return self.finish(job, e, Completion::Dead("event expired".into()));
         };
         let Some(push) = catalog.push(&job.push) else {
             let reason = format!("push `{}` is no longer defined", job.push);
-            finish(
-                entry("dead", None, None, Some(reason.clone()), Duration::ZERO),
-                Completion::Dead(reason),
-                Some(&event),
-            );
-            return self.done(job.id);
-        };
-        let slot = self.target_slot(push);
-        let Ok(_permit) = slot.acquire_owned().await else {
-            return self.done(job.id);
+            let e = entry("dead", None, None, Some(reason.clone()), Duration::ZERO);
+            return self.finish(job, e, Completion::Dead(reason));
         };
         let delivery = self
             .deliverer
@@ -634,12 +749,8 @@ impl Daemon {
             .await;
         let attempt = match delivery {
             Delivery::Skipped(reason) => {
-                finish(
-                    entry("skipped", None, None, Some(reason), Duration::ZERO),
-                    Completion::Done,
-                    Some(&event),
-                );
-                return self.done(job.id);
+                let e = entry("skipped", None, None, Some(reason), Duration::ZERO);
+                return self.finish(job, e, Completion::Done);
             }
             Delivery::Attempted(a) => a,
         };
@@ -713,7 +824,12 @@ impl Daemon {
                         error.unwrap_or_default()
                     ))
                 } else {
-                    Completion::Retry(next)
+                    Completion::Retry(Job {
+                        attempt: job.attempt + 1,
+                        first_attempt_at: Some(first),
+                        due_at: next,
+                        ..job.clone()
+                    })
                 }
             }
             _ => {
@@ -725,24 +841,42 @@ impl Daemon {
             Completion::Dead(reason) => {
                 tracing::warn!(push = %job.push, event = %job.event_id, attempt = job.attempt, reason = %reason, "dead-lettered")
             }
-            Completion::Retry(at) => {
-                tracing::info!(push = %job.push, event = %job.event_id, attempt = job.attempt, next = %at, "will retry")
+            Completion::Retry(next) => {
+                tracing::info!(push = %job.push, event = %job.event_id, attempt = job.attempt, next = %next.due_at, "will retry")
             }
             Completion::Done => {
                 tracing::debug!(push = %job.push, event = %job.event_id, "delivered")
             }
         }
-        finish(e, completion, Some(&event));
-        self.done(job.id);
+        self.finish(job, e, completion);
+    }
+
+    /// Ends a delivery: frees its slots (a retry goes back on the
+    /// schedule) and hands the outcome to the completion writer.
+    fn finish(&self, job: Job, entry: LogEntry, completion: Completion) {
+        self.metrics.add(
+            "pushwerk_deliveries_total",
+            &[("push", &job.push), ("outcome", &entry.status)],
+            1,
+        );
+        let retry = match &completion {
+            Completion::Retry(next) => Some(next.clone()),
+            _ => None,
+        };
+        self.schedule
+            .lock()
+            .expect("schedule lock")
+            .finished(job.id, retry);
+        self.completions.record(Finished {
+            job,
+            entry,
+            completion,
+        });
+        self.wake.notify_one();
     }
 
     /// Wakes the workers (new or replayed jobs).
     pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    fn done(&self, id: u64) {
-        self.in_flight.lock().expect("in-flight lock").remove(&id);
         self.wake.notify_one();
     }
 
@@ -780,16 +914,18 @@ impl Daemon {
                         latest = t;
                     }
                     let event = Event::schedule_tick(push.name(), latest);
-                    let jobs = vec![(event, vec![(push.name().to_owned(), now)])];
-                    match self.queue.accept(jobs, now) {
-                        Ok(_) => {
+                    let items = vec![(event, vec![(push.name().to_owned(), now)])];
+                    let producing = self.producers.read().await;
+                    match self.queue.accept(items, now) {
+                        Ok((_, jobs)) => {
                             let _ = self.queue.set_last_tick(push.name(), latest);
-                            self.wake.notify_one();
+                            self.schedule(jobs);
                         }
                         Err(e) => {
                             tracing::error!(push = %push.name(), error = %e, "cannot queue a cron tick")
                         }
                     }
+                    drop(producing);
                     checked.insert(push.name().to_owned(), latest);
                     if let Some(n) = schedule.next_after(&latest) {
                         next_wake = next_wake.min(n);
@@ -823,9 +959,8 @@ impl Daemon {
             if let Ok(n) = self.queue.pending() {
                 self.metrics.set("pushwerk_jobs_queued", &[], n as f64);
             }
-            if let Ok(d) = self.queue.dead_letters(None) {
-                self.metrics
-                    .set("pushwerk_dead_letters", &[], d.len() as f64);
+            if let Ok(n) = self.queue.dead_letter_count() {
+                self.metrics.set("pushwerk_dead_letters", &[], n as f64);
             }
             if let Ok(status) = self.resolver().status(Utc::now().date_naive()) {
                 let reauth = status.iter().filter(|s| s.state == "needs_reauth").count();
@@ -869,18 +1004,18 @@ impl Daemon {
         self.stopping.store(true, Ordering::SeqCst);
         self.wake.notify_waiters();
         let deadline = tokio::time::Instant::now() + self.config.grace;
-        while !self.in_flight.lock().expect("in-flight lock").is_empty()
-            && tokio::time::Instant::now() < deadline
-        {
+        let in_flight = || self.schedule.lock().expect("schedule lock").in_flight();
+        while in_flight() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = self.in_flight.lock().expect("in-flight lock").len();
+        let left = in_flight();
         if left > 0 {
             tracing::warn!(
                 left,
                 "grace period over; unfinished deliveries stay queued and run after the next start"
             );
         }
+        self.completions.settle().await;
         if let Err(e) = self.commit.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }

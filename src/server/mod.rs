@@ -191,14 +191,8 @@ async fn replay(State(daemon): State<Arc<Daemon>>, headers: HeaderMap, body: Byt
             }
         }
     };
-    match daemon
-        .queue
-        .replay(request.job_id, request.push.as_deref(), chrono::Utc::now())
-    {
-        Ok(n) => {
-            daemon.wake();
-            (StatusCode::OK, Json(json!({ "replayed": n }))).into_response()
-        }
+    match daemon.replay(request.job_id, request.push.as_deref()).await {
+        Ok(n) => (StatusCode::OK, Json(json!({ "replayed": n }))).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

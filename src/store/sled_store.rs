@@ -3,10 +3,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{CasConflict, Entries, Store, StoreError};
+use super::{secure_dir, CasConflict, Entries, Store, StoreError, SCHEMA_VERSION};
 
-/// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// sled's page-cache budget.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
@@ -26,18 +24,6 @@ impl std::fmt::Debug for SledStore {
 
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
-}
-
-/// Creates `dir` (0700) if needed and makes sure it is not open to others.
-fn secure_dir(dir: &Path) -> Result<(), StoreError> {
-    let err = |reason: String| StoreError::Directory {
-        path: dir.to_path_buf(),
-        reason,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create: {e}")))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| err(format!("cannot set mode 0700: {e}")))?;
-    Ok(())
 }
 
 /// Sets every file below `dir` to 0600 and every folder to 0700.
@@ -188,6 +174,30 @@ impl Store for SledStore {
         }
     }
 
+    fn keys(
+        &self,
+        tree: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.tree(tree)?
+            .range(start.to_vec()..end.to_vec())
+            .keys()
+            .take(limit)
+            .map(|k| k.map(|k| k.to_vec()).map_err(backend))
+            .collect()
+    }
+
+    fn count(&self, tree: &str, start: &[u8], end: &[u8]) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for k in self.tree(tree)?.range(start.to_vec()..end.to_vec()).keys() {
+            k.map_err(backend)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn next_id(&self) -> Result<u64, StoreError> {
         self.db.generate_id().map_err(backend)
     }
@@ -205,6 +215,23 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::conformance;
+
+    #[test]
+    fn meets_the_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::exercise(&SledStore::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn keeps_values_and_ids_across_a_reopen() {
+        conformance::survives_reopen(SledStore::open);
+    }
+
+    #[test]
+    fn a_second_open_is_locked() {
+        conformance::second_open_is_locked(SledStore::open);
+    }
 
     #[test]
     fn values_survive_a_reopen_and_files_are_private() {

@@ -90,6 +90,11 @@ impl World {
 
     /// Starts `pushwerk serve` on a free port and waits until `/readyz` answers 200.
     async fn start(&self) -> Served {
+        self.start_with(&[]).await
+    }
+
+    /// [`World::start`] with more `serve` arguments.
+    async fn start_with(&self, extra: &[&str]) -> Served {
         for _ in 0..3 {
             let n = self.starts.fetch_add(1, Ordering::SeqCst);
             let log = self.tmp.path().join(format!("serve-{n}.log"));
@@ -102,6 +107,7 @@ impl World {
                 "--grace",
                 "5s",
             ])
+            .args(extra)
             .env("PUSHWERK_INGEST_TOKEN", TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -567,6 +573,118 @@ async fn thousand_concurrent_events_deliver_each_match_once_and_resends_are_dupl
     assert_eq!(log.len(), 500, "one log entry per delivery");
     assert_eq!(log_after.len(), 500, "the resend delivered nothing");
     assert!(log.iter().all(|e| e["status"] == "delivered"));
+}
+
+/// An HTTP target that holds every request until the gate opens (a target
+/// that has stopped answering), counting what it received.
+struct GatedTarget {
+    url: String,
+    received: Arc<AtomicUsize>,
+    gate: tokio::sync::watch::Sender<bool>,
+}
+
+impl GatedTarget {
+    async fn start() -> GatedTarget {
+        let received = Arc::new(AtomicUsize::new(0));
+        let (gate, open) = tokio::sync::watch::channel(false);
+        let counter = received.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            let mut open = open.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = open.wait_for(|o| *o).await;
+                "ok"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/slow", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        GatedTarget {
+            url,
+            received,
+            gate,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_target_does_not_hold_up_other_pushes() {
+    let slow = GatedTarget::start().await;
+    let fast = HttpReceiver::start().await;
+    let world = World::new(&[
+        (
+            "slow.yaml",
+            &http_push(
+                "slow",
+                &slow.url,
+                "when: event.kind == \"slow\"\nin_flight: 1\n",
+            ),
+        ),
+        (
+            "fast.yaml",
+            &http_push("fast", &fast.url("/fast"), "when: event.kind == \"fast\"\n"),
+        ),
+    ]);
+    // Two deliveries in flight at most: the stalled target takes one, and
+    // its four other jobs must not take the second while they wait.
+    let served = world.start_with(&["--concurrency", "2"]).await;
+    for i in 0..5 {
+        served
+            .ingest(&event(&format!("slow-{i}"), json!({ "kind": "slow" })))
+            .await;
+    }
+    poll(
+        "the stalled target holds its first request",
+        Duration::from_secs(10),
+        || async { (slow.received.load(Ordering::SeqCst) >= 1).then_some(()) },
+    )
+    .await;
+    served
+        .ingest(&event("fast-0", json!({ "kind": "fast" })))
+        .await;
+    assert!(
+        fast.wait_for_requests(1, Duration::from_secs(10)).await,
+        "the other push was delivered while the stalled target held its request"
+    );
+    assert_eq!(
+        slow.received.load(Ordering::SeqCst),
+        1,
+        "`in_flight: 1` allows one request at a time to the stalled target"
+    );
+    slow.gate.send_replace(true);
+    let log = settled_log(&served, "slow", 5, Duration::from_secs(20)).await;
+    assert!(log.iter().all(|e| e["status"] == "delivered"), "{log:?}");
+    assert_eq!(slow.received.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_larger_than_memory_is_read_back_from_the_store_and_delivered_once() {
+    let rx = HttpReceiver::start().await;
+    let world = World::new(&[("all.yaml", &http_push("all", &rx.url("/all"), ""))]);
+    // At most 16 queued jobs in memory: 400 events overflow to the store.
+    let served = world.start_with(&["--resident-jobs", "16"]).await;
+    let batch: Vec<Value> = (0..400)
+        .map(|n| event(&format!("backlog-{n:03}"), json!({ "n": n })))
+        .collect();
+    for chunk in batch.chunks(100) {
+        let a = served.ingest(&Value::Array(chunk.to_vec())).await;
+        assert_eq!(a["accepted"], 100);
+    }
+    let log = settled_log(&served, "all", 400, Duration::from_secs(60)).await;
+    let ids = ids_received(&rx);
+    assert_eq!(ids.len(), 400, "every event reached the target");
+    assert!(
+        ids.values().all(|c| *c == 1),
+        "none twice: {:?}",
+        ids.iter()
+            .filter(|(_, c)| **c > 1)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(log.len(), 400);
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,405 @@
+//! The in-memory side of the queue: which jobs are due, which are in
+//! flight, and which target each waits for. The store stays the durable
+//! record; this keeps the hot path off it, so that a delivery costs no store
+//! read and the workers never re-scan the store to find work.
+//!
+//! Every job the daemon knows of has one entry here, from the moment it is
+//! written to the store until its completion has been applied to the store
+//! ([`Scheduler::forget`]). Refilling from the store skips known ids, so a
+//! job that is in flight, or finished but not yet removed from the store, is
+//! never taken twice.
+//!
+//! Memory is bounded: at most `resident_cap` queued jobs are held. Beyond
+//! that, jobs stay only in the store (the scheduler *overflows*) and are read
+//! back, in due order, once the resident set has drained to half.
+//!
+//! Per-target limits live here too: a job whose target (a Graph mailbox, an
+//! HTTP host) is at its limit waits in that target's line without holding a
+//! global slot, so one slow target cannot starve the others.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::Job;
+
+/// Where a job goes and how many may go there at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSlot {
+    /// `graph:<account>`, `http:<host>`, … (jobs with the same key share the limit).
+    pub key: Arc<str>,
+    /// Deliveries in flight to it at most.
+    pub limit: usize,
+}
+
+enum State {
+    /// Queued, due at the time in the job.
+    Queued(Job),
+    /// Handed to a worker, going to this target.
+    InFlight(TargetSlot),
+    /// Finished; the store still holds it until the completion is applied.
+    Completing,
+}
+
+/// The in-memory schedule. Not thread-safe by itself: the daemon keeps it
+/// behind one mutex.
+pub struct Scheduler {
+    jobs: HashMap<u64, State>,
+    /// Due jobs in due order.
+    ready: VecDeque<u64>,
+    /// Jobs due later, earliest first.
+    delayed: BinaryHeap<Reverse<(i64, u64)>>,
+    /// Due jobs whose target is at its limit, per target.
+    blocked: HashMap<Arc<str>, VecDeque<u64>>,
+    /// Deliveries in flight per target.
+    busy: HashMap<Arc<str>, usize>,
+    in_flight: usize,
+    resident: usize,
+    resident_cap: usize,
+    concurrency: usize,
+    overflow: bool,
+    /// A refill is reading the store: forgetting waits (see [`Scheduler::forget`]).
+    refilling: bool,
+    deferred: Vec<u64>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("resident", &self.resident)
+            .field("in_flight", &self.in_flight)
+            .field("overflow", &self.overflow)
+            .finish()
+    }
+}
+
+impl Scheduler {
+    /// An empty schedule that holds at most `resident_cap` queued jobs and
+    /// hands out at most `concurrency` at once. It starts overflowed: the
+    /// store's jobs are read in by the first refill.
+    pub fn new(resident_cap: usize, concurrency: usize) -> Scheduler {
+        Scheduler {
+            jobs: HashMap::new(),
+            ready: VecDeque::new(),
+            delayed: BinaryHeap::new(),
+            blocked: HashMap::new(),
+            busy: HashMap::new(),
+            in_flight: 0,
+            resident: 0,
+            resident_cap: resident_cap.max(1),
+            concurrency: concurrency.max(1),
+            overflow: true,
+            refilling: false,
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Whether the job `id` is known (queued, in flight or completing).
+    pub fn knows(&self, id: u64) -> bool {
+        self.jobs.contains_key(&id)
+    }
+
+    /// Adds jobs just made durable (or read from the store). Known ids are
+    /// skipped; beyond the resident cap a job stays in the store only and
+    /// the schedule overflows. Returns how many were added.
+    pub fn add(&mut self, jobs: impl IntoIterator<Item = Job>) -> usize {
+        let mut added = 0;
+        for job in jobs {
+            if self.jobs.contains_key(&job.id) {
+                continue;
+            }
+            if self.resident >= self.resident_cap {
+                self.overflow = true;
+                continue;
+            }
+            self.insert_queued(job);
+            added += 1;
+        }
+        added
+    }
+
+    fn insert_queued(&mut self, job: Job) {
+        let id = job.id;
+        self.delayed
+            .push(Reverse((job.due_at.timestamp_millis(), id)));
+        self.jobs.insert(id, State::Queued(job));
+        self.resident += 1;
+    }
+
+    /// Whether jobs wait in the store only and there is room to read them.
+    pub fn wants_refill(&self) -> bool {
+        self.overflow && self.resident <= self.resident_cap / 2
+    }
+
+    /// Room for this many more resident jobs.
+    pub fn room(&self) -> usize {
+        self.resident_cap.saturating_sub(self.resident)
+    }
+
+    /// A refill begins reading the store. Until [`Scheduler::end_refill`],
+    /// finished jobs are not forgotten: the refill may have read one before
+    /// its completion reached the store, and must still see it as known.
+    pub fn begin_refill(&mut self) {
+        self.refilling = true;
+        self.overflow = false;
+    }
+
+    /// The refill is over; `complete` if it read the store to its end
+    /// (every queued job is resident again, unless the cap was reached).
+    pub fn end_refill(&mut self, complete: bool) {
+        self.refilling = false;
+        if !complete {
+            self.overflow = true;
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        self.forget(deferred);
+    }
+
+    /// Whether some jobs are in the store only.
+    pub fn overflowed(&self) -> bool {
+        self.overflow
+    }
+
+    /// The next job to deliver at `now`, if a global slot is free and a due
+    /// job's target has room; `target_of` says where a job goes. The job is
+    /// in flight until [`Scheduler::finished`].
+    pub fn next(
+        &mut self,
+        now: DateTime<Utc>,
+        mut target_of: impl FnMut(&Job) -> TargetSlot,
+    ) -> Option<Job> {
+        if self.in_flight >= self.concurrency {
+            return None;
+        }
+        let now_ms = now.timestamp_millis();
+        while let Some(Reverse((due, id))) = self.delayed.peek().copied() {
+            if due > now_ms {
+                break;
+            }
+            self.delayed.pop();
+            self.ready.push_back(id);
+        }
+        while let Some(id) = self.ready.pop_front() {
+            let Some(State::Queued(job)) = self.jobs.get(&id) else {
+                continue;
+            };
+            let slot = target_of(job);
+            let busy = self.busy.entry(slot.key.clone()).or_insert(0);
+            if *busy >= slot.limit.max(1) {
+                self.blocked.entry(slot.key).or_default().push_back(id);
+                continue;
+            }
+            *busy += 1;
+            self.in_flight += 1;
+            self.resident -= 1;
+            let state = self
+                .jobs
+                .insert(id, State::InFlight(slot))
+                .expect("the job is known");
+            let State::Queued(job) = state else {
+                unreachable!("checked above")
+            };
+            return Some(job);
+        }
+        None
+    }
+
+    /// When the earliest job not yet due comes due.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.delayed
+            .peek()
+            .and_then(|Reverse((due, _))| DateTime::from_timestamp_millis(*due))
+    }
+
+    /// A delivery of job `id` ended. `retry` is the job to try again (its
+    /// next due time set); otherwise the job waits for [`Scheduler::forget`]
+    /// once its completion is in the store. Frees its slots.
+    pub fn finished(&mut self, id: u64, retry: Option<Job>) {
+        let Some(State::InFlight(target)) = self.jobs.remove(&id) else {
+            return;
+        };
+        self.in_flight -= 1;
+        let busy = match self.busy.get_mut(&target.key) {
+            Some(busy) => {
+                *busy = busy.saturating_sub(1);
+                *busy
+            }
+            None => 0,
+        };
+        if busy == 0 {
+            self.busy.remove(&target.key);
+        }
+        if let Some(mut line) = self.blocked.remove(&target.key) {
+            // Wake as many as the target has room for; with nothing left in
+            // flight, wake all (a reload may have moved them elsewhere, and
+            // no later finish would come for this target).
+            let wake = if busy == 0 {
+                line.len()
+            } else {
+                target.limit.saturating_sub(busy).min(line.len())
+            };
+            for waiting in line.drain(..wake).rev() {
+                self.ready.push_front(waiting);
+            }
+            if !line.is_empty() {
+                self.blocked.insert(target.key, line);
+            }
+        }
+        match retry {
+            Some(job) => self.insert_queued(job),
+            None => {
+                self.jobs.insert(id, State::Completing);
+            }
+        }
+    }
+
+    /// Hands a job taken by [`Scheduler::next`] back unchanged (shutdown
+    /// began before it started).
+    pub fn put_back(&mut self, job: Job) {
+        let id = job.id;
+        self.finished(id, Some(job));
+    }
+
+    /// The completions of these jobs are in the store: forget them (after
+    /// a refill in progress).
+    pub fn forget(&mut self, ids: impl IntoIterator<Item = u64>) {
+        if self.refilling {
+            self.deferred.extend(ids);
+            return;
+        }
+        for id in ids {
+            if matches!(self.jobs.get(&id), Some(State::Completing)) {
+                self.jobs.remove(&id);
+            }
+        }
+    }
+
+    /// Deliveries in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Queued jobs held in memory.
+    pub fn resident(&self) -> usize {
+        self.resident
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: u64, push: &str, due: DateTime<Utc>) -> Job {
+        Job {
+            id,
+            push: push.into(),
+            event_id: format!("e{id}"),
+            attempt: 1,
+            accepted_at: due,
+            first_attempt_at: None,
+            due_at: due,
+            event: None,
+        }
+    }
+
+    fn by_push(limit: usize) -> impl FnMut(&Job) -> TargetSlot {
+        move |j: &Job| TargetSlot {
+            key: Arc::from(j.push.as_str()),
+            limit,
+        }
+    }
+
+    #[test]
+    fn due_jobs_come_out_in_due_order_and_delayed_ones_when_due() {
+        let now = Utc::now();
+        let mut s = Scheduler::new(100, 10);
+        s.add([
+            job(1, "a", now + chrono::Duration::seconds(5)),
+            job(2, "a", now),
+            job(3, "a", now - chrono::Duration::seconds(1)),
+        ]);
+        let ids: Vec<u64> = std::iter::from_fn(|| s.next(now, by_push(10)).map(|j| j.id)).collect();
+        assert_eq!(ids, [3, 2]);
+        assert_eq!(
+            s.next_due().map(|t| t.timestamp_millis()),
+            Some((now + chrono::Duration::seconds(5)).timestamp_millis())
+        );
+        assert_eq!(
+            s.next(now + chrono::Duration::seconds(5), by_push(10))
+                .map(|j| j.id),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn known_jobs_are_never_taken_twice_until_forgotten() {
+        let now = Utc::now();
+        let mut s = Scheduler::new(100, 10);
+        s.add([job(1, "a", now)]);
+        let taken = s.next(now, by_push(10)).unwrap();
+        // A refill that reads the store while the job is in flight, and
+        // again after it finished but before its completion is stored.
+        assert_eq!(s.add([job(1, "a", now)]), 0);
+        s.finished(taken.id, None);
+        assert_eq!(s.add([job(1, "a", now)]), 0);
+        assert!(s.next(now, by_push(10)).is_none());
+        s.forget([1]);
+        assert!(!s.knows(1));
+    }
+
+    #[test]
+    fn a_busy_target_does_not_hold_global_slots() {
+        let now = Utc::now();
+        // 2 global slots; target "slow" takes 1 at a time.
+        let mut s = Scheduler::new(100, 2);
+        s.add([
+            job(1, "slow", now),
+            job(2, "slow", now),
+            job(3, "fast", now),
+        ]);
+        let limit_one_for_slow = |j: &Job| TargetSlot {
+            key: Arc::from(j.push.as_str()),
+            limit: if j.push == "slow" { 1 } else { 10 },
+        };
+        assert_eq!(s.next(now, limit_one_for_slow).map(|j| j.id), Some(1));
+        // Job 2 waits for "slow"; job 3 gets the second global slot.
+        assert_eq!(s.next(now, limit_one_for_slow).map(|j| j.id), Some(3));
+        assert!(s.next(now, limit_one_for_slow).is_none(), "2 in flight");
+        s.finished(3, None);
+        assert!(
+            s.next(now, limit_one_for_slow).is_none(),
+            "job 2 still waits for its target"
+        );
+        s.finished(1, None);
+        assert_eq!(s.next(now, limit_one_for_slow).map(|j| j.id), Some(2));
+    }
+
+    #[test]
+    fn retries_come_back_delayed_and_the_cap_overflows_to_the_store() {
+        let now = Utc::now();
+        let mut s = Scheduler::new(2, 10);
+        assert!(s.wants_refill(), "starts by reading the store");
+        s.begin_refill();
+        s.end_refill(true);
+        assert!(!s.overflowed());
+        assert_eq!(
+            s.add([job(1, "a", now), job(2, "a", now), job(3, "a", now)]),
+            2
+        );
+        assert!(s.overflowed());
+        assert!(!s.wants_refill(), "full");
+        let mut j = s.next(now, by_push(10)).unwrap();
+        j.due_at = now + chrono::Duration::seconds(30);
+        j.attempt = 2;
+        s.finished(j.id, Some(j));
+        assert_eq!(s.next(now, by_push(10)).map(|j| j.id), Some(2));
+        assert!(
+            s.wants_refill(),
+            "half drained while jobs wait in the store"
+        );
+        let later = s.next(now + chrono::Duration::seconds(30), by_push(10));
+        assert_eq!(later.map(|j| (j.id, j.attempt)), Some((1, 2)));
+    }
+}
