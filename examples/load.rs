@@ -58,6 +58,9 @@ struct Args {
     /// Target of the push: a Graph mail (4 in flight per mailbox) or an HTTP POST (8 per host).
     #[arg(long, value_enum, default_value_t = Target::Graph)]
     target: Target,
+    /// More arguments for `pushwerk serve`, e.g. `--serve-arg=--event-window=60s`.
+    #[arg(long, allow_hyphen_values = true)]
+    serve_arg: Vec<String>,
     /// The daemon's store (`--store` of pushwerk).
     #[arg(long, default_value = "sled")]
     store: String,
@@ -370,6 +373,8 @@ struct World {
     per_event: u64,
     /// `sled` or `redb`.
     store: String,
+    /// More arguments for `serve`.
+    serve_args: Vec<String>,
 }
 
 fn write_world(args: &Args, sink: std::net::SocketAddr, token: std::net::SocketAddr) -> World {
@@ -414,6 +419,7 @@ fn write_world(args: &Args, sink: std::net::SocketAddr, token: std::net::SocketA
         data,
         per_event,
         store: args.store.clone(),
+        serve_args: args.serve_arg.clone(),
     }
 }
 
@@ -463,6 +469,7 @@ async fn start_daemon(bin: &Path, world: &World, client: &reqwest::Client) -> Da
     let child = pushwerk(bin, world)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--grace", "5s"])
+        .args(&world.serve_args)
         .env("PUSHWERK_INGEST_TOKEN", INGEST_TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -109,6 +109,10 @@ pub enum Command {
         /// and are read back as the backlog drains (bounds memory).
         #[arg(long, default_value_t = 10_000)]
         resident_jobs: usize,
+        /// How long accepted event ids are remembered: an id resent within
+        /// this window is a duplicate, after it a new event.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        event_window: std::time::Duration,
         /// How long in-flight deliveries may finish after SIGTERM.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
@@ -326,13 +330,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ingest_token,
             concurrency,
             resident_jobs,
+            event_window,
             grace,
         } => serve(
             cli.dir,
             (cli.data, cli.store),
             listen,
             ingest_token,
-            (concurrency, resident_jobs),
+            (concurrency, resident_jobs, event_window),
             grace,
         ),
         Command::Deliveries {
@@ -605,7 +610,7 @@ fn serve(
     (data, store): (PathBuf, StoreChoice),
     listen: std::net::SocketAddr,
     ingest_token: Option<String>,
-    (concurrency, resident_jobs): (usize, usize),
+    (concurrency, resident_jobs, event_window): (usize, usize, std::time::Duration),
     grace: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
     use crate::engine::daemon::{watch, Daemon, DaemonConfig};
@@ -617,6 +622,8 @@ fn serve(
         config.ingest_token = ingest_token;
         config.concurrency = concurrency;
         config.resident_jobs = resident_jobs;
+        config.event_window =
+            chrono::Duration::from_std(event_window).context("--event-window is too long")?;
         config.grace = grace;
         config.endpoints = Endpoints::from_env(&crate::config::secret::process_env);
         let (daemon, token_path) = Daemon::open(config)?;

@@ -277,41 +277,60 @@ impl Queue {
         items: Vec<(Event, Vec<PushDue>)>,
         now: DateTime<Utc>,
     ) -> Result<(Accepted, Vec<Job>), QueueError> {
+        Ok(self
+            .accept_groups(vec![items], now)?
+            .pop()
+            .expect("one result per group"))
+    }
+
+    /// [`Queue::accept`] for several requests at once, in one store batch:
+    /// one result per group, in order. An id repeated within or across the
+    /// groups is a duplicate after its first appearance.
+    pub fn accept_groups(
+        &self,
+        groups: Vec<Vec<(Event, Vec<PushDue>)>>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Accepted, Vec<Job>)>, QueueError> {
         let _guard = self.accept_lock.lock().expect("accept lock");
         let mut ops = Vec::new();
-        let mut jobs = Vec::new();
-        let mut result = Accepted::default();
+        let mut results = Vec::with_capacity(groups.len());
         let mut seen_in_batch = std::collections::HashSet::new();
-        for (event, pushes) in items {
-            let key = event_key(&event.id);
-            if !seen_in_batch.insert(event.id.clone()) || self.store.get(TREE, &key)?.is_some() {
-                result.duplicates += 1;
-                continue;
+        for items in groups {
+            let mut jobs = Vec::new();
+            let mut result = Accepted::default();
+            for (event, pushes) in items {
+                let key = event_key(&event.id);
+                if !seen_in_batch.insert(event.id.clone()) || self.store.get(TREE, &key)?.is_some()
+                {
+                    result.duplicates += 1;
+                    continue;
+                }
+                ops.push((time_index_key(now, &event.id), Some(Vec::new())));
+                ops.push((key, Some(ms(now).to_be_bytes().to_vec())));
+                let event = Arc::new(event);
+                for (push, due) in pushes {
+                    let job = Job {
+                        id: self.store.next_id()?,
+                        push,
+                        event_id: event.id.clone(),
+                        attempt: 1,
+                        accepted_at: now,
+                        first_attempt_at: None,
+                        due_at: due,
+                        event: Some(event.clone()),
+                    };
+                    ops.push((job.key(), Some(json(&job))));
+                    jobs.push(job);
+                    result.jobs += 1;
+                }
+                result.accepted += 1;
             }
-            ops.push((time_index_key(now, &event.id), Some(Vec::new())));
-            ops.push((key, Some(ms(now).to_be_bytes().to_vec())));
-            let event = Arc::new(event);
-            for (push, due) in pushes {
-                let job = Job {
-                    id: self.store.next_id()?,
-                    push,
-                    event_id: event.id.clone(),
-                    attempt: 1,
-                    accepted_at: now,
-                    first_attempt_at: None,
-                    due_at: due,
-                    event: Some(event.clone()),
-                };
-                ops.push((job.key(), Some(json(&job))));
-                jobs.push(job);
-                result.jobs += 1;
-            }
-            result.accepted += 1;
+            results.push((result, jobs));
         }
         if !ops.is_empty() {
             self.store.apply_batch(TREE, ops)?;
         }
-        Ok((result, jobs))
+        Ok(results)
     }
 
     /// Whether an event with this id was accepted (within the idempotency window).

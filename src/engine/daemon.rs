@@ -105,6 +105,9 @@ pub enum DaemonError {
     /// The encryption key is unusable.
     #[error(transparent)]
     Seal(#[from] crate::oauth::seal::SealError),
+    /// Events could not be stored.
+    #[error("cannot store accepted events: {0}")]
+    Accept(String),
     /// Writes could not be made durable.
     #[error("cannot make accepted events durable: {0}")]
     Flush(String),
@@ -116,40 +119,90 @@ pub enum DaemonError {
     Io(String),
 }
 
-/// Many writers, one fsync: each `flush` call waits for a flush that began
-/// after its writes, and every waiter that queued meanwhile shares it. The
-/// flushes run on a thread of their own, so that waiting for the disk costs
+type Items = Vec<(Event, Vec<crate::delivery::PushDue>)>;
+
+/// What a grouped accept came to: the queue's answer (its jobs are in the
+/// store) and whether the flush after it succeeded.
+type AcceptOutcome = (Result<(Accepted, Vec<Job>), String>, Result<(), String>);
+
+enum CommitRequest {
+    Accept(Items, oneshot::Sender<AcceptOutcome>),
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+/// Group commit: many requests, one store batch and one fsync. Every
+/// request that arrives while the committer is busy joins the next group,
+/// whose events are checked for duplicates and written in one batch, then
+/// flushed once; each request hears its own result only after that flush.
+/// The committer is a thread of its own, so that waiting for the disk costs
 /// the async workers nothing.
 #[derive(Clone)]
 pub struct GroupCommit {
-    tx: std::sync::mpsc::Sender<oneshot::Sender<Result<(), String>>>,
+    tx: std::sync::mpsc::Sender<CommitRequest>,
 }
 
 impl GroupCommit {
-    /// Starts the flusher thread for `store`.
-    pub fn start(store: Arc<dyn Store>) -> GroupCommit {
-        let (tx, rx) = std::sync::mpsc::channel::<oneshot::Sender<Result<(), String>>>();
+    /// Starts the committer thread for `queue`.
+    pub fn start(queue: Queue) -> GroupCommit {
+        let (tx, rx) = std::sync::mpsc::channel::<CommitRequest>();
         std::thread::Builder::new()
-            .name("pushwerk-flush".into())
+            .name("pushwerk-commit".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
-                    let mut waiters = vec![first];
-                    waiters.extend(rx.try_iter());
-                    let result = store.flush().map_err(|e| e.to_string());
-                    for w in waiters {
-                        let _ = w.send(result.clone());
+                    let mut groups = Vec::new();
+                    let mut accept_replies = Vec::new();
+                    let mut flush_replies = Vec::new();
+                    for request in std::iter::once(first).chain(rx.try_iter()) {
+                        match request {
+                            CommitRequest::Accept(items, reply) => {
+                                groups.push(items);
+                                accept_replies.push(reply);
+                            }
+                            CommitRequest::Flush(reply) => flush_replies.push(reply),
+                        }
+                    }
+                    let accepted: Vec<Result<(Accepted, Vec<Job>), String>> = if groups.is_empty() {
+                        Vec::new()
+                    } else {
+                        let n = groups.len();
+                        match queue.accept_groups(groups, Utc::now()) {
+                            Ok(results) => results.into_iter().map(Ok).collect(),
+                            Err(e) => vec![Err(e.to_string()); n],
+                        }
+                    };
+                    let flushed = queue.store().flush().map_err(|e| e.to_string());
+                    for (reply, result) in accept_replies.into_iter().zip(accepted) {
+                        let _ = reply.send((result, flushed.clone()));
+                    }
+                    for reply in flush_replies {
+                        let _ = reply.send(flushed.clone());
                     }
                 }
             })
-            .expect("the flusher thread starts");
+            .expect("the committer thread starts");
         GroupCommit { tx }
+    }
+
+    /// Accepts events (duplicates checked, jobs made) and returns once they
+    /// are on disk, sharing the batch and the fsync with every request
+    /// that arrived meanwhile.
+    async fn accept(&self, items: Items) -> AcceptOutcome {
+        let stopped = || "committer stopped".to_owned();
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(CommitRequest::Accept(items, tx)).is_err() {
+            return (Err(stopped()), Err(stopped()));
+        }
+        rx.await
+            .unwrap_or_else(|_| (Err(stopped()), Err(stopped())))
     }
 
     /// Returns once everything written before the call is on disk.
     pub async fn flush(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).map_err(|_| "flusher stopped".to_owned())?;
-        rx.await.map_err(|_| "flusher stopped".to_owned())?
+        self.tx
+            .send(CommitRequest::Flush(tx))
+            .map_err(|_| "committer stopped".to_owned())?;
+        rx.await.map_err(|_| "committer stopped".to_owned())?
     }
 }
 
@@ -174,17 +227,26 @@ impl CompletionWriter {
             .name("pushwerk-complete".into())
             .spawn(move || {
                 const MAX_BATCH: usize = 2_000;
+                // Gather for a moment: fewer, larger store batches leave
+                // the store to ingest (one writer at a time) and cost less.
+                const GATHER: Duration = Duration::from_millis(2);
                 while let Ok(first) = rx.recv() {
                     let mut batch = Vec::new();
                     let mut barriers = Vec::new();
+                    let deadline = std::time::Instant::now() + GATHER;
                     let mut next = Some(first);
                     while let Some(message) = next.take() {
                         match message {
                             WriterMessage::Finished(f) => batch.push(*f),
-                            WriterMessage::Barrier(b) => barriers.push(b),
+                            // A barrier waits for what came before it, now.
+                            WriterMessage::Barrier(b) => {
+                                barriers.push(b);
+                                break;
+                            }
                         }
                         if batch.len() < MAX_BATCH {
-                            next = rx.try_recv().ok();
+                            let left = deadline.saturating_duration_since(std::time::Instant::now());
+                            next = rx.recv_timeout(left).ok();
                         }
                     }
                     let ids: Vec<u64> = batch.iter().map(|f| f.job.id).collect();
@@ -336,8 +398,8 @@ impl Daemon {
             files: RwLock::new(Vec::new()),
             last_good: Mutex::new(HashMap::new()),
             completions: CompletionWriter::start(queue.clone(), schedule.clone()),
+            commit: GroupCommit::start(queue.clone()),
             queue,
-            commit: GroupCommit::start(store),
             deliverer,
             metrics: Metrics::default(),
             wake: Notify::new(),
@@ -481,8 +543,8 @@ impl Daemon {
             })
             .collect();
         let _producing = self.producers.read().await;
-        let (accepted, jobs) = self.queue.accept(items, now)?;
-        let flushed = self.commit.flush().await;
+        let (accepted, flushed) = self.commit.accept(items).await;
+        let (accepted, jobs) = accepted.map_err(DaemonError::Accept)?;
         // The jobs are in the store even if the flush failed (the client
         // hears so and may resend, which is then a duplicate): deliver them.
         self.schedule(jobs);

@@ -91,7 +91,13 @@ pub fn idempotency_key(push: &str, event_id: &str) -> String {
     h.update([0]);
     h.update(event_id.as_bytes());
     let digest = h.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(32);
+    for b in &digest[..16] {
+        key.push(HEX[usize::from(b >> 4)] as char);
+        key.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    key
 }
 
 /// Renders `push` for `input`.

@@ -692,9 +692,29 @@ async fn a_backlog_larger_than_memory_is_read_back_from_the_store_and_delivered_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_during_delivery_loses_no_accepted_event() {
+    kill_9_loses_nothing("sled").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_delivery_loses_no_accepted_event_on_redb() {
+    kill_9_loses_nothing("redb").await;
+}
+
+/// Accepts 5,000 events, kills the daemon (`kill -9`) right after the last
+/// 202, restarts it on the same data: every event is delivered.
+async fn kill_9_loses_nothing(store: &str) {
     let rx = HttpReceiver::start().await;
     let world = World::new(&[("hook.yaml", &http_push("hook", &rx.url("/hook"), ""))]);
-    let mut served = world.start().await;
+    let mut served = world.start_with(&["--store", store]).await;
+    let file = if store == "redb" {
+        "pushwerk.redb"
+    } else {
+        "sled"
+    };
+    assert!(
+        world.data().join(file).exists(),
+        "the daemon runs on {store}"
+    );
     let started = Instant::now();
 
     // 5,000 events in 50 arrays of 100, five clients at once.
@@ -734,7 +754,7 @@ async fn kill_9_during_delivery_loses_no_accepted_event() {
     let at_kill = rx.requests().len();
     assert_eq!(acked.len(), 5000);
 
-    let restarted = world.start().await;
+    let restarted = world.start_with(&["--store", store]).await;
     assert_ne!(restarted.port(), 0);
     let ids = poll(
         "every acknowledged event delivered after the restart",
