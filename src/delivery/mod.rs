@@ -278,18 +278,20 @@ impl Queue {
         now: DateTime<Utc>,
     ) -> Result<(Accepted, Vec<Job>), QueueError> {
         Ok(self
-            .accept_groups(vec![items], now)?
+            .accept_groups(vec![items], now, false)?
             .pop()
             .expect("one result per group"))
     }
 
     /// [`Queue::accept`] for several requests at once, in one store batch:
     /// one result per group, in order. An id repeated within or across the
-    /// groups is a duplicate after its first appearance.
+    /// groups is a duplicate after its first appearance. With `durable`,
+    /// the batch and every write before it are on disk when this returns.
     pub fn accept_groups(
         &self,
         groups: Vec<Vec<(Event, Vec<PushDue>)>>,
         now: DateTime<Utc>,
+        durable: bool,
     ) -> Result<Vec<(Accepted, Vec<Job>)>, QueueError> {
         let _guard = self.accept_lock.lock().expect("accept lock");
         let mut ops = Vec::new();
@@ -327,8 +329,11 @@ impl Queue {
             }
             results.push((result, jobs));
         }
-        if !ops.is_empty() {
-            self.store.apply_batch(TREE, ops)?;
+        match (durable, ops.is_empty()) {
+            (true, false) => self.store.apply_batch_durable(TREE, ops)?,
+            (true, true) => self.store.flush()?,
+            (false, false) => self.store.apply_batch(TREE, ops)?,
+            (false, true) => {}
         }
         Ok(results)
     }
@@ -513,8 +518,10 @@ impl Queue {
 
     /// Drops log entries older than `max_age` or beyond the newest
     /// `max_count`, and the ids of events accepted longer than
-    /// `event_window` ago (a resent id is then new again). Reads keys only.
-    /// Returns the records removed.
+    /// `event_window` ago (a resent id is then new again). Reads keys only,
+    /// and removes them in small batches with a pause between, so that a
+    /// large removal never holds the store's writer for long (ingest waits
+    /// for it). Returns the records removed.
     pub fn retain(
         &self,
         now: DateTime<Utc>,
@@ -522,12 +529,16 @@ impl Queue {
         max_count: usize,
         event_window: chrono::Duration,
     ) -> Result<usize, QueueError> {
-        const CHUNK: usize = 10_000;
+        const CHUNK: usize = 1_000;
         let mut removed = 0;
         let mut remove = |keys: Vec<Vec<u8>>| -> Result<(), QueueError> {
+            if keys.is_empty() {
+                return Ok(());
+            }
             removed += keys.len();
             self.store
                 .apply_batch(TREE, keys.into_iter().map(|k| (k, None)).collect())?;
+            std::thread::sleep(std::time::Duration::from_millis(1));
             Ok(())
         };
         // Log entries older than the cutoff …

@@ -161,16 +161,21 @@ impl GroupCommit {
                             CommitRequest::Flush(reply) => flush_replies.push(reply),
                         }
                     }
-                    let accepted: Vec<Result<(Accepted, Vec<Job>), String>> = if groups.is_empty() {
-                        Vec::new()
-                    } else {
-                        let n = groups.len();
-                        match queue.accept_groups(groups, Utc::now()) {
-                            Ok(results) => results.into_iter().map(Ok).collect(),
-                            Err(e) => vec![Err(e.to_string()); n],
-                        }
-                    };
-                    let flushed = queue.store().flush().map_err(|e| e.to_string());
+                    // One durable store batch for the whole group (it also
+                    // makes every earlier write durable), or a bare flush.
+                    let (accepted, flushed): (Vec<Result<(Accepted, Vec<Job>), String>>, _) =
+                        if groups.is_empty() {
+                            (Vec::new(), queue.store().flush().map_err(|e| e.to_string()))
+                        } else {
+                            let n = groups.len();
+                            match queue.accept_groups(groups, Utc::now(), true) {
+                                Ok(results) => (results.into_iter().map(Ok).collect(), Ok(())),
+                                Err(e) => (
+                                    vec![Err(e.to_string()); n],
+                                    queue.store().flush().map_err(|e| e.to_string()),
+                                ),
+                            }
+                        };
                     for (reply, result) in accept_replies.into_iter().zip(accepted) {
                         let _ = reply.send((result, flushed.clone()));
                     }
@@ -1011,18 +1016,26 @@ impl Daemon {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            let c = &self.config;
-            if let Err(e) =
-                self.queue
-                    .retain(Utc::now(), c.log_max_age, c.log_max_count, c.event_window)
-            {
-                tracing::error!(error = %e, "retention failed");
-            }
-            if let Ok(n) = self.queue.pending() {
-                self.metrics.set("pushwerk_jobs_queued", &[], n as f64);
-            }
-            if let Ok(n) = self.queue.dead_letter_count() {
-                self.metrics.set("pushwerk_dead_letters", &[], n as f64);
+            // Retention and the counts walk the store: off the async
+            // workers, so that ingest and delivery go on meanwhile.
+            let queue = self.queue.clone();
+            let c = self.config.clone();
+            let walked = tokio::task::spawn_blocking(move || {
+                if let Err(e) =
+                    queue.retain(Utc::now(), c.log_max_age, c.log_max_count, c.event_window)
+                {
+                    tracing::error!(error = %e, "retention failed");
+                }
+                (queue.pending(), queue.dead_letter_count())
+            })
+            .await;
+            if let Ok((pending, dead)) = walked {
+                if let Ok(n) = pending {
+                    self.metrics.set("pushwerk_jobs_queued", &[], n as f64);
+                }
+                if let Ok(n) = dead {
+                    self.metrics.set("pushwerk_dead_letters", &[], n as f64);
+                }
             }
             if let Ok(status) = self.resolver().status(Utc::now().date_naive()) {
                 let reauth = status.iter().filter(|s| s.state == "needs_reauth").count();

@@ -164,6 +164,17 @@ pub trait Store: Send + Sync + 'static {
         tree: &str,
         ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<(), StoreError>;
+    /// [`Store::apply_batch`] and then [`Store::flush`], as one durable step:
+    /// a store that can commit a batch durably in one go (redb) saves a
+    /// commit; the group commit of ingest uses it once per group.
+    fn apply_batch_durable(
+        &self,
+        tree: &str,
+        ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), StoreError> {
+        self.apply_batch(tree, ops)?;
+        self.flush()
+    }
     /// Entries from `start` (inclusive) up to `end` (exclusive), in key
     /// order, at most `limit`; `reverse` walks from the end.
     fn range(
