@@ -123,7 +123,10 @@ type Items = Vec<(Event, Vec<crate::delivery::PushDue>)>;
 
 /// What a grouped accept came to: the queue's answer (its jobs are in the
 /// store) and whether the flush after it succeeded.
-type AcceptOutcome = (Result<(Accepted, Vec<Job>), String>, Result<(), String>);
+type AcceptOutcome = (AcceptResult, Result<(), String>);
+
+/// The queue's answer to one request: what was accepted and the jobs made.
+type AcceptResult = Result<(Accepted, Vec<Job>), String>;
 
 enum CommitRequest {
     Accept(Items, oneshot::Sender<AcceptOutcome>),
@@ -163,19 +166,18 @@ impl GroupCommit {
                     }
                     // One durable store batch for the whole group (it also
                     // makes every earlier write durable), or a bare flush.
-                    let (accepted, flushed): (Vec<Result<(Accepted, Vec<Job>), String>>, _) =
-                        if groups.is_empty() {
-                            (Vec::new(), queue.store().flush().map_err(|e| e.to_string()))
-                        } else {
-                            let n = groups.len();
-                            match queue.accept_groups(groups, Utc::now(), true) {
-                                Ok(results) => (results.into_iter().map(Ok).collect(), Ok(())),
-                                Err(e) => (
-                                    vec![Err(e.to_string()); n],
-                                    queue.store().flush().map_err(|e| e.to_string()),
-                                ),
-                            }
-                        };
+                    let (accepted, flushed): (Vec<AcceptResult>, _) = if groups.is_empty() {
+                        (Vec::new(), queue.store().flush().map_err(|e| e.to_string()))
+                    } else {
+                        let n = groups.len();
+                        match queue.accept_groups(groups, Utc::now(), true) {
+                            Ok(results) => (results.into_iter().map(Ok).collect(), Ok(())),
+                            Err(e) => (
+                                vec![Err(e.to_string()); n],
+                                queue.store().flush().map_err(|e| e.to_string()),
+                            ),
+                        }
+                    };
                     for (reply, result) in accept_replies.into_iter().zip(accepted) {
                         let _ = reply.send((result, flushed.clone()));
                     }
