@@ -232,41 +232,4 @@ mod tests {
     fn a_second_open_is_locked() {
         conformance::second_open_is_locked(SledStore::open);
     }
-
-    #[test]
-    fn values_survive_a_reopen_and_files_are_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        {
-            let s = SledStore::open(&data).unwrap();
-            s.put("t", b"k", b"v1").unwrap();
-            assert_eq!(
-                s.compare_and_swap("t", b"k", Some(b"nope"), Some(b"x"))
-                    .unwrap()
-                    .unwrap_err()
-                    .current,
-                Some(b"v1".to_vec())
-            );
-            s.compare_and_swap("t", b"k", Some(b"v1"), Some(b"v2"))
-                .unwrap()
-                .unwrap();
-            s.flush().unwrap();
-        }
-        let s = SledStore::open(&data).unwrap();
-        assert_eq!(s.get("t", b"k").unwrap(), Some(b"v2".to_vec()));
-        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        fn check(dir: &Path) {
-            for e in std::fs::read_dir(dir).unwrap().flatten() {
-                let m = e.metadata().unwrap().permissions().mode() & 0o777;
-                if e.path().is_dir() {
-                    assert_eq!(m, 0o700, "{}", e.path().display());
-                    check(&e.path());
-                } else {
-                    assert_eq!(m & 0o077, 0, "{} is {m:o}", e.path().display());
-                }
-            }
-        }
-        check(&data);
-    }
 }
