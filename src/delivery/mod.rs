@@ -137,6 +137,17 @@ pub struct Finished {
     pub completion: Completion,
 }
 
+/// A page of queued jobs read from the store (see [`Queue::jobs_page`]).
+#[derive(Debug)]
+pub struct JobPage {
+    /// The jobs that could be read.
+    pub jobs: Vec<Job>,
+    /// The key of the last record read, damaged or not: where the next page starts.
+    pub last_key: Option<Vec<u8>>,
+    /// Whether the store may hold more after it.
+    pub more: bool,
+}
+
 /// A push and when its job is due.
 pub type PushDue = (String, DateTime<Utc>);
 
@@ -347,26 +358,38 @@ impl Queue {
     /// of `after` (from the first if `None`), at most `limit`. Damaged
     /// records are skipped with an error in the log.
     pub fn jobs_after(&self, after: Option<&Job>, limit: usize) -> Result<Vec<Job>, QueueError> {
+        let start = after.map(Job::key);
+        Ok(self.jobs_page(start.as_deref(), limit)?.jobs)
+    }
+
+    /// A page of queued jobs in key order, after the raw key `after` (from
+    /// the first if `None`), reading at most `limit` records. The page says
+    /// where it ended and whether the store had more, counting damaged
+    /// records too (which are skipped with an error in the log), so that a
+    /// damaged record never looks like the end of the queue.
+    pub fn jobs_page(&self, after: Option<&[u8]>, limit: usize) -> Result<JobPage, QueueError> {
         let start = match after {
-            Some(job) => {
-                let mut k = job.key();
-                k.push(0);
-                k
-            }
+            Some(key) => [key, &[0]].concat(),
             None => b"j:".to_vec(),
         };
-        let mut out = Vec::new();
-        for (_, v) in self
+        let records = self
             .store
-            .range(TREE, &start, &prefix_end(b"j:"), limit, false)?
-        {
+            .range(TREE, &start, &prefix_end(b"j:"), limit, false)?;
+        let more = records.len() == limit;
+        let last_key = records.last().map(|(k, _)| k.clone());
+        let mut jobs = Vec::with_capacity(records.len());
+        for (key, v) in records {
             match parse::<Job>(&v) {
-                Ok(job) => out.push(job),
+                Ok(job) => jobs.push(job),
                 // One damaged record must not stop every other job.
-                Err(e) => tracing::error!(error = %e, "skipping a damaged job record"),
+                Err(e) => tracing::error!(key = ?key, error = %e, "skipping a damaged job record"),
             }
         }
-        Ok(out)
+        Ok(JobPage {
+            jobs,
+            last_key,
+            more,
+        })
     }
 
     /// Jobs due at `now`, oldest first, at most `limit`.
@@ -468,7 +491,10 @@ impl Queue {
             if job_id.is_some_and(|id| id != d.job.id) || push.is_some_and(|p| p != d.job.push) {
                 continue;
             }
+            // A new id: the old one may still be known to the schedule
+            // (its dead letter's completion on its way).
             let job = Job {
+                id: self.store.next_id()?,
                 attempt: 1,
                 first_attempt_at: None,
                 due_at: now,

@@ -17,8 +17,7 @@
 //! HTTP host) is at its limit waits in that target's line without holding a
 //! global slot, so one slow target cannot starve the others.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -35,12 +34,14 @@ pub struct TargetSlot {
 }
 
 enum State {
-    /// Queued, due at the time in the job.
-    Queued(Job),
-    /// Handed to a worker, going to this target.
-    InFlight(TargetSlot),
-    /// Finished; the store still holds it until the completion is applied.
-    Completing,
+    /// Queued, due at the time in the job; whether the store holds this
+    /// version of it (a retry is stored once its attempt's completion is).
+    Queued(Job, bool),
+    /// Handed to a worker for this attempt, going to this target.
+    InFlight(TargetSlot, u32),
+    /// This attempt finished; the store holds the job until its completion
+    /// is applied.
+    Completing(u32),
 }
 
 /// The in-memory schedule. Not thread-safe by itself: the daemon keeps it
@@ -49,8 +50,8 @@ pub struct Scheduler {
     jobs: HashMap<u64, State>,
     /// Due jobs in due order.
     ready: VecDeque<u64>,
-    /// Jobs due later, earliest first.
-    delayed: BinaryHeap<Reverse<(i64, u64)>>,
+    /// Jobs not yet moved to `ready`, by due time (ms) and id.
+    delayed: BTreeSet<(i64, u64)>,
     /// Due jobs whose target is at its limit, per target.
     blocked: HashMap<Arc<str>, VecDeque<u64>>,
     /// Deliveries in flight per target.
@@ -62,7 +63,7 @@ pub struct Scheduler {
     overflow: bool,
     /// A refill is reading the store: forgetting waits (see [`Scheduler::forget`]).
     refilling: bool,
-    deferred: Vec<u64>,
+    deferred: Vec<(u64, u32)>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -83,7 +84,7 @@ impl Scheduler {
         Scheduler {
             jobs: HashMap::new(),
             ready: VecDeque::new(),
-            delayed: BinaryHeap::new(),
+            delayed: BTreeSet::new(),
             blocked: HashMap::new(),
             busy: HashMap::new(),
             in_flight: 0,
@@ -102,8 +103,10 @@ impl Scheduler {
     }
 
     /// Adds jobs just made durable (or read from the store). Known ids are
-    /// skipped; beyond the resident cap a job stays in the store only and
-    /// the schedule overflows. Returns how many were added.
+    /// skipped. At the resident cap, a job due earlier than the latest
+    /// waiting one takes its place (that one stays in the store only);
+    /// otherwise the new job does. Either way the schedule overflows.
+    /// Returns how many were added.
     pub fn add(&mut self, jobs: impl IntoIterator<Item = Job>) -> usize {
         let mut added = 0;
         for job in jobs {
@@ -112,20 +115,38 @@ impl Scheduler {
             }
             if self.resident >= self.resident_cap {
                 self.overflow = true;
-                continue;
+                let due = job.due_at.timestamp_millis();
+                let latest = self.delayed.last().copied();
+                let stored = |id: &u64| matches!(self.jobs.get(id), Some(State::Queued(_, true)));
+                match latest {
+                    // Jobs due later must not keep a due one out of memory
+                    // (only one the store holds as it is can leave).
+                    Some(latest) if latest > (due, job.id) && stored(&latest.1) => {
+                        self.delayed.remove(&latest);
+                        self.jobs.remove(&latest.1);
+                        self.resident -= 1;
+                    }
+                    _ => continue,
+                }
             }
-            self.insert_queued(job);
+            self.insert_queued(job, true);
             added += 1;
         }
         added
     }
 
-    fn insert_queued(&mut self, job: Job) {
+    fn insert_queued(&mut self, job: Job, stored: bool) {
         let id = job.id;
-        self.delayed
-            .push(Reverse((job.due_at.timestamp_millis(), id)));
-        self.jobs.insert(id, State::Queued(job));
+        self.delayed.insert((job.due_at.timestamp_millis(), id));
+        self.jobs.insert(id, State::Queued(job, stored));
         self.resident += 1;
+    }
+
+    /// Records that some jobs may be in the store only (a write whose
+    /// outcome is unknown, a request abandoned mid-way): the next refill
+    /// reads the store.
+    pub fn mark_overflow(&mut self) {
+        self.overflow = true;
     }
 
     /// Whether jobs wait in the store only and there is room to read them.
@@ -174,15 +195,15 @@ impl Scheduler {
             return None;
         }
         let now_ms = now.timestamp_millis();
-        while let Some(Reverse((due, id))) = self.delayed.peek().copied() {
+        while let Some((due, id)) = self.delayed.first().copied() {
             if due > now_ms {
                 break;
             }
-            self.delayed.pop();
+            self.delayed.pop_first();
             self.ready.push_back(id);
         }
         while let Some(id) = self.ready.pop_front() {
-            let Some(State::Queued(job)) = self.jobs.get(&id) else {
+            let Some(State::Queued(job, _)) = self.jobs.get(&id) else {
                 continue;
             };
             let slot = target_of(job);
@@ -194,11 +215,12 @@ impl Scheduler {
             *busy += 1;
             self.in_flight += 1;
             self.resident -= 1;
+            let attempt = job.attempt;
             let state = self
                 .jobs
-                .insert(id, State::InFlight(slot))
+                .insert(id, State::InFlight(slot, attempt))
                 .expect("the job is known");
-            let State::Queued(job) = state else {
+            let State::Queued(job, _) = state else {
                 unreachable!("checked above")
             };
             return Some(job);
@@ -209,15 +231,15 @@ impl Scheduler {
     /// When the earliest job not yet due comes due.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
         self.delayed
-            .peek()
-            .and_then(|Reverse((due, _))| DateTime::from_timestamp_millis(*due))
+            .first()
+            .and_then(|(due, _)| DateTime::from_timestamp_millis(*due))
     }
 
     /// A delivery of job `id` ended. `retry` is the job to try again (its
     /// next due time set); otherwise the job waits for [`Scheduler::forget`]
     /// once its completion is in the store. Frees its slots.
     pub fn finished(&mut self, id: u64, retry: Option<Job>) {
-        let Some(State::InFlight(target)) = self.jobs.remove(&id) else {
+        let Some(State::InFlight(target, attempt)) = self.jobs.remove(&id) else {
             return;
         };
         self.in_flight -= 1;
@@ -248,9 +270,9 @@ impl Scheduler {
             }
         }
         match retry {
-            Some(job) => self.insert_queued(job),
+            Some(job) => self.insert_queued(job, false),
             None => {
-                self.jobs.insert(id, State::Completing);
+                self.jobs.insert(id, State::Completing(attempt));
             }
         }
     }
@@ -260,18 +282,27 @@ impl Scheduler {
     pub fn put_back(&mut self, job: Job) {
         let id = job.id;
         self.finished(id, Some(job));
+        if let Some(State::Queued(_, stored)) = self.jobs.get_mut(&id) {
+            *stored = true;
+        }
     }
 
-    /// The completions of these jobs are in the store: forget them (after
+    /// The completions of these attempts (job id, attempt) are in the
+    /// store: forget the jobs, unless a later attempt is on its way (after
     /// a refill in progress).
-    pub fn forget(&mut self, ids: impl IntoIterator<Item = u64>) {
+    pub fn forget(&mut self, attempts: impl IntoIterator<Item = (u64, u32)>) {
         if self.refilling {
-            self.deferred.extend(ids);
+            self.deferred.extend(attempts);
             return;
         }
-        for id in ids {
-            if matches!(self.jobs.get(&id), Some(State::Completing)) {
-                self.jobs.remove(&id);
+        for (id, attempt) in attempts {
+            match self.jobs.get_mut(&id) {
+                Some(State::Completing(a)) if *a == attempt => {
+                    self.jobs.remove(&id);
+                }
+                // Its retry is now the version in the store.
+                Some(State::Queued(job, stored)) if job.attempt == attempt + 1 => *stored = true,
+                _ => {}
             }
         }
     }
@@ -345,8 +376,51 @@ mod tests {
         s.finished(taken.id, None);
         assert_eq!(s.add([job(1, "a", now)]), 0);
         assert!(s.next(now, by_push(10)).is_none());
-        s.forget([1]);
+        s.forget([(1, 1)]);
         assert!(!s.knows(1));
+    }
+
+    #[test]
+    fn an_earlier_attempt_stored_does_not_forget_a_later_one() {
+        let now = Utc::now();
+        let mut s = Scheduler::new(100, 10);
+        s.add([job(1, "a", now)]);
+        let mut first = s.next(now, by_push(10)).unwrap();
+        first.attempt = 2;
+        s.finished(1, Some(first));
+        let second = s.next(now, by_push(10)).unwrap();
+        s.finished(second.id, None);
+        // The first attempt's completion reaches the store only now, while
+        // the second's is still on its way: the job stays known, so a
+        // refill cannot take it again from the store.
+        s.forget([(1, 1)]);
+        assert!(s.knows(1));
+        assert_eq!(s.add([job(1, "a", now)]), 0);
+        s.forget([(1, 2)]);
+        assert!(!s.knows(1));
+    }
+
+    #[test]
+    fn a_full_memory_of_later_jobs_makes_room_for_a_due_one() {
+        let now = Utc::now();
+        let tomorrow = now + chrono::Duration::days(1);
+        let mut s = Scheduler::new(3, 10);
+        s.begin_refill();
+        s.end_refill(true);
+        s.add([
+            job(1, "a", tomorrow),
+            job(2, "a", tomorrow),
+            job(3, "a", tomorrow),
+        ]);
+        assert_eq!(s.add([job(4, "b", now)]), 1, "due now: it takes a place");
+        assert!(!s.knows(3), "the latest waiting job went back to the store");
+        assert!(s.overflowed());
+        assert_eq!(
+            s.add([job(5, "a", tomorrow + chrono::Duration::days(1))]),
+            0,
+            "a later job stays in the store"
+        );
+        assert_eq!(s.next(now, by_push(10)).map(|j| j.id), Some(4));
     }
 
     #[test]

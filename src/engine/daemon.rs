@@ -145,8 +145,9 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the committer thread for `queue`.
-    pub fn start(queue: Queue) -> GroupCommit {
+    /// Starts the committer thread for `queue`; after a failed write it
+    /// tells `schedule` to read the store again (a batch may have landed).
+    pub fn start(queue: Queue, schedule: Arc<Mutex<Scheduler>>) -> GroupCommit {
         let (tx, rx) = std::sync::mpsc::channel::<CommitRequest>();
         std::thread::Builder::new()
             .name("pushwerk-commit".into())
@@ -172,10 +173,16 @@ impl GroupCommit {
                         let n = groups.len();
                         match queue.accept_groups(groups, Utc::now(), true) {
                             Ok(results) => (results.into_iter().map(Ok).collect(), Ok(())),
-                            Err(e) => (
-                                vec![Err(e.to_string()); n],
-                                queue.store().flush().map_err(|e| e.to_string()),
-                            ),
+                            Err(e) => {
+                                // Some of the batch may be in the store (a
+                                // flush that failed after it): the next
+                                // refill picks such jobs up.
+                                schedule.lock().expect("schedule lock").mark_overflow();
+                                (
+                                    vec![Err(e.to_string()); n],
+                                    queue.store().flush().map_err(|e| e.to_string()),
+                                )
+                            }
                         }
                     };
                     for (reply, result) in accept_replies.into_iter().zip(accepted) {
@@ -256,11 +263,30 @@ impl CompletionWriter {
                             next = rx.recv_timeout(left).ok();
                         }
                     }
-                    let ids: Vec<u64> = batch.iter().map(|f| f.job.id).collect();
-                    if let Err(e) = queue.complete_all(batch) {
-                        tracing::error!(jobs = ids.len(), error = %e, "cannot record delivery outcomes; those jobs stay queued and are delivered again after a restart");
+                    let attempts: Vec<(u64, u32)> =
+                        batch.iter().map(|f| (f.job.id, f.job.attempt)).collect();
+                    // A failing store gets a few more tries; if it still
+                    // fails, the jobs stay known (not delivered again in
+                    // this run) and stay in the store (delivered again
+                    // after a restart: at-least-once).
+                    let mut tries = 0;
+                    let recorded = loop {
+                        match queue.complete_all(batch.clone()) {
+                            Ok(()) => break true,
+                            Err(e) if tries < 3 => {
+                                tracing::warn!(jobs = attempts.len(), error = %e, "cannot record delivery outcomes; trying again");
+                                std::thread::sleep(Duration::from_millis(100 * 10u64.pow(tries)));
+                                tries += 1;
+                            }
+                            Err(e) => {
+                                tracing::error!(jobs = attempts.len(), error = %e, "cannot record delivery outcomes; those jobs are delivered again after a restart");
+                                break false;
+                            }
+                        }
+                    };
+                    if recorded {
+                        schedule.lock().expect("schedule lock").forget(attempts);
                     }
-                    schedule.lock().expect("schedule lock").forget(ids);
                     for b in barriers {
                         let _ = b.send(());
                     }
@@ -405,7 +431,7 @@ impl Daemon {
             files: RwLock::new(Vec::new()),
             last_good: Mutex::new(HashMap::new()),
             completions: CompletionWriter::start(queue.clone(), schedule.clone()),
-            commit: GroupCommit::start(queue.clone()),
+            commit: GroupCommit::start(queue.clone(), schedule.clone()),
             queue,
             deliverer,
             metrics: Metrics::default(),
@@ -536,7 +562,7 @@ impl Daemon {
 
     /// Accepts events: each matching push gets a job (due after its
     /// `delay`), all durable before this returns.
-    pub async fn ingest(&self, events: Vec<Event>) -> Result<Accepted, DaemonError> {
+    pub async fn ingest(self: &Arc<Self>, events: Vec<Event>) -> Result<Accepted, DaemonError> {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(DaemonError::ShuttingDown);
         }
@@ -549,12 +575,25 @@ impl Daemon {
                 (event, jobs)
             })
             .collect();
-        let _producing = self.producers.read().await;
-        let (accepted, flushed) = self.commit.accept(items).await;
-        let (accepted, jobs) = accepted.map_err(DaemonError::Accept)?;
-        // The jobs are in the store even if the flush failed (the client
-        // hears so and may resend, which is then a duplicate): deliver them.
-        self.schedule(jobs);
+        // The hand-off from the store to the schedule runs in a task of its
+        // own: if the client goes away (and the server drops this future),
+        // the jobs written for it are still scheduled.
+        let daemon = self.clone();
+        let (accepted, flushed) = tokio::spawn(async move {
+            let _producing = daemon.producers.read().await;
+            let (accepted, flushed) = daemon.commit.accept(items).await;
+            // The jobs are in the store even if the flush failed (the
+            // client hears so and may resend, which is then a duplicate):
+            // deliver them.
+            let accepted = accepted.map(|(accepted, jobs)| {
+                daemon.schedule(jobs);
+                accepted
+            });
+            (accepted, flushed)
+        })
+        .await
+        .map_err(|e| DaemonError::Accept(e.to_string()))?;
+        let accepted = accepted.map_err(DaemonError::Accept)?;
         flushed.map_err(DaemonError::Flush)?;
         self.metrics.add(
             "pushwerk_events_accepted_total",
@@ -580,17 +619,27 @@ impl Daemon {
 
     /// Re-queues dead letters (one by job id, or all of a push, or all).
     pub async fn replay(
-        &self,
+        self: &Arc<Self>,
         job_id: Option<u64>,
-        push: Option<&str>,
+        push: Option<String>,
     ) -> Result<usize, DaemonError> {
-        let _producing = self.producers.read().await;
-        let jobs = self.queue.replay(job_id, push, Utc::now())?;
-        let n = jobs.len();
-        let flushed = self.commit.flush().await;
-        self.schedule(jobs);
-        flushed.map_err(DaemonError::Flush)?;
-        Ok(n)
+        // As in ingest: the hand-off survives a client that goes away.
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            let _producing = daemon.producers.read().await;
+            let queue = daemon.queue.clone();
+            let jobs = tokio::task::spawn_blocking(move || {
+                queue.replay(job_id, push.as_deref(), Utc::now())
+            })
+            .await
+            .map_err(|e| DaemonError::Io(e.to_string()))??;
+            let n = jobs.len();
+            daemon.schedule(jobs);
+            daemon.commit.flush().await.map_err(DaemonError::Flush)?;
+            Ok(n)
+        })
+        .await
+        .map_err(|e| DaemonError::Io(e.to_string()))?
     }
 
     fn jobs_for(
@@ -683,13 +732,15 @@ impl Daemon {
     /// Takes due jobs and delivers them until shutdown.
     pub async fn run_workers(self: Arc<Self>) {
         let mut gauges_at = std::time::Instant::now();
+        // After a failed read of the store, the next try waits a second.
+        let mut refill_after = std::time::Instant::now();
         loop {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
             let wants_refill = self.schedule.lock().expect("schedule lock").wants_refill();
-            if wants_refill {
-                self.refill().await;
+            if wants_refill && std::time::Instant::now() >= refill_after && !self.refill().await {
+                refill_after = std::time::Instant::now() + Duration::from_secs(1);
             }
             let now = Utc::now();
             let targets = self.targets.read().expect("targets lock").clone();
@@ -736,28 +787,41 @@ impl Daemon {
     }
 
     /// Reads jobs that wait in the store only back into the schedule, in
-    /// due order, as far as there is room.
-    async fn refill(&self) {
+    /// due order, as far as there is room. False if the store could not be
+    /// read.
+    async fn refill(&self) -> bool {
         let _exclusive = self.producers.write().await;
         self.schedule.lock().expect("schedule lock").begin_refill();
-        let mut after: Option<Job> = None;
+        let mut after: Option<Vec<u8>> = None;
         let mut complete = false;
+        let mut read = true;
         loop {
             let room = self.schedule.lock().expect("schedule lock").room();
             if room == 0 {
                 break;
             }
-            let page = match self.queue.jobs_after(after.as_ref(), room.min(1000)) {
-                Ok(page) => page,
+            let queue = self.queue.clone();
+            let start = after.clone();
+            let page = tokio::task::spawn_blocking(move || {
+                queue.jobs_page(start.as_deref(), room.min(1000))
+            })
+            .await;
+            let page = match page {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read queued jobs; will try again");
+                    read = false;
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read queued jobs; will try again");
+                    read = false;
                     break;
                 }
             };
-            let last_page = page.len() < room.min(1000);
-            after = page.last().cloned();
-            self.schedule.lock().expect("schedule lock").add(page);
-            if last_page {
+            after = page.last_key;
+            self.schedule.lock().expect("schedule lock").add(page.jobs);
+            if !page.more {
                 complete = true;
                 break;
             }
@@ -769,6 +833,7 @@ impl Daemon {
             complete,
             "refilled the schedule from the store"
         );
+        read
     }
 
     fn update_gauges(&self) {
@@ -932,15 +997,16 @@ impl Daemon {
             Completion::Retry(next) => Some(next.clone()),
             _ => None,
         };
-        self.schedule
-            .lock()
-            .expect("schedule lock")
-            .finished(job.id, retry);
+        // Recorded under the schedule's lock: once shutdown sees nothing in
+        // flight, every completion is already on its way to the store.
+        let mut schedule = self.schedule.lock().expect("schedule lock");
+        schedule.finished(job.id, retry);
         self.completions.record(Finished {
             job,
             entry,
             completion,
         });
+        drop(schedule);
         self.wake.notify_one();
     }
 

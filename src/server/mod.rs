@@ -191,7 +191,7 @@ async fn replay(State(daemon): State<Arc<Daemon>>, headers: HeaderMap, body: Byt
             }
         }
     };
-    match daemon.replay(request.job_id, request.push.as_deref()).await {
+    match daemon.replay(request.job_id, request.push).await {
         Ok(n) => (StatusCode::OK, Json(json!({ "replayed": n }))).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

@@ -687,6 +687,46 @@ async fn a_backlog_larger_than_memory_is_read_back_from_the_store_and_delivered_
     assert_eq!(log.len(), 400);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn events_from_clients_that_hang_up_are_delivered_once_resent() {
+    use tokio::io::AsyncWriteExt;
+    let rx = HttpReceiver::start().await;
+    let world = World::new(&[("all.yaml", &http_push("all", &rx.url("/all"), ""))]);
+    let served = world.start().await;
+    let address = served.base.trim_start_matches("http://").to_owned();
+    // 30 clients send an event and hang up at once, without waiting for
+    // the answer; then each resends it, as a client that saw no answer does.
+    let ids: Vec<String> = (0..30).map(|n| format!("hung-up-{n:02}")).collect();
+    for id in &ids {
+        let body = event(id, json!({})).to_string();
+        let request = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        drop(stream);
+    }
+    for id in &ids {
+        let answer = served.ingest(&event(id, json!({}))).await;
+        assert_eq!(
+            answer["accepted"].as_u64().unwrap() + answer["duplicates"].as_u64().unwrap(),
+            1
+        );
+    }
+    settled_log(&served, "all", ids.len(), Duration::from_secs(20)).await;
+    let received = ids_received(&rx);
+    for id in &ids {
+        assert_eq!(
+            received.get(id),
+            Some(&1),
+            "{id}: delivered once whether or not its first request got through"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 3. Crash safety
 
