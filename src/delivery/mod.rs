@@ -417,12 +417,12 @@ impl Queue {
 
     /// Records one attempt's entry and what becomes of its job, atomically.
     pub fn complete(&self, finished: Finished) -> Result<(), QueueError> {
-        self.complete_all(vec![finished])
+        self.complete_all(std::slice::from_ref(&finished))
     }
 
     /// Records many finished attempts in one atomic batch (the daemon's
     /// completion writer gathers them).
-    pub fn complete_all(&self, finished: Vec<Finished>) -> Result<(), QueueError> {
+    pub fn complete_all(&self, finished: &[Finished]) -> Result<(), QueueError> {
         let mut ops = Vec::with_capacity(finished.len() * 2);
         for Finished {
             job,
@@ -431,19 +431,21 @@ impl Queue {
         } in finished
         {
             ops.push((job.key(), None));
-            ops.push((log_key(entry.at, job.id, entry.attempt), Some(json(&entry))));
+            ops.push((log_key(entry.at, job.id, entry.attempt), Some(json(entry))));
             match completion {
                 Completion::Done => {}
                 Completion::Retry(next) => {
-                    ops.push((next.key(), Some(json(&next))));
+                    ops.push((next.key(), Some(json(next))));
                 }
                 Completion::Dead(reason) => {
-                    let mut job = job;
-                    let event = job.event.take().map(Arc::unwrap_or_clone);
+                    // The dead letter keeps the event once, beside the job.
                     let dead = DeadLetter {
-                        job,
-                        event,
-                        reason,
+                        job: Job {
+                            event: None,
+                            ..job.clone()
+                        },
+                        event: job.event.as_deref().cloned(),
+                        reason: reason.clone(),
                         at: entry.at,
                     };
                     ops.push((
@@ -780,7 +782,7 @@ mod tests {
             .map(|i| (event(&format!("e{i}")), vec![("p".to_owned(), now)]))
             .collect();
         let (_, jobs) = q.accept(items, now).unwrap();
-        let finished = jobs
+        let finished: Vec<Finished> = jobs
             .into_iter()
             .map(|job| Finished {
                 entry: entry(&job, 1, "delivered", now),
@@ -788,7 +790,7 @@ mod tests {
                 completion: Completion::Done,
             })
             .collect();
-        q.complete_all(finished).unwrap();
+        q.complete_all(&finished).unwrap();
         assert_eq!(q.pending().unwrap(), 0);
         assert_eq!(q.log(None, Some("delivered"), 100).unwrap().len(), 50);
     }
@@ -874,7 +876,7 @@ mod tests {
         )
         .unwrap();
         q.accept(vec![(event("new"), vec![])], now).unwrap();
-        let finished = (0..20u32)
+        let finished: Vec<Finished> = (0..20u32)
             .map(|i| {
                 let at = now - chrono::Duration::minutes(i64::from(i));
                 let job = Job {
@@ -894,7 +896,7 @@ mod tests {
                 }
             })
             .collect();
-        q.complete_all(finished).unwrap();
+        q.complete_all(&finished).unwrap();
         q.retain(now, chrono::Duration::days(1), 5, chrono::Duration::days(7))
             .unwrap();
         let log = q.log(None, None, 100).unwrap();

@@ -271,7 +271,7 @@ impl CompletionWriter {
                     // after a restart: at-least-once).
                     let mut tries = 0;
                     let recorded = loop {
-                        match queue.complete_all(batch.clone()) {
+                        match queue.complete_all(&batch) {
                             Ok(()) => break true,
                             Err(e) if tries < 3 => {
                                 tracing::warn!(jobs = attempts.len(), error = %e, "cannot record delivery outcomes; trying again");
