@@ -17,6 +17,7 @@
 //! - `d:<job id>` → a dead letter (the job, its event, the reason)
 //! - `l:<ms><job id><attempt>` → one delivery-log entry
 //! - `c:<push>` → the last cron tick fired for a push
+//! - `m:<name>` → a migration done
 //!
 //! [`Scheduler`] is the in-memory side: what is due, in flight, and waiting
 //! for its target.
@@ -252,7 +253,12 @@ impl Queue {
     /// not carry their event get it from the event record, which shrinks to
     /// an id. Returns the jobs rewritten. Idempotent.
     pub fn migrate(&self) -> Result<usize, QueueError> {
-        let mut ops = Vec::new();
+        // Done once per store: later starts skip the scan of every record.
+        const MIGRATED: &[u8] = b"m:jobs-carry-events";
+        if self.store.get(TREE, MIGRATED)?.is_some() {
+            return Ok(0);
+        }
+        let mut ops = vec![(MIGRATED.to_vec(), Some(Vec::new()))];
         let mut rewritten = 0;
         for (key, value) in self.store.scan_prefix(TREE, b"j:")? {
             let Ok(mut job) = parse::<Job>(&value) else {
@@ -274,9 +280,7 @@ impl Queue {
                 ops.push((key, Some(ms(stored.accepted_at).to_be_bytes().to_vec())));
             }
         }
-        if !ops.is_empty() {
-            self.store.apply_batch(TREE, ops)?;
-        }
+        self.store.apply_batch(TREE, ops)?;
         Ok(rewritten)
     }
 

@@ -806,13 +806,11 @@ impl Daemon {
                 queue.jobs_page(start.as_deref(), room.min(1000))
             })
             .await;
-            let page = match page {
-                Ok(Ok(page)) => page,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "cannot read queued jobs; will try again");
-                    read = false;
-                    break;
-                }
+            let page = match page
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.map_err(|e| e.to_string()))
+            {
+                Ok(page) => page,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read queued jobs; will try again");
                     read = false;
