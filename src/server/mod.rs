@@ -7,7 +7,10 @@
 //! [`serve`] is the server loop around the router (HTTP/1.1 only, bounded
 //! connections, head and body deadlines, shutdown within the grace period).
 
+mod health;
 mod serve;
+
+use health::StoreHealth;
 
 pub use serve::{serve, ServeOptions};
 
@@ -48,11 +51,41 @@ pub fn router_with(daemon: Arc<Daemon>, options: ServeOptions) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(Extension(BodyTimeout(options.body_timeout)))
+        .layer(Extension(Arc::new(StoreHealth::default())))
         .with_state(daemon)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// How long an ingest may wait for the store before it is answered 503:
+/// a store that hangs (sled on a full disk) must not hold clients forever.
+/// The events may still be stored after that answer; a resend is then a
+/// duplicate, so nothing is lost or delivered twice.
+const COMMIT_DEADLINE: Duration = Duration::from_secs(15);
+
+/// 503 with the reason and a `Retry-After`: the store cannot write now.
+fn store_unavailable(reason: impl std::fmt::Display) -> Response {
+    let mut answer = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("cannot store now, try again later: {reason}"),
+    );
+    answer
+        .headers_mut()
+        .insert("retry-after", axum::http::HeaderValue::from_static("5"));
+    answer
+}
+
+/// The answer to a failed store read: 503 when the store is unavailable
+/// (it says so), else 500.
+fn read_failed(e: crate::delivery::QueueError) -> Response {
+    match e {
+        crate::delivery::QueueError::Store(e @ crate::store::StoreError::Unavailable(_)) => {
+            store_unavailable(e)
+        }
+        e => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 /// Whether the request carries the API token: the scheme is matched
@@ -173,6 +206,7 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, String> {
 async fn ingest(
     State(daemon): State<Arc<Daemon>>,
     Extension(BodyTimeout(timeout)): Extension<BodyTimeout>,
+    Extension(health): Extension<Arc<StoreHealth>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -187,12 +221,34 @@ async fn ingest(
         Ok(e) => e,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
-    match daemon.ingest(events).await {
-        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
-        Err(DaemonError::ShuttingDown) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-        Err(e) => {
+    // While the store is known to fail, answer at once (a probe decides
+    // whether it recovered) instead of queueing behind a hung commit.
+    if let Err(reason) = health.check(&daemon).await {
+        return store_unavailable(reason);
+    }
+    match tokio::time::timeout(COMMIT_DEADLINE, daemon.ingest(events)).await {
+        Ok(Ok(accepted)) => {
+            health.ok();
+            (StatusCode::ACCEPTED, Json(accepted)).into_response()
+        }
+        Ok(Err(DaemonError::ShuttingDown)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        }
+        Ok(Err(e)) => {
+            // Whatever the store's reason (a full disk, an I/O error), the
+            // events are not acknowledged: the client may resend them.
             tracing::error!(error = %e, "ingest failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            health.fail(&e.to_string());
+            store_unavailable(e)
+        }
+        Err(_) => {
+            let reason = format!(
+                "the store did not commit within {}",
+                humantime::format_duration(COMMIT_DEADLINE)
+            );
+            tracing::error!(reason, "ingest failed");
+            health.fail(&reason);
+            store_unavailable(reason)
         }
     }
 }
@@ -238,7 +294,7 @@ async fn deliveries(
         q.limit.unwrap_or(100).min(10_000),
     ) {
         Ok(entries) => Json(json!({ "deliveries": entries })).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => read_failed(e),
     }
 }
 
@@ -259,7 +315,7 @@ async fn dead_letters(
                 .collect();
             Json(json!({ "dead_letters": items, "damaged": report.damaged })).into_response()
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => read_failed(e),
     }
 }
 
@@ -312,15 +368,28 @@ async fn replay(
             )
                 .into_response()
         }
+        Err(DaemonError::Queue(e)) => read_failed(e),
+        Err(e @ (DaemonError::Flush(_) | DaemonError::Store(_))) => store_unavailable(e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-async fn readyz(State(daemon): State<Arc<Daemon>>) -> Response {
-    if daemon.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+/// Ready when the daemon is (store open, definitions loaded, not stopping)
+/// and the store takes writes (see [`StoreHealth`]); else 503 with the reason.
+async fn readyz(
+    State(daemon): State<Arc<Daemon>>,
+    Extension(health): Extension<Arc<StoreHealth>>,
+) -> Response {
+    if !daemon.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    }
+    match health.check(&daemon).await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the store cannot take writes: {reason}\n"),
+        )
+            .into_response(),
     }
 }
 

@@ -297,7 +297,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?}: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -446,7 +449,12 @@ async fn slow_body_gets_408_after_the_body_timeout() {
         head_complete,
     )
     .await;
-    assert_eq!(status_of(&got), Some(408), "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(
+        status_of(&got),
+        Some(408),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -503,7 +511,9 @@ async fn deep_events_are_refused_and_one_at_the_limit_survives_a_restart() {
     )]);
     let mut served = world.start(&["--store", "redb"], &[]).await;
     for levels in [65, 127, 200, 10_000] {
-        let (status, body) = served.post(deep_event(&format!("deep-{levels}"), levels)).await;
+        let (status, body) = served
+            .post(deep_event(&format!("deep-{levels}"), levels))
+            .await;
         assert_eq!(status, 400, "{levels} levels: {body}");
         let reason = body["error"].as_str().unwrap_or_default();
         assert!(reason.contains("deeper than 64 levels"), "{reason}");
@@ -521,7 +531,11 @@ async fn deep_events_are_refused_and_one_at_the_limit_survives_a_restart() {
         served.log_text()
     );
     assert_eq!(rx.requests()[0].json()["id"], "at-limit");
-    assert!(!served.log_text().contains("damaged"), "{}", served.log_text());
+    assert!(
+        !served.log_text().contains("damaged"),
+        "{}",
+        served.log_text()
+    );
 }
 
 /// A dead-letter record as the daemon writes it.
@@ -581,7 +595,9 @@ async fn a_damaged_record_does_not_block_dead_letters_replay_or_the_log() {
     let (status, body) = served.replay(json!({})).await;
     assert_eq!((status, &body["replayed"]), (200, &json!(0)), "{body}");
     assert!(
-        served.log_text().contains("skipping a damaged dead letter record"),
+        served
+            .log_text()
+            .contains("skipping a damaged dead letter record"),
         "{}",
         served.log_text()
     );
@@ -596,7 +612,10 @@ async fn bearer_scheme_is_case_insensitive_and_wrong_tokens_of_any_length_fail()
     let served = world.start(&[], &[]).await;
     for (n, scheme) in ["bearer", "BEARER", "Bearer", "bEaReR"].iter().enumerate() {
         let (status, body) = served
-            .post_raw(event_text(&format!("s{n}"), "{}"), &format!("{scheme} {TOKEN}"))
+            .post_raw(
+                event_text(&format!("s{n}"), "{}"),
+                &format!("{scheme} {TOKEN}"),
+            )
             .await;
         assert_eq!(status, 202, "{scheme}: {body}");
     }
@@ -657,10 +676,169 @@ async fn duplicate_keys_and_integers_beyond_64_bits_are_refused_by_name() {
         assert!(error.contains(reason), "{text}: {error}");
     }
     // Nothing of those was accepted: an id refused before is new now.
-    let (status, body) = served.post(event_text("d1", r#"{"n":18446744073709551615}"#)).await;
+    let (status, body) = served
+        .post(event_text("d1", r#"{"n":18446744073709551615}"#))
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["accepted"], 1, "{body}");
     assert!(rx.wait_for_requests(1, Duration::from_secs(20)).await);
     // The largest u64 arrives exactly.
     assert_eq!(rx.requests()[0].json()["n"], json!(18446744073709551615u64));
+}
+
+// ---------------------------------------------------------------------------
+// 5. A full disk
+
+/// A tmpfs mounted over a directory for the test's lifetime (needs root,
+/// as CI runs the tests; anyone else gets a loud failure, not a pass).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert!(
+            root,
+            "this test mounts a small tmpfs to fill the disk for real and must run as root (as .ci/run does)"
+        );
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs at {} (root without CAP_SYS_ADMIN?): {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_path_buf())
+    }
+
+    /// Fills the file system with `filler`, to the last block.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).expect("create filler");
+        for chunk in [1 << 20, 4096, 512] {
+            let block = vec![0u8; chunk];
+            while f.write_all(&block).is_ok() {}
+        }
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// An event of about 100 KB (the disk fills in a few).
+fn bulky_event(id: &str) -> String {
+    event_text(id, &format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000)))
+}
+
+/// Posts bulky events until the daemon answers 503 and `/readyz` is not
+/// ready; returns the ids it accepted meanwhile.
+async fn post_until_full(served: &Served, prefix: &str) -> Vec<String> {
+    let mut accepted = Vec::new();
+    for n in 0..200 {
+        let id = format!("{prefix}-{n}");
+        let (status, body) = served.post(bulky_event(&id)).await;
+        match status {
+            202 => accepted.push(id),
+            503 => {
+                let reason = body["error"].as_str().unwrap_or_default();
+                assert!(
+                    reason.contains("No space left on device"),
+                    "503 without the reason: {body}"
+                );
+                let r = served.http.get(served.url("/readyz")).send().await;
+                let r = r.expect("readyz");
+                if r.status() == 503 {
+                    let text = r.text().await.expect("readyz text");
+                    assert!(text.contains("No space left on device"), "{text}");
+                    return accepted;
+                }
+            }
+            other => panic!("{id}: unexpected {other}: {body}"),
+        }
+    }
+    panic!("the disk never showed as full:\n{}", served.log_text());
+}
+
+async fn full_disk(store: &str, recovers_without_restart: bool) {
+    let rx = HttpReceiver::start().await;
+    let world = World::new(&[("p.yaml", &http_push("p", &rx.url("/hook"), ""))]);
+    let disk = Tmpfs::mount(&world.data(), "16m");
+    let global = ["--store", store];
+    let extra = ["--grace", "3s"];
+    let mut served = world.start(&global, &extra).await;
+    let (status, body) = served.post(event_text("before", "{}")).await;
+    assert_eq!(status, 202, "{body}");
+    let mut accepted = vec!["before".to_owned()];
+
+    let filler = disk.fill();
+    accepted.extend(post_until_full(&served, "full").await);
+    if recovers_without_restart {
+        // Space returns: ready again and accepting, without a restart.
+        std::fs::remove_file(&filler).expect("free the space");
+        poll(
+            "/readyz ready after space returned",
+            Duration::from_secs(20),
+            || async {
+                let r = served.http.get(served.url("/readyz")).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await;
+        let (status, body) = served.post(event_text("after", "{}")).await;
+        assert_eq!(status, 202, "{body}");
+        accepted.push("after".to_owned());
+        disk.fill();
+        accepted.extend(post_until_full(&served, "again").await);
+    }
+    // SIGTERM on a full disk still ends within the grace period (3 s).
+    served.terminate(Duration::from_secs(8)).await;
+
+    // With space back, every event acknowledged with 202 is delivered.
+    std::fs::remove_file(&filler).expect("free the space");
+    let served = world.start(&global, &extra).await;
+    let delivered = |rx: &HttpReceiver| -> std::collections::BTreeSet<String> {
+        rx.requests()
+            .iter()
+            .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    poll(
+        "every accepted event delivered",
+        Duration::from_secs(30),
+        || async {
+            let got = delivered(&rx);
+            accepted.iter().all(|id| got.contains(id)).then_some(())
+        },
+    )
+    .await;
+    drop(served);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_disk_on_redb_answers_503_not_ready_recovers_and_loses_nothing() {
+    full_disk("redb", true).await;
+}
+
+/// sled turns every write into an error after a full disk until it is
+/// reopened: 503 and not ready meanwhile, SIGTERM within grace, and
+/// nothing lost after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_disk_on_sled_answers_503_not_ready_and_loses_nothing_after_a_restart() {
+    full_disk("sled", false).await;
 }
