@@ -125,7 +125,7 @@ async fn read_body(
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than {max} bytes"),
+            format!("length limit exceeded: the request body is larger than {max} bytes"),
         )
     };
     let declared = headers
