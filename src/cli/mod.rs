@@ -116,6 +116,16 @@ pub enum Command {
         /// How long in-flight deliveries may finish after SIGTERM.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
+        /// HTTP connections open at most; more wait until one closes.
+        #[arg(long, default_value_t = 256)]
+        max_connections: usize,
+        /// How long a client may take to send a request head (and an idle
+        /// connection stays open).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        header_timeout: std::time::Duration,
+        /// How long a client may take to send a request body.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        body_timeout: std::time::Duration,
     },
     /// The delivery log of a running daemon (newest first).
     Deliveries {
@@ -332,13 +342,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             resident_jobs,
             event_window,
             grace,
+            max_connections,
+            header_timeout,
+            body_timeout,
         } => serve(
             cli.dir,
             (cli.data, cli.store),
             listen,
             ingest_token,
             (concurrency, resident_jobs, event_window),
-            grace,
+            crate::server::ServeOptions {
+                max_connections,
+                header_timeout,
+                body_timeout,
+                grace,
+            },
         ),
         Command::Deliveries {
             failed,
@@ -611,8 +629,9 @@ fn serve(
     listen: std::net::SocketAddr,
     ingest_token: Option<String>,
     (concurrency, resident_jobs, event_window): (usize, usize, std::time::Duration),
-    grace: std::time::Duration,
+    options: crate::server::ServeOptions,
 ) -> anyhow::Result<ExitCode> {
+    let grace = options.grace;
     use crate::engine::daemon::{watch, Daemon, DaemonConfig};
     let rt = runtime()?;
     rt.block_on(async move {
@@ -649,16 +668,8 @@ fn serve(
         let workers = tokio::spawn(daemon.clone().run_workers());
         tokio::spawn(daemon.clone().run_cron());
         tokio::spawn(daemon.clone().run_housekeeping());
-        let app = crate::server::router(daemon.clone());
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the HTTP server failed")?;
-        eprintln!(
-            "shutting down: finishing deliveries in flight (up to {})",
-            humantime::format_duration(daemon.config.grace)
-        );
-        daemon.shutdown().await;
+        // Serves until SIGTERM/SIGINT, then shuts the daemon down within --grace.
+        crate::server::serve(listener, daemon.clone(), options, shutdown_signal()).await;
         workers.abort();
         eprintln!("stopped");
         anyhow::Ok(ExitCode::SUCCESS)

@@ -149,6 +149,16 @@ pub struct JobPage {
     pub more: bool,
 }
 
+/// Dead letters as read, with the number of records that could not be.
+#[derive(Debug, Default)]
+pub struct DeadLetters {
+    /// The dead letters that could be read (of the push asked for).
+    pub dead_letters: Vec<DeadLetter>,
+    /// Dead-letter records (of any push) that could not be read; they are
+    /// left in the store and in the log.
+    pub damaged: usize,
+}
+
 /// A push and when its job is due.
 pub type PushDue = (String, DateTime<Utc>);
 
@@ -229,6 +239,11 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("queue records serialise")
+}
+
+/// Logs a record that cannot be read and is skipped (never its content).
+fn damaged(what: &str, key: &[u8], error: &QueueError) {
+    tracing::error!(key = %String::from_utf8_lossy(&key[..key.len().min(64)]).escape_debug(), error = %error, "skipping a damaged {what} record");
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, QueueError> {
@@ -465,16 +480,32 @@ impl Queue {
         Ok(())
     }
 
-    /// Dead letters, optionally of one push.
+    /// Dead letters, optionally of one push. Records that cannot be read
+    /// are skipped (see [`Queue::dead_letters_report`]).
     pub fn dead_letters(&self, push: Option<&str>) -> Result<Vec<DeadLetter>, QueueError> {
-        let mut out = Vec::new();
-        for (_, v) in self.store.scan_prefix(TREE, b"d:")? {
-            let d: DeadLetter = parse(&v)?;
-            if push.is_none_or(|p| p == d.job.push) {
-                out.push(d);
+        Ok(self.dead_letters_report(push)?.dead_letters)
+    }
+
+    /// Dead letters, optionally of one push, and how many dead-letter
+    /// records could not be read: one damaged record (written by an older
+    /// build, or by hand) must not hide all the others. Each one skipped is
+    /// logged with its key.
+    pub fn dead_letters_report(&self, push: Option<&str>) -> Result<DeadLetters, QueueError> {
+        let mut report = DeadLetters::default();
+        for (k, v) in self.store.scan_prefix(TREE, b"d:")? {
+            match parse::<DeadLetter>(&v) {
+                Ok(d) => {
+                    if push.is_none_or(|p| p == d.job.push) {
+                        report.dead_letters.push(d);
+                    }
+                }
+                Err(e) => {
+                    report.damaged += 1;
+                    damaged("dead letter", &k, &e);
+                }
             }
         }
-        Ok(out)
+        Ok(report)
     }
 
     /// How many dead letters wait.
@@ -493,7 +524,15 @@ impl Queue {
         let mut ops = Vec::new();
         let mut jobs = Vec::new();
         for (k, v) in self.store.scan_prefix(TREE, b"d:")? {
-            let d: DeadLetter = parse(&v)?;
+            // A damaged dead letter stays where it is (and is counted by
+            // `dead_letters_report`); the others are replayed.
+            let d: DeadLetter = match parse(&v) {
+                Ok(d) => d,
+                Err(e) => {
+                    damaged("dead letter", &k, &e);
+                    continue;
+                }
+            };
             if job_id.is_some_and(|id| id != d.job.id) || push.is_some_and(|p| p != d.job.push) {
                 continue;
             }
@@ -531,8 +570,14 @@ impl Queue {
             let page = self.store.range(TREE, b"l:", &end, 1000, true)?;
             let Some((last, _)) = page.last() else { break };
             end = last.clone();
-            for (_, v) in &page {
-                let e: LogEntry = parse(v)?;
+            for (k, v) in &page {
+                let e: LogEntry = match parse(v) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        damaged("delivery-log entry", k, &e);
+                        continue;
+                    }
+                };
                 if push.is_some_and(|p| p != e.push) || status.is_some_and(|s| s != e.status) {
                     continue;
                 }

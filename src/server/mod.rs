@@ -1,24 +1,46 @@
 //! The daemon's HTTP API: event ingest, what is in force, the delivery log,
 //! dead letters and replay, health, readiness and metrics. Everything but
-//! health, readiness and metrics needs `Authorization: Bearer <token>`.
+//! health, readiness and metrics needs `Authorization: Bearer <token>`,
+//! checked before a byte of the request body is read, so that a client
+//! without the token costs no more than its request head.
+//!
+//! [`serve`] is the server loop around the router (HTTP/1.1 only, bounded
+//! connections, head and body deadlines, shutdown within the grace period).
+
+mod health;
+mod serve;
+
+use health::StoreHealth;
+
+pub use serve::{serve, ServeOptions};
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::engine::daemon::{Daemon, DaemonError};
-use crate::event::Event;
+use crate::event::{Event, MAX_DEPTH};
 
-/// The router over `daemon`.
+/// The router over `daemon`, with the default [`ServeOptions`].
 pub fn router(daemon: Arc<Daemon>) -> Router {
-    let max_body = daemon.config.max_body;
+    router_with(daemon, ServeOptions::default())
+}
+
+/// How long a request body may take to arrive (a request extension).
+#[derive(Clone, Copy)]
+struct BodyTimeout(Duration);
+
+/// The router over `daemon`, reading request bodies within `options.body_timeout`.
+pub fn router_with(daemon: Arc<Daemon>, options: ServeOptions) -> Router {
     Router::new()
         .route("/v1/events", post(ingest))
         .route("/v1/pushes", get(pushes))
@@ -28,7 +50,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(BodyTimeout(options.body_timeout)))
+        .layer(Extension(Arc::new(StoreHealth::default())))
         .with_state(daemon)
 }
 
@@ -36,17 +59,112 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// Constant-time comparison of the bearer token.
+/// How long an ingest may wait for the store before it is answered 503:
+/// a store that hangs (sled on a full disk) must not hold clients forever.
+/// The events may still be stored after that answer; a resend is then a
+/// duplicate, so nothing is lost or delivered twice.
+const COMMIT_DEADLINE: Duration = Duration::from_secs(15);
+
+/// 503 with the reason and a `Retry-After`: the store cannot write now.
+fn store_unavailable(reason: impl std::fmt::Display) -> Response {
+    let mut answer = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("cannot store now, try again later: {reason}"),
+    );
+    answer
+        .headers_mut()
+        .insert("retry-after", axum::http::HeaderValue::from_static("5"));
+    answer
+}
+
+/// The answer to a failed store read: 503 when the store is unavailable
+/// (it says so), else 500.
+fn read_failed(e: crate::delivery::QueueError) -> Response {
+    match e {
+        crate::delivery::QueueError::Store(e @ crate::store::StoreError::Unavailable(_)) => {
+            store_unavailable(e)
+        }
+        e => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Whether the request carries the API token: the scheme is matched
+/// case-insensitively (RFC 7235), and the SHA-256 digests of the given and
+/// the expected token are compared in constant time, so that neither the
+/// content nor the length of the token shows in the answer's timing.
 fn authorized(daemon: &Daemon, headers: &HeaderMap) -> bool {
-    let Some(given) = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let Some(value) = headers.get("authorization").map(|v| v.as_bytes()) else {
+        return false;
+    };
+    let Some(given) = value
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|_| value[7..].trim_ascii())
     else {
         return false;
     };
-    let (a, b) = (given.trim().as_bytes(), daemon.token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let (a, b) = (
+        Sha256::digest(given),
+        Sha256::digest(daemon.token.as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// Reads a request body of at most `max` bytes within `timeout`: 413 when
+/// it is larger (refused from `Content-Length` before reading), 408 when
+/// the client is too slow, 400 when the connection breaks.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, Response> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("length limit exceeded: the request body is larger than {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let read = async {
+        use http_body_util::BodyExt;
+        let mut body = body;
+        let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(max as u64) as usize);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > max {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(Bytes::from(buf))
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(result) => result,
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {}",
+                humantime::format_duration(timeout)
+            ),
+        )),
+    }
 }
 
 fn unauthorized() -> Response {
@@ -58,6 +176,7 @@ fn unauthorized() -> Response {
 
 /// Parses one event or an array of events; the first problem names its index.
 pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, String> {
+    crate::event::check_json(body, MAX_DEPTH).map_err(|e| e.to_string())?;
     let value: Value = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
     let items = match value {
         Value::Array(items) => items,
@@ -84,20 +203,52 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, String> {
         .collect()
 }
 
-async fn ingest(State(daemon): State<Arc<Daemon>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn ingest(
+    State(daemon): State<Arc<Daemon>>,
+    Extension(BodyTimeout(timeout)): Extension<BodyTimeout>,
+    Extension(health): Extension<Arc<StoreHealth>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if !authorized(&daemon, &headers) {
         return unauthorized();
     }
+    let body = match read_body(&headers, body, daemon.config.max_body, timeout).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
+    };
     let events = match parse_events(&body) {
         Ok(e) => e,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
-    match daemon.ingest(events).await {
-        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
-        Err(DaemonError::ShuttingDown) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-        Err(e) => {
+    // While the store is known to fail, answer at once (a probe decides
+    // whether it recovered) instead of queueing behind a hung commit.
+    if let Err(reason) = health.check(&daemon).await {
+        return store_unavailable(reason);
+    }
+    match tokio::time::timeout(COMMIT_DEADLINE, daemon.ingest(events)).await {
+        Ok(Ok(accepted)) => {
+            health.ok();
+            (StatusCode::ACCEPTED, Json(accepted)).into_response()
+        }
+        Ok(Err(DaemonError::ShuttingDown)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        }
+        Ok(Err(e)) => {
+            // Whatever the store's reason (a full disk, an I/O error), the
+            // events are not acknowledged: the client may resend them.
             tracing::error!(error = %e, "ingest failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            health.fail(&e.to_string());
+            store_unavailable(e)
+        }
+        Err(_) => {
+            let reason = format!(
+                "the store did not commit within {}",
+                humantime::format_duration(COMMIT_DEADLINE)
+            );
+            tracing::error!(reason, "ingest failed");
+            health.fail(&reason);
+            store_unavailable(reason)
         }
     }
 }
@@ -143,7 +294,7 @@ async fn deliveries(
         q.limit.unwrap_or(100).min(10_000),
     ) {
         Ok(entries) => Json(json!({ "deliveries": entries })).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => read_failed(e),
     }
 }
 
@@ -155,15 +306,16 @@ async fn dead_letters(
     if !authorized(&daemon, &headers) {
         return unauthorized();
     }
-    match daemon.queue.dead_letters(q.push.as_deref()) {
-        Ok(dead) => {
-            let items: Vec<Value> = dead
+    match daemon.queue.dead_letters_report(q.push.as_deref()) {
+        Ok(report) => {
+            let items: Vec<Value> = report
+                .dead_letters
                 .iter()
                 .map(|d| json!({ "job_id": d.job.id, "push": d.job.push, "event_id": d.job.event_id, "attempt": d.job.attempt, "reason": d.reason, "at": d.at }))
                 .collect();
-            Json(json!({ "dead_letters": items })).into_response()
+            Json(json!({ "dead_letters": items, "damaged": report.damaged })).into_response()
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => read_failed(e),
     }
 }
 
@@ -174,10 +326,20 @@ struct ReplayRequest {
     push: Option<String>,
 }
 
-async fn replay(State(daemon): State<Arc<Daemon>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn replay(
+    State(daemon): State<Arc<Daemon>>,
+    Extension(BodyTimeout(timeout)): Extension<BodyTimeout>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if !authorized(&daemon, &headers) {
         return unauthorized();
     }
+    // A replay request is a few bytes.
+    let body = match read_body(&headers, body, 4096, timeout).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
+    };
     let request: ReplayRequest = if body.is_empty() {
         ReplayRequest::default()
     } else {
@@ -192,16 +354,42 @@ async fn replay(State(daemon): State<Arc<Daemon>>, headers: HeaderMap, body: Byt
         }
     };
     match daemon.replay(request.job_id, request.push).await {
-        Ok(n) => (StatusCode::OK, Json(json!({ "replayed": n }))).into_response(),
+        Ok(n) => {
+            // Damaged dead letters are skipped by the replay and stay in
+            // the store: say how many, so that they are not missed.
+            let damaged = daemon
+                .queue
+                .dead_letters_report(None)
+                .map(|r| r.damaged)
+                .unwrap_or(0);
+            (
+                StatusCode::OK,
+                Json(json!({ "replayed": n, "damaged": damaged })),
+            )
+                .into_response()
+        }
+        Err(DaemonError::Queue(e)) => read_failed(e),
+        Err(e @ (DaemonError::Flush(_) | DaemonError::Store(_))) => store_unavailable(e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-async fn readyz(State(daemon): State<Arc<Daemon>>) -> Response {
-    if daemon.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+/// Ready when the daemon is (store open, definitions loaded, not stopping)
+/// and the store takes writes (see [`StoreHealth`]); else 503 with the reason.
+async fn readyz(
+    State(daemon): State<Arc<Daemon>>,
+    Extension(health): Extension<Arc<StoreHealth>>,
+) -> Response {
+    if !daemon.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    }
+    match health.check(&daemon).await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the store cannot take writes: {reason}\n"),
+        )
+            .into_response(),
     }
 }
 

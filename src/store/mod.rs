@@ -109,6 +109,10 @@ pub enum StoreError {
     /// The database reported an error.
     #[error("store error: {0}")]
     Backend(String),
+    /// The store cannot write now (the disk is full, an I/O error): the
+    /// request may be repeated later; nothing is damaged.
+    #[error("the store cannot write now (disk full?): {0}")]
+    Unavailable(String),
     /// The data was written by a newer pushwerk.
     #[error("the store has schema version {found}; this pushwerk understands up to {supported}")]
     SchemaVersion {

@@ -16,7 +16,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -47,7 +47,25 @@ const ID_BLOCK: u64 = 1000;
 type Bytes<'a> = TableDefinition<'a, &'static [u8], &'static [u8]>;
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+    let message = e.to_string();
+    // redb reports a failed write (ENOSPC, EIO) as an I/O error, and every
+    // transaction after it as "Previous I/O error" until the database is
+    // reopened (see `Shared::begin_write`). Both mean: cannot write now,
+    // try again later — not a damaged store.
+    if message.contains("No space left on device")
+        || message.contains("os error 28")
+        || message.contains("Previous I/O error")
+        || message.contains("Disk quota exceeded")
+    {
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Backend(message)
+    }
+}
+
+/// Opens (creating) the database file at `path` with the store's settings.
+fn open_database(path: &Path) -> Result<Database, DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,7 +91,10 @@ struct IdBlock {
 
 /// What the store and its flush thread share.
 struct Shared {
-    db: Database,
+    /// `None` only between a failed reopen and the next attempt.
+    db: RwLock<Option<Database>>,
+    /// The database file, for reopening after an I/O error.
+    path: PathBuf,
     /// Set after a non-durable commit; cleared by the durable one after it.
     dirty: AtomicBool,
     ids: Mutex<IdBlock>,
@@ -83,9 +104,56 @@ struct Shared {
 }
 
 impl Shared {
+    /// Runs `begin` on the database; if redb refuses because an earlier
+    /// write failed (a full disk: it then refuses everything until it is
+    /// reopened), reopens it — which succeeds once space is back — and
+    /// runs `begin` again. Without this one full disk would fail every
+    /// request until the daemon is restarted.
+    fn with_db<T>(
+        &self,
+        begin: impl Fn(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        {
+            let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(db) = db.as_ref() {
+                match begin(db) {
+                    Err(StoreError::Unavailable(m)) if m.contains("Previous I/O error") => {}
+                    other => return other,
+                }
+            }
+        }
+        self.reopen()?;
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        begin(
+            db.as_ref()
+                .ok_or_else(|| StoreError::Unavailable("the database is not open".into()))?,
+        )
+    }
+
+    /// Closes and reopens the database file (redb's answer to an I/O error).
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // Another thread may have reopened it meanwhile.
+        if let Some(open) = db.as_ref() {
+            if open.begin_read().is_ok() && open.begin_write().is_ok() {
+                return Ok(());
+            }
+        }
+        // The file lock belongs to the open database: close it first.
+        drop(db.take());
+        let reopened = open_database(&self.path).map_err(backend)?;
+        tracing::warn!(file = %self.path.display(), "reopened the store after an I/O error");
+        *db = Some(reopened);
+        Ok(())
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        self.with_db(|db| db.begin_write().map_err(backend))
+    }
+
     /// A write transaction that commits without fsync.
     fn begin(&self) -> Result<WriteTransaction, StoreError> {
-        let mut txn = self.db.begin_write().map_err(backend)?;
+        let mut txn = self.begin_write()?;
         txn.set_durability(Durability::None).map_err(backend)?;
         Ok(txn)
     }
@@ -104,9 +172,7 @@ impl Shared {
         // Cleared first: a write committed after this point sets it again.
         let was_dirty = self.dirty.swap(false, Ordering::AcqRel);
         let result = self
-            .db
             .begin_write()
-            .map_err(backend)
             .and_then(|txn| txn.commit().map_err(backend));
         if result.is_err() && was_dirty {
             self.dirty.store(true, Ordering::Release);
@@ -122,7 +188,7 @@ impl Shared {
         f: impl FnOnce(&ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let def = table(tree)?;
-        let txn = self.db.begin_read().map_err(backend)?;
+        let txn = self.with_db(|db| db.begin_read().map_err(backend))?;
         match txn.open_table(def) {
             Ok(t) => f(&t),
             Err(TableError::TableDoesNotExist(_)) => Ok(T::default()),
@@ -205,16 +271,14 @@ impl RedbStore {
             .map_err(|e| file_err(format!("cannot create: {e}")))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| file_err(format!("cannot set mode 0600: {e}")))?;
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(dir.to_path_buf()),
-                other => backend(other),
-            })?;
+        let db = open_database(&path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(dir.to_path_buf()),
+            other => backend(other),
+        })?;
         let reserved = init_meta(&db)?;
         let shared = Arc::new(Shared {
-            db,
+            db: RwLock::new(Some(db)),
+            path: path.clone(),
             dirty: AtomicBool::new(false),
             ids: Mutex::new(IdBlock {
                 next: reserved,
@@ -412,15 +476,10 @@ impl Store for RedbStore {
         // non-durable one and an empty durable one: it persists this batch
         // and every non-durable commit before it.
         let was_dirty = self.shared.dirty.swap(false, Ordering::AcqRel);
-        let result = self
-            .shared
-            .db
-            .begin_write()
-            .map_err(backend)
-            .and_then(|txn| {
-                write_ops(&txn, tree, &ops)?;
-                txn.commit().map_err(backend)
-            });
+        let result = self.shared.begin_write().and_then(|txn| {
+            write_ops(&txn, tree, &ops)?;
+            txn.commit().map_err(backend)
+        });
         if result.is_err() && was_dirty {
             self.shared.dirty.store(true, Ordering::Release);
         }
@@ -484,7 +543,7 @@ impl Store for RedbStore {
                 .checked_add(ID_BLOCK)
                 .ok_or_else(|| backend("the id space is exhausted"))?;
             let meta: Bytes<'_> = TableDefinition::new(META);
-            let txn = self.shared.db.begin_write().map_err(backend)?;
+            let txn = self.shared.begin_write()?;
             txn.open_table(meta)
                 .map_err(backend)?
                 .insert(IDS_KEY, end.to_be_bytes().as_slice())

@@ -1,0 +1,146 @@
+//! The daemon's HTTP server loop, against hostile clients: HTTP/1.1 only
+//! (no cleartext HTTP/2, whose streams would multiply what one connection
+//! may hold), a bounded number of connections, a deadline for request heads
+//! (a half-sent head, or an idle keep-alive connection, is closed when it
+//! passes), and a shutdown that ends within the grace period whatever the
+//! clients do. `axum::serve` offers none of these knobs, so the accept loop
+//! is ours and each connection is hyper's HTTP/1 server.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::engine::daemon::Daemon;
+
+/// How the HTTP server bounds its clients (`pushwerk serve` flags).
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Connections open at most (`--max-connections`); more wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+    /// How long a client may take to send a request head, and how long an
+    /// idle keep-alive connection stays open (`--header-timeout`).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request body (`--body-timeout`).
+    pub body_timeout: Duration,
+    /// How long shutdown may take after SIGTERM (`--grace`): open
+    /// connections are closed when it is over.
+    pub grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Largest request head accepted (request line and headers).
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Serves the API of `daemon` on `listener` until `shutdown` completes,
+/// then stops accepting, lets open requests finish and the daemon shut down
+/// (deliveries in flight, final flush), all within `options.grace`;
+/// connections still open then are closed.
+pub async fn serve(
+    listener: TcpListener,
+    daemon: Arc<Daemon>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let app = super::router_with(daemon.clone(), options);
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        // Reap finished connection tasks so the set does not grow.
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: the error is
+                    // about this accept, not the listener; wait a little
+                    // so that a full table does not spin the loop.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        _ = &mut shutdown => break,
+                    }
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let mut closing = closing_rx.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(options.header_timeout)
+                .max_buf_size(MAX_HEAD.max(8192))
+                .max_headers(100);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = async { let _ = closing.wait_for(|c| *c).await; } => {
+                    // Finish the request in progress, then close.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    let deadline = tokio::time::Instant::now() + options.grace;
+    eprintln!(
+        "shutting down: finishing requests and deliveries in flight (up to {})",
+        humantime::format_duration(options.grace)
+    );
+    let drain = async {
+        loop {
+            tokio::select! {
+                next = connections.join_next() => if next.is_none() { break },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let left = connections.len();
+                    tracing::warn!(connections = left, "grace period over; closing the connections still open");
+                    connections.abort_all();
+                    while connections.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+    };
+    // The daemon bounds its own wait for deliveries by the grace period;
+    // the bound here is for a store that does not answer (a full disk).
+    let stop = async {
+        let limit = options.grace + Duration::from_secs(2);
+        if tokio::time::timeout(limit, daemon.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "the store did not finish the final flush in time; what was accepted had been flushed before it was acknowledged"
+            );
+        }
+    };
+    tokio::join!(drain, stop);
+}

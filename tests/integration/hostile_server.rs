@@ -1,0 +1,844 @@
+//! The daemon's HTTP server against hostile clients (issue #10): the token
+//! is checked before a body is read, cleartext HTTP/2 is not spoken,
+//! connections are bounded, half-sent heads and slow bodies are cut off,
+//! SIGTERM ends within `--grace` whatever clients do, deep, duplicate-key
+//! and over-64-bit events are refused with the reason, and a damaged record
+//! never blocks dead letters or replay.
+//!
+//! Every test starts its own `pushwerk serve` (own folder, data directory
+//! and port) as a real process and kills it when done; raw TCP is used
+//! where a well-behaved client library would hide what is tested.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::mock_microsoft::HttpReceiver;
+use crate::util::EXAMPLE_ENV;
+
+const TOKEN: &str = "hostile-test-ingest-token";
+
+// ---------------------------------------------------------------------------
+// A daemon process
+
+struct World {
+    tmp: tempfile::TempDir,
+}
+
+impl World {
+    fn new(files: &[(&str, &str)]) -> World {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(tmp.path().join("pushes")).expect("mkdir pushes");
+        std::fs::create_dir_all(tmp.path().join("data")).expect("mkdir data");
+        for (name, text) in files {
+            std::fs::write(tmp.path().join("pushes").join(name), text).expect("write push");
+        }
+        World { tmp }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    /// Starts `pushwerk [global…] serve --listen … extra…` and waits for `/readyz`.
+    async fn start(&self, global: &[&str], extra: &[&str]) -> Served {
+        for attempt in 0..3 {
+            let log = self.tmp.path().join(format!(
+                "serve-{attempt}-{}.log",
+                Instant::now().elapsed().as_nanos()
+            ));
+            let port = free_port();
+            let mut cmd = base_command(&self.tmp.path().join("pushes"), &self.data());
+            cmd.args(global)
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .args(extra)
+                .env("PUSHWERK_INGEST_TOKEN", TOKEN)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"));
+            let child = cmd.spawn().expect("pushwerk serve starts");
+            let mut served = Served {
+                child: Some(child),
+                port,
+                log,
+                // No idle connections kept: they would hold slots of
+                // `--max-connections`.
+                http: reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .expect("client"),
+            };
+            if served.wait_ready().await {
+                return served;
+            }
+            assert!(
+                served.log_text().contains("cannot listen"),
+                "the daemon did not become ready:\n{}",
+                served.log_text()
+            );
+        }
+        panic!("no free port for the daemon after 3 tries");
+    }
+}
+
+fn base_command(dir: &Path, data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    cmd.arg("--dir").arg(dir).arg("--data").arg(data);
+    for name in EXAMPLE_ENV.iter().chain(&[
+        "PUSHWERK_DATA",
+        "PUSHWERK_LISTEN",
+        "PUSHWERK_INGEST_TOKEN",
+        "PUSHWERK_SERVER",
+        "PUSHWERK_KEY",
+        "PUSHWERK_KEY_FILE",
+        "PUSHWERK_LOG",
+        "PUSHWERK_STORE",
+        "RUST_LOG",
+    ]) {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("address").port()
+}
+
+struct Served {
+    child: Option<Child>,
+    port: u16,
+    log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Served {
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the daemon runs")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child().try_wait() {
+                self.child = None;
+                return false;
+            }
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the daemon was not ready within 15 s:\n{}", self.log_text());
+    }
+
+    /// SIGTERM, then waits up to `within` for the exit.
+    async fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let pid = self.child().id() as libc::pid_t;
+        // SAFETY: `pid` is our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child().try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit within {within:?} of SIGTERM:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn connect(&self) -> TcpStream {
+        TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect")
+    }
+
+    /// `POST /v1/events` with this body text and `Authorization` value.
+    async fn post_raw(&self, body: String, authorization: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/v1/events"))
+            .header("authorization", authorization)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST /v1/events");
+        answer(r).await
+    }
+
+    async fn post(&self, body: String) -> (u16, Value) {
+        self.post_raw(body, &format!("Bearer {TOKEN}")).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET");
+        answer(r).await
+    }
+
+    async fn replay(&self, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/v1/replay"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /v1/replay");
+        answer(r).await
+    }
+}
+
+async fn answer(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Reads from `stream` until `done(bytes so far)` holds, the peer closes,
+/// or `timeout` passes (then it panics naming `what`). Returns the bytes
+/// and whether the peer closed the connection.
+async fn read_until(
+    stream: &mut TcpStream,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> (Vec<u8>, bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if done(&got) {
+            return (got, false);
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "timed out after {timeout:?}: {what}; got so far: {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
+fn head_complete(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+fn status_of(bytes: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+fn http_push(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\non: call.ended\n{extra}http:\n  url: {url}\n  json:\n    id: \"<< push.event_id >>\"\n"
+    )
+}
+
+fn event_text(id: &str, data: &str) -> String {
+    format!(r#"{{"id":"{id}","type":"call.ended","time":"2026-01-01T00:00:00Z","data":{data}}}"#)
+}
+
+/// `data` nested so that the whole event body has `levels` levels of objects.
+fn deep_event(id: &str, levels: usize) -> String {
+    // The event object is level 1 and `data` level 2.
+    let mut data = String::from("1");
+    for _ in 0..levels - 1 {
+        data = format!(r#"{{"a":{data}}}"#);
+    }
+    event_text(id, &data)
+}
+
+/// Polls `check` until it gives `Some`, or panics after `timeout`.
+async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. The token before the body; HTTP/1.1 only; bounded connections
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unauthenticated_large_body_is_refused_from_the_head_alone() {
+    let world = World::new(&[]);
+    let served = world.start(&[], &[]).await;
+    for authorization in ["", "Authorization: Bearer wrong-token\r\n"] {
+        let mut conn = served.connect().await;
+        // A head announcing a body just under the 1 MiB limit, and no body.
+        let head = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{authorization}Content-Length: 1000000\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.expect("send head");
+        let (got, _) = read_until(
+            &mut conn,
+            "the answer to a head whose body was not sent",
+            Duration::from_secs(10),
+            head_complete,
+        )
+        .await;
+        assert_eq!(
+            status_of(&got),
+            Some(401),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    // The same with a body sent in full is still 401 (and nothing accepted).
+    let (status, body) = served
+        .post_raw(event_text("e1", "{}"), "Bearer wrong-token")
+        .await;
+    assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_prior_knowledge_is_refused() {
+    let world = World::new(&[]);
+    let served = world.start(&[], &[]).await;
+    let mut conn = served.connect().await;
+    // The HTTP/2 connection preface and an empty SETTINGS frame.
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 0x04, 0, 0, 0, 0, 0]);
+    conn.write_all(&preface).await.expect("send preface");
+    let (got, closed) = read_until(
+        &mut conn,
+        "the server closes an HTTP/2 connection",
+        Duration::from_secs(10),
+        |_| false,
+    )
+    .await;
+    assert!(closed);
+    // An HTTP/2 server would answer with its SETTINGS frame (type 4 at byte 3).
+    assert!(
+        got.is_empty() || got.starts_with(b"HTTP/1.1 4"),
+        "the server spoke something other than an HTTP/1.1 error: {got:?}"
+    );
+    // And a client insisting on HTTP/2 gets no answer.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    assert!(h2.get(served.url("/healthz")).send().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_the_limit_wait_until_one_closes() {
+    let world = World::new(&[]);
+    let served = world
+        .start(&[], &["--max-connections", "2", "--header-timeout", "60s"])
+        .await;
+    // Two clients hold every connection with half-sent heads.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = served.connect().await;
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("half a head");
+        held.push(c);
+    }
+    // A third is not served while they are open …
+    let mut third = served.connect().await;
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_secs(1), third.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "a connection beyond --max-connections was served"
+    );
+    // … and is, once one of them goes away.
+    drop(held.pop());
+    let (got, _) = read_until(
+        &mut third,
+        "the waiting connection is served after one closed",
+        Duration::from_secs(10),
+        head_complete,
+    )
+    .await;
+    assert_eq!(status_of(&got), Some(200), "{got:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 2. Deadlines and shutdown
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_sent_head_is_closed_after_the_header_timeout() {
+    let world = World::new(&[]);
+    let served = world.start(&[], &["--header-timeout", "1s"]).await;
+    let mut conn = served.connect().await;
+    conn.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("half a head");
+    let (got, closed) = read_until(
+        &mut conn,
+        "the server closes a connection whose head is not finished",
+        Duration::from_secs(15),
+        |_| false,
+    )
+    .await;
+    assert!(closed, "{got:?}");
+    // The server still serves others.
+    let r = served.http.get(served.url("/healthz")).send().await;
+    assert_eq!(r.expect("healthz").status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_body_gets_408_after_the_body_timeout() {
+    let world = World::new(&[]);
+    let served = world.start(&[], &["--body-timeout", "1s"]).await;
+    let mut conn = served.connect().await;
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 1000\r\n\r\n{{\"id\":"
+    );
+    conn.write_all(head.as_bytes()).await.expect("head");
+    let (got, _) = read_until(
+        &mut conn,
+        "the answer to a body that stops arriving",
+        Duration::from_secs(15),
+        head_complete,
+    )
+    .await;
+    assert_eq!(
+        status_of(&got),
+        Some(408),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_within_grace_whatever_clients_do() {
+    let world = World::new(&[]);
+    let mut served = world
+        .start(
+            &[],
+            &[
+                "--grace",
+                "2s",
+                "--header-timeout",
+                "60s",
+                "--body-timeout",
+                "60s",
+            ],
+        )
+        .await;
+    // One client stuck in its head, one in its body, one idle keep-alive.
+    let mut head = served.connect().await;
+    head.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("half a head");
+    let mut body = served.connect().await;
+    body.write_all(
+        format!("POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 1000\r\n\r\n{{").as_bytes(),
+    )
+    .await
+    .expect("part of a body");
+    let mut idle = served.connect().await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let (got, _) = read_until(&mut idle, "healthz", Duration::from_secs(10), |b| {
+        b.ends_with(b"ok\n")
+    })
+    .await;
+    assert_eq!(status_of(&got), Some(200));
+    // Exit 0 within the 2 s grace (and the time to start exiting).
+    let status = served.terminate(Duration::from_secs(6)).await;
+    assert!(status.success(), "{status:?}");
+    drop((head, body, idle));
+}
+
+// ---------------------------------------------------------------------------
+// 3. Deep events; damaged records
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deep_events_are_refused_and_one_at_the_limit_survives_a_restart() {
+    let rx = HttpReceiver::start().await;
+    let world = World::new(&[(
+        "deep.yaml",
+        &http_push("deep", &rx.url("/hook"), "delay: 3s\n"),
+    )]);
+    let mut served = world.start(&["--store", "redb"], &[]).await;
+    for levels in [65, 127, 200, 10_000] {
+        let (status, body) = served
+            .post(deep_event(&format!("deep-{levels}"), levels))
+            .await;
+        assert_eq!(status, 400, "{levels} levels: {body}");
+        let reason = body["error"].as_str().unwrap_or_default();
+        assert!(reason.contains("deeper than 64 levels"), "{reason}");
+    }
+    // At the limit: accepted, stored, and delivered after a restart (it
+    // is due 3 s after acceptance, so the first daemon is gone by then).
+    let (status, body) = served.post(deep_event("at-limit", 64)).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(served.terminate(Duration::from_secs(10)).await.success());
+    assert!(rx.requests().is_empty(), "delivered before the restart");
+    let served = world.start(&["--store", "redb"], &[]).await;
+    assert!(
+        rx.wait_for_requests(1, Duration::from_secs(20)).await,
+        "the event at the depth limit was not delivered after a restart:\n{}",
+        served.log_text()
+    );
+    assert_eq!(rx.requests()[0].json()["id"], "at-limit");
+    assert!(
+        !served.log_text().contains("damaged"),
+        "{}",
+        served.log_text()
+    );
+}
+
+/// A dead-letter record as the daemon writes it.
+fn dead_letter_record(job_id: u64, push: &str, event: &str) -> String {
+    format!(
+        r#"{{"job":{{"id":{job_id},"push":"{push}","event_id":"ev-{job_id}","attempt":8,"accepted_at":"2026-01-01T00:00:00Z","first_attempt_at":"2026-01-01T00:00:00Z","due_at":"2026-01-01T00:00:00Z"}},"event":{event},"reason":"gave up","at":"2026-01-01T00:00:00Z"}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_record_does_not_block_dead_letters_replay_or_the_log() {
+    let rx = HttpReceiver::start().await;
+    let world = World::new(&[("p.yaml", &http_push("p", &rx.url("/hook"), ""))]);
+    {
+        // Plant records in the store before the daemon opens it: one good
+        // dead letter, one whose event nests too deep for serde_json to read
+        // back (what an unbounded ingest used to store), one that is not
+        // JSON at all, and a broken delivery-log entry.
+        let store = pushwerk::store::open(&world.data(), pushwerk::store::StoreChoice::Redb)
+            .expect("open store");
+        let tree = pushwerk::store::trees::DELIVERY;
+        let key = |id: u64| [b"d:".as_slice(), &id.to_be_bytes()].concat();
+        let good = dead_letter_record(1, "p", &event_text("ev-1", "{}"));
+        let mut deep = String::from("1");
+        for _ in 0..140 {
+            deep = format!(r#"{{"a":{deep}}}"#);
+        }
+        let deep = dead_letter_record(2, "p", &event_text("ev-2", &deep));
+        store.put(tree, &key(1), good.as_bytes()).expect("put");
+        store.put(tree, &key(2), deep.as_bytes()).expect("put");
+        store.put(tree, &key(3), b"\x00not json").expect("put");
+        store
+            .put(tree, b"l:\x00\x00\x00\x00\x00\x00\x00\x01garbage", b"{")
+            .expect("put");
+        store.flush().expect("flush");
+    }
+    let served = world.start(&["--store", "redb"], &[]).await;
+    let (status, body) = served.get("/v1/dead-letters").await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<u64> = body["dead_letters"]
+        .as_array()
+        .expect("dead_letters")
+        .iter()
+        .map(|d| d["job_id"].as_u64().expect("job_id"))
+        .collect();
+    assert_eq!(listed, vec![1]);
+    assert_eq!(body["damaged"], 2, "{body}");
+    let (status, body) = served.get("/v1/deliveries?limit=10").await;
+    assert_eq!(status, 200, "{body}");
+    // Replay: the good one goes out, the damaged ones are counted and stay.
+    let (status, body) = served.replay(json!({ "push": "p" })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["replayed"], 1, "{body}");
+    assert_eq!(body["damaged"], 2, "{body}");
+    assert!(rx.wait_for_requests(1, Duration::from_secs(20)).await);
+    assert_eq!(rx.requests()[0].json()["id"], "ev-1");
+    let (status, body) = served.replay(json!({})).await;
+    assert_eq!((status, &body["replayed"]), (200, &json!(0)), "{body}");
+    assert!(
+        served
+            .log_text()
+            .contains("skipping a damaged dead letter record"),
+        "{}",
+        served.log_text()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 4. Authorization scheme; duplicate keys; integers beyond 64 bits
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_scheme_is_case_insensitive_and_wrong_tokens_of_any_length_fail() {
+    let world = World::new(&[]);
+    let served = world.start(&[], &[]).await;
+    for (n, scheme) in ["bearer", "BEARER", "Bearer", "bEaReR"].iter().enumerate() {
+        let (status, body) = served
+            .post_raw(
+                event_text(&format!("s{n}"), "{}"),
+                &format!("{scheme} {TOKEN}"),
+            )
+            .await;
+        assert_eq!(status, 202, "{scheme}: {body}");
+    }
+    for wrong in [
+        "Bearer ".to_owned(),
+        "Bearer x".to_owned(),
+        format!("Bearer {TOKEN}x"),
+        format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]),
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        TOKEN.to_owned(),
+    ] {
+        let (status, body) = served.post_raw(event_text("w", "{}"), &wrong).await;
+        assert_eq!(status, 401, "{wrong:?}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_keys_and_integers_beyond_64_bits_are_refused_by_name() {
+    let rx = HttpReceiver::start().await;
+    let world = World::new(&[(
+        "p.yaml",
+        "name: p\non: call.ended\nhttp:\n  url: URL\n  json:\n    id: \"<< push.event_id >>\"\n    n: \"<< event.n >>\"\n"
+            .replace("URL", &rx.url("/hook"))
+            .as_str(),
+    )]);
+    let served = world.start(&[], &[]).await;
+    let refused = [
+        (
+            event_text("d1", r#"{"caller":"a","caller":"b"}"#),
+            "duplicate key `caller` in the object at `data`",
+        ),
+        (
+            r#"{"id":"d2","id":"d3","type":"call.ended","time":"2026-01-01T00:00:00Z"}"#.to_owned(),
+            "duplicate key `id`",
+        ),
+        (
+            format!(
+                "[{},{}]",
+                event_text("d4", "{}"),
+                event_text("d5", r#"{"x":{"y":1,"y":2}}"#)
+            ),
+            "duplicate key `y` in the object at `[1].data.x`",
+        ),
+        (
+            event_text("b1", r#"{"n":18446744073709551616}"#),
+            "`data.n`: the integer 18446744073709551616 is outside the 64-bit range",
+        ),
+        (
+            event_text("b2", r#"{"calls":[1,-9223372036854775809]}"#),
+            "`data.calls[1]`",
+        ),
+    ];
+    for (text, reason) in refused {
+        let (status, body) = served.post(text.clone()).await;
+        assert_eq!(status, 400, "{text}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(reason), "{text}: {error}");
+    }
+    // Nothing of those was accepted: an id refused before is new now.
+    let (status, body) = served
+        .post(event_text("d1", r#"{"n":18446744073709551615}"#))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert!(rx.wait_for_requests(1, Duration::from_secs(20)).await);
+    // The largest u64 arrives exactly.
+    assert_eq!(rx.requests()[0].json()["n"], json!(18446744073709551615u64));
+}
+
+// ---------------------------------------------------------------------------
+// 5. A full disk
+
+/// A tmpfs mounted over a directory for the test's lifetime (needs root,
+/// as CI runs the tests; anyone else gets a loud failure, not a pass).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert!(
+            root,
+            "this test mounts a small tmpfs to fill the disk for real and must run as root (as .ci/run does)"
+        );
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs at {} (root without CAP_SYS_ADMIN?): {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_path_buf())
+    }
+
+    /// Fills the file system with `filler`, to the last block.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).expect("create filler");
+        for chunk in [1 << 20, 4096, 512] {
+            let block = vec![0u8; chunk];
+            while f.write_all(&block).is_ok() {}
+        }
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// An event of about 100 KB (the disk fills in a few).
+fn bulky_event(id: &str) -> String {
+    event_text(id, &format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000)))
+}
+
+/// Posts bulky events until the daemon answers 503 and `/readyz` is not
+/// ready; returns the ids it accepted meanwhile.
+async fn post_until_full(served: &Served, prefix: &str) -> Vec<String> {
+    let mut accepted = Vec::new();
+    for n in 0..200 {
+        let id = format!("{prefix}-{n}");
+        let (status, body) = served.post(bulky_event(&id)).await;
+        match status {
+            202 => accepted.push(id),
+            503 => {
+                let reason = body["error"].as_str().unwrap_or_default();
+                assert!(
+                    reason.contains("No space left on device"),
+                    "503 without the reason: {body}"
+                );
+                let r = served.http.get(served.url("/readyz")).send().await;
+                let r = r.expect("readyz");
+                if r.status() == 503 {
+                    let text = r.text().await.expect("readyz text");
+                    assert!(text.contains("No space left on device"), "{text}");
+                    return accepted;
+                }
+            }
+            other => panic!("{id}: unexpected {other}: {body}"),
+        }
+    }
+    panic!("the disk never showed as full:\n{}", served.log_text());
+}
+
+async fn full_disk(store: &str, recovers_without_restart: bool) {
+    let rx = HttpReceiver::start().await;
+    let world = World::new(&[("p.yaml", &http_push("p", &rx.url("/hook"), ""))]);
+    let disk = Tmpfs::mount(&world.data(), "16m");
+    let global = ["--store", store];
+    let extra = ["--grace", "3s"];
+    let mut served = world.start(&global, &extra).await;
+    let (status, body) = served.post(event_text("before", "{}")).await;
+    assert_eq!(status, 202, "{body}");
+    let mut accepted = vec!["before".to_owned()];
+
+    let filler = disk.fill();
+    accepted.extend(post_until_full(&served, "full").await);
+    if recovers_without_restart {
+        // Space returns: ready again and accepting, without a restart.
+        std::fs::remove_file(&filler).expect("free the space");
+        poll(
+            "/readyz ready after space returned",
+            Duration::from_secs(20),
+            || async {
+                let r = served.http.get(served.url("/readyz")).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await;
+        let (status, body) = served.post(event_text("after", "{}")).await;
+        assert_eq!(status, 202, "{body}");
+        accepted.push("after".to_owned());
+        disk.fill();
+        accepted.extend(post_until_full(&served, "again").await);
+    }
+    // SIGTERM on a full disk still ends within the grace period (3 s).
+    served.terminate(Duration::from_secs(8)).await;
+
+    // With space back, every event acknowledged with 202 is delivered.
+    std::fs::remove_file(&filler).expect("free the space");
+    let served = world.start(&global, &extra).await;
+    let delivered = |rx: &HttpReceiver| -> std::collections::BTreeSet<String> {
+        rx.requests()
+            .iter()
+            .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    poll(
+        "every accepted event delivered",
+        Duration::from_secs(30),
+        || async {
+            let got = delivered(&rx);
+            accepted.iter().all(|id| got.contains(id)).then_some(())
+        },
+    )
+    .await;
+    drop(served);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_disk_on_redb_answers_503_not_ready_recovers_and_loses_nothing() {
+    full_disk("redb", true).await;
+}
+
+/// sled turns every write into an error after a full disk until it is
+/// reopened: 503 and not ready meanwhile, SIGTERM within grace, and
+/// nothing lost after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_disk_on_sled_answers_503_not_ready_and_loses_nothing_after_a_restart() {
+    full_disk("sled", false).await;
+}
