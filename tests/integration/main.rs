@@ -5,6 +5,7 @@ mod cli;
 mod daemon;
 mod dispatch;
 mod fuzz;
+mod hostile_push;
 mod loader;
 mod mock_identity;
 mod mock_microsoft;
