@@ -356,10 +356,8 @@ fn parse_file(
                     file: file.to_path_buf(),
                     map,
                 }),
-                Err(e) => diagnostics.push(Diagnostic::error(
-                    file,
-                    yaml_position(&e),
-                    format!("account: {}", yaml_message(&e)),
+                Err(e) => diagnostics.extend(deserialize_errors::<OAuthAccountSpec>(
+                    file, &map, value, &e, "account",
                 )),
             },
             "push" => match PushSpec::deserialize(de) {
@@ -368,10 +366,8 @@ fn parse_file(
                     file: file.to_path_buf(),
                     map,
                 }),
-                Err(e) => diagnostics.push(Diagnostic::error(
-                    file,
-                    yaml_position(&e),
-                    format!("push: {}", yaml_message(&e)),
+                Err(e) => diagnostics.extend(deserialize_errors::<PushSpec>(
+                    file, &map, value, &e, "push",
                 )),
             },
             other => diagnostics.push(Diagnostic::error(
@@ -381,6 +377,60 @@ fn parse_file(
             )),
         }
     }
+}
+
+/// The diagnostics of a document serde refused: serde stops at the first
+/// unknown field, so when that is the problem every unknown field of the
+/// document is reported (found with the type's JSON Schema), each at its
+/// key with the closest allowed name.
+fn deserialize_errors<T: schemars::JsonSchema>(
+    file: &Path,
+    map: &DocumentMap,
+    value: &serde_yaml::Value,
+    err: &serde_yaml::Error,
+    what: &str,
+) -> Vec<Diagnostic> {
+    let single = || {
+        vec![Diagnostic::error(
+            file,
+            yaml_position(err),
+            format!("{what}: {}", yaml_message(err)),
+        )]
+    };
+    if !err.to_string().contains("unknown field") {
+        return single();
+    }
+    let (Ok(json), Ok(schema)) = (
+        serde_json::to_value(value),
+        serde_json::to_value(schemars::schema_for!(T)),
+    ) else {
+        return single();
+    };
+    let unknown = super::diagnostic::unknown_fields(&json, &schema);
+    if unknown.is_empty() {
+        return single();
+    }
+    unknown
+        .into_iter()
+        .map(|u| {
+            let hint = super::compile::did_you_mean(&u.field, u.expected.iter().cloned());
+            let expected: Vec<String> = u.expected.iter().map(|e| format!("`{e}`")).collect();
+            let parent = if u.parent.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", u.parent)
+            };
+            Diagnostic::error(
+                file,
+                map.key(&u.path),
+                format!(
+                    "{what}: {parent}unknown field `{}`{hint} (expected one of {})",
+                    u.field,
+                    expected.join(", ")
+                ),
+            )
+        })
+        .collect()
 }
 
 fn kind_of(value: &serde_yaml::Value) -> &'static str {

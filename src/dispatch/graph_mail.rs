@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::outcome::{retry_after, Outcome, Response, RetryDelay};
 
 use super::{
-    check_header, check_header_text, check_html_links, join_url, parse_recipient, Endpoints,
+    check_header, check_html_links, join_url, one_line_subject, parse_recipient, Endpoints,
     HttpRequest, PrepareError, RenderedPush,
 };
 use crate::config::{GraphMailTarget, TemplateText};
@@ -147,9 +147,9 @@ pub fn prepare(
         None => "v1.0/me/sendMail".to_owned(),
     };
 
-    check_header_text("graph_mail.subject", &t.subject.0)?;
+    let subject = one_line_subject("graph_mail.subject", &t.subject.0)?;
     let mut message = Map::new();
-    message.insert("subject".into(), Value::String(t.subject.0.clone()));
+    message.insert("subject".into(), Value::String(subject));
     let (content_type, content) = match (&t.html, &t.text) {
         (Some(html), _) => ("HTML", html),
         (None, Some(text)) => ("Text", text),

@@ -420,6 +420,28 @@ fn decode_entities(text: &str) -> String {
     out
 }
 
+/// A subject as one header line: each run of line breaks and tabs becomes
+/// one space (what unfolding a folded header does; a caller name with a
+/// line break still makes a readable subject), any other control character
+/// is refused like in [`check_header_text`].
+pub fn one_line_subject(field: &str, value: &str) -> Result<String, PrepareError> {
+    let mut out = String::with_capacity(value.len());
+    let mut in_break = false;
+    for c in value.chars() {
+        if matches!(c, '\r' | '\n' | '\t') {
+            if !in_break {
+                out.push(' ');
+            }
+            in_break = true;
+        } else {
+            out.push(c);
+            in_break = false;
+        }
+    }
+    check_header_text(field, &out)?;
+    Ok(out)
+}
+
 /// Joins a base URL and a path without doubling or losing the slash.
 fn join_url(base: &str, path: &str) -> String {
     format!(
@@ -489,6 +511,12 @@ mod tests {
         assert!(parse_recipient("to", "Evil\u{0}Name <a@example.com>").is_err());
         assert!(check_header_text("subject", "Hi\nBcc: x@example.com").is_err());
         assert!(check_header_text("subject", "Grüße, O'Brien").is_ok());
+        assert_eq!(
+            one_line_subject("subject", "Hi\r\n\tBcc: x@example.com\nend").unwrap(),
+            "Hi Bcc: x@example.com end"
+        );
+        assert!(one_line_subject("subject", "Hi\u{0}there").is_err());
+        assert!(one_line_subject("subject", "Hi\u{1b}[31m").is_err());
     }
 
     #[test]

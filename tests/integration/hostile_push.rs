@@ -143,7 +143,7 @@ fn line_breaks_in_mail_headers_are_a_clear_dry_run_error_not_a_panic() {
         ),
         (
             "note",
-            json!({"to": "a@example.com", "subject": "Hi\r\nBcc: victim@example.com"}),
+            json!({"to": "a@example.com", "subject": "Hi\u{0}\u{1b}[2J"}),
             "smtp.subject",
         ),
         (
@@ -153,7 +153,7 @@ fn line_breaks_in_mail_headers_are_a_clear_dry_run_error_not_a_panic() {
         ),
         (
             "gnote",
-            json!({"to": "a@example.com", "subject": "Hi\r\nX-Injected: 1"}),
+            json!({"to": "a@example.com", "subject": "Hi\u{7}"}),
             "graph_mail.subject",
         ),
     ];
@@ -251,7 +251,7 @@ async fn line_breaks_in_smtp_names_are_dead_lettered_and_do_not_block_the_server
     let mut events: Vec<Value> = (0..10)
         .map(|i| json!({"id": format!("bad-{i}"), "type": "call.ended", "time": "2026-11-24T14:03:11Z", "data": {"to": format!("Evil{i}\r\nBcc: x <a@example.com>")}}))
         .collect();
-    events.push(json!({"id": "good", "type": "call.ended", "time": "2026-11-24T14:03:11Z", "data": {"to": "Sales <sales@example.com>"}}));
+    events.push(json!({"id": "good", "type": "call.ended", "time": "2026-11-24T14:03:11Z", "data": {"to": "Sales <sales@example.com>", "subject": "Hi\r\nBcc: victim@example.com"}}));
     daemon
         .request(
             reqwest::Method::POST,
@@ -290,6 +290,13 @@ async fn line_breaks_in_smtp_names_are_dead_lettered_and_do_not_block_the_server
     let delivered = smtp.delivered();
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0].rcpt_to, vec!["sales@example.com".to_owned()]);
+    // The line break in the subject was folded: one header line, no `Bcc:`.
+    let data = String::from_utf8_lossy(&delivered[0].data);
+    assert!(
+        data.contains("\r\nSubject: Hi Bcc: victim@example.com\r\n"),
+        "{data}"
+    );
+    assert!(!data.contains("\nBcc:"), "{data}");
     let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
     assert!(!log.contains("panicked"), "{log}");
 }
