@@ -49,7 +49,7 @@ pub struct Cli {
 pub enum Command {
     /// Load and check every file in the folder; report all problems as file:line:col.
     Check {
-        /// The folder (default: --dir).
+        /// The folder (default: --dir), or one file (checked with its folder's accounts).
         folder: Option<PathBuf>,
         /// Fail on warnings too (a missing `${env:…}` secret, a literal secret).
         #[arg(long)]
