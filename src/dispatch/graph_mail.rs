@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 use super::outcome::{retry_after, Outcome, Response, RetryDelay};
 
 use super::{
-    check_header, check_html_links, join_url, one_line_subject, parse_recipient, Endpoints,
-    HttpRequest, PrepareError, RenderedPush,
+    check_header, check_header_text, check_html_links, join_url, one_line_subject, parse_recipient,
+    Endpoints, HttpRequest, PrepareError, RenderedPush,
 };
 use crate::config::{GraphMailTarget, TemplateText};
 
@@ -202,6 +202,11 @@ pub fn prepare(
         let mut attachments = Vec::new();
         for (i, a) in t.attachments.iter().enumerate() {
             let field = format!("graph_mail.attachments[{i}]");
+            // Both end up in the MIME headers Exchange writes for the part.
+            check_header_text(&format!("{field}.name"), &a.name.0)?;
+            if let Some(ct) = &a.content_type {
+                check_header_text(&format!("{field}.content_type"), &ct.0)?;
+            }
             let b64 = a
                 .content_base64
                 .as_ref()

@@ -416,3 +416,169 @@ fn check_warns_when_a_template_decides_scheme_host_or_userinfo() {
     let out = pushwerk_in(dir.path(), &["check", "--deny-warnings"], &[]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+// ---------------------------------------------------------------------------
+// A real SMTP server (Python's aiosmtpd, installed by .ci/run)
+
+/// Receives mail on `port` and writes each message's envelope and parsed
+/// headers as `N.json` into the output folder; prints `ready` once listening.
+const AIOSMTPD_SERVER: &str = r#"
+import asyncio, json, os, sys, email
+from aiosmtpd.controller import Controller
+
+port, out = int(sys.argv[1]), sys.argv[2]
+count = 0
+
+class Save:
+    async def handle_DATA(self, server, session, envelope):
+        global count
+        msg = email.message_from_bytes(envelope.original_content)
+        record = {"mail_from": envelope.mail_from, "rcpt": envelope.rcpt_tos,
+                  "headers": [[k, str(v)] for k, v in msg.items()]}
+        tmp = os.path.join(out, ".%d.tmp" % count)
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.rename(tmp, os.path.join(out, "%d.json" % count))
+        count += 1
+        return "250 OK"
+
+c = Controller(Save(), hostname="127.0.0.1", port=port)
+c.start()
+print("ready", flush=True)
+try:
+    sys.stdin.read()
+finally:
+    c.stop()
+"#;
+
+/// The aiosmtpd process; stopped when dropped.
+struct RealSmtp {
+    child: Child,
+    port: u16,
+    out: std::path::PathBuf,
+}
+
+impl Drop for RealSmtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RealSmtp {
+    fn start(out: &Path) -> RealSmtp {
+        use std::io::BufRead as _;
+        std::fs::create_dir_all(out).expect("mkdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut child = Command::new("python3")
+            .args(["-c", AIOSMTPD_SERVER, &port.to_string()])
+            .arg(out)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs (aiosmtpd is installed by .ci/run: pip install aiosmtpd)");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("aiosmtpd starts within 20 s");
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "aiosmtpd did not start (pip install aiosmtpd)"
+        );
+        RealSmtp {
+            child,
+            port,
+            out: out.to_path_buf(),
+        }
+    }
+
+    /// The messages received so far, in order.
+    fn received(&self) -> Vec<Value> {
+        let mut files: Vec<_> = std::fs::read_dir(&self.out)
+            .expect("read out dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap())
+            .collect()
+    }
+}
+
+#[test]
+fn a_real_smtp_server_gets_one_line_headers_and_no_injected_recipient() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let smtp = RealSmtp::start(&dir.path().join("received"));
+    std::fs::create_dir_all(dir.path().join("pushes")).unwrap();
+    std::fs::write(dir.path().join("pushes/note.yaml"), smtp_push(smtp.port)).unwrap();
+    let send = |data: Value| {
+        let ev = event_file(dir.path(), "ev.json", data);
+        pushwerk_in(
+            dir.path(),
+            &["--data", "data", "send", "note", "--event", &ev],
+            &[],
+        )
+    };
+
+    // Refused before any connection: nothing reaches the server.
+    let out = send(json!({"to": "Evil\r\nBcc: x <victim@example.com>"}));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        format!("{}{}", stdout(&out), stderr(&out)).contains("carriage return"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    let out = send(json!({
+        "to": "\"Sales, Team\" <sales@example.com>",
+        "subject": "Hi\r\nBcc: victim@example.com\r\n\r\nbody?",
+    }));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let received = smtp.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    let mail = &received[0];
+    assert_eq!(mail["rcpt"], json!(["sales@example.com"]));
+    let headers: Vec<(String, String)> = mail["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_owned(),
+                h[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let named = |n: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert!(named("bcc").is_empty(), "{headers:?}");
+    assert_eq!(named("subject"), ["Hi Bcc: victim@example.com body?"]);
+    assert_eq!(named("to").len(), 1, "{headers:?}");
+    assert!(named("to")[0].contains("sales@example.com"), "{headers:?}");
+}
