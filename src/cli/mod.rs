@@ -554,12 +554,8 @@ fn select_push(dir: &Path, push_arg: &str) -> anyhow::Result<(Catalog, usize)> {
                 let errors = catalog.error_count();
                 let broken = if errors > 0 {
                     format!(
-                        " ({} in the folder: `pushwerk check` shows {})",
-                        crate::config::diagnostic::counted(
-                            errors,
-                            "document has an error",
-                            "errors"
-                        ),
+                        " ({} in the folder: `pushwerk check` lists {})",
+                        crate::config::diagnostic::counted(errors, "error", "errors"),
                         if errors == 1 { "it" } else { "them" }
                     )
                 } else {

@@ -247,3 +247,17 @@ graph_mail:
         "error: no valid push named `lead-mal` in pushes; did you mean `lead-mail`?"
     );
 }
+
+#[test]
+fn dry_run_of_an_unknown_push_mentions_broken_documents_without_listing_them() {
+    let dir = folder(&[(
+        "pushes/broken.yaml",
+        "name: lead-mail\non: call.ended\nhttp:\n  url: https://example.com/x\n  methd: GET\n",
+    )]);
+    let out = pushwerk_in(dir.path(), &["dry-run", "lead-mail"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: no valid push named `lead-mail` in pushes (1 error in the folder: `pushwerk check` lists it)"
+    );
+}
