@@ -140,6 +140,14 @@ pub fn prepare(
         .map(|u| u.as_str().trim())
         .filter(|u| !u.is_empty())
     {
+        // A path segment of its own: `.` or `..` would climb out of `/users/`
+        // (URL parsers resolve them even encoded); `/` and the rest are encoded.
+        Some("." | "..") => {
+            return Err(PrepareError::InvalidField {
+                field: "graph_mail.user".into(),
+                reason: "a mailbox cannot be `.` or `..` (expected a user id or address)".into(),
+            })
+        }
         Some(user) => format!(
             "v1.0/users/{}/sendMail",
             url::form_urlencoded::byte_serialize(user.as_bytes()).collect::<String>()

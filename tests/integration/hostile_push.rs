@@ -582,3 +582,38 @@ fn a_real_smtp_server_gets_one_line_headers_and_no_injected_recipient() {
     assert_eq!(named("to").len(), 1, "{headers:?}");
     assert!(named("to")[0].contains("sales@example.com"), "{headers:?}");
 }
+
+#[test]
+fn a_templated_graph_mailbox_stays_one_path_segment() {
+    let push = "name: as-user
+on: call.ended
+graph_mail:
+  account: ms_mail
+  user: \"<< event.mailbox >>\"
+  to: [sales@example.com]
+  subject: hi
+  text: hello
+";
+    let dir = folder(&[
+        ("pushes/accounts.yaml", ACCOUNT_MS_MAIL),
+        ("pushes/as-user.yaml", push),
+    ]);
+    let ev = event_file(
+        dir.path(),
+        "ev.json",
+        json!({"mailbox": "a/../../../beta/me?x=1#f"}),
+    );
+    let out = dry_run(dir.path(), "as-user", &ev);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let so = stdout(&out);
+    assert!(
+        so.contains("\nPOST https://graph.microsoft.com/v1.0/users/a%2F..%2F..%2F..%2Fbeta%2Fme%3Fx%3D1%23f/sendMail\n"),
+        "{so}"
+    );
+    for dots in [".", ".."] {
+        let ev = event_file(dir.path(), "ev.json", json!({ "mailbox": dots }));
+        let out = dry_run(dir.path(), "as-user", &ev);
+        assert_eq!(out.status.code(), Some(1), "{dots}: {}", stdout(&out));
+        assert!(stderr(&out).contains("graph_mail.user"), "{}", stderr(&out));
+    }
+}
