@@ -507,7 +507,11 @@ fn resolve_account(
             diagnostics.push(Diagnostic::warning(
                 file,
                 raw.map.value("client_secret_expires"),
-                format!("the client secret of `{}` expires on {expires}, in {days} days: create a new one in Azure before then", spec.name),
+                format!(
+                    "the client secret of `{}` expires on {expires}, in {}: create a new one in Azure before then",
+                    spec.name,
+                    super::diagnostic::counted(days.unsigned_abs() as usize, "day", "days")
+                ),
             ));
         }
     }

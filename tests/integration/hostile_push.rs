@@ -299,6 +299,16 @@ async fn line_breaks_in_smtp_names_are_dead_lettered_and_do_not_block_the_server
     assert!(!data.contains("\nBcc:"), "{data}");
     let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
     assert!(!log.contains("panicked"), "{log}");
+
+    // `replay` of one dead letter says so in the singular.
+    let job = dead[0]["job_id"].to_string();
+    let out = pushwerk_in(
+        dir.path(),
+        &["replay", &job, "--server", &daemon.base],
+        &[("PUSHWERK_INGEST_TOKEN", INGEST_TOKEN)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "replayed 1 dead letter");
 }
 
 // ---------------------------------------------------------------------------
