@@ -379,10 +379,10 @@ fn parse_file(
     }
 }
 
-/// The diagnostics of a document serde refused: serde stops at the first
-/// unknown field, so when that is the problem every unknown field of the
-/// document is reported (found with the type's JSON Schema), each at its
-/// key with the closest allowed name.
+/// The diagnostics of a document serde refused: serde stops at its first
+/// problem, so every unknown field of the document is reported as well
+/// (found with the type's JSON Schema), each at its key with the closest
+/// allowed name.
 fn deserialize_errors<T: schemars::JsonSchema>(
     file: &Path,
     map: &DocumentMap,
@@ -397,9 +397,6 @@ fn deserialize_errors<T: schemars::JsonSchema>(
             format!("{what}: {}", yaml_message(err)),
         )]
     };
-    if !err.to_string().contains("unknown field") {
-        return single();
-    }
     let (Ok(json), Ok(schema)) = (
         serde_json::to_value(value),
         serde_json::to_value(schemars::schema_for!(T)),
@@ -407,30 +404,32 @@ fn deserialize_errors<T: schemars::JsonSchema>(
         return single();
     };
     let unknown = super::diagnostic::unknown_fields(&json, &schema);
-    if unknown.is_empty() {
-        return single();
-    }
-    unknown
-        .into_iter()
-        .map(|u| {
-            let hint = super::compile::did_you_mean(&u.field, u.expected.iter().cloned());
-            let expected: Vec<String> = u.expected.iter().map(|e| format!("`{e}`")).collect();
-            let parent = if u.parent.is_empty() {
-                String::new()
-            } else {
-                format!("{}: ", u.parent)
-            };
-            Diagnostic::error(
-                file,
-                map.key(&u.path),
-                format!(
-                    "{what}: {parent}unknown field `{}`{hint} (expected one of {})",
-                    u.field,
-                    expected.join(", ")
-                ),
-            )
-        })
-        .collect()
+    // serde's own message stays unless it is about one of the unknown fields
+    // reported below (a type error elsewhere is still news).
+    let mut out = if unknown.is_empty() || !err.to_string().contains("unknown field") {
+        single()
+    } else {
+        Vec::new()
+    };
+    out.extend(unknown.into_iter().map(|u| {
+        let hint = super::compile::did_you_mean(&u.field, u.expected.iter().cloned());
+        let expected: Vec<String> = u.expected.iter().map(|e| format!("`{e}`")).collect();
+        let parent = if u.parent.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", u.parent)
+        };
+        Diagnostic::error(
+            file,
+            map.key(&u.path),
+            format!(
+                "{what}: {parent}unknown field `{}`{hint} (expected one of {})",
+                u.field,
+                expected.join(", ")
+            ),
+        )
+    }));
+    out
 }
 
 fn kind_of(value: &serde_yaml::Value) -> &'static str {

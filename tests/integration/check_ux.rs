@@ -261,3 +261,26 @@ fn dry_run_of_an_unknown_push_mentions_broken_documents_without_listing_them() {
         "error: no valid push named `lead-mail` in pushes (1 error in the folder: `pushwerk check` lists it)"
     );
 }
+
+#[test]
+fn a_type_error_and_an_unknown_field_are_both_reported() {
+    let push = "name: t
+on: call.ended
+retry: {max_attempts: many}
+http:
+  url: https://example.com/hook
+  methd: GET
+";
+    let dir = folder(&[("pushes/t.yaml", push)]);
+    let out = pushwerk_in(dir.path(), &["check"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        error_line(&err, "retry.max_attempts").contains("invalid type"),
+        "{err}"
+    );
+    let l = error_line(&err, "unknown field `methd`");
+    assert!(l.starts_with("pushes/t.yaml:6:3: error:"), "{l}");
+    assert!(l.contains("did you mean `method`?"), "{l}");
+    assert!(err.contains("2 errors"), "{err}");
+}
