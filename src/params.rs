@@ -21,10 +21,26 @@ pub struct Parameter {
     pub kind: String,
     /// Where the value comes from.
     pub source: String,
-    /// A sample value (masked for secrets).
+    /// A sample value (masked for secrets), as the table shows it: JSON
+    /// text for event data (`"c-8812"`, `184`). In `--format json` it is
+    /// the JSON value itself, not that text again as a string.
+    #[serde(serialize_with = "sample_as_json")]
     pub sample: String,
     /// Whether the value is secret (masked everywhere).
     pub secret: bool,
+}
+
+/// The sample as a JSON value: the text parsed when it is JSON (`"c-8812"`
+/// becomes `c-8812`, `184` a number), `null` for none (`-`), else the text
+/// (a placeholder, a truncated value).
+fn sample_as_json<S: serde::Serializer>(sample: &str, s: S) -> Result<S::Ok, S::Error> {
+    if sample == "-" {
+        return s.serialize_none();
+    }
+    match serde_json::from_str::<serde_json::Value>(sample) {
+        Ok(v) => v.serialize(s),
+        Err(_) => s.serialize_str(sample),
+    }
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {

@@ -49,7 +49,7 @@ pub struct Cli {
 pub enum Command {
     /// Load and check every file in the folder; report all problems as file:line:col.
     Check {
-        /// The folder (default: --dir).
+        /// The folder (default: --dir), or one file (checked with its folder's accounts).
         folder: Option<PathBuf>,
         /// Fail on warnings too (a missing `${env:…}` secret, a literal secret).
         #[arg(long)]
@@ -297,19 +297,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             deny_warnings,
         } => {
             let dir = folder.unwrap_or(cli.dir);
-            let catalog = load(&dir)?;
+            let catalog = if dir.is_file() {
+                check_one_file(&dir)?
+            } else {
+                load(&dir)?
+            };
             print_diagnostics(&catalog);
             let errors = catalog.error_count();
             let warnings = catalog.diagnostics.len() - errors;
             let failed = errors > 0 || (deny_warnings && warnings > 0);
+            use crate::config::diagnostic::counted;
             let summary = format!(
-                "{}: {} files, {} pushes, {} accounts, {} errors, {} warnings",
+                "{}: {}, {}, {}, {}, {}",
                 dir.display(),
-                catalog.files.len(),
-                catalog.pushes.len(),
-                catalog.accounts.len(),
-                errors,
-                warnings
+                counted(catalog.files.len(), "file", "files"),
+                counted(catalog.pushes.len(), "push", "pushes"),
+                counted(catalog.accounts.len(), "account", "accounts"),
+                counted(errors, "error", "errors"),
+                counted(warnings, "warning", "warnings"),
             );
             if failed {
                 eprintln!("check failed: {summary}");
@@ -500,6 +505,25 @@ fn dry_run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `check FILE`: the file loaded with the other files of its folder (so the
+/// accounts it uses are known), reported alone.
+fn check_one_file(file: &Path) -> anyhow::Result<Catalog> {
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let same = |f: &Path| f.canonicalize().ok() == file.canonicalize().ok();
+    let mut files: Vec<PathBuf> = load(dir)?.files;
+    files.retain(|f| !same(f));
+    files.push(file.to_path_buf());
+    let mut catalog = Catalog::load_files(dir, files, &LoadOptions::default());
+    catalog.files.retain(|f| same(f));
+    catalog.pushes.retain(|p| same(&p.file));
+    catalog.accounts.retain(|_, a| same(&a.file));
+    catalog.diagnostics.retain(|d| same(&d.file));
+    Ok(catalog)
+}
+
 /// Loads the folder and finds PUSH: a push name, or a YAML file holding one
 /// push (loaded with the folder, so its accounts are known).
 fn select_push(dir: &Path, push_arg: &str) -> anyhow::Result<(Catalog, usize)> {
@@ -540,13 +564,23 @@ fn select_push(dir: &Path, push_arg: &str) -> anyhow::Result<(Catalog, usize)> {
         match catalog.pushes.iter().position(|p| p.name() == push_arg) {
             Some(i) => i,
             None => {
-                print_diagnostics(&catalog);
+                // Only the error: the folder's warnings are `check`'s business.
                 let hint = crate::config::did_you_mean(
                     push_arg,
                     catalog.pushes.iter().map(|p| p.name().to_owned()),
                 );
+                let errors = catalog.error_count();
+                let broken = if errors > 0 {
+                    format!(
+                        " ({} in the folder: `pushwerk check` lists {})",
+                        crate::config::diagnostic::counted(errors, "error", "errors"),
+                        if errors == 1 { "it" } else { "them" }
+                    )
+                } else {
+                    String::new()
+                };
                 bail!(
-                    "no valid push named `{push_arg}` in {}{hint}",
+                    "no valid push named `{push_arg}` in {}{hint}{broken}",
                     dir.display()
                 );
             }
@@ -658,9 +692,9 @@ fn serve(
             .with_context(|| format!("cannot listen on {listen}"))?;
         let catalog = daemon.catalog();
         eprintln!(
-            "pushwerk serving {} pushes and {} accounts from {} on http://{}",
-            catalog.pushes.len(),
-            catalog.accounts.len(),
+            "pushwerk serving {} and {} from {} on http://{}",
+            crate::config::diagnostic::counted(catalog.pushes.len(), "push", "pushes"),
+            crate::config::diagnostic::counted(catalog.accounts.len(), "account", "accounts"),
             daemon.config.dir.display(),
             listener.local_addr()?
         );
@@ -795,7 +829,11 @@ fn replay(
         "/v1/replay",
         Some(serde_json::json!({ "job_id": job_id, "push": push })),
     )?;
-    println!("replayed {} dead letters", answer["replayed"]);
+    let replayed = answer["replayed"].as_u64().unwrap_or(0) as usize;
+    println!(
+        "replayed {}",
+        crate::config::diagnostic::counted(replayed, "dead letter", "dead letters")
+    );
     Ok(ExitCode::SUCCESS)
 }
 

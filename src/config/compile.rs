@@ -298,7 +298,10 @@ pub(crate) fn compile_push(
                     be = template::BLOCK_END
                 );
                 match env.add_template_owned(name.clone(), source) {
-                    Ok(()) => compiled.when = Some(name),
+                    Ok(()) => {
+                        report_unknown_filters(&mut cx, "when", env, &name);
+                        compiled.when = Some(name)
+                    }
                     Err(e) => cx.error(
                         "when",
                         format!("bad condition: {}", template::describe_error(&e)),
@@ -381,6 +384,7 @@ pub(crate) fn compile_push(
             );
             continue;
         }
+        report_unknown_filters(&mut cx, &yaml_path, env, &name);
         let vars = match env.get_template(&name) {
             Ok(t) => template::referenced(t.undeclared_variables(true)),
             Err(_) => BTreeSet::new(),
@@ -400,6 +404,28 @@ pub(crate) fn compile_push(
     check_target(&mut cx, spec, kind, &mut compiled);
     let trigger = trigger?;
     Some((trigger, kind, compiled))
+}
+
+/// Errors for filters and tests the template `name` uses that do not exist
+/// (minijinja would report them only when a render reaches them).
+fn report_unknown_filters(
+    cx: &mut Ctx<'_>,
+    path: &str,
+    env: &minijinja::Environment<'static>,
+    name: &str,
+) {
+    for u in template::unknown_filters(env, name) {
+        let hint = u
+            .suggestion
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        let line = if u.line > 1 {
+            format!(" (line {} of the template)", u.line)
+        } else {
+            String::new()
+        };
+        cx.error(path, format!("unknown {} `{}`{line}{hint}", u.kind, u.name));
+    }
 }
 
 /// Fields that name things rather than hold templates.
@@ -475,10 +501,14 @@ fn check_param(cx: &mut Ctx<'_>, path: &str, var: &str, compiled: &mut CompiledP
             known.extend(PUSH_PARAMS.iter().map(|s| s.to_string()));
             known.extend(cx.accounts.keys().map(|a| format!("oauth.{a}")));
             let hint = did_you_mean(var, known.into_iter());
-            let hint = if hint.is_empty() {
-                format!("; event fields are written `event.{var}`")
-            } else {
+            let hint = if !hint.is_empty() {
                 hint
+            } else if second.is_some() && strsim::jaro_winkler(head, "event") >= 0.8 {
+                // `evnt.caller_number`: a misspelt namespace, not a field.
+                let rest = var.split_once('.').map_or("", |(_, r)| r);
+                format!("; did you mean `event.{rest}`?")
+            } else {
+                format!("; event fields are written `event.{var}`")
             };
             cx.error(
                 path,
@@ -640,6 +670,12 @@ fn check_url(cx: &mut Ctx<'_>, path: &str, text: &str) {
             .split(template::VARIABLE_START)
             .next()
             .unwrap_or_default();
+        if path == "http.url" && template::is_template(text) && !fixed_origin(text) {
+            cx.warning(
+                path,
+                "a parameter decides the scheme, host or user:password of this URL: an event value could send the request (and its headers) to another host; write `https://host/` literally and put values in the path with `| path` or in `query:`",
+            );
+        }
         if !(prefix.is_empty() || prefix.starts_with("http://") || prefix.starts_with("https://")) {
             cx.error(path, "URL must start with `http://` or `https://`");
         }
@@ -655,9 +691,43 @@ fn check_url(cx: &mut Ctx<'_>, path: &str, text: &str) {
     }
 }
 
+/// Whether the text before a URL's first parameter or statement fixes its
+/// scheme, user:password and host: it has `://` and then the end of the
+/// authority (`/`, `?` or `#`). A URL starting with a `${env:…}` secret is
+/// the operator's choice, not an event's.
+fn fixed_origin(text: &str) -> bool {
+    let cut = [
+        template::VARIABLE_START,
+        template::BLOCK_START,
+        template::COMMENT_START,
+    ]
+    .iter()
+    .filter_map(|d| text.find(d))
+    .min()
+    .unwrap_or(text.len());
+    let fixed = text[..cut].trim_start();
+    fixed.starts_with("${")
+        || fixed
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.contains(['/', '?', '#']))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_is_fixed_only_when_the_authority_ends_before_a_parameter() {
+        assert!(fixed_origin(
+            "https://api.example.com/v1/<< event.id | path >>"
+        ));
+        assert!(fixed_origin("https://api.example.com?x=<< event.id >>"));
+        assert!(fixed_origin("${env:CRM_URL}/<< event.id >>"));
+        assert!(!fixed_origin("https://<< event.host >>/x"));
+        assert!(!fixed_origin("https://api.example.com<< event.path >>"));
+        assert!(!fixed_origin("<< event.url >>"));
+        assert!(!fixed_origin("https://<< event.user >>@api.example.com/"));
+    }
 
     #[test]
     fn suggestions_pick_the_closest_name() {

@@ -356,10 +356,8 @@ fn parse_file(
                     file: file.to_path_buf(),
                     map,
                 }),
-                Err(e) => diagnostics.push(Diagnostic::error(
-                    file,
-                    yaml_position(&e),
-                    format!("account: {}", yaml_message(&e)),
+                Err(e) => diagnostics.extend(deserialize_errors::<OAuthAccountSpec>(
+                    file, &map, value, &e, "account",
                 )),
             },
             "push" => match PushSpec::deserialize(de) {
@@ -368,10 +366,8 @@ fn parse_file(
                     file: file.to_path_buf(),
                     map,
                 }),
-                Err(e) => diagnostics.push(Diagnostic::error(
-                    file,
-                    yaml_position(&e),
-                    format!("push: {}", yaml_message(&e)),
+                Err(e) => diagnostics.extend(deserialize_errors::<PushSpec>(
+                    file, &map, value, &e, "push",
                 )),
             },
             other => diagnostics.push(Diagnostic::error(
@@ -381,6 +377,59 @@ fn parse_file(
             )),
         }
     }
+}
+
+/// The diagnostics of a document serde refused: serde stops at its first
+/// problem, so every unknown field of the document is reported as well
+/// (found with the type's JSON Schema), each at its key with the closest
+/// allowed name.
+fn deserialize_errors<T: schemars::JsonSchema>(
+    file: &Path,
+    map: &DocumentMap,
+    value: &serde_yaml::Value,
+    err: &serde_yaml::Error,
+    what: &str,
+) -> Vec<Diagnostic> {
+    let single = || {
+        vec![Diagnostic::error(
+            file,
+            yaml_position(err),
+            format!("{what}: {}", yaml_message(err)),
+        )]
+    };
+    let (Ok(json), Ok(schema)) = (
+        serde_json::to_value(value),
+        serde_json::to_value(schemars::schema_for!(T)),
+    ) else {
+        return single();
+    };
+    let unknown = super::diagnostic::unknown_fields(&json, &schema);
+    // serde's own message stays unless it is about one of the unknown fields
+    // reported below (a type error elsewhere is still news).
+    let mut out = if unknown.is_empty() || !err.to_string().contains("unknown field") {
+        single()
+    } else {
+        Vec::new()
+    };
+    out.extend(unknown.into_iter().map(|u| {
+        let hint = super::compile::did_you_mean(&u.field, u.expected.iter().cloned());
+        let expected: Vec<String> = u.expected.iter().map(|e| format!("`{e}`")).collect();
+        let parent = if u.parent.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", u.parent)
+        };
+        Diagnostic::error(
+            file,
+            map.key(&u.path),
+            format!(
+                "{what}: {parent}unknown field `{}`{hint} (expected one of {})",
+                u.field,
+                expected.join(", ")
+            ),
+        )
+    }));
+    out
 }
 
 fn kind_of(value: &serde_yaml::Value) -> &'static str {
@@ -457,7 +506,11 @@ fn resolve_account(
             diagnostics.push(Diagnostic::warning(
                 file,
                 raw.map.value("client_secret_expires"),
-                format!("the client secret of `{}` expires on {expires}, in {days} days: create a new one in Azure before then", spec.name),
+                format!(
+                    "the client secret of `{}` expires on {expires}, in {}: create a new one in Azure before then",
+                    spec.name,
+                    super::diagnostic::counted(days.unsigned_abs() as usize, "day", "days")
+                ),
             ));
         }
     }

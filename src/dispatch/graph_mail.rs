@@ -10,7 +10,8 @@ use serde_json::{json, Map, Value};
 use super::outcome::{retry_after, Outcome, Response, RetryDelay};
 
 use super::{
-    check_header, join_url, parse_recipient, Endpoints, HttpRequest, PrepareError, RenderedPush,
+    check_header, check_header_text, check_html_links, join_url, one_line_subject, parse_recipient,
+    Endpoints, HttpRequest, PrepareError, RenderedPush,
 };
 use crate::config::{GraphMailTarget, TemplateText};
 
@@ -18,6 +19,112 @@ use crate::config::{GraphMailTarget, TemplateText};
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// Inline attachments over 3 MB need an upload session.
 pub const MAX_INLINE_ATTACHMENT_BYTES: usize = 3 * 1024 * 1024;
+
+/// Why an attachment file is not attached. Messages name the rule and the
+/// folder, never the file's content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachmentError {
+    /// The rendered path is empty.
+    #[error("the path rendered empty")]
+    Empty,
+    /// The rendered path is absolute or leaves its folder (`..`, or a
+    /// symbolic link pointing outside).
+    #[error("the path leaves `{folder}`: attachments are read only from inside the folder the push's fixed path names (the push file's folder when the path starts with a parameter); `..`, absolute paths and symbolic links pointing outside are refused")]
+    Outside {
+        /// The folder it must stay in, as written relative to the push file.
+        folder: String,
+    },
+    /// The file is missing, unreadable or not a regular file.
+    #[error("{0}")]
+    Io(String),
+    /// The file is over Graph's inline limit.
+    #[error("the file is over {MAX_INLINE_ATTACHMENT_BYTES} bytes, Graph's limit for an inline attachment")]
+    TooLarge,
+}
+
+/// The folder an attachment path is confined to: the fixed directory part
+/// of the path as written (`files/` in `files/<< event.doc >>`), relative to
+/// the push file's folder. Everything after the first parameter, statement
+/// or secret reference is decided at render time and must stay inside it.
+pub fn fixed_folder(source: &str) -> &str {
+    let cut = [
+        crate::template::VARIABLE_START,
+        crate::template::BLOCK_START,
+        crate::template::COMMENT_START,
+        "${",
+    ]
+    .iter()
+    .filter_map(|d| source.find(d))
+    .min()
+    .unwrap_or(source.len());
+    let fixed = source[..cut].trim_start();
+    match fixed.rfind('/') {
+        Some(i) => &fixed[..=i],
+        None => "",
+    }
+}
+
+/// Reads an attachment whose path rendered to `rendered`, written as
+/// `source` in the push file in `push_dir`. The file must resolve (symbolic
+/// links followed) to a regular file inside [`fixed_folder`] of `source`,
+/// and be at most [`MAX_INLINE_ATTACHMENT_BYTES`].
+pub fn read_attachment(
+    push_dir: &std::path::Path,
+    source: &str,
+    rendered: &str,
+) -> Result<Vec<u8>, AttachmentError> {
+    use std::io::Read as _;
+    let rendered = rendered.trim();
+    if rendered.is_empty() {
+        return Err(AttachmentError::Empty);
+    }
+    let folder_text = fixed_folder(source);
+    let outside = || AttachmentError::Outside {
+        folder: if folder_text.is_empty() {
+            "./".to_owned()
+        } else {
+            folder_text.to_owned()
+        },
+    };
+    if std::path::Path::new(rendered).is_absolute() || rendered.contains('\0') {
+        return Err(outside());
+    }
+    let io = |e: std::io::Error| AttachmentError::Io(e.kind().to_string());
+    let root = push_dir.join(folder_text).canonicalize().map_err(io)?;
+    let full = push_dir.join(rendered);
+    // Refuse a climb even when it comes back (`files/../files/x`): the
+    // lexical check needs no file system; the canonical one catches links.
+    let climbs = std::path::Path::new(rendered)
+        .strip_prefix(folder_text)
+        .map_or(true, |rest| {
+            rest.components().any(|c| {
+                !matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            })
+        });
+    if climbs {
+        return Err(outside());
+    }
+    let resolved = full.canonicalize().map_err(io)?;
+    if !resolved.starts_with(&root) {
+        return Err(outside());
+    }
+    let file = std::fs::File::open(&resolved).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(AttachmentError::Io("not a regular file".to_owned()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_INLINE_ATTACHMENT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() > MAX_INLINE_ATTACHMENT_BYTES {
+        return Err(AttachmentError::TooLarge);
+    }
+    Ok(bytes)
+}
 
 /// Builds the `sendMail` request.
 pub fn prepare(
@@ -33,6 +140,14 @@ pub fn prepare(
         .map(|u| u.as_str().trim())
         .filter(|u| !u.is_empty())
     {
+        // A path segment of its own: `.` or `..` would climb out of `/users/`
+        // (URL parsers resolve them even encoded); `/` and the rest are encoded.
+        Some("." | "..") => {
+            return Err(PrepareError::InvalidField {
+                field: "graph_mail.user".into(),
+                reason: "a mailbox cannot be `.` or `..` (expected a user id or address)".into(),
+            })
+        }
         Some(user) => format!(
             "v1.0/users/{}/sendMail",
             url::form_urlencoded::byte_serialize(user.as_bytes()).collect::<String>()
@@ -40,8 +155,9 @@ pub fn prepare(
         None => "v1.0/me/sendMail".to_owned(),
     };
 
+    let subject = one_line_subject("graph_mail.subject", &t.subject.0)?;
     let mut message = Map::new();
-    message.insert("subject".into(), Value::String(t.subject.0.clone()));
+    message.insert("subject".into(), Value::String(subject));
     let (content_type, content) = match (&t.html, &t.text) {
         (Some(html), _) => ("HTML", html),
         (None, Some(text)) => ("Text", text),
@@ -52,6 +168,9 @@ pub fn prepare(
             })
         }
     };
+    if content_type == "HTML" {
+        check_html_links("graph_mail.html", &content.0)?;
+    }
     message.insert(
         "body".into(),
         json!({ "contentType": content_type, "content": content.0 }),
@@ -91,6 +210,11 @@ pub fn prepare(
         let mut attachments = Vec::new();
         for (i, a) in t.attachments.iter().enumerate() {
             let field = format!("graph_mail.attachments[{i}]");
+            // Both end up in the MIME headers Exchange writes for the part.
+            check_header_text(&format!("{field}.name"), &a.name.0)?;
+            if let Some(ct) = &a.content_type {
+                check_header_text(&format!("{field}.content_type"), &ct.0)?;
+            }
             let b64 = a
                 .content_base64
                 .as_ref()

@@ -188,10 +188,32 @@ pub enum PrepareError {
     /// No token (or placeholder) was given for an account.
     #[error("no access token for OAuth account `{0}`")]
     MissingToken(String),
+    /// A dispatcher (or a library it calls) panicked on this push's values:
+    /// reported as a failed delivery instead of taking the worker down.
+    #[error("cannot build the request from these values (internal error in the {0} dispatcher)")]
+    Internal(&'static str),
 }
 
 /// Builds the request for `push`.
+///
+/// Every value that reaches a header is checked before a library sees it,
+/// but a panic in a dependency on some unforeseen value must still not take
+/// a worker (and the target's in-flight slot) down: it becomes
+/// [`PrepareError::Internal`], a failed delivery.
 pub fn prepare(push: &RenderedPush, endpoints: &Endpoints) -> Result<Prepared, PrepareError> {
+    let kind = match &push.target {
+        RenderedTarget::Http(_) => "http",
+        RenderedTarget::GraphMail(_) => "graph_mail",
+        RenderedTarget::BingAds(_) => "bing_ads",
+        RenderedTarget::Smtp(_) => "smtp",
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        prepare_inner(push, endpoints)
+    }))
+    .unwrap_or(Err(PrepareError::Internal(kind)))
+}
+
+fn prepare_inner(push: &RenderedPush, endpoints: &Endpoints) -> Result<Prepared, PrepareError> {
     match &push.target {
         RenderedTarget::Http(t) => http::prepare(t, push).map(Prepared::Http),
         RenderedTarget::GraphMail(t) => graph_mail::prepare(t, push, endpoints).map(Prepared::Http),
@@ -218,7 +240,206 @@ fn check_header(field: &str, name: &str, value: &str) -> Result<(), PrepareError
             reason: "header value contains a line break or NUL".to_owned(),
         });
     }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(PrepareError::InvalidField {
+            field: field.to_owned(),
+            reason: "header value contains a control character".to_owned(),
+        });
+    }
     Ok(())
+}
+
+/// Rejects a value bound for a mail header (subject, display name) that
+/// holds a control character: CR or LF would start a new header (`Bcc:`
+/// injection), and lettre's builder panics on them.
+pub fn check_header_text(field: &str, value: &str) -> Result<(), PrepareError> {
+    match value.chars().find(|c| c.is_control()) {
+        None => Ok(()),
+        Some(c) => Err(PrepareError::InvalidField {
+            field: field.to_owned(),
+            reason: format!(
+                "contains the control character U+{:04X} ({}); header values must be one line without control characters",
+                u32::from(c),
+                match c {
+                    '\r' => "carriage return",
+                    '\n' => "line feed",
+                    '\0' => "NUL",
+                    '\t' => "tab",
+                    _ => "control character",
+                }
+            ),
+        }),
+    }
+}
+
+/// Attributes whose value a mail client follows or loads as a URL.
+const URL_ATTRIBUTES: [&str; 11] = [
+    "href",
+    "src",
+    "action",
+    "formaction",
+    "xlink:href",
+    "background",
+    "poster",
+    "cite",
+    "data",
+    "lowsrc",
+    "dynsrc",
+];
+
+/// Refuses an HTML mail body with a link or source whose scheme runs code
+/// or smuggles content: `javascript:`, `vbscript:`, and `data:` (except
+/// `data:image/…` other than SVG in `src`). Checked on the rendered body,
+/// so it holds however the value got there (an event value, `| safe`,
+/// entities or tabs inside the scheme).
+pub fn check_html_links(field: &str, html: &str) -> Result<(), PrepareError> {
+    for (attr, value) in html_attributes(html) {
+        if !URL_ATTRIBUTES.contains(&attr.as_str()) {
+            continue;
+        }
+        let url: String = decode_entities(&value)
+            .chars()
+            .filter(|c| !c.is_whitespace() && !c.is_control())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let scheme = ["javascript:", "vbscript:", "data:"]
+            .into_iter()
+            .find(|s| url.starts_with(s));
+        let image =
+            attr == "src" && url.starts_with("data:image/") && !url.starts_with("data:image/svg");
+        if let Some(scheme) = scheme.filter(|_| !image) {
+            return Err(PrepareError::InvalidField {
+                field: field.to_owned(),
+                reason: format!("`{attr}` with a `{scheme}` URL is refused in an HTML mail body (links must be http:, https:, mailto:, tel: or relative)"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `(attribute name in lower case, raw value)` of every attribute of every
+/// tag in `html`; comments are skipped. Lenient, like a browser: it never
+/// fails.
+fn html_attributes(html: &str) -> Vec<(String, String)> {
+    let b = html.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(off) = html[i..].find('<') {
+        i += off + 1;
+        if html[i..].starts_with("!--") {
+            i = html[i..].find("-->").map_or(b.len(), |e| i + e + 3);
+            continue;
+        }
+        if !b.get(i).is_some_and(|c| c.is_ascii_alphabetic()) {
+            continue;
+        }
+        while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'>' && b[i] != b'/' {
+            i += 1;
+        }
+        loop {
+            while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'/') {
+                i += 1;
+            }
+            if i >= b.len() || b[i] == b'>' {
+                break;
+            }
+            let start = i;
+            while i < b.len() && !b[i].is_ascii_whitespace() && !b"=>/".contains(&b[i]) {
+                i += 1;
+            }
+            let name = html[start..i].to_ascii_lowercase();
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if b.get(i) != Some(&b'=') {
+                if start == i {
+                    i += 1;
+                }
+                continue;
+            }
+            i += 1;
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            let value = match b.get(i) {
+                Some(&q) if q == b'"' || q == b'\'' => {
+                    let end = html[i + 1..].find(q as char).map_or(b.len(), |e| i + 1 + e);
+                    let v = &html[i + 1..end];
+                    i = (end + 1).min(b.len());
+                    v
+                }
+                _ => {
+                    let start = i;
+                    while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'>' {
+                        i += 1;
+                    }
+                    &html[start..i]
+                }
+            };
+            out.push((name, value.to_owned()));
+        }
+    }
+    out
+}
+
+/// Decodes the character references that can hide a scheme (`&#106;`,
+/// `&#x6A;`, `&colon;`, `&Tab;`, `&NewLine;`); others are kept as written.
+fn decode_entities(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('&') {
+        out.push_str(&rest[..pos]);
+        rest = &rest[pos + 1..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '#')
+            .unwrap_or(rest.len());
+        let name = &rest[..end];
+        let decoded = if let Some(num) = name.strip_prefix("#x").or_else(|| name.strip_prefix("#X"))
+        {
+            u32::from_str_radix(num, 16).ok().and_then(char::from_u32)
+        } else if let Some(num) = name.strip_prefix('#') {
+            num.parse::<u32>().ok().and_then(char::from_u32)
+        } else {
+            match name.to_ascii_lowercase().as_str() {
+                "colon" => Some(':'),
+                "tab" => Some('\t'),
+                "newline" => Some('\n'),
+                _ => None,
+            }
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end..];
+                rest = rest.strip_prefix(';').unwrap_or(rest);
+            }
+            None => out.push('&'),
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A subject as one header line: each run of line breaks and tabs becomes
+/// one space (what unfolding a folded header does; a caller name with a
+/// line break still makes a readable subject), any other control character
+/// is refused like in [`check_header_text`].
+pub fn one_line_subject(field: &str, value: &str) -> Result<String, PrepareError> {
+    let mut out = String::with_capacity(value.len());
+    let mut in_break = false;
+    for c in value.chars() {
+        if matches!(c, '\r' | '\n' | '\t') {
+            if !in_break {
+                out.push(' ');
+            }
+            in_break = true;
+        } else {
+            out.push(c);
+            in_break = false;
+        }
+    }
+    check_header_text(field, &out)?;
+    Ok(out)
 }
 
 /// Joins a base URL and a path without doubling or losing the slash.
@@ -233,6 +454,8 @@ fn join_url(base: &str, path: &str) -> String {
 /// Splits `Name <a@example.com>` into name and address; checks the address.
 pub fn parse_recipient(field: &str, text: &str) -> Result<(Option<String>, String), PrepareError> {
     let text = text.trim();
+    // Before anything else: a line break in a name would become a header.
+    check_header_text(field, text)?;
     let (name, address) = match (text.rfind('<'), text.ends_with('>')) {
         (Some(open), true) => {
             let name = text[..open].trim().trim_matches('"').trim();
@@ -280,6 +503,46 @@ mod tests {
         assert!(parse_recipient("to", "no-at-sign").is_err());
         assert!(parse_recipient("to", "").is_err());
         assert!(parse_recipient("to", "a b@c.test").is_err());
+    }
+
+    #[test]
+    fn names_and_subjects_with_control_characters_are_refused() {
+        assert!(parse_recipient("to", "Evil\r\nBcc: x <a@example.com>").is_err());
+        assert!(parse_recipient("to", "Evil\u{0}Name <a@example.com>").is_err());
+        assert!(check_header_text("subject", "Hi\nBcc: x@example.com").is_err());
+        assert!(check_header_text("subject", "Grüße, O'Brien").is_ok());
+        assert_eq!(
+            one_line_subject("subject", "Hi\r\n\tBcc: x@example.com\nend").unwrap(),
+            "Hi Bcc: x@example.com end"
+        );
+        assert!(one_line_subject("subject", "Hi\u{0}there").is_err());
+        assert!(one_line_subject("subject", "Hi\u{1b}[31m").is_err());
+    }
+
+    #[test]
+    fn html_links_with_script_schemes_are_refused() {
+        let bad = [
+            r#"<a href="javascript:alert(1)">x</a>"#,
+            r#"<a HREF = 'JavaScript:alert(1)'>x</a>"#,
+            "<a href=\"java\tscript:alert(1)\">x</a>",
+            r#"<a href="&#106;avascript&#x3A;alert(1)">x</a>"#,
+            r#"<a href=" javascript&colon;alert(1)">x</a>"#,
+            r#"<img src=vbscript:x>"#,
+            r#"<a href="data:text/html;base64,PHNjcmlwdD4=">x</a>"#,
+            r#"<img src="data:image/svg+xml;base64,PHN2Zz4=">"#,
+        ];
+        for html in bad {
+            assert!(check_html_links("html", html).is_err(), "{html}");
+        }
+        let good = [
+            r#"<a href="https://example.com/?q=javascript:x">x</a>"#,
+            r#"<a href="mailto:a@example.com">x</a><img src="data:image/png;base64,iVBO">"#,
+            r#"<p title="javascript:">text javascript: here</p><!-- <a href="javascript:x"> -->"#,
+            "<a href=\"/relative\">x</a> <b>unclosed <",
+        ];
+        for html in good {
+            assert!(check_html_links("html", html).is_ok(), "{html}");
+        }
     }
 
     #[test]

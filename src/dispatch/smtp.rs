@@ -7,15 +7,22 @@ use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 
 use super::outcome::{Outcome, RetryDelay};
-use super::{parse_recipient, PrepareError, RenderedPush, SmtpLogin, SmtpMail};
+use super::{
+    check_html_links, one_line_subject, parse_recipient, PrepareError, RenderedPush, SmtpLogin,
+    SmtpMail,
+};
 use crate::config::{SmtpTarget, SmtpTls, TemplateText};
 
 /// Builds the mail.
 pub fn prepare(t: &SmtpTarget, push: &RenderedPush) -> Result<SmtpMail, PrepareError> {
     let from = mailbox("smtp.from", &t.from.0)?;
+    let subject = one_line_subject("smtp.subject", &t.subject.0)?;
+    if let Some(html) = &t.html {
+        check_html_links("smtp.html", &html.0)?;
+    }
     let mut builder = Message::builder()
         .from(from.clone())
-        .subject(t.subject.0.clone())
+        .subject(subject)
         .date(SystemTime::from(push.now))
         .message_id(Some(format!("<{}@pushwerk>", push.idempotency_key)));
     let mut envelope_to = Vec::new();

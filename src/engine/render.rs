@@ -197,12 +197,21 @@ pub fn render(
         let base = push.file.parent().unwrap_or(Path::new("."));
         for (i, a) in mail.attachments.iter_mut().enumerate() {
             if let Some(path) = a.path.take() {
-                let full = base.join(path.0.trim());
-                let bytes = std::fs::read(&full).map_err(|e| RenderError::Attachment {
-                    field: format!("graph_mail.attachments[{i}].path"),
-                    path: path.0.clone(),
-                    reason: e.kind().to_string(),
-                })?;
+                // Confined to the folder the path's fixed part names (issue #10.1).
+                let source = push
+                    .spec
+                    .graph_mail
+                    .as_ref()
+                    .and_then(|g| g.attachments.get(i));
+                let source = source
+                    .and_then(|a| a.path.as_ref())
+                    .map_or("", |p| p.0.as_str());
+                let bytes = crate::dispatch::graph_mail::read_attachment(base, source, &path.0)
+                    .map_err(|e| RenderError::Attachment {
+                        field: format!("graph_mail.attachments[{i}].path"),
+                        path: path.0.clone(),
+                        reason: e.to_string(),
+                    })?;
                 a.content_base64 = Some(crate::config::TemplateText(
                     base64::engine::general_purpose::STANDARD.encode(bytes),
                 ));

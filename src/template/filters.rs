@@ -42,6 +42,7 @@ pub fn register(env: &mut Environment<'_>) {
     env.add_filter("iso8601", iso8601_filter);
     env.add_filter("strftime", strftime_filter);
     env.add_filter("json", json_filter);
+    env.add_filter("path", path_filter);
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -468,7 +469,10 @@ fn strftime_filter(value: &Value, fmt: &str) -> Result<String, Error> {
 // json
 // ---------------------------------------------------------------------------
 
-fn json_filter(value: &Value) -> Result<Value, Error> {
+/// In an HTML-escaped template (an HTML mail body) the JSON text is escaped
+/// like any other value: `</script>` inside a string must not end a script
+/// element. Elsewhere it is inserted as is.
+fn json_filter(state: &minijinja::State<'_, '_>, value: &Value) -> Result<Value, Error> {
     match value.kind() {
         ValueKind::Undefined => {
             return Err(invalid(
@@ -485,7 +489,60 @@ fn json_filter(value: &Value) -> Result<Value, Error> {
         )
         .with_source(e)
     })?;
-    Ok(Value::from_safe_string(text))
+    if matches!(state.auto_escape(), minijinja::AutoEscape::None) {
+        Ok(Value::from_safe_string(text))
+    } else {
+        Ok(Value::from(text))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// path
+// ---------------------------------------------------------------------------
+
+/// Percent-encodes `input` as one URL path segment: everything but
+/// RFC 3986's unreserved characters is encoded, `/`, `?`, `#`, `%` and `@`
+/// included, so a value cannot climb, end the path or start a query.
+///
+/// Exists because a parameter inside a URL's path is otherwise copied as
+/// written (`../../admin?x=1` reached `/admin?x=1`). A segment that is
+/// exactly `.` or `..` is an error: URL parsers treat even their encoded
+/// forms as a climb.
+pub fn encode_path_segment(input: &str) -> Result<String, PathSegmentError> {
+    if input == "." || input == ".." {
+        return Err(PathSegmentError::DotSegment);
+    }
+    let mut out = String::with_capacity(input.len());
+    for b in input.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    Ok(out)
+}
+
+/// Why a value cannot be a path segment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathSegmentError {
+    /// `.` or `..`.
+    #[error("path filter: a path segment cannot be `.` or `..`")]
+    DotSegment,
+}
+
+fn path_filter(value: &Value) -> Result<String, Error> {
+    let text =
+        match value.kind() {
+            ValueKind::Undefined => return Err(invalid(
+                "path filter got an undefined value; check the variable name or use default(...)",
+            )),
+            ValueKind::String => value.as_str().unwrap_or_default().to_owned(),
+            ValueKind::Number | ValueKind::Bool => value.to_string(),
+            ValueKind::None => String::new(),
+            _ => return Err(invalid("path filter takes a string or a number")),
+        };
+    encode_path_segment(&text).map_err(|e| invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -773,7 +830,8 @@ mod tests {
         let out = ok("{{ o|json }}", ctx.clone());
         assert_eq!(out, r#"{"a":[1,2.5,null,true],"b":"<x>"}"#);
 
-        // Output must not be HTML-escaped even with auto-escaping on.
+        // In an HTML-escaped template the JSON text is escaped like any
+        // value (a `</script>` in a string must not close a script element).
         let mut env = env();
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
         env.add_template("t.html", "{{ o|json }}")
@@ -782,11 +840,34 @@ mod tests {
             .get_template("t.html")
             .and_then(|t| t.render(ctx))
             .expect("render");
-        assert_eq!(html, out);
+        assert_eq!(
+            html,
+            r#"{&quot;a&quot;:[1,2.5,null,true],&quot;b&quot;:&quot;&lt;x&gt;&quot;}"#
+        );
 
         let e = err("{{ missing|json }}", none());
         assert_eq!(e.kind(), ErrorKind::InvalidOperation);
         assert_eq!(ok("{{ none|json }}", none()), "null");
+    }
+
+    #[test]
+    fn path_encodes_one_segment() {
+        assert_eq!(
+            encode_path_segment("../../admin?x=1#frag").unwrap(),
+            "..%2F..%2Fadmin%3Fx%3D1%23frag"
+        );
+        assert_eq!(encode_path_segment("a b/ü").unwrap(), "a%20b%2F%C3%BC");
+        assert_eq!(encode_path_segment("c-8812_x.y~").unwrap(), "c-8812_x.y~");
+        assert!(encode_path_segment("..").is_err());
+        assert!(encode_path_segment(".").is_err());
+        let u = url::Url::parse(&format!(
+            "https://h.test/api/{}",
+            encode_path_segment("../../admin?x=1#f").unwrap()
+        ))
+        .unwrap();
+        assert_eq!(u.path(), "/api/..%2F..%2Fadmin%3Fx%3D1%23f");
+        assert_eq!(u.query(), None);
+        assert_eq!(ok("{{ n|path }}", j(serde_json::json!({"n": 42}))), "42");
     }
 
     #[test]

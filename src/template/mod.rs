@@ -101,6 +101,147 @@ pub fn referenced(vars: std::collections::HashSet<String>) -> BTreeSet<String> {
     vars.into_iter().collect()
 }
 
+/// Filter names offered as "did you mean" for an unknown filter (those the
+/// environment really has).
+const FILTER_NAMES: [&str; 54] = [
+    "safe",
+    "escape",
+    "e",
+    "lower",
+    "upper",
+    "title",
+    "capitalize",
+    "replace",
+    "length",
+    "count",
+    "items",
+    "dictsort",
+    "reverse",
+    "trim",
+    "join",
+    "split",
+    "lines",
+    "default",
+    "d",
+    "round",
+    "abs",
+    "int",
+    "float",
+    "attr",
+    "first",
+    "last",
+    "min",
+    "max",
+    "sort",
+    "list",
+    "string",
+    "bool",
+    "batch",
+    "slice",
+    "sum",
+    "select",
+    "reject",
+    "map",
+    "unique",
+    "chain",
+    "zip",
+    "format",
+    "urlencode",
+    "tojson",
+    "indent",
+    "pprint",
+    "wordcount",
+    "sha256",
+    "e164",
+    "iso8601",
+    "strftime",
+    "json",
+    "path",
+    "selectattr",
+];
+
+/// A filter or test a template uses that the environment does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    /// `filter` or `test`.
+    pub kind: &'static str,
+    /// The name as written.
+    pub name: String,
+    /// The line inside the template (from 1).
+    pub line: usize,
+    /// A known name close to it, if any.
+    pub suggestion: Option<String>,
+}
+
+/// Whether `env` has a filter (`test == false`) or test called `name`: asks
+/// minijinja by evaluating a probe, the only public way.
+fn exists(env: &Environment<'_>, name: &str, test: bool) -> bool {
+    let source = if test {
+        format!("none is {name}")
+    } else {
+        format!("none | {name}")
+    };
+    match env.compile_expression(&source) {
+        Err(_) => true,
+        Ok(expr) => match expr.eval(minijinja::context! {}) {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                minijinja::ErrorKind::UnknownFilter | minijinja::ErrorKind::UnknownTest
+            ),
+        },
+    }
+}
+
+/// Every filter and test the compiled template `name` uses that `env` does
+/// not have: minijinja reports those only when the render reaches them, so
+/// `check` looks for them in the compiled instructions.
+pub fn unknown_filters(env: &Environment<'_>, name: &str) -> Vec<UnknownName> {
+    use minijinja::machinery::{get_compiled_template, Instruction, Instructions};
+    let Ok(tmpl) = env.get_template(name) else {
+        return Vec::new();
+    };
+    let compiled = get_compiled_template(&tmpl);
+    let mut out: Vec<UnknownName> = Vec::new();
+    let mut scan = |instructions: &Instructions<'_>| {
+        let mut idx = 0;
+        while let Some(instr) = instructions.get(idx) {
+            let found = match instr {
+                Instruction::ApplyFilter(n, _, _) => Some(("filter", *n)),
+                Instruction::PerformTest(n, _, _) => Some(("test", *n)),
+                _ => None,
+            };
+            if let Some((kind, n)) = found {
+                let known = out.iter().any(|u| u.kind == kind && u.name == n);
+                if !known && !exists(env, n, kind == "test") {
+                    let suggestion = (kind == "filter")
+                        .then(|| {
+                            FILTER_NAMES
+                                .iter()
+                                .map(|c| (strsim::jaro_winkler(n, c), *c))
+                                .filter(|(score, c)| *score >= 0.8 && exists(env, c, false))
+                                .max_by(|a, b| a.0.total_cmp(&b.0))
+                                .map(|(_, c)| c.to_owned())
+                        })
+                        .flatten();
+                    out.push(UnknownName {
+                        kind,
+                        name: n.to_string(),
+                        line: instructions.get_line(idx).unwrap_or(1),
+                        suggestion,
+                    });
+                }
+            }
+            idx += 1;
+        }
+    };
+    scan(&compiled.instructions);
+    for block in compiled.blocks.values() {
+        scan(block);
+    }
+    out
+}
+
 /// A short, secret-free description of a minijinja error: its kind and
 /// detail, without the debug dump of the context.
 pub fn describe_error(err: &minijinja::Error) -> String {

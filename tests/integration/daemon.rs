@@ -997,7 +997,7 @@ async fn needs_reauth_dead_letter_is_delivered_after_import_and_replay() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("replayed 1 dead letters"),
+        String::from_utf8_lossy(&out.stdout).contains("replayed 1 dead letter"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

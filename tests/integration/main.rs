@@ -1,10 +1,12 @@
 //! pushwerk's integration tests, one binary (one link step) with a module
 //! per area.
 
+mod check_ux;
 mod cli;
 mod daemon;
 mod dispatch;
 mod fuzz;
+mod hostile_push;
 mod hostile_server;
 mod loader;
 mod mock_identity;
