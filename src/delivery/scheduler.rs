@@ -337,10 +337,11 @@ impl Scheduler {
                 false
             });
         };
-        take(&mut self.jobs, &mut self.ready);
+        // Jobs waiting for their target first: they came due earlier.
         for line in self.blocked.values_mut() {
             take(&mut self.jobs, line);
         }
+        take(&mut self.jobs, &mut self.ready);
         self.blocked.retain(|_, line| !line.is_empty());
         self.riding += riders.len();
         self.resident -= riders.len();
@@ -545,5 +546,36 @@ mod tests {
         );
         let later = s.next(now + chrono::Duration::seconds(30), by_push(10));
         assert_eq!(later.map(|j| (j.id, j.attempt)), Some((1, 2)));
+    }
+
+    #[test]
+    fn riders_take_no_slot_and_end_like_other_jobs() {
+        let now = Utc::now();
+        let mut s = Scheduler::new(100, 2);
+        s.add((1..=6).map(|i| job(i, if i == 3 { "b" } else { "a" }, now)));
+        s.add([job(7, "a", now + chrono::Duration::seconds(60))]);
+        let lead = s.next(now, by_push(1)).unwrap();
+        assert_eq!(lead.id, 1);
+        // Job 2 waits for `a`'s one slot; it rides along all the same.
+        assert_eq!(s.next(now, by_push(1)).map(|j| j.id), Some(3));
+        let riders = s.take_riders(now, 3, |j| j.push == "a");
+        assert_eq!(riders.iter().map(|j| j.id).collect::<Vec<_>>(), [2, 4, 5]);
+        assert_eq!(s.in_flight(), 5, "riders count as in flight");
+        assert!(s.next(now, by_push(1)).is_none(), "slots are full");
+        for r in &riders {
+            s.finished(r.id, None);
+        }
+        assert_eq!(s.in_flight(), 2, "riders held no slot");
+        s.finished(lead.id, None);
+        s.finished(3, None);
+        assert_eq!(s.next(now, by_push(1)).map(|j| j.id), Some(6));
+        assert!(s.take_riders(now, 10, |_| true).is_empty(), "7 is not due");
+        s.forget([(2, 1), (4, 1)]);
+        assert!(!s.knows(2) && !s.knows(4) && s.knows(5));
+        // A rider put back (shutdown) is queued again.
+        let rider = s.take_riders(now + chrono::Duration::seconds(60), 1, |_| true);
+        assert_eq!(rider.len(), 1);
+        s.put_back(rider.into_iter().next().unwrap());
+        assert_eq!(s.in_flight(), 1);
     }
 }

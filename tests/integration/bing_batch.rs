@@ -365,6 +365,28 @@ async fn five_events_posted_together_go_out_as_one_request_and_all_are_delivered
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn more_jobs_than_the_accounts_in_flight_limit_still_share_one_request() {
+    // 8 Bing deliveries per account may be in flight; the other jobs of
+    // the batch ride along without a slot of their own.
+    let bing = BingMock::start().await;
+    bing.accept_token_prefix(ADS_PREFIX);
+    let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
+    let served = world.serve().await;
+    let all: Vec<String> = (1..=40).map(|i| format!("m{i}")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    served.ingest(&events(&all)).await;
+    let log = served
+        .log_until("40 delivered entries", Duration::from_secs(15), |log| {
+            ids(log, "delivered").len() == 40
+        })
+        .await;
+    assert_eq!(ids(&log, "delivered"), owned(&all));
+    let requests = bing.requests();
+    assert_eq!(requests.len(), 1, "one request for the 40 conversions");
+    assert_eq!(clicks(&requests[0]).len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_partial_error_at_index_1_dead_letters_exactly_that_job() {
     let bing = BingMock::start().await;
     bing.accept_token_prefix(ADS_PREFIX);
