@@ -3,7 +3,8 @@
 //! request, each job's outcome is mapped back by `PartialErrors[].Index`,
 //! a 117 retries every job of the batch after the wait, a refused token is
 //! refreshed once for the batch, and `pushwerk send` of several events
-//! batches the same way.
+//! batches the same way. And delivery errors that say why a connection
+//! failed (issue #11.8), without echoing a URL's secrets.
 //!
 //! Every daemon test starts its own `pushwerk serve` (own folder, data
 //! directory and port) against a [`BingMock`] and kills it when done.
@@ -534,4 +535,96 @@ async fn send_of_several_events_goes_out_as_one_request() {
         !output.contains("mock-at.ads"),
         "no token in the output: {output}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Delivery errors that say why (#11.8)
+
+/// A listener that accepts connections and never answers; they stay open
+/// until the returned task is aborted.
+async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_errors_in_the_delivery_log_say_refused_or_timed_out_without_secrets() {
+    let bing = BingMock::start().await;
+    let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
+    let closed = free_port();
+    let (silent, listener) = silent_listener().await;
+    let hook = |name: &str, port: u16, extra: &str| {
+        format!(
+            "name: {name}\non: call.ended\nhttp:\n  url: http://user:pa55word@127.0.0.1:{port}/hooks/s3cr3t-path?key=s3cr3t-key\n{extra}  json:\n    id: \"<< push.event_id >>\"\n"
+        )
+    };
+    std::fs::write(
+        world.pushes().join("closed.yaml"),
+        hook("closed", closed, ""),
+    )
+    .unwrap();
+    std::fs::write(
+        world.pushes().join("silent.yaml"),
+        hook("silent", silent, "  timeout: 300ms\n"),
+    )
+    .unwrap();
+    let served = world.serve().await;
+    served.ingest(&events(&["e1"])).await;
+    let first_error = |push: &'static str| {
+        let served = &served;
+        async move {
+            poll(
+                &format!("a retry entry of {push}"),
+                Duration::from_secs(15),
+                || async {
+                    let log = served
+                        .get(&format!("/v1/deliveries?push={push}&status=retry"))
+                        .await;
+                    log["deliveries"].as_array()?.first()?["error"]
+                        .as_str()
+                        .map(str::to_owned)
+                },
+            )
+            .await
+        }
+    };
+    let refused = first_error("closed").await;
+    assert!(refused.contains("connection refused"), "{refused}");
+    let timed_out = first_error("silent").await;
+    println!("refused: {refused}\ntimed out: {timed_out}");
+    assert!(timed_out.contains("timed out"), "{timed_out}");
+    for error in [&refused, &timed_out] {
+        assert!(
+            !error.contains("s3cr3t") && !error.contains("pa55word"),
+            "a URL secret in the log: {error}"
+        );
+    }
+    listener.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smtp_connection_refused_says_so() {
+    let bing = BingMock::start().await;
+    let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
+    let closed = free_port();
+    let push = format!(
+        "name: mail\non: call.ended\nsmtp:\n  host: 127.0.0.1\n  port: {closed}\n  tls: none\n  auth:\n    username: bot\n    password: pa55word\n  from: bot@example.com\n  to: [sales@example.com]\n  subject: hi\n  text: hello\n  timeout: 2s\n"
+    );
+    std::fs::write(world.pushes().join("mail.yaml"), push).unwrap();
+    let file = world.event_file(&conversion_event("m1"));
+    let out = world.pushwerk(&["send", "mail", "--event", &file]).await;
+    let output = text(&out);
+    println!("{output}");
+    assert_eq!(out.status.code(), Some(75), "{output}");
+    assert!(output.contains("connection refused"), "{output}");
+    assert!(!output.contains("pa55word"), "{output}");
 }
