@@ -628,3 +628,59 @@ async fn smtp_connection_refused_says_so() {
     assert!(output.contains("connection refused"), "{output}");
     assert!(!output.contains("pa55word"), "{output}");
 }
+
+// ---------------------------------------------------------------------------
+// The body against Microsoft's own definition
+
+/// The `BatchError` fields `dispatch::bing_ads` reads from `PartialErrors`.
+const BATCH_ERROR_FIELDS: &str = "Code:int,ErrorCode:string,Index:int,Message:string";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_batch_body_conforms_to_the_bingads_sdk_definition() {
+    let script = crate::util::root().join("tests/sdk/check_bing_body.py");
+    let bing = BingMock::start().await;
+    bing.accept_token_prefix(ADS_PREFIX);
+    let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
+    // Every conversion field, optional ones included.
+    let push = format!(
+        "name: full\non: call.ended\nbing_ads:\n  account: ms_ads\n  base_url: {}\n  developer_token: BBD37VB98\n  customer_id: \"1234567\"\n  customer_account_id: \"7654321\"\n  conversion:\n    name: Phone Call\n    time: << event.time | iso8601 >>\n    click_id: << event.msclkid >>\n    value: 12.5\n    currency: eur\n    hashed_email: << event.email | sha256 >>\n    hashed_phone: << event.phone | e164('49') | sha256 >>\n    external_attribution_credit: 0.5\n    external_attribution_model: W-shaped\n",
+        bing.base_url()
+    );
+    std::fs::write(world.pushes().join("full.yaml"), push).unwrap();
+    let mut args = vec!["send".to_owned(), "full".to_owned()];
+    for id in ["f1", "f2"] {
+        let mut e = conversion_event(id);
+        e["data"]["email"] = json!(format!("{id}@example.com"));
+        e["data"]["phone"] = json!("030 1234567");
+        args.extend(["--event".to_owned(), world.event_file(&e)]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = world.pushwerk(&args).await;
+    let requests = bing.requests();
+    assert_eq!(requests.len(), 1, "{}", text(&out));
+    assert_eq!(clicks(&requests[0]).len(), 2);
+    let body = requests[0].body.clone();
+    let check = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(BATCH_ERROR_FIELDS)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        child.stdin.take().unwrap().write_all(&body).unwrap();
+        child.wait_with_output().expect("the check ends")
+    })
+    .await
+    .unwrap();
+    let report = text(&check);
+    if check.status.code() == Some(3) && std::env::var_os("CI").is_none() {
+        // CI installs the SDK (.ci/run); a developer's machine may not have it.
+        println!("skipped: {report}");
+        return;
+    }
+    assert!(check.status.success(), "{report}");
+    assert!(report.contains("checked 2 conversions"), "{report}");
+}
