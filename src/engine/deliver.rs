@@ -110,7 +110,6 @@ impl Deliverer {
         let settings =
             BatchSettings::from_env(&crate::config::secret::process_env).unwrap_or_else(|e| {
                 tracing::warn!("{e}; using the default");
-                eprintln!("warning: {e}; using the default");
                 BatchSettings::default()
             });
         Deliverer::with_batching(resolver, sender, endpoints, retry_after_cap, settings)
