@@ -348,3 +348,41 @@ pub fn take_riders(
         .expect("schedule lock")
         .take_riders(now, settings.max.saturating_sub(1), fits)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<BatchSettings, BatchSettingsError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BatchSettings::from_env(&move |name: &str| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn settings_come_from_the_environment_within_bounds() {
+        assert_eq!(from(&[]), Ok(BatchSettings::default()));
+        assert_eq!(
+            from(&[
+                ("PUSHWERK_BING_BATCH_MAX", "50"),
+                ("PUSHWERK_BING_LINGER", "0ms")
+            ]),
+            Ok(BatchSettings {
+                max: 50,
+                linger: Duration::ZERO
+            })
+        );
+        for bad in ["0", "1001", "many"] {
+            assert!(matches!(
+                from(&[("PUSHWERK_BING_BATCH_MAX", bad)]),
+                Err(BatchSettingsError::Max(_))
+            ));
+        }
+        for bad in ["11s", "soon"] {
+            let e = from(&[("PUSHWERK_BING_LINGER", bad)]).unwrap_err();
+            assert!(e.to_string().contains("PUSHWERK_BING_LINGER"), "{e}");
+        }
+    }
+}
