@@ -77,9 +77,10 @@ pub enum Command {
     Send {
         /// A push name in the folder, or a YAML file holding one push.
         push: String,
-        /// The event, a JSON file; optional for `schedule:` pushes.
+        /// The event, a JSON file; optional for `schedule:` pushes. Repeat
+        /// it to send several events together (Bing conversions share requests).
         #[arg(long)]
-        event: Option<PathBuf>,
+        event: Vec<PathBuf>,
         /// Attempts at most, waiting between them as the target asks (Retry-After) or with backoff.
         #[arg(long, default_value_t = 1)]
         attempts: u32,
@@ -379,13 +380,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             push,
             event,
             attempts,
-        } => send(
-            &cli.dir,
-            (&cli.data, cli.store),
-            &push,
-            event.as_deref(),
-            attempts,
-        ),
+        } => send(&cli.dir, (&cli.data, cli.store), &push, &event, attempts),
         Command::Params { event, format } => {
             let catalog = load(&cli.dir)?;
             print_diagnostics(&catalog);
@@ -603,18 +598,21 @@ fn send(
     dir: &Path,
     (data, store): (&Path, StoreChoice),
     push_arg: &str,
-    event_path: Option<&Path>,
+    event_paths: &[PathBuf],
     attempts: u32,
 ) -> anyhow::Result<ExitCode> {
     let (catalog, index) = select_push(dir, push_arg)?;
     let push = &catalog.pushes[index];
-    let event = match (event_path, &push.trigger) {
-        (Some(p), _) => read_event(p)?,
-        (None, Trigger::Schedule(_)) => Event::schedule_tick(push.name(), Utc::now()),
-        (None, Trigger::Event(on)) => bail!(
+    let events = match (event_paths, &push.trigger) {
+        ([], Trigger::Schedule(_)) => vec![Event::schedule_tick(push.name(), Utc::now())],
+        ([], Trigger::Event(on)) => bail!(
             "push `{}` fires on `{on}` events: give one with --event FILE",
             push.name()
         ),
+        (paths, _) => paths
+            .iter()
+            .map(|p| read_event(p))
+            .collect::<anyhow::Result<Vec<_>>>()?,
     };
     let resolver = Arc::new(open_resolver(data, store, &catalog)?);
     let deliverer = crate::engine::Deliverer::new(
@@ -624,37 +622,59 @@ fn send(
         std::time::Duration::from_secs(600),
     );
     let name = push.name().to_owned();
-    let delivery = runtime()?.block_on(deliverer.deliver_with_retries(
+    let several = events.len() > 1;
+    let on_attempt = |i: usize, n: u32, a: &crate::engine::Attempt| {
+        let target = a
+            .target
+            .as_ref()
+            .map(|t| format!(" → {t}"))
+            .unwrap_or_default();
+        let event = if several {
+            format!(" event {}", events[i].id)
+        } else {
+            String::new()
+        };
+        println!(
+            "{name}{event} attempt {n}{target}: {} ({} ms)",
+            a.outcome.summary(),
+            a.duration.as_millis()
+        );
+    };
+    let deliveries = runtime()?.block_on(deliverer.deliver_all_with_retries(
         &catalog,
         push,
-        &event,
+        &events,
         attempts.max(1),
         push.spec.retry.max_age.0,
         &crate::backoff::Backoff::default(),
-        |n, a| {
-            let target = a
-                .target
-                .as_ref()
-                .map(|t| format!(" → {t}"))
-                .unwrap_or_default();
-            println!(
-                "{name} attempt {n}{target}: {} ({} ms)",
-                a.outcome.summary(),
-                a.duration.as_millis()
-            );
-        },
+        &on_attempt,
     ));
-    match delivery {
-        crate::engine::Delivery::Skipped(reason) => {
-            println!("skipped: {reason}");
-            Ok(ExitCode::SUCCESS)
-        }
-        crate::engine::Delivery::Attempted(a) => Ok(match a.outcome {
-            crate::dispatch::Outcome::Delivered { .. } => ExitCode::SUCCESS,
-            crate::dispatch::Outcome::Retry { .. } => ExitCode::from(75),
-            _ => ExitCode::from(1),
-        }),
+    // The worst outcome decides: failed (1) over to be retried (75) over delivered.
+    let mut code = 0;
+    for (i, delivery) in deliveries.into_iter().enumerate() {
+        let this = match delivery {
+            crate::engine::Delivery::Skipped(reason) => {
+                let event = if several {
+                    format!("event {}: ", events[i].id)
+                } else {
+                    String::new()
+                };
+                println!("{event}skipped: {reason}");
+                0
+            }
+            crate::engine::Delivery::Attempted(a) => match a.outcome {
+                crate::dispatch::Outcome::Delivered { .. } => 0,
+                crate::dispatch::Outcome::Retry { .. } => 75,
+                _ => 1,
+            },
+        };
+        code = match (code, this) {
+            (1, _) | (_, 1) => 1,
+            (75, _) | (_, 75) => 75,
+            _ => 0,
+        };
     }
+    Ok(ExitCode::from(code))
 }
 
 fn serve(

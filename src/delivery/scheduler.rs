@@ -42,6 +42,9 @@ enum State {
     /// This attempt finished; the store holds the job until its completion
     /// is applied.
     Completing(u32),
+    /// Handed to a worker for this attempt without a slot of its own: it
+    /// rides in the same request as a job in flight (Bing Ads batches).
+    Riding(u32),
 }
 
 /// The in-memory schedule. Not thread-safe by itself: the daemon keeps it
@@ -57,6 +60,8 @@ pub struct Scheduler {
     /// Deliveries in flight per target.
     busy: HashMap<Arc<str>, usize>,
     in_flight: usize,
+    /// Jobs handed out by [`Scheduler::take_riders`], not yet finished.
+    riding: usize,
     resident: usize,
     resident_cap: usize,
     concurrency: usize,
@@ -88,6 +93,7 @@ impl Scheduler {
             blocked: HashMap::new(),
             busy: HashMap::new(),
             in_flight: 0,
+            riding: 0,
             resident: 0,
             resident_cap: resident_cap.max(1),
             concurrency: concurrency.max(1),
@@ -239,8 +245,13 @@ impl Scheduler {
     /// next due time set); otherwise the job waits for [`Scheduler::forget`]
     /// once its completion is in the store. Frees its slots.
     pub fn finished(&mut self, id: u64, retry: Option<Job>) {
-        let Some(State::InFlight(target, attempt)) = self.jobs.remove(&id) else {
-            return;
+        let (target, attempt) = match self.jobs.remove(&id) {
+            Some(State::InFlight(target, attempt)) => (target, attempt),
+            Some(State::Riding(attempt)) => {
+                self.riding -= 1;
+                return self.after_attempt(id, attempt, retry);
+            }
+            _ => return,
         };
         self.in_flight -= 1;
         let busy = match self.busy.get_mut(&target.key) {
@@ -269,12 +280,72 @@ impl Scheduler {
                 self.blocked.insert(target.key, line);
             }
         }
+        self.after_attempt(id, attempt, retry);
+    }
+
+    fn after_attempt(&mut self, id: u64, attempt: u32, retry: Option<Job>) {
         match retry {
             Some(job) => self.insert_queued(job, false),
             None => {
                 self.jobs.insert(id, State::Completing(attempt));
             }
         }
+    }
+
+    /// Takes up to `max` due jobs for which `fits` holds, to go out in the
+    /// same request as a job just taken by [`Scheduler::next`] (a Bing Ads
+    /// batch carries up to 1,000 conversions in one call). They take no
+    /// global or target slot: the request they ride in holds one. Each ends
+    /// with [`Scheduler::finished`] like any other; until then it counts in
+    /// [`Scheduler::in_flight`].
+    pub fn take_riders(
+        &mut self,
+        now: DateTime<Utc>,
+        max: usize,
+        mut fits: impl FnMut(&Job) -> bool,
+    ) -> Vec<Job> {
+        let mut riders = Vec::new();
+        if max == 0 {
+            return riders;
+        }
+        let now_ms = now.timestamp_millis();
+        while let Some((due, id)) = self.delayed.first().copied() {
+            if due > now_ms {
+                break;
+            }
+            self.delayed.pop_first();
+            self.ready.push_back(id);
+        }
+        let mut take = |jobs: &mut HashMap<u64, State>, line: &mut VecDeque<u64>| {
+            line.retain(|id| {
+                if riders.len() >= max {
+                    return true;
+                }
+                match jobs.get(id) {
+                    Some(State::Queued(job, _)) if fits(job) => {}
+                    // Stale entries (taken meanwhile) are dropped as `next` would.
+                    Some(State::Queued(..)) => return true,
+                    _ => return false,
+                }
+                let attempt = match jobs.get(id) {
+                    Some(State::Queued(job, _)) => job.attempt,
+                    _ => unreachable!("checked above"),
+                };
+                if let Some(State::Queued(job, _)) = jobs.insert(*id, State::Riding(attempt)) {
+                    riders.push(job);
+                }
+                false
+            });
+        };
+        // Jobs waiting for their target first: they came due earlier.
+        for line in self.blocked.values_mut() {
+            take(&mut self.jobs, line);
+        }
+        take(&mut self.jobs, &mut self.ready);
+        self.blocked.retain(|_, line| !line.is_empty());
+        self.riding += riders.len();
+        self.resident -= riders.len();
+        riders
     }
 
     /// Hands a job taken by [`Scheduler::next`] back unchanged (shutdown
@@ -309,7 +380,7 @@ impl Scheduler {
 
     /// Deliveries in flight.
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.in_flight + self.riding
     }
 
     /// Queued jobs held in memory.
@@ -475,5 +546,36 @@ mod tests {
         );
         let later = s.next(now + chrono::Duration::seconds(30), by_push(10));
         assert_eq!(later.map(|j| (j.id, j.attempt)), Some((1, 2)));
+    }
+
+    #[test]
+    fn riders_take_no_slot_and_end_like_other_jobs() {
+        let now = Utc::now();
+        let mut s = Scheduler::new(100, 2);
+        s.add((1..=6).map(|i| job(i, if i == 3 { "b" } else { "a" }, now)));
+        s.add([job(7, "a", now + chrono::Duration::seconds(60))]);
+        let lead = s.next(now, by_push(1)).unwrap();
+        assert_eq!(lead.id, 1);
+        // Job 2 waits for `a`'s one slot; it rides along all the same.
+        assert_eq!(s.next(now, by_push(1)).map(|j| j.id), Some(3));
+        let riders = s.take_riders(now, 3, |j| j.push == "a");
+        assert_eq!(riders.iter().map(|j| j.id).collect::<Vec<_>>(), [2, 4, 5]);
+        assert_eq!(s.in_flight(), 5, "riders count as in flight");
+        assert!(s.next(now, by_push(1)).is_none(), "slots are full");
+        for r in &riders {
+            s.finished(r.id, None);
+        }
+        assert_eq!(s.in_flight(), 2, "riders held no slot");
+        s.finished(lead.id, None);
+        s.finished(3, None);
+        assert_eq!(s.next(now, by_push(1)).map(|j| j.id), Some(6));
+        assert!(s.take_riders(now, 10, |_| true).is_empty(), "7 is not due");
+        s.forget([(2, 1), (4, 1)]);
+        assert!(!s.knows(2) && !s.knows(4) && s.knows(5));
+        // A rider put back (shutdown) is queued again.
+        let rider = s.take_riders(now + chrono::Duration::seconds(60), 1, |_| true);
+        assert_eq!(rider.len(), 1);
+        s.put_back(rider.into_iter().next().unwrap());
+        assert_eq!(s.in_flight(), 1);
     }
 }

@@ -766,7 +766,18 @@ impl Daemon {
                     self.schedule.lock().expect("schedule lock").put_back(job);
                     return;
                 }
+                // Bing jobs that share the job's request go with it (one batch).
+                let riders = super::bing_batch::take_riders(
+                    &self.catalog(),
+                    &self.schedule,
+                    &job,
+                    now,
+                    self.deliverer.bing_batch(),
+                );
                 tokio::spawn(self.clone().deliver_job(job));
+                for rider in riders {
+                    tokio::spawn(self.clone().deliver_job(rider));
+                }
             }
             if gauges_at.elapsed() >= Duration::from_secs(1) {
                 gauges_at = std::time::Instant::now();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use super::bing_batch::{BatchSettings, Batcher};
 use super::render::{render, RenderInput, Rendered};
 use super::send::{Sender, Sent};
 use crate::config::{Catalog, Push, TargetKind};
@@ -44,6 +45,8 @@ pub struct Deliverer {
     sender: Sender,
     endpoints: Endpoints,
     retry_after_cap: Duration,
+    /// Packs Bing conversions ready together into one request.
+    bing: Arc<Batcher>,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -94,19 +97,50 @@ fn presented_accounts(push: &Push) -> BTreeSet<String> {
 }
 
 impl Deliverer {
-    /// A deliverer with its resolver, transports and endpoints.
+    /// A deliverer with its resolver, transports and endpoints. Bing
+    /// conversions are batched as `PUSHWERK_BING_BATCH_MAX` and
+    /// `PUSHWERK_BING_LINGER` say (an unusable value is reported and the
+    /// default kept).
     pub fn new(
         resolver: Arc<Resolver>,
         sender: Sender,
         endpoints: Endpoints,
         retry_after_cap: Duration,
     ) -> Deliverer {
+        let settings =
+            BatchSettings::from_env(&crate::config::secret::process_env).unwrap_or_else(|e| {
+                tracing::warn!("{e}; using the default");
+                BatchSettings::default()
+            });
+        Deliverer::with_batching(resolver, sender, endpoints, retry_after_cap, settings)
+    }
+
+    /// [`Deliverer::new`] with these Bing batch settings.
+    pub fn with_batching(
+        resolver: Arc<Resolver>,
+        sender: Sender,
+        endpoints: Endpoints,
+        retry_after_cap: Duration,
+        settings: BatchSettings,
+    ) -> Deliverer {
+        let bing = Arc::new(Batcher::new(
+            settings,
+            sender.clone(),
+            endpoints.clone(),
+            retry_after_cap,
+        ));
         Deliverer {
             resolver,
             sender,
             endpoints,
             retry_after_cap,
+            bing,
         }
+    }
+
+    /// How Bing conversions are batched.
+    pub fn bing_batch(&self) -> BatchSettings {
+        self.bing.settings()
     }
 
     /// The resolver (for `oauth` state and metrics).
@@ -151,13 +185,20 @@ impl Deliverer {
                 }
             };
             requests += 1;
-            let (outcome, target) = self
-                .send(
-                    &rendered.target,
-                    &prepared,
-                    !push.compiled.accounts.is_empty(),
-                )
-                .await;
+            let (outcome, target) = match (&rendered.target, &prepared) {
+                // Joins the batch of its request; the outcome is its own.
+                (RenderedTarget::BingAds(_), Prepared::Http(request)) => {
+                    self.bing.submit(*rendered, request).await
+                }
+                _ => {
+                    self.send(
+                        &rendered.target,
+                        &prepared,
+                        !push.compiled.accounts.is_empty(),
+                    )
+                    .await
+                }
+            };
             match outcome {
                 Outcome::RefreshAndRetry {
                     status,
@@ -232,6 +273,36 @@ impl Deliverer {
         }
     }
 
+    /// [`Deliverer::deliver_with_retries`] for several events at once
+    /// (`pushwerk send --event a.json --event b.json`): the deliveries run
+    /// together, so Bing conversions share batch requests. `on_attempt`
+    /// sees the event's index with every attempt. One delivery per event,
+    /// in order.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn deliver_all_with_retries(
+        &self,
+        catalog: &Catalog,
+        push: &Push,
+        events: &[Event],
+        max_attempts: u32,
+        max_age: Duration,
+        backoff: &crate::backoff::Backoff,
+        on_attempt: &(dyn Fn(usize, u32, &Attempt) + Sync),
+    ) -> Vec<Delivery> {
+        let runs = events.iter().enumerate().map(|(i, event)| {
+            self.deliver_with_retries(
+                catalog,
+                push,
+                event,
+                max_attempts,
+                max_age,
+                backoff,
+                move |n, a| on_attempt(i, n, a),
+            )
+        });
+        join_all(runs.collect()).await
+    }
+
     fn done(
         &self,
         outcome: Outcome,
@@ -291,6 +362,34 @@ impl Deliverer {
             (Prepared::Smtp(_), _) => unreachable!("only SMTP targets prepare SMTP mails"),
         }
     }
+}
+
+/// Runs `futures` together on this task; their outputs in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *output = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }
 
 /// `scheme://host[:port]` of a URL, for logs.

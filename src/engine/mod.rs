@@ -2,6 +2,7 @@
 //! render → prepare (→ send → classify, with the daemon). Dry-run is the same
 //! path stopped at the prepared request.
 
+pub mod bing_batch;
 pub mod daemon;
 pub mod deliver;
 pub mod output;

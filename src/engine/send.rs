@@ -170,11 +170,25 @@ impl Sender {
                 None => Outcome::Retry {
                     delay: RetryDelay::Backoff,
                     status: None,
-                    reason: format!("SMTP connection to {}:{}: {e}", mail.host, mail.port),
+                    reason: format!(
+                        "SMTP connection to {}:{}: {}",
+                        mail.host,
+                        mail.port,
+                        why(&e, &smtp_secrets(mail))
+                    ),
                     reference: None,
                 },
             },
         }
+    }
+}
+
+/// What an SMTP error must not echo: the login's password or token.
+fn smtp_secrets(mail: &SmtpMail) -> Vec<String> {
+    match &mail.login {
+        Some(SmtpLogin::Password { password, .. }) => vec![password.clone()],
+        Some(SmtpLogin::Xoauth2 { token, .. }) => vec![token.clone()],
+        None => Vec::new(),
     }
 }
 
@@ -196,20 +210,157 @@ fn transport_retry(e: &reqwest::Error) -> Outcome {
     } else {
         "transport error"
     };
-    // Without the URL: a query could carry a templated secret.
-    let detail = reqwest_error_without_url(e);
+    // Without the URL: its query, userinfo or path could carry a templated
+    // secret.
+    let secrets: Vec<String> = e.url().map(url_secrets).unwrap_or_default();
     Outcome::Retry {
         delay: RetryDelay::Backoff,
         status: None,
-        reason: format!("{kind}: {detail}"),
+        reason: format!("{kind}: {}", why(e, &secrets)),
         reference: None,
     }
 }
 
-fn reqwest_error_without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "<url>");
+/// The parts of a URL that must not be echoed: the whole URL, its query,
+/// its userinfo and its path (a webhook key).
+fn url_secrets(url: &url::Url) -> Vec<String> {
+    let mut parts = vec![url.as_str().to_owned()];
+    if let Some(q) = url.query() {
+        parts.push(q.to_owned());
+        // Each value too, raw and decoded, where a lower layer could repeat
+        // it; very short ones would mask ordinary words.
+        for pair in q.split('&') {
+            let raw = pair.split_once('=').map_or(pair, |(_, v)| v);
+            parts.push(raw.to_owned());
+        }
+        parts.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+        parts.retain(|p| p.len() >= 4);
     }
-    text
+    if !url.username().is_empty() {
+        parts.push(url.username().to_owned());
+    }
+    if let Some(p) = url.password() {
+        parts.push(p.to_owned());
+    }
+    if url.path().len() > 1 {
+        parts.push(url.path().to_owned());
+    }
+    parts
+}
+
+/// Longest cause text kept: a peer's error message is outside input.
+const MAX_CAUSE: usize = 500;
+
+/// Why a transport failed, in words: the plain cause first (`connection
+/// refused`, `timed out`, `DNS lookup failed`, `TLS error`), then the
+/// error's source chain (reqwest → hyper → the I/O error) with each of
+/// `secrets` masked and repeats dropped.
+pub fn why(e: &(dyn std::error::Error + 'static), secrets: &[String]) -> String {
+    let mut chain: Vec<String> = Vec::new();
+    let mut cause = None;
+    let mut level: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut depth = 0;
+    while let Some(err) = level {
+        depth += 1;
+        if depth > 16 {
+            break;
+        }
+        if cause.is_none() {
+            cause = plain_cause(err);
+        }
+        let mut text = err.to_string();
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            text = text.replace(secret.as_str(), "<url>");
+        }
+        let text = text
+            .replace(" for url (<url>)", "")
+            .replace(" (<url>)", "")
+            .trim()
+            .to_owned();
+        let repeat = chain.last().is_some_and(|last| last.contains(&text));
+        if !text.is_empty() && !repeat {
+            chain.push(text);
+        }
+        level = err.source();
+    }
+    let mut out = match cause {
+        Some(c) => format!("{c} ({})", chain.join(": ")),
+        None => chain.join(": "),
+    };
+    if out.len() > MAX_CAUSE {
+        let mut cut = MAX_CAUSE;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+/// A plain name for a well-known cause at one level of an error chain.
+fn plain_cause(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use std::io::ErrorKind;
+    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        let known = match io.kind() {
+            ErrorKind::ConnectionRefused => Some("connection refused"),
+            ErrorKind::ConnectionReset => Some("connection reset"),
+            ErrorKind::ConnectionAborted => Some("connection aborted"),
+            ErrorKind::TimedOut => Some("timed out"),
+            ErrorKind::UnexpectedEof => Some("connection closed by the peer"),
+            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => Some("host unreachable"),
+            ErrorKind::AddrNotAvailable => Some("address not available"),
+            _ => None,
+        };
+        if known.is_some() {
+            return known;
+        }
+    }
+    let text = err.to_string().to_ascii_lowercase();
+    if text.contains("timed out") || text.contains("timeout") {
+        Some("timed out")
+    } else if text.starts_with("dns error") || text.contains("failed to lookup address") {
+        Some("DNS lookup failed")
+    } else if ["certificate", "tls", "handshake", "corrupt message"]
+        .iter()
+        .any(|w| text.contains(w))
+    {
+        Some("TLS error")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error, String);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error sending request for url ({})", self.1)
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn the_cause_is_named_and_url_secrets_are_masked() {
+        let url = url::Url::parse("http://bot:pw-123@127.0.0.1:9/hook/k-456?token=t-789").unwrap();
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused by t-789");
+        let text = why(&Outer(io, url.to_string()), &url_secrets(&url));
+        assert!(text.starts_with("connection refused ("), "{text}");
+        assert!(text.contains("error sending request"), "{text}");
+        for secret in ["pw-123", "k-456", "t-789", "bot"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        let long = std::io::Error::other("x".repeat(5000));
+        assert!(why(&long, &[]).chars().count() <= MAX_CAUSE + 1);
+    }
 }
