@@ -375,7 +375,7 @@ async fn login_via_cli(s: &Setup, tamper_state: bool) -> (std::process::Output, 
         .unwrap();
     let answer = http.get(&authorize).send().await.unwrap();
     assert_eq!(answer.status(), 302, "the mock redirects back");
-    let mut location = answer.headers()["location"].to_str().unwrap().to_owned();
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.starts_with("http://localhost:"), "{location}");
     let mut forged_page = String::new();
     if tamper_state {
