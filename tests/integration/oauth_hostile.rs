@@ -62,11 +62,17 @@ fn setup(token_url: &str, scope: &str) -> (tempfile::TempDir, Catalog, Resolver)
     (dir, catalog, r)
 }
 
+/// The form fields of a token request.
+type Form = BTreeMap<String, String>;
+
+/// What a [`Scripted`] endpoint answers to a form.
+type Answer = Arc<dyn Fn(&Form) -> Response + Send + Sync>;
+
 /// A token endpoint answering every POST with `answer(form)`, recording the forms.
 #[derive(Clone)]
 struct Scripted {
     forms: Arc<Mutex<Vec<BTreeMap<String, String>>>>,
-    answer: Arc<dyn Fn(&BTreeMap<String, String>) -> Response + Send + Sync>,
+    answer: Answer,
 }
 
 async fn scripted_token(State(s): State<Scripted>, body: Bytes) -> Response {
