@@ -499,7 +499,17 @@ fn login_folder(mock: &IdentityMock, extra: &str) -> tempfile::TempDir {
     )])
 }
 
-fn spawn_login(dir: &Path, secret: Option<&str>) -> std::process::Child {
+/// A running `oauth login`, killed if a test fails before it exits.
+struct LoginProcess(std::process::Child);
+
+impl Drop for LoginProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_login(dir: &Path, secret: Option<&str>) -> LoginProcess {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pushwerk"));
     cmd.current_dir(dir)
         .args(["oauth", "login", "acct"])
@@ -510,16 +520,16 @@ fn spawn_login(dir: &Path, secret: Option<&str>) -> std::process::Child {
     if let Some(s) = secret {
         cmd.env("ACCT_SECRET", s);
     }
-    cmd.spawn().unwrap()
+    LoginProcess(cmd.spawn().unwrap())
 }
 
 /// Reads stderr lines until one starts with `http`; the reader is returned
 /// so that the rest of stderr can be read later.
 fn authorize_url(
-    child: &mut std::process::Child,
+    child: &mut LoginProcess,
 ) -> (String, std::io::BufReader<std::process::ChildStderr>) {
     use std::io::BufRead;
-    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut reader = std::io::BufReader::new(child.0.stderr.take().unwrap());
     let mut line = String::new();
     loop {
         line.clear();
@@ -552,7 +562,7 @@ async fn redirect_back(authorize: &str) -> String {
 }
 
 async fn finish(
-    mut child: std::process::Child,
+    mut child: LoginProcess,
     rest: std::io::BufReader<std::process::ChildStderr>,
 ) -> (std::process::ExitStatus, String) {
     tokio::task::spawn_blocking(move || {
@@ -560,7 +570,7 @@ async fn finish(
         let mut err = String::new();
         let mut rest = rest;
         rest.read_to_string(&mut err).unwrap();
-        (child.wait().unwrap(), err)
+        (child.0.wait().unwrap(), err)
     })
     .await
     .unwrap()
