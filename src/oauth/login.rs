@@ -582,6 +582,44 @@ mod tests {
     }
 
     #[test]
+    fn consent_is_asked_outside_microsoft_and_authorize_params_are_added() {
+        let q = |a: &OAuthAccount| -> BTreeMap<String, String> {
+            let login = begin(a, "http://localhost:1/callback").unwrap();
+            url::Url::parse(&login.authorize_url)
+                .unwrap()
+                .query_pairs()
+                .into_owned()
+                .collect()
+        };
+        let microsoft = account();
+        assert!(!q(&microsoft).contains_key("prompt"), "Microsoft: as before");
+        let mut oidc = account();
+        oidc.spec.token_url = "https://id.example/oauth/token".into();
+        assert_eq!(q(&oidc)["prompt"], "consent");
+        oidc.spec.authorize_params = [
+            ("prompt".to_owned(), String::new()),
+            ("login_hint".to_owned(), "me@example.com".to_owned()),
+        ]
+        .into();
+        let params = q(&oidc);
+        assert!(!params.contains_key("prompt"), "an empty value leaves it out");
+        assert_eq!(params["login_hint"], "me@example.com");
+        oidc.spec.authorize_params = [("code_challenge".to_owned(), "x".to_owned())].into();
+        assert!(matches!(
+            begin(&oidc, "http://localhost:1/callback"),
+            Err(LoginError::NotReady { .. })
+        ));
+    }
+
+    #[test]
+    fn html_escape_covers_attributes_too() {
+        assert_eq!(
+            html_escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
     fn pasted_redirects_are_checked() {
         let login = begin(&account(), "http://localhost:8400/callback").unwrap();
         let ok = format!(
