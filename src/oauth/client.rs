@@ -137,8 +137,10 @@ struct ErrorBody {
     error: String,
     #[serde(default)]
     error_description: Option<String>,
+    /// Any JSON values: a code that is no `u32` is ignored, not a reason
+    /// to misread the whole error.
     #[serde(default)]
-    error_codes: Option<Vec<u32>>,
+    error_codes: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     suberror: Option<String>,
 }
@@ -194,7 +196,9 @@ pub fn classify_error(status: u16, retry_after: Option<Duration>, body: &[u8]) -
             let aadsts = b
                 .error_codes
                 .as_ref()
-                .and_then(|c| c.first().copied())
+                .and_then(|c| c.first())
+                .and_then(|v| v.as_u64())
+                .and_then(|n| u32::try_from(n).ok())
                 .or_else(|| aadsts_in(desc));
             let mut text = first_line(desc);
             if let Some(sub) = &b.suberror {
@@ -402,6 +406,13 @@ mod tests {
         assert!(matches!(
             classify_error(404, None, b"not found"),
             TokenFailure::Rejected(_)
+        ));
+        // An absurd error code is ignored; the error is still read.
+        let odd =
+            br#"{"error":"invalid_grant","error_description":"gone","error_codes":[1e300,-1]}"#;
+        assert!(matches!(
+            classify_error(400, None, odd),
+            TokenFailure::Rejected(e) if e.code == "invalid_grant" && e.aadsts.is_none()
         ));
     }
 

@@ -592,7 +592,10 @@ mod tests {
                 .collect()
         };
         let microsoft = account();
-        assert!(!q(&microsoft).contains_key("prompt"), "Microsoft: as before");
+        assert!(
+            !q(&microsoft).contains_key("prompt"),
+            "Microsoft: as before"
+        );
         let mut oidc = account();
         oidc.spec.token_url = "https://id.example/oauth/token".into();
         assert_eq!(q(&oidc)["prompt"], "consent");
@@ -602,7 +605,10 @@ mod tests {
         ]
         .into();
         let params = q(&oidc);
-        assert!(!params.contains_key("prompt"), "an empty value leaves it out");
+        assert!(
+            !params.contains_key("prompt"),
+            "an empty value leaves it out"
+        );
         assert_eq!(params["login_hint"], "me@example.com");
         oidc.spec.authorize_params = [("code_challenge".to_owned(), "x".to_owned())].into();
         assert!(matches!(
