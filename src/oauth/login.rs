@@ -40,7 +40,7 @@ pub enum LoginError {
     #[error("the code exchange failed: {0}")]
     Exchange(String),
     /// The token response had no refresh token (was `offline_access` granted?).
-    #[error("the token endpoint returned no refresh token for account `{0}`: add `offline_access` to its scope")]
+    #[error("the token endpoint returned no refresh token for account `{0}`: `offline_access` was not granted (a provider may grant it only with `prompt=consent`: see the account's `authorize_params`)")]
     NoRefreshToken(String),
     /// The loopback listener failed.
     #[error("cannot listen for the redirect: {0}")]

@@ -718,3 +718,175 @@ async fn the_loopback_listener_outlasts_idle_clients_and_bad_requests() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
     assert_eq!(v["accounts"][0]["state"], "ok");
 }
+
+// ---------------------------------------------------------------------------
+// #11.2 and #11.3 against a real provider: node's oidc-provider
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `tests/oidc/provider.mjs` on `port`; fails clearly when node or
+/// the package is missing (`.ci/run` installs them).
+fn start_oidc_provider(port: u16, client_id: &str, redirect_uri: &str, consent: &str) -> Killed {
+    use std::io::BufRead;
+    let dir = crate::util::root().join("tests/oidc");
+    assert!(
+        dir.join("node_modules/oidc-provider/package.json").exists(),
+        "the test provider is not installed: run `npm ci --prefix tests/oidc` (as .ci/run does)"
+    );
+    let mut child = std::process::Command::new("node")
+        .arg(dir.join("provider.mjs"))
+        .env("OIDC_PORT", port.to_string())
+        .env("OIDC_CLIENT_ID", client_id)
+        .env("OIDC_CLIENT_SECRET", SECRET)
+        .env("OIDC_REDIRECT_URI", redirect_uri)
+        .env("OIDC_CONSENT", consent)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("`node` runs (install Debian's nodejs, as .ci/run does)");
+    let stdout = child.stdout.take().unwrap();
+    let provider = Killed(child);
+    // The first line says it listens; the rest is drained (node dies of
+    // EPIPE when writing to a closed pipe). Ends when node exits.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let line = rx.recv().unwrap_or_default();
+    assert!(
+        line.starts_with("listening"),
+        "provider did not start: {line:?}"
+    );
+    provider
+}
+
+/// Follows redirects by hand (keeping cookies, as a browser would) from
+/// `url` until one points at `stop_prefix`; returns that URL.
+async fn browse_until(url: &str, stop_prefix: &str) -> String {
+    let http = no_redirects();
+    let mut cookies: BTreeMap<String, String> = BTreeMap::new();
+    let mut url = url::Url::parse(url).unwrap();
+    for _ in 0..12 {
+        let cookie = cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let r = http
+            .get(url.clone())
+            .header("Cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        for c in r.headers().get_all("set-cookie") {
+            let pair = c.to_str().unwrap().split(';').next().unwrap();
+            if let Some((k, v)) = pair.split_once('=') {
+                if v.is_empty() {
+                    cookies.remove(k.trim());
+                } else {
+                    cookies.insert(k.trim().to_owned(), v.to_owned());
+                }
+            }
+        }
+        let status = r.status().as_u16();
+        let Some(location) = r.headers().get("location") else {
+            panic!(
+                "{status} without a redirect at {url}: {}",
+                r.text().await.unwrap()
+            );
+        };
+        let next = url.join(location.to_str().unwrap()).unwrap();
+        if next.as_str().starts_with(stop_prefix) {
+            return next.to_string();
+        }
+        url = next;
+    }
+    panic!("more than 12 redirects");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_oidc_provider_login_asks_consent_and_refreshes_with_the_granted_scope() {
+    let (provider_port, loopback_port) = (free_port(), free_port());
+    let client_id = "pushwerk-test";
+    let redirect_uri = format!("http://localhost:{loopback_port}/callback");
+    // Asked: openid offline_access profile email; the user declines email.
+    let _provider = start_oidc_provider(
+        provider_port,
+        client_id,
+        &redirect_uri,
+        "openid offline_access profile",
+    );
+    let issuer = format!("http://127.0.0.1:{provider_port}");
+    let dir = folder(&[(
+        "pushes/acct.yaml",
+        &format!(
+            "kind: oauth_account\nname: acct\ntoken_url: {issuer}/token\nauthorize_url: {issuer}/auth\nclient_id: {client_id}\nclient_secret: ${{env:ACCT_SECRET}}\nscope: openid offline_access profile email\n"
+        ),
+    )]);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    cmd.current_dir(dir.path())
+        .args([
+            "oauth",
+            "login",
+            "acct",
+            "--port",
+            &loopback_port.to_string(),
+        ])
+        .env("ACCT_SECRET", SECRET)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = LoginProcess(cmd.spawn().unwrap());
+    let (authorize, rest) = authorize_url(&mut child);
+    assert!(authorize.contains("prompt=consent"), "{authorize}");
+    let back = browse_until(&authorize, &format!("http://localhost:{loopback_port}/")).await;
+    assert!(back.contains("code="), "{back}");
+    let page = no_redirects()
+        .get(back.replace("localhost", "127.0.0.1"))
+        .send()
+        .await
+        .unwrap();
+    let status = page.status().as_u16();
+    let body = page.text().await.unwrap();
+    let (exit, err) = finish(child, rest).await;
+    assert!(exit.success(), "login failed: {err}\npage: {body}");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("signed in"), "{body}");
+    // Two refreshes in a row (the provider rotates refresh tokens).
+    for _ in 0..2 {
+        let out = pushwerk_in(
+            dir.path(),
+            &["oauth", "refresh", "acct"],
+            &[("ACCT_SECRET", SECRET)],
+        );
+        assert!(out.status.success(), "refresh: {}", stderr(&out));
+    }
+    let status = pushwerk_in(
+        dir.path(),
+        &["oauth", "status", "--format", "json"],
+        &[("ACCT_SECRET", SECRET)],
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(v["accounts"][0]["state"], "ok", "{v}");
+    assert_eq!(v["accounts"][0]["has_refresh_token"], true, "{v}");
+}
