@@ -2,6 +2,11 @@
 //! `state`, on a loopback redirect URI (`http://localhost:PORT/callback`,
 //! which Microsoft allows for native apps). It replaces the hand-made steps
 //! (authorize URL in a browser, code exchanged with Postman).
+//!
+//! Everything a login needs is checked before the URL is shown
+//! ([`preflight`]); the browser is told "signed in" only once the tokens are
+//! stored ([`run`]); the listener survives idle clients and bad requests
+//! ([`RedirectListener::wait`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

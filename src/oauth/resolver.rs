@@ -1,11 +1,15 @@
 //! The resolver: the current access token of an account, refreshed when
 //! needed.
 //!
-//! - A stored token is used while it is valid for more than a skew
-//!   (default 5 minutes).
+//! - A stored token is used while it is valid for more than a margin: the
+//!   skew (default 5 minutes), or a quarter of the token's lifetime if that
+//!   is shorter ([`TokenRecord::margin`]).
 //! - Otherwise one refresh-token grant is made, whatever the number of
 //!   concurrent callers (single-flight per account: a per-account lock, and
-//!   a re-check of the stored state after taking it).
+//!   a re-check of the stored state after taking it; a token that another
+//!   caller obtained meanwhile — a higher `generation` than the one seen
+//!   before waiting — is used as long as it has not expired).
+//! - A refresh asks for no more scope than was granted ([`refresh_scope`]).
 //! - The new refresh token (Microsoft rotates it on every use; a response
 //!   without one keeps the old) and access token are written and flushed
 //!   *before* the token is handed out.

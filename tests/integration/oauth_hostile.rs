@@ -215,6 +215,26 @@ fn oauth_import_with_absurd_lifetimes_exits_cleanly_and_stores_a_bounded_expiry(
             "{expires_in}: clamped to a year: {expires}"
         );
     }
+    // An expiry far in the future is clamped the same way.
+    std::fs::write(
+        dir.path().join("far.json"),
+        r#"{"access_token":"at","refresh_token":"rt","expires_at":"9999-12-31T23:59:59Z"}"#,
+    )
+    .unwrap();
+    let out = pushwerk_in(
+        dir.path(),
+        &["oauth", "import", "acct", "--file", "far.json"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status = pushwerk_in(dir.path(), &["oauth", "status", "--format", "json"], &[]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    let expires: chrono::DateTime<chrono::Utc> = v["accounts"][0]["access_token_expires"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(expires < now + chrono::Duration::days(400), "{expires}");
     // A negative lifetime is an expired token, not an error.
     std::fs::write(
         dir.path().join("neg.json"),
