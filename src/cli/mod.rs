@@ -937,30 +937,11 @@ fn oauth_command(
             no_browser,
         } => {
             let account = account_of(&name)?;
+            crate::oauth::login::preflight(&account)?;
             let resolver = open_resolver(data, store, &catalog)?;
-            let client = crate::oauth::client::TokenClient::new(std::time::Duration::from_secs(30));
-            rt.block_on(async {
-                let (login, code) = if no_browser {
-                    let port = if port == 0 { 8400 } else { port };
-                    let login = crate::oauth::login::begin(&account, &format!("http://localhost:{port}/callback"));
-                    eprintln!("Open this URL in a browser, sign in, then paste the URL the browser ends up at (it will not load):\n\n{}\n", login.authorize_url);
-                    eprint!("redirect URL: ");
-                    let mut line = String::new();
-                    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
-                    tokio::io::AsyncBufReadExt::read_line(&mut stdin, &mut line).await?;
-                    let code = login.code_from_redirect(&line)?;
-                    (login, code)
-                } else {
-                    let listener = crate::oauth::login::RedirectListener::bind(port).await?;
-                    let login = crate::oauth::login::begin(&account, &listener.redirect_uri);
-                    eprintln!("Open this URL in a browser and sign in:\n\n{}\n\nwaiting for the redirect to {} …", login.authorize_url, listener.redirect_uri);
-                    let code = listener.wait(&login).await?;
-                    (login, code)
-                };
-                let response = login.exchange(&client, &account, &code).await?;
-                resolver.store_login(&name, response).await?;
-                anyhow::Ok(())
-            })?;
+            rt.block_on(crate::oauth::login::run(
+                &resolver, &account, port, no_browser,
+            ))?;
             println!("signed in: stored tokens of `{name}` in {}", data.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -496,6 +496,14 @@ pub struct OAuthAccountSpec {
     /// Extra post-body values sent with every token request (values may be `${env:…}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, String>,
+    /// Extra query parameters of the authorize URL of `oauth login`, e.g.
+    /// `{ prompt: consent }` or `{ login_hint: me@example.com }`. Outside
+    /// Microsoft, `prompt=consent` is sent by default when `offline_access`
+    /// is asked for (OpenID Connect Core §11); an empty value leaves a
+    /// parameter out. The parameters pushwerk sets itself (`client_id`,
+    /// `redirect_uri`, `state`, PKCE, …) cannot be replaced.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub authorize_params: BTreeMap<String, String>,
     /// When the client secret expires (Azure secrets do; 24 months in the usual setup), `YYYY-MM-DD`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_expires: Option<chrono::NaiveDate>,

@@ -15,9 +15,14 @@ use super::record::TokenError;
 pub struct TokenResponse {
     /// The new access token.
     pub access_token: String,
-    /// Its lifetime in seconds (a number, or a numeric string as some servers send).
-    #[serde(default, deserialize_with = "number_or_string")]
+    /// Its lifetime in seconds (a number, or a numeric string as some
+    /// servers send), clamped to `0..=`[`MAX_LIFETIME_SECS`].
+    #[serde(default, deserialize_with = "lifetime_secs")]
     pub expires_in: Option<u64>,
+    /// Microsoft's extended lifetime; read (and clamped) only so that an odd
+    /// value cannot make a good response unreadable. Not used.
+    #[serde(default, deserialize_with = "lifetime_secs")]
+    pub ext_expires_in: Option<u64>,
     /// A new refresh token (Microsoft rotates it on every use); absent means keep the old one.
     #[serde(default)]
     pub refresh_token: Option<String>,
@@ -39,22 +44,66 @@ impl std::fmt::Debug for TokenResponse {
     }
 }
 
-fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+/// The longest access-token lifetime believed (one year: LinkedIn's 60-day
+/// tokens are the longest seen). A longer `expires_in` is clamped to it, so
+/// no number from outside can overflow a date or wrap around.
+pub const MAX_LIFETIME_SECS: u64 = 366 * 24 * 3600;
+
+/// Most bytes of a token-endpoint answer that are read (a token response is
+/// a few KiB; Microsoft's are under 8). More is refused without reading it.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// A lifetime in seconds from outside: a JSON number (integer or not,
+/// negative or huge) or a numeric string, clamped to `0..=MAX_LIFETIME_SECS`.
+/// `null` is "not given".
+pub fn lifetime_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Lifetime {
-        Number(u64),
+        Number(serde_json::Number),
         Text(String),
     }
+    let clamp = |f: f64| -> u64 {
+        if f.is_nan() || f <= 0.0 {
+            0
+        } else if f >= MAX_LIFETIME_SECS as f64 {
+            MAX_LIFETIME_SECS
+        } else {
+            f as u64
+        }
+    };
+    let from_number = |n: &serde_json::Number| match (n.as_u64(), n.as_i64(), n.as_f64()) {
+        (Some(u), _, _) => u.min(MAX_LIFETIME_SECS),
+        (None, Some(_), _) => 0,
+        (None, None, Some(f)) => clamp(f),
+        (None, None, None) => MAX_LIFETIME_SECS,
+    };
     match Option::<Lifetime>::deserialize(d)? {
         None => Ok(None),
-        Some(Lifetime::Number(n)) => Ok(Some(n)),
-        Some(Lifetime::Text(t)) => t
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom("expires_in is not a number of seconds")),
+        Some(Lifetime::Number(n)) => Ok(Some(from_number(&n))),
+        Some(Lifetime::Text(t)) => {
+            let t = t.trim();
+            if t.len() > 40 {
+                return Err(serde::de::Error::custom(
+                    "a lifetime is not a number of seconds",
+                ));
+            }
+            match t.parse::<f64>() {
+                Ok(f) if f.is_finite() => Ok(Some(clamp(f))),
+                _ => Err(serde::de::Error::custom(
+                    "a lifetime is not a number of seconds",
+                )),
+            }
+        }
     }
+}
+
+/// The expiry of a token that lives `secs` seconds from `now`, clamped to
+/// [`MAX_LIFETIME_SECS`]: never overflows, never lies in the past.
+pub fn expiry_after(now: DateTime<Utc>, secs: u64) -> DateTime<Utc> {
+    let secs = secs.min(MAX_LIFETIME_SECS) as i64;
+    now.checked_add_signed(chrono::Duration::seconds(secs))
+        .unwrap_or(now)
 }
 
 /// Why a token request failed.
@@ -88,8 +137,10 @@ struct ErrorBody {
     error: String,
     #[serde(default)]
     error_description: Option<String>,
+    /// Any JSON values: a code that is no `u32` is ignored, not a reason
+    /// to misread the whole error.
     #[serde(default)]
-    error_codes: Option<Vec<u32>>,
+    error_codes: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     suberror: Option<String>,
 }
@@ -120,13 +171,19 @@ fn aadsts_in(description: &str) -> Option<u32> {
 /// `Retry-After` in seconds or as an HTTP date.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
+    // Bounded here already, whatever the caller's own cap: no number from
+    // outside reaches an `Instant` addition unclamped.
+    const MAX: Duration = Duration::from_secs(24 * 3600);
+    if value.len() > 64 {
+        return None;
+    }
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(MAX));
     }
     let at = DateTime::parse_from_rfc2822(value)
         .ok()?
         .with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+    Some((at - now).to_std().unwrap_or(Duration::ZERO).min(MAX))
 }
 
 /// Classifies a token-endpoint answer that was not a success.
@@ -139,7 +196,9 @@ pub fn classify_error(status: u16, retry_after: Option<Duration>, body: &[u8]) -
             let aadsts = b
                 .error_codes
                 .as_ref()
-                .and_then(|c| c.first().copied())
+                .and_then(|c| c.first())
+                .and_then(|v| v.as_u64())
+                .and_then(|n| u32::try_from(n).ok())
                 .or_else(|| aadsts_in(desc));
             let mut text = first_line(desc);
             if let Some(sub) = &b.suberror {
@@ -182,32 +241,37 @@ pub struct TokenClient {
 }
 
 impl TokenClient {
-    /// A client whose requests give up after `timeout`.
+    /// A client whose requests give up after `timeout`. It never follows a
+    /// redirect: a re-posted token request would carry the client secret
+    /// and the refresh token to wherever the `Location` points.
     pub fn new(timeout: Duration) -> TokenClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("pushwerk/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds");
         TokenClient { http }
     }
 
-    /// POSTs `form` (form-urlencoded) to `token_url` and reads the answer.
+    /// POSTs `form` (form-urlencoded) to `token_url` and reads the answer
+    /// (at most [`MAX_RESPONSE_BYTES`] of it).
     pub async fn request(
         &self,
         token_url: &str,
         form: &BTreeMap<String, String>,
     ) -> Result<TokenResponse, TokenFailure> {
+        let failure = |code: &str, description: String| TokenError {
+            at: Utc::now(),
+            code: code.to_owned(),
+            aadsts: None,
+            description,
+        };
         let transient = |code: &str, description: String| TokenFailure::Transient {
-            error: TokenError {
-                at: Utc::now(),
-                code: code.to_owned(),
-                aadsts: None,
-                description,
-            },
+            error: failure(code, description),
             retry_after: None,
         };
-        let response = self
+        let mut response = self
             .http
             .post(token_url)
             .header("Accept", "application/json")
@@ -226,24 +290,75 @@ impl TokenClient {
                 transient(kind, e.without_url().to_string())
             })?;
         let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            // Not followed (see `new`). A misconfigured `token_url` (http
+            // for https, an old path) does not mend itself: refused.
+            let target = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(redirect_target)
+                .unwrap_or_else(|| "nowhere".to_owned());
+            return Err(TokenFailure::Rejected(failure(
+                "redirect",
+                format!(
+                    "the token endpoint answered {status} with a redirect to {target}; token requests never follow redirects (they would carry the client secret and refresh token there): set `token_url` to the endpoint itself"
+                ),
+            )));
+        }
         let retry_after = response
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, Utc::now()));
-        let body = response
-            .bytes()
+        let too_big = || {
+            format!(
+                "token response over {} KiB (status {status}); not read",
+                MAX_RESPONSE_BYTES / 1024
+            )
+        };
+        let declared = response.content_length().unwrap_or(0);
+        if declared > MAX_RESPONSE_BYTES as u64 {
+            return Err(transient("oversized response", too_big()));
+        }
+        let mut body: Vec<u8> = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| transient("transport", e.without_url().to_string()))?;
+            .map_err(|e| transient("transport", e.without_url().to_string()))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                // Dropping the response closes the connection: the rest is never read.
+                return Err(transient("oversized response", too_big()));
+            }
+            body.extend_from_slice(&chunk);
+        }
         if status == 200 {
             return serde_json::from_slice::<TokenResponse>(&body).map_err(|e| {
                 transient(
                     "malformed response",
-                    format!("token endpoint answered 200 without a token response: {e}"),
+                    format!(
+                        "token endpoint answered 200 without a token response (line {} column {})",
+                        e.line(),
+                        e.column()
+                    ),
                 )
             });
         }
         Err(classify_error(status, retry_after, &body))
+    }
+}
+
+/// Scheme, host and port of a `Location` value, never its path or query
+/// (which could carry anything).
+fn redirect_target(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
+            (Some(h), None) => format!("{}://{h}", u.scheme()),
+            _ => "a URL without a host".to_owned(),
+        },
+        Err(_) => "a relative or malformed URL".to_owned(),
     }
 }
 
@@ -291,6 +406,13 @@ mod tests {
         assert!(matches!(
             classify_error(404, None, b"not found"),
             TokenFailure::Rejected(_)
+        ));
+        // An absurd error code is ignored; the error is still read.
+        let odd =
+            br#"{"error":"invalid_grant","error_description":"gone","error_codes":[1e300,-1]}"#;
+        assert!(matches!(
+            classify_error(400, None, odd),
+            TokenFailure::Rejected(e) if e.code == "invalid_grant" && e.aadsts.is_none()
         ));
     }
 

@@ -2,16 +2,23 @@
 //! `state`, on a loopback redirect URI (`http://localhost:PORT/callback`,
 //! which Microsoft allows for native apps). It replaces the hand-made steps
 //! (authorize URL in a browser, code exchanged with Postman).
+//!
+//! Everything a login needs is checked before the URL is shown
+//! ([`preflight`]); the browser is told "signed in" only once the tokens are
+//! stored ([`run`]); the listener survives idle clients and bad requests
+//! ([`RedirectListener::wait`]).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::Engine as _;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::client::{TokenClient, TokenFailure, TokenResponse};
+use super::{OAuthError, Resolver};
 use crate::config::OAuthAccount;
 
 /// Why a login failed. Never contains a code, token or secret.
@@ -38,7 +45,7 @@ pub enum LoginError {
     #[error("the code exchange failed: {0}")]
     Exchange(String),
     /// The token response had no refresh token (was `offline_access` granted?).
-    #[error("the token endpoint returned no refresh token for account `{0}`: add `offline_access` to its scope")]
+    #[error("the token endpoint returned no refresh token for account `{0}`: `offline_access` was not granted (a provider may grant it only with `prompt=consent`: see the account's `authorize_params`)")]
     NoRefreshToken(String),
     /// The loopback listener failed.
     #[error("cannot listen for the redirect: {0}")]
@@ -46,6 +53,80 @@ pub enum LoginError {
     /// The account's client secret is unavailable.
     #[error("client secret: {0}")]
     Secret(String),
+    /// The account cannot be signed in as configured (found before any URL is shown).
+    #[error("account `{account}` cannot sign in: {reason}")]
+    NotReady {
+        /// The account.
+        account: String,
+        /// What to fix.
+        reason: String,
+    },
+    /// No usable redirect arrived in time.
+    #[error("no redirect arrived within {} minutes; start the login again", LOGIN_TIMEOUT.as_secs() / 60)]
+    Timeout,
+}
+
+/// How long `oauth login` waits for the redirect (Microsoft's codes live
+/// about 10 minutes, so a later redirect could not be redeemed anyway).
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// How long one connection to the loopback listener may take to send its
+/// request head; a client that connects and sends nothing is dropped then,
+/// without holding up the others.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most bytes of a request head read from the loopback listener.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Connections read at once by the loopback listener; more wait in the backlog.
+const MAX_CONNECTIONS: usize = 32;
+
+/// Authorize parameters pushwerk sets itself; `authorize_params` cannot replace them.
+const RESERVED: [&str; 8] = [
+    "client_id",
+    "response_type",
+    "redirect_uri",
+    "response_mode",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+/// Checks everything a login needs before a URL is shown: the client
+/// secret (and `extra` values) resolve, the token and authorize URLs are
+/// http(s) URLs, and `authorize_params` replaces nothing pushwerk sets.
+pub fn preflight(account: &OAuthAccount) -> Result<(), LoginError> {
+    let name = &account.spec.name;
+    let not_ready = |reason: String| LoginError::NotReady {
+        account: name.clone(),
+        reason,
+    };
+    if let Some(Err(e)) = &account.client_secret {
+        return Err(not_ready(format!("client secret: {e}")));
+    }
+    for (key, value) in &account.extra {
+        if let Err(e) = value {
+            return Err(not_ready(format!("`extra.{key}`: {e}")));
+        }
+    }
+    for (field, value) in [
+        ("token_url", account.spec.token_url.clone()),
+        ("authorize_url", authorize_endpoint(account)),
+    ] {
+        match url::Url::parse(&value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => return Err(not_ready(format!("`{field}` is not an http(s) URL"))),
+        }
+    }
+    for key in account.spec.authorize_params.keys() {
+        if RESERVED.contains(&key.as_str()) {
+            return Err(not_ready(format!(
+                "`authorize_params.{key}` would replace a parameter pushwerk sets itself"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn random_urlsafe(bytes: usize) -> String {
@@ -101,12 +182,35 @@ pub fn login_scope(account: &OAuthAccount) -> String {
     scopes.join(" ")
 }
 
+/// The extra authorize parameters: the account's `authorize_params`, and
+/// outside Microsoft `prompt=consent` when `offline_access` is asked for
+/// and the account sets no `prompt` (OpenID Connect Core §11: without it a
+/// compliant provider grants no `offline_access`). Empty values are left out.
+pub fn extra_authorize_params(account: &OAuthAccount) -> Vec<(String, String)> {
+    let mut params = account.spec.authorize_params.clone();
+    let microsoft = super::resolver::is_microsoft_identity(&account.spec.token_url);
+    let offline = login_scope(account)
+        .split_whitespace()
+        .any(|s| s == "offline_access");
+    if !microsoft && offline && !params.contains_key("prompt") {
+        params.insert("prompt".to_owned(), "consent".to_owned());
+    }
+    params
+        .into_iter()
+        .filter(|(k, v)| !v.is_empty() && !RESERVED.contains(&k.as_str()))
+        .collect()
+}
+
 /// Starts a login: a fresh PKCE verifier and state, and the authorize URL.
-pub fn begin(account: &OAuthAccount, redirect_uri: &str) -> LoginRequest {
+pub fn begin(account: &OAuthAccount, redirect_uri: &str) -> Result<LoginRequest, LoginError> {
+    preflight(account)?;
     let verifier = random_urlsafe(48);
     let state = random_urlsafe(24);
     let mut url =
-        url::Url::parse(&authorize_endpoint(account)).expect("authorize URLs are checked at load");
+        url::Url::parse(&authorize_endpoint(account)).map_err(|_| LoginError::NotReady {
+            account: account.spec.name.clone(),
+            reason: "`authorize_url` is not an http(s) URL".to_owned(),
+        })?;
     url.query_pairs_mut()
         .append_pair("client_id", &account.spec.client_id)
         .append_pair("response_type", "code")
@@ -115,13 +219,14 @@ pub fn begin(account: &OAuthAccount, redirect_uri: &str) -> LoginRequest {
         .append_pair("scope", &login_scope(account))
         .append_pair("state", &state)
         .append_pair("code_challenge", &pkce_challenge(&verifier))
-        .append_pair("code_challenge_method", "S256");
-    LoginRequest {
+        .append_pair("code_challenge_method", "S256")
+        .extend_pairs(extra_authorize_params(account));
+    Ok(LoginRequest {
         authorize_url: url.to_string(),
         redirect_uri: redirect_uri.to_owned(),
         state,
         verifier,
-    }
+    })
 }
 
 impl LoginRequest {
@@ -190,6 +295,78 @@ pub struct RedirectListener {
     pub redirect_uri: String,
 }
 
+/// The browser's request that carried the code, kept open until the login
+/// has an outcome: the page says "signed in" only once tokens are stored.
+pub struct Callback {
+    socket: TcpStream,
+    /// The authorization code (state checked).
+    pub code: String,
+}
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callback").finish_non_exhaustive()
+    }
+}
+
+impl Callback {
+    /// Answers the browser: success, or why the login failed (escaped).
+    pub async fn answer(mut self, outcome: Result<(), String>) {
+        let (status, page) = match outcome {
+            Ok(()) => (
+                "200 OK",
+                "<h1>pushwerk: signed in</h1><p>The tokens are stored. You can close this window.</p>"
+                    .to_owned(),
+            ),
+            Err(reason) => (
+                "500 Internal Server Error",
+                format!(
+                    "<h1>pushwerk: login failed</h1><p>{}</p>",
+                    html_escape(&reason)
+                ),
+            ),
+        };
+        respond(&mut self.socket, status, &page).await;
+    }
+}
+
+async fn respond(socket: &mut TcpStream, status: &str, page: &str) {
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{page}",
+        page.len()
+    );
+    let _ = tokio::time::timeout(READ_TIMEOUT, socket.write_all(response.as_bytes())).await;
+    let _ = socket.shutdown().await;
+}
+
+/// Reads a request head (at most [`MAX_HEAD`] bytes, within
+/// [`READ_TIMEOUT`]) and returns the request target; `None` for a client
+/// that sends nothing usable in time.
+async fn read_target(socket: &mut TcpStream) -> Option<String> {
+    let read = async {
+        let mut buf = vec![0u8; MAX_HEAD];
+        let mut len = 0;
+        while len < buf.len() {
+            let n = socket.read(&mut buf[len..]).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let head = String::from_utf8_lossy(&buf[..len]).into_owned();
+        let mut line = head.lines().next()?.split_whitespace();
+        let (_method, target) = (line.next()?, line.next()?);
+        Some(target.to_owned())
+    };
+    tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .ok()
+        .flatten()
+}
+
 impl RedirectListener {
     /// Listens on 127.0.0.1:`port` (0: any free port).
     pub async fn bind(port: u16) -> Result<RedirectListener, LoginError> {
@@ -206,70 +383,157 @@ impl RedirectListener {
         })
     }
 
-    /// Serves requests until one reaches `/callback`; answers the browser
-    /// with a short page and returns that request's code (checked).
-    pub async fn wait(&self, login: &LoginRequest) -> Result<String, LoginError> {
+    /// Serves requests until one to `/callback` carries a code with the
+    /// right `state`, and returns it with the browser's connection still
+    /// open (answer it with [`Callback::answer`]).
+    ///
+    /// Connections are read side by side, each within [`READ_TIMEOUT`], so
+    /// a client that connects and sends nothing holds up nothing. Another
+    /// path gets 404; a `/callback` without a code, garbage, or a `state`
+    /// other than the one sent gets 400 and the login keeps waiting. A
+    /// wrong `state` is refused and logged as a warning but does not end
+    /// the login: ending it would let any web page the browser shows abort
+    /// a sign-in by requesting `localhost:PORT/callback?state=x`, while
+    /// refusing it already keeps a foreign code out. An `error` redirect
+    /// with the right `state` (or none) ends the login: the user or the
+    /// provider said no. Gives up after [`LOGIN_TIMEOUT`].
+    pub async fn wait(&self, login: &LoginRequest) -> Result<Callback, LoginError> {
+        self.wait_for(login, LOGIN_TIMEOUT).await
+    }
+
+    async fn wait_for(
+        &self,
+        login: &LoginRequest,
+        timeout: Duration,
+    ) -> Result<Callback, LoginError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut reading = tokio::task::JoinSet::new();
         loop {
-            let (mut socket, _) = self
-                .listener
-                .accept()
-                .await
-                .map_err(|e| LoginError::Listen(e.to_string()))?;
-            let mut buf = vec![0u8; 16 * 1024];
-            let mut len = 0;
-            // Read the request head (the redirect is a GET without a body).
-            while len < buf.len() {
-                let n = socket.read(&mut buf[len..]).await.unwrap_or(0);
-                if n == 0 {
-                    break;
+            tokio::select! {
+                accepted = self.listener.accept(), if reading.len() < MAX_CONNECTIONS => {
+                    let (mut socket, _) = accepted.map_err(|e| LoginError::Listen(e.to_string()))?;
+                    reading.spawn(async move {
+                        let target = read_target(&mut socket).await;
+                        (socket, target)
+                    });
                 }
-                len += n;
-                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
+                Some(done) = reading.join_next(), if !reading.is_empty() => {
+                    let Ok((mut socket, Some(target))) = done else { continue };
+                    let path = target.split('?').next().unwrap_or_default();
+                    if path != "/callback" {
+                        let page = "<h1>pushwerk: not found</h1><p>This listener only takes the sign-in redirect.</p>";
+                        respond(&mut socket, "404 Not Found", page).await;
+                        continue;
+                    }
+                    match login.code_from_redirect(&format!("http://localhost{target}")) {
+                        Ok(code) => return Ok(Callback { socket, code }),
+                        Err(e @ LoginError::Denied { .. }) => {
+                            let page = format!("<h1>pushwerk: login failed</h1><p>{}</p>", html_escape(&e.to_string()));
+                            respond(&mut socket, "400 Bad Request", &page).await;
+                            return Err(e);
+                        }
+                        Err(e) => {
+                            if matches!(e, LoginError::StateMismatch) {
+                                tracing::warn!("refused a redirect with a `state` pushwerk did not send (forged, or from an older login); still waiting for the real one");
+                            }
+                            let page = format!(
+                                "<h1>pushwerk: not the sign-in redirect</h1><p>{}</p><p>pushwerk is still waiting for the redirect of the sign-in it started.</p>",
+                                html_escape(&e.to_string())
+                            );
+                            respond(&mut socket, "400 Bad Request", &page).await;
+                        }
+                    }
                 }
+                _ = tokio::time::sleep_until(deadline) => return Err(LoginError::Timeout),
             }
-            let head = String::from_utf8_lossy(&buf[..len]);
-            let target = head
-                .lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1))
-                .unwrap_or("/")
-                .to_owned();
-            if !target.starts_with("/callback") {
-                let _ = socket
-                    .write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    )
-                    .await;
-                continue;
-            }
-            let result = login.code_from_redirect(&format!("http://localhost{target}"));
-            let page = match &result {
-                Ok(_) => "<h1>pushwerk: signed in</h1><p>You can close this window.</p>".to_owned(),
-                Err(e) => format!(
-                    "<h1>pushwerk: login failed</h1><p>{}</p>",
-                    html_escape(&e.to_string())
-                ),
-            };
-            let status = if result.is_ok() {
-                "200 OK"
-            } else {
-                "400 Bad Request"
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
-                page.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-            return result;
         }
     }
+}
+
+/// `text` with every occurrence of each of `secrets` masked.
+fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_owned();
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(*s, "‹secret›");
+    }
+    out
+}
+
+/// Exchanges `code` and stores the tokens; the error text is safe to show
+/// (code, verifier and client secret masked).
+async fn finish(
+    resolver: &Resolver,
+    account: &OAuthAccount,
+    login: &LoginRequest,
+    code: &str,
+) -> Result<(), OAuthError> {
+    let client = TokenClient::new(Duration::from_secs(30));
+    let secret = account
+        .client_secret
+        .as_ref()
+        .and_then(|s| s.as_ref().ok())
+        .map(|s| s.expose().to_owned())
+        .unwrap_or_default();
+    let masked = |e: LoginError| match e {
+        LoginError::Exchange(text) => {
+            LoginError::Exchange(scrub(&text, &[code, &login.verifier, &secret]))
+        }
+        other => other,
+    };
+    let response = login
+        .exchange(&client, account, code)
+        .await
+        .map_err(masked)?;
+    resolver
+        .store_login(&account.spec.name, response, &login_scope(account))
+        .await
+}
+
+/// `oauth login` end to end: checks the account ([`preflight`]), prints
+/// the authorize URL on stderr, takes the redirect (on a loopback listener
+/// on `port`, or pasted on stdin with `paste`), exchanges the code, stores
+/// the tokens, and only then tells the browser it worked.
+pub async fn run(
+    resolver: &Resolver,
+    account: &OAuthAccount,
+    port: u16,
+    paste: bool,
+) -> Result<(), OAuthError> {
+    preflight(account)?;
+    if paste {
+        let port = if port == 0 { 8400 } else { port };
+        let login = begin(account, &format!("http://localhost:{port}/callback"))?;
+        eprintln!("Open this URL in a browser, sign in, then paste the URL the browser ends up at (it will not load):\n\n{}\n", login.authorize_url);
+        eprint!("redirect URL: ");
+        let mut line = Vec::new();
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).take(MAX_HEAD as u64);
+        tokio::io::AsyncBufReadExt::read_until(&mut stdin, b'\n', &mut line)
+            .await
+            .map_err(|e| LoginError::BadRedirect(e.to_string()))?;
+        let code = login.code_from_redirect(&String::from_utf8_lossy(&line))?;
+        return finish(resolver, account, &login, &code).await;
+    }
+    let listener = RedirectListener::bind(port).await?;
+    let login = begin(account, &listener.redirect_uri)?;
+    eprintln!(
+        "Open this URL in a browser and sign in:\n\n{}\n\nwaiting for the redirect to {} …",
+        login.authorize_url, listener.redirect_uri
+    );
+    let callback = listener.wait(&login).await?;
+    let code = callback.code.clone();
+    let outcome = finish(resolver, account, &login, &code).await;
+    callback
+        .answer(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()))
+        .await;
+    outcome
 }
 
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 #[cfg(test)]
@@ -303,7 +567,7 @@ mod tests {
 
     #[test]
     fn authorize_url_has_pkce_state_and_offline_access() {
-        let login = begin(&account(), "http://localhost:8400/callback");
+        let login = begin(&account(), "http://localhost:8400/callback").unwrap();
         let url = url::Url::parse(&login.authorize_url).unwrap();
         assert_eq!(url.path(), "/common/oauth2/v2.0/authorize");
         let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
@@ -316,15 +580,59 @@ mod tests {
         assert_eq!(q["state"], login.state);
         assert_eq!(q["redirect_uri"], "http://localhost:8400/callback");
         assert_ne!(
-            begin(&account(), "x").state,
+            begin(&account(), "x").unwrap().state,
             login.state,
             "a fresh state per login"
         );
     }
 
     #[test]
+    fn consent_is_asked_outside_microsoft_and_authorize_params_are_added() {
+        let q = |a: &OAuthAccount| -> BTreeMap<String, String> {
+            let login = begin(a, "http://localhost:1/callback").unwrap();
+            url::Url::parse(&login.authorize_url)
+                .unwrap()
+                .query_pairs()
+                .into_owned()
+                .collect()
+        };
+        let microsoft = account();
+        assert!(
+            !q(&microsoft).contains_key("prompt"),
+            "Microsoft: as before"
+        );
+        let mut oidc = account();
+        oidc.spec.token_url = "https://id.example/oauth/token".into();
+        assert_eq!(q(&oidc)["prompt"], "consent");
+        oidc.spec.authorize_params = [
+            ("prompt".to_owned(), String::new()),
+            ("login_hint".to_owned(), "me@example.com".to_owned()),
+        ]
+        .into();
+        let params = q(&oidc);
+        assert!(
+            !params.contains_key("prompt"),
+            "an empty value leaves it out"
+        );
+        assert_eq!(params["login_hint"], "me@example.com");
+        oidc.spec.authorize_params = [("code_challenge".to_owned(), "x".to_owned())].into();
+        assert!(matches!(
+            begin(&oidc, "http://localhost:1/callback"),
+            Err(LoginError::NotReady { .. })
+        ));
+    }
+
+    #[test]
+    fn html_escape_covers_attributes_too() {
+        assert_eq!(
+            html_escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
     fn pasted_redirects_are_checked() {
-        let login = begin(&account(), "http://localhost:8400/callback");
+        let login = begin(&account(), "http://localhost:8400/callback").unwrap();
         let ok = format!(
             "http://localhost:8400/callback?code=abc&state={}",
             login.state

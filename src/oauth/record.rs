@@ -101,10 +101,33 @@ impl TokenRecord {
         }
     }
 
-    /// The access token if it stays valid for more than `skew` after `now`.
+    /// The access token if it stays valid for more than the refresh margin
+    /// after `now` (see [`TokenRecord::margin`]).
     pub fn fresh_access_token(&self, now: DateTime<Utc>, skew: chrono::Duration) -> Option<&str> {
+        let margin = self.margin(skew);
         match (&self.access_token, self.expires_at) {
-            (Some(t), Some(exp)) if exp - now > skew => Some(t),
+            (Some(t), Some(exp)) if exp - now > margin => Some(t),
+            _ => None,
+        }
+    }
+
+    /// How long before its expiry the access token counts as stale:
+    /// `skew`, but at most a quarter of the token's lifetime (from
+    /// `last_refresh` to `expires_at`). A fixed 5 minutes would make a
+    /// 5-minute token (Keycloak's default) stale on arrival, and every
+    /// render would refresh; with the quarter a token is used for at least
+    /// three quarters of its life. Unknown lifetime: `skew`.
+    pub fn margin(&self, skew: chrono::Duration) -> chrono::Duration {
+        match (self.last_refresh, self.expires_at) {
+            (Some(from), Some(to)) if to > from => skew.min((to - from) / 4),
+            _ => skew,
+        }
+    }
+
+    /// The access token if it has not expired at `now` at all (no margin).
+    pub fn unexpired_access_token(&self, now: DateTime<Utc>) -> Option<&str> {
+        match (&self.access_token, self.expires_at) {
+            (Some(t), Some(exp)) if exp > now => Some(t),
             _ => None,
         }
     }
@@ -137,5 +160,26 @@ mod tests {
             r.fresh_access_token(now, chrono::Duration::minutes(3)),
             Some("t")
         );
+    }
+
+    #[test]
+    fn the_margin_is_five_minutes_or_a_quarter_of_the_lifetime() {
+        let now = Utc::now();
+        let five = chrono::Duration::minutes(5);
+        for lifetime in [30i64, 120, 300, 3600] {
+            let mut r = TokenRecord::new("a");
+            r.access_token = Some("t".into());
+            r.last_refresh = Some(now);
+            r.expires_at = Some(now + chrono::Duration::seconds(lifetime));
+            assert_eq!(r.fresh_access_token(now, five), Some("t"), "{lifetime}");
+            let margin = (lifetime / 4).min(300);
+            let late = now + chrono::Duration::seconds(lifetime - margin + 1);
+            assert_eq!(r.fresh_access_token(late, five), None, "{lifetime}");
+        }
+        // A long-lived token keeps the full 5 minutes.
+        let mut r = TokenRecord::new("a");
+        r.last_refresh = Some(now);
+        r.expires_at = Some(now + chrono::Duration::hours(1));
+        assert_eq!(r.margin(five), five);
     }
 }

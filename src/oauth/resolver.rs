@@ -1,11 +1,15 @@
 //! The resolver: the current access token of an account, refreshed when
 //! needed.
 //!
-//! - A stored token is used while it is valid for more than a skew
-//!   (default 5 minutes).
+//! - A stored token is used while it is valid for more than a margin: the
+//!   skew (default 5 minutes), or a quarter of the token's lifetime if that
+//!   is shorter ([`TokenRecord::margin`]).
 //! - Otherwise one refresh-token grant is made, whatever the number of
 //!   concurrent callers (single-flight per account: a per-account lock, and
-//!   a re-check of the stored state after taking it).
+//!   a re-check of the stored state after taking it; a token that another
+//!   caller obtained meanwhile — a higher `generation` than the one seen
+//!   before waiting — is used as long as it has not expired).
+//! - A refresh asks for no more scope than was granted ([`refresh_scope`]).
 //! - The new refresh token (Microsoft rotates it on every use; a response
 //!   without one keeps the old) and access token are written and flushed
 //!   *before* the token is handed out.
@@ -26,16 +30,64 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::client::{TokenClient, TokenFailure, TokenResponse};
+use super::client::{expiry_after, TokenClient, TokenFailure, TokenResponse, MAX_LIFETIME_SECS};
 use super::record::{AccountState, TokenRecord};
 use super::token_store::TokenStore;
 use super::OAuthError;
 use crate::config::{OAuthAccount, Secret};
 
+/// Whether `token_url` is the Microsoft identity platform's (the public
+/// cloud, the US government and China clouds, and the consumer endpoint).
+pub fn is_microsoft_identity(token_url: &str) -> bool {
+    const HOSTS: [&str; 5] = [
+        "login.microsoftonline.com",
+        "login.microsoftonline.us",
+        "login.partner.microsoftonline.cn",
+        "login.chinacloudapi.cn",
+        "login.live.com",
+    ];
+    url::Url::parse(token_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .is_some_and(|h| HOSTS.contains(&h.as_str()))
+}
+
+/// The `scope` of a refresh-token request: never more than was granted.
+///
+/// - Microsoft: the configured scope, as before. Microsoft reports the
+///   granted scope in its own spelling (`https://graph.microsoft.com/Mail.Send`
+///   for `Mail.Send`) and without `offline_access`, accepts any subset of the
+///   consent, and its refresh example carries `offline_access`
+///   (`../shared/reference/microsoft-apis.md` §1.5).
+/// - Everyone else: the configured scopes that the last token response
+///   granted, in the configured order. A provider that granted fewer
+///   (no `offline_access` without `prompt=consent`, OpenID Connect Core
+///   §11) refuses a refresh asking for more (`invalid_scope`). None of them
+///   granted: no `scope` at all, which means "as originally granted"
+///   (RFC 6749 §6). Granted scope unknown (a bare imported refresh token):
+///   the configured scope.
+fn refresh_scope(account: &OAuthAccount, granted: Option<&str>) -> Option<String> {
+    let configured = &account.spec.scope;
+    if is_microsoft_identity(&account.spec.token_url) {
+        return Some(configured.clone());
+    }
+    let Some(granted) = granted else {
+        return Some(configured.clone());
+    };
+    let granted: BTreeSet<&str> = granted.split_whitespace().collect();
+    let kept: Vec<&str> = configured
+        .split_whitespace()
+        .filter(|s| granted.contains(s))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(" "))
+}
+
 /// Tunables of the resolver.
 #[derive(Debug, Clone)]
 pub struct ResolverSettings {
-    /// A token valid for less than this is refreshed first (default 5 min).
+    /// A token valid for less than this is refreshed first (default 5 min),
+    /// but at most a quarter of the token's lifetime
+    /// ([`TokenRecord::margin`]).
     pub skew: Duration,
     /// Refresh an account not refreshed for this long (default 24 h), so a
     /// Microsoft refresh token never reaches its 90-day inactivity expiry.
@@ -75,8 +127,9 @@ pub struct ImportedTokens {
     pub access_token: Option<String>,
     /// The refresh token.
     pub refresh_token: String,
-    /// Lifetime of the access token in seconds, as the token endpoint says it.
-    #[serde(default)]
+    /// Lifetime of the access token in seconds, as the token endpoint says
+    /// it (clamped to `0..=`[`MAX_LIFETIME_SECS`]).
+    #[serde(default, deserialize_with = "super::client::lifetime_secs")]
     pub expires_in: Option<u64>,
     /// Or the expiry itself (RFC 3339).
     #[serde(default)]
@@ -87,8 +140,8 @@ pub struct ImportedTokens {
     /// Ignored fields of a pasted token response.
     #[serde(default)]
     pub token_type: Option<String>,
-    /// Ignored fields of a pasted token response.
-    #[serde(default)]
+    /// Ignored fields of a pasted token response (read leniently, clamped).
+    #[serde(default, deserialize_with = "super::client::lifetime_secs")]
     pub ext_expires_in: Option<u64>,
     /// Ignored fields of a pasted token response.
     #[serde(default)]
@@ -357,9 +410,14 @@ impl Resolver {
     async fn token(&self, account_name: &str, want: Want<'_>) -> Result<Secret, OAuthError> {
         let label = format!("oauth.{account_name}");
         let now = Utc::now();
-        if matches!(want, Want::Valid) {
+        // The generation seen before waiting for the lock: a higher one
+        // after it means someone refreshed meanwhile, and that token is
+        // used, whatever its lifetime (single-flight).
+        let mut seen = None;
+        if matches!(want, Want::Valid | Want::Replace(_)) {
             if let Some(r) = self.record(account_name)? {
-                if r.state == AccountState::Ok {
+                seen = Some(r.generation);
+                if matches!(want, Want::Valid) && r.state == AccountState::Ok {
                     if let Some(t) = r.fresh_access_token(now, self.skew()) {
                         let token = Secret::new(&label, t);
                         self.touch(account_name, now);
@@ -382,7 +440,13 @@ impl Resolver {
                 reason: reason.clone(),
             });
         }
-        if let Some(t) = record.fresh_access_token(now, self.skew()) {
+        let refreshed_meanwhile = seen.is_some_and(|g| record.generation > g);
+        let candidate = if refreshed_meanwhile {
+            record.unexpired_access_token(now)
+        } else {
+            record.fresh_access_token(now, self.skew())
+        };
+        if let Some(t) = candidate {
             let usable = match want {
                 Want::Valid => true,
                 Want::Replace(old) => old != t,
@@ -428,7 +492,9 @@ impl Resolver {
         form.insert("grant_type".into(), "refresh_token".into());
         form.insert("refresh_token".into(), refresh_token);
         form.insert("client_id".into(), account.spec.client_id.clone());
-        form.insert("scope".into(), account.spec.scope.clone());
+        if let Some(scope) = refresh_scope(account, record.scope.as_deref()) {
+            form.insert("scope".into(), scope);
+        }
         if let Some(secret) = &account.client_secret {
             let secret = secret.as_ref().map_err(|e| OAuthError::Secret {
                 account: name.clone(),
@@ -499,8 +565,7 @@ impl Resolver {
     ) -> String {
         let token = response.access_token.clone();
         record.access_token = Some(response.access_token);
-        record.expires_at =
-            Some(now + chrono::Duration::seconds(response.expires_in.unwrap_or(3600) as i64));
+        record.expires_at = Some(expiry_after(now, response.expires_in.unwrap_or(3600)));
         if let Some(rt) = response.refresh_token {
             record.refresh_token = Some(rt);
         }
@@ -539,8 +604,8 @@ impl Resolver {
             .unwrap_or_else(|| TokenRecord::new(account));
         record.expires_at = match (&tokens.access_token, tokens.expires_at, tokens.expires_in) {
             (None, _, _) => None,
-            (Some(_), Some(at), _) => Some(at),
-            (Some(_), None, Some(secs)) => Some(now + chrono::Duration::seconds(secs as i64)),
+            (Some(_), Some(at), _) => Some(at.min(expiry_after(now, MAX_LIFETIME_SECS))),
+            (Some(_), None, Some(secs)) => Some(expiry_after(now, secs)),
             // Unknown expiry: refresh before the first use.
             (Some(_), None, None) => Some(now),
         };
@@ -557,11 +622,14 @@ impl Resolver {
         Ok(())
     }
 
-    /// Stores the answer of an authorization-code exchange.
+    /// Stores the answer of an authorization-code exchange that asked for
+    /// `requested_scope`. A response without `scope` granted exactly what
+    /// was asked (RFC 6749 §5.1).
     pub async fn store_login(
         &self,
         account: &str,
         response: TokenResponse,
+        requested_scope: &str,
     ) -> Result<(), OAuthError> {
         let refresh_token = response.refresh_token.clone().ok_or_else(|| {
             OAuthError::Login(super::login::LoginError::NoRefreshToken(account.to_owned()))
@@ -573,7 +641,7 @@ impl Resolver {
                 refresh_token,
                 expires_in: Some(response.expires_in.unwrap_or(3600)),
                 expires_at: None,
-                scope: response.scope,
+                scope: Some(response.scope.unwrap_or_else(|| requested_scope.to_owned())),
                 token_type: None,
                 ext_expires_in: None,
                 id_token: None,
@@ -660,5 +728,55 @@ impl Resolver {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(token_url: &str, scope: &str) -> OAuthAccount {
+        let spec: crate::config::OAuthAccountSpec = serde_yaml::from_str(&format!(
+            "kind: oauth_account\nname: a\ntoken_url: {token_url}\nclient_id: c\nscope: {scope}\n"
+        ))
+        .unwrap();
+        OAuthAccount {
+            spec,
+            file: "a.yaml".into(),
+            position: Default::default(),
+            client_secret: None,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn microsoft_refreshes_keep_the_configured_scope() {
+        let a = account(
+            "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+            "offline_access Mail.Send",
+        );
+        // Microsoft spells the grant its own way and leaves offline_access out.
+        assert_eq!(
+            refresh_scope(&a, Some("https://graph.microsoft.com/Mail.Send")).as_deref(),
+            Some("offline_access Mail.Send")
+        );
+    }
+
+    #[test]
+    fn other_providers_get_no_more_than_was_granted() {
+        let a = account(
+            "https://id.example/token",
+            "openid offline_access api:read api:write",
+        );
+        assert_eq!(
+            refresh_scope(&a, Some("api:read openid profile")).as_deref(),
+            Some("openid api:read")
+        );
+        assert_eq!(refresh_scope(&a, Some("other")), None, "RFC 6749 §6");
+        assert_eq!(
+            refresh_scope(&a, None).as_deref(),
+            Some("openid offline_access api:read api:write"),
+            "unknown grant: as configured"
+        );
     }
 }

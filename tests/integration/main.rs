@@ -14,6 +14,7 @@ mod mock_identity;
 mod mock_microsoft;
 mod mock_smtp;
 mod oauth;
+mod oauth_hostile;
 mod schemas;
 mod snapshots;
 mod util;
