@@ -3,6 +3,7 @@
 
 mod cli;
 mod daemon;
+mod daemon_day;
 mod dispatch;
 mod fuzz;
 mod loader;
