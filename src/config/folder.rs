@@ -82,7 +82,13 @@ fn walk(
 /// block or never end), at most [`MAX_FILE_BYTES`], UTF-8. The error is
 /// the diagnostic's text.
 pub fn read_source(path: &Path) -> Result<String, String> {
-    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot read file: {e}"))?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Non-blocking, so that opening a FIFO does not wait for a writer.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read file: {e}"))?;
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot read file: {e}"))?;

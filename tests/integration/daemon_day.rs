@@ -572,14 +572,24 @@ async fn check_walks_symlink_loops_once_and_refuses_deep_and_huge_files() {
     )
     .expect("write");
 
+    // A FIFO named like a push file (opening it would wait for a writer).
+    let fifo = std::ffi::CString::new(dir.join("pipe.yaml").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+
     let out = world.pushwerk(&["check", dir.to_str().unwrap()], &[]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     // The real files, each once.
     assert!(
-        stderr.contains("4 files, 2 pushes, 0 accounts, 2 errors"),
+        stderr.contains("5 files, 2 pushes, 0 accounts, 3 errors"),
         "{stderr}"
     );
+    let pipe = format!(
+        "{}:1:1: error: not a regular file",
+        dir.join("pipe.yaml").display()
+    );
+    assert!(stderr.lines().any(|l| l.starts_with(&pipe)), "{stderr}");
     assert!(!stderr.contains("duplicate push name"), "{stderr}");
     let deep = format!("{}:2:", dir.join("deep.yaml").display());
     assert!(
