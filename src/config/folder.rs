@@ -289,6 +289,17 @@ mod tests {
         assert!(check_nesting(&nested64).is_ok());
     }
 
+    proptest::proptest! {
+        /// Any text: the scan ends without a panic, and nesting it reports
+        /// is located inside the text.
+        #[test]
+        fn the_nesting_scan_never_panics(text in "[ \\-\\[\\]{}:,'\"#|>a\n\t]{0,400}") {
+            if let Err((pos, _)) = check_nesting(&text) {
+                proptest::prop_assert!(pos.line >= 1 && pos.line <= text.lines().count().max(1));
+            }
+        }
+    }
+
     #[test]
     fn blank_files_are_recognised() {
         assert!(is_blank(""));
