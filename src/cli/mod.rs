@@ -143,6 +143,19 @@ pub enum Command {
         #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787")]
         server: String,
     },
+    /// The queued and retrying jobs of a running daemon (next due first):
+    /// work waiting for its `delay:` or its next attempt.
+    Jobs {
+        /// Only this push.
+        #[arg(long)]
+        push: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// The daemon's API.
+        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787")]
+        server: String,
+    },
     /// Re-queue dead letters of a running daemon: one by job id, or all (of a push).
     Replay {
         /// The job id of one dead letter.
@@ -370,6 +383,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             server,
         } => deliveries(&cli.data, &server, failed, push, limit),
+        Command::Jobs {
+            push,
+            limit,
+            server,
+        } => jobs(&cli.data, &server, push, limit),
         Command::Replay {
             job_id,
             failed,
@@ -829,6 +847,35 @@ fn deliveries(
                 .map(|r| format!("  {r}"))
                 .unwrap_or_default(),
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pushwerk jobs`: `GET /v1/jobs`, one line per job.
+fn jobs(data: &Path, server: &str, push: Option<String>, limit: usize) -> anyhow::Result<ExitCode> {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("limit", &limit.to_string());
+    if let Some(p) = &push {
+        query.append_pair("push", p);
+    }
+    let body = call_api(data, server, &format!("/v1/jobs?{}", query.finish()), None)?;
+    for j in body["jobs"].as_array().into_iter().flatten() {
+        println!(
+            "{}  {:<8} {}  event {}  attempt {}  job {}{}",
+            j["due"].as_str().unwrap_or_default(),
+            j["state"].as_str().unwrap_or_default(),
+            j["push"].as_str().unwrap_or_default(),
+            j["event_id"].as_str().unwrap_or_default(),
+            j["attempt"],
+            j["id"],
+            j["last_error"]
+                .as_str()
+                .map(|e| format!("  last error: {e}"))
+                .unwrap_or_default(),
+        );
+    }
+    if body["more"].as_bool() == Some(true) {
+        println!("… more queued (raise --limit)");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::compile::{compile_push, CompiledPush, TargetKind, Trigger};
 use super::diagnostic::Diagnostic;
+use super::folder::{check_nesting, collect_files, read_source};
 use super::locate::{map_documents, DocumentMap, Position};
 use super::model::{OAuthAccountSpec, PushSpec};
 use super::secret::{self, EnvLookup, Secret, SecretError};
@@ -118,17 +119,8 @@ impl Catalog {
 
     /// Loads the given files, as if they were the folder `root`.
     pub fn load_files(root: &Path, files: Vec<PathBuf>, options: &LoadOptions<'_>) -> Catalog {
-        let sources: Vec<(PathBuf, Result<String, String>)> = files
-            .iter()
-            .map(|f| {
-                let text = std::fs::read(f)
-                    .map_err(|e| format!("cannot read file: {e}"))
-                    .and_then(|b| {
-                        String::from_utf8(b).map_err(|_| "file is not valid UTF-8".to_owned())
-                    });
-                (f.clone(), text)
-            })
-            .collect();
+        let sources: Vec<(PathBuf, Result<String, String>)> =
+            files.iter().map(|f| (f.clone(), read_source(f))).collect();
         Self::from_sources(root, sources, options)
     }
 
@@ -149,7 +141,7 @@ impl Catalog {
                     Position { line: 1, column: 1 },
                     reason,
                 )),
-                Ok(text) => parse_file(
+                Ok(text) => parse_checked(
                     &file,
                     &text,
                     &mut raw_pushes,
@@ -254,34 +246,6 @@ struct RawDoc<T> {
     map: DocumentMap,
 }
 
-/// Every `*.yaml` / `*.yml` file below `dir`, hidden entries skipped (unsorted).
-pub fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Folder {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for entry in entries {
-        let entry = entry.map_err(|source| LoadError::Folder {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if hidden {
-            continue;
-        }
-        if path.is_dir() {
-            collect_files(&path, out)?;
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml") | Some("yml")
-        ) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 /// serde_yaml's message without its trailing " at line L column C" (the
 /// position is printed in front instead).
 fn yaml_message(err: &serde_yaml::Error) -> String {
@@ -299,6 +263,22 @@ fn yaml_position(err: &serde_yaml::Error) -> Position {
             column: l.column(),
         })
         .unwrap_or(Position { line: 1, column: 1 })
+}
+
+/// [`parse_file`] after the nesting pre-scan: a file nested too deep is
+/// one located error, never handed to a parser (which would take quadratic
+/// time over it and hold up the rest of the folder).
+fn parse_checked(
+    file: &Path,
+    text: &str,
+    pushes: &mut Vec<RawDoc<PushSpec>>,
+    accounts: &mut Vec<RawDoc<OAuthAccountSpec>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    match check_nesting(text) {
+        Err((pos, reason)) => diagnostics.push(Diagnostic::error(file, pos, reason)),
+        Ok(()) => parse_file(file, text, pushes, accounts, diagnostics),
+    }
 }
 
 fn parse_file(

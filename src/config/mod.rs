@@ -5,6 +5,7 @@
 
 mod compile;
 pub mod diagnostic;
+mod folder;
 mod load;
 pub mod locate;
 pub mod model;
@@ -12,7 +13,8 @@ pub mod secret;
 
 pub use compile::{did_you_mean, CompiledPush, Slot, TargetKind, Trigger, PUSH_PARAMS};
 pub use diagnostic::{Diagnostic, Severity};
-pub use load::{collect_files, Catalog, LoadError, LoadOptions, OAuthAccount, Push};
+pub use folder::{collect_files, is_blank, read_source, MAX_FILE_BYTES, MAX_NESTING};
+pub use load::{Catalog, LoadError, LoadOptions, OAuthAccount, Push};
 pub use locate::Position;
 pub use model::*;
 pub use secret::{Secret, SecretError};

@@ -121,6 +121,9 @@ pub enum DaemonError {
 
 type Items = Vec<(Event, Vec<crate::delivery::PushDue>)>;
 
+/// The folder's files as read: each with its text, or why it could not be read.
+type Sources = Vec<(PathBuf, Result<String, String>)>;
+
 /// What a grouped accept came to: the queue's answer (its jobs are in the
 /// store) and whether the flush after it succeeded.
 type AcceptOutcome = (AcceptResult, Result<(), String>);
@@ -235,7 +238,13 @@ struct CompletionWriter {
 }
 
 impl CompletionWriter {
-    fn start(queue: Queue, schedule: Arc<Mutex<Scheduler>>) -> CompletionWriter {
+    /// Starts the writer thread; `metrics` hears of every dead letter as
+    /// soon as it is in the store (not at the next housekeeping round).
+    fn start(
+        queue: Queue,
+        schedule: Arc<Mutex<Scheduler>>,
+        metrics: Arc<Metrics>,
+    ) -> CompletionWriter {
         let (tx, rx) = std::sync::mpsc::channel::<WriterMessage>();
         std::thread::Builder::new()
             .name("pushwerk-complete".into())
@@ -286,6 +295,13 @@ impl CompletionWriter {
                     };
                     if recorded {
                         schedule.lock().expect("schedule lock").forget(attempts);
+                        let dead = batch
+                            .iter()
+                            .filter(|f| matches!(f.completion, Completion::Dead(_)))
+                            .count();
+                        if dead > 0 {
+                            metrics.adjust("pushwerk_dead_letters", &[], dead as f64);
+                        }
                     }
                     for b in barriers {
                         let _ = b.send(());
@@ -315,6 +331,62 @@ impl CompletionWriter {
     }
 }
 
+/// A queued or retrying job as `GET /v1/jobs` and `pushwerk jobs` show it:
+/// work that waits (a `delay:`, a retry) is visible before it happens.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobView {
+    /// The job's id (as in the delivery log).
+    pub id: u64,
+    /// The push.
+    pub push: String,
+    /// The event.
+    pub event_id: String,
+    /// When it is due.
+    pub due: DateTime<Utc>,
+    /// The number of its next attempt, from 1.
+    pub attempt: u32,
+    /// When its event was accepted.
+    pub accepted_at: DateTime<Utc>,
+    /// `queued` (no attempt yet) or `retrying`.
+    pub state: &'static str,
+    /// The error of its last attempt, if it had one.
+    pub last_error: Option<String>,
+}
+
+/// Polls a future inside `catch_unwind`: a panic while it runs becomes an
+/// `Err` with the panic's payload instead of ending the task silently.
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// A panic's message (its `&str` or `String` payload), shortened.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned());
+    const MAX: usize = 500;
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text,
+    }
+}
+
 /// A file's state in `GET /v1/pushes`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FileState {
@@ -333,13 +405,20 @@ pub struct Daemon {
     catalog: RwLock<Arc<Catalog>>,
     files: RwLock<Vec<FileState>>,
     last_good: Mutex<HashMap<PathBuf, String>>,
+    /// What each file held at the last load (its text, or why it could not
+    /// be read): a change notice reloads only if this differs.
+    last_read: Mutex<Option<Sources>>,
+    /// One reload at a time (the watcher and SIGHUP may ask together).
+    reload_lock: Mutex<()>,
+    /// The last error of each job waiting for a retry (shown by `GET /v1/jobs`).
+    last_errors: Mutex<HashMap<u64, String>>,
     /// The durable queue.
     pub queue: Queue,
     commit: GroupCommit,
     completions: CompletionWriter,
     deliverer: Deliverer,
     /// Metrics for `/metrics`.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     wake: Notify,
     /// What is due, in flight and waiting for its target.
     schedule: Arc<Mutex<Scheduler>>,
@@ -426,15 +505,24 @@ impl Daemon {
             config.resident_jobs,
             config.concurrency,
         )));
+        let metrics = Arc::new(Metrics::default());
+        metrics.set(
+            "pushwerk_dead_letters",
+            &[],
+            queue.dead_letter_count()? as f64,
+        );
         let daemon = Arc::new(Daemon {
             catalog: RwLock::new(Arc::new(empty)),
             files: RwLock::new(Vec::new()),
             last_good: Mutex::new(HashMap::new()),
-            completions: CompletionWriter::start(queue.clone(), schedule.clone()),
+            last_read: Mutex::new(None),
+            reload_lock: Mutex::new(()),
+            last_errors: Mutex::new(HashMap::new()),
+            completions: CompletionWriter::start(queue.clone(), schedule.clone(), metrics.clone()),
             commit: GroupCommit::start(queue.clone(), schedule.clone()),
             queue,
             deliverer,
-            metrics: Metrics::default(),
+            metrics,
             wake: Notify::new(),
             schedule,
             targets: RwLock::new(Arc::new(HashMap::new())),
@@ -470,22 +558,43 @@ impl Daemon {
         self.deliverer.resolver()
     }
 
-    /// Re-reads the folder. A file that no longer loads keeps its last good
-    /// version in force; its errors are reported. Only an unreadable folder
-    /// is an error.
+    /// Re-reads the folder and loads it, changed or not (at start, and on
+    /// SIGHUP: `${file:…}` secrets outside the folder are read again too).
+    /// A file that no longer loads, or is empty (truncated, about to be
+    /// rewritten), keeps its last good version in force; its problems are
+    /// reported. Only deleting a file removes its definitions. Only an
+    /// unreadable folder is an error.
     pub fn reload(&self) -> Result<(), DaemonError> {
+        self.load_folder(true).map(|_| ())
+    }
+
+    /// Re-reads the folder and loads it only if a file was added, removed
+    /// or changed since the last load (a change notice may be for a read,
+    /// an attribute, or a write of the same bytes). True if it loaded.
+    pub fn reload_if_changed(&self) -> Result<bool, DaemonError> {
+        self.load_folder(false)
+    }
+
+    fn load_folder(&self, force: bool) -> Result<bool, DaemonError> {
+        let _one_at_a_time = self.reload_lock.lock().expect("reload lock");
         let mut files = Vec::new();
         crate::config::collect_files(&self.config.dir, &mut files)?;
         files.sort();
-        let texts: Vec<(PathBuf, Result<String, String>)> = files
+        let texts: Sources = files
             .iter()
-            .map(|f| {
-                (
-                    f.clone(),
-                    std::fs::read_to_string(f).map_err(|e| format!("cannot read file: {e}")),
-                )
-            })
+            .map(|f| (f.clone(), crate::config::read_source(f)))
             .collect();
+        {
+            let mut last_read = self.last_read.lock().expect("last_read lock");
+            if !force && last_read.as_ref() == Some(&texts) {
+                tracing::debug!("folder notice without a content change: not reloaded");
+                return Ok(false);
+            }
+            *last_read = Some(texts.clone());
+        }
+        if self.ready.load(Ordering::SeqCst) {
+            self.metrics.add("pushwerk_reloads_total", &[], 1);
+        }
         let options = LoadOptions::default();
         let first = Catalog::from_sources(&self.config.dir, texts.clone(), &options);
         let broken: HashSet<PathBuf> = first
@@ -496,10 +605,22 @@ impl Daemon {
             .collect();
         let mut last_good = self.last_good.lock().expect("last_good lock");
         let mut stale = HashSet::new();
+        // An emptied file (`: > f.yaml` before its new content is written)
+        // is not a removal: its last good version stays in force.
+        let emptied: HashSet<PathBuf> = texts
+            .iter()
+            .filter(|(f, t)| {
+                matches!(t, Ok(text) if crate::config::is_blank(text))
+                    && last_good
+                        .get(f)
+                        .is_some_and(|good| !crate::config::is_blank(good))
+            })
+            .map(|(f, _)| f.clone())
+            .collect();
         let sources: Vec<(PathBuf, Result<String, String>)> = texts
             .into_iter()
             .map(|(f, t)| {
-                if broken.contains(&f) {
+                if broken.contains(&f) || emptied.contains(&f) {
                     if let Some(good) = last_good.get(&f) {
                         stale.insert(f.clone());
                         return (f, Ok(good.clone()));
@@ -512,8 +633,18 @@ impl Daemon {
             .collect();
         last_good.retain(|f, _| files.contains(f));
         drop(last_good);
+        let emptied_notes: Vec<Diagnostic> = emptied
+            .iter()
+            .map(|f| {
+                Diagnostic::warning(
+                    f,
+                    crate::config::Position { line: 1, column: 1 },
+                    "the file is empty: its last good version stays in force until it has content again or is deleted",
+                )
+            })
+            .collect();
         let mut by_file: BTreeMap<PathBuf, Vec<&Diagnostic>> = BTreeMap::new();
-        for d in &first.diagnostics {
+        for d in first.diagnostics.iter().chain(&emptied_notes) {
             by_file.entry(d.file.clone()).or_default().push(d);
             match d.severity {
                 Severity::Error => {
@@ -557,7 +688,7 @@ impl Daemon {
         *self.catalog.write().expect("catalog lock") = Arc::new(catalog);
         *self.files.write().expect("files lock") = states;
         self.wake.notify_one();
-        Ok(())
+        Ok(true)
     }
 
     /// Accepts events: each matching push gets a job (due after its
@@ -634,6 +765,9 @@ impl Daemon {
             .await
             .map_err(|e| DaemonError::Io(e.to_string()))??;
             let n = jobs.len();
+            daemon
+                .metrics
+                .adjust("pushwerk_dead_letters", &[], -(n as f64));
             daemon.schedule(jobs);
             daemon.commit.flush().await.map_err(DaemonError::Flush)?;
             Ok(n)
@@ -654,7 +788,13 @@ impl Daemon {
             .filter(|p| matches!(&p.trigger, Trigger::Event(on) if *on == event.event_type))
             // A condition that cannot be evaluated still makes a job, so
             // that its delivery reports the error instead of dropping it.
-            .filter(|p| applies(catalog, p, event, now).unwrap_or(true))
+            .filter(|p| match applies(catalog, p, event, now) {
+                Ok(false) => {
+                    self.count_skip(p.name(), &event.id, "its condition is false");
+                    false
+                }
+                _ => true,
+            })
             .map(|p| {
                 let delay = p.spec.delay.map(|d| d.0).unwrap_or_default();
                 let due = chrono::Duration::from_std(delay)
@@ -664,6 +804,97 @@ impl Daemon {
                 (p.name().to_owned(), due)
             })
             .collect()
+    }
+
+    /// An event a push does not deliver because of its `when:`: counted
+    /// per push and logged, so that skipped work leaves a trace.
+    fn count_skip(&self, push: &str, event_id: &str, reason: &str) {
+        self.metrics
+            .add("pushwerk_events_skipped_total", &[("push", push)], 1);
+        tracing::info!(push = %push, event = %event_id, "skipped: {reason}");
+    }
+
+    /// Queued and retrying jobs (those of `push`, if given), the next due
+    /// first, at most `limit`, and whether more are queued. Each carries
+    /// the error of its last attempt, if it had one.
+    pub async fn jobs(
+        &self,
+        push: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<JobView>, bool), DaemonError> {
+        /// Queued records read at most for one answer (a filtered listing
+        /// of a huge backlog stops there and says there is more).
+        const MAX_SCAN: usize = 100_000;
+        let queue = self.queue.clone();
+        let (jobs, more) = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut after: Option<Vec<u8>> = None;
+            let mut scanned = 0;
+            loop {
+                let page = queue.jobs_page(after.as_deref(), 1000)?;
+                scanned += 1000;
+                after = page.last_key;
+                for job in page.jobs {
+                    if push.as_deref().is_some_and(|p| p != job.push) {
+                        continue;
+                    }
+                    if out.len() == limit {
+                        return Ok((out, true));
+                    }
+                    out.push(job);
+                }
+                if !page.more {
+                    return Ok((out, false));
+                }
+                if scanned >= MAX_SCAN {
+                    return Ok((out, true));
+                }
+            }
+        })
+        .await
+        .map_err(|e| DaemonError::Io(e.to_string()))?
+        .map_err(DaemonError::Queue)?;
+        let mut errors: HashMap<u64, String> = {
+            let last = self.last_errors.lock().expect("last_errors lock");
+            jobs.iter()
+                .filter_map(|j| last.get(&j.id).map(|e| (j.id, e.clone())))
+                .collect()
+        };
+        // Retries made before a restart: their errors are in the log.
+        let unknown: HashSet<u64> = jobs
+            .iter()
+            .filter(|j| j.attempt > 1 && !errors.contains_key(&j.id))
+            .map(|j| j.id)
+            .collect();
+        if !unknown.is_empty() {
+            let queue = self.queue.clone();
+            let logged =
+                tokio::task::spawn_blocking(move || queue.log(None, Some("retry"), 10_000))
+                    .await
+                    .map_err(|e| DaemonError::Io(e.to_string()))?
+                    .map_err(DaemonError::Queue)?;
+            for entry in logged {
+                if unknown.contains(&entry.job_id) && !errors.contains_key(&entry.job_id) {
+                    if let Some(e) = entry.error {
+                        errors.insert(entry.job_id, e);
+                    }
+                }
+            }
+        }
+        let views = jobs
+            .into_iter()
+            .map(|j| JobView {
+                state: if j.attempt > 1 { "retrying" } else { "queued" },
+                last_error: errors.remove(&j.id),
+                id: j.id,
+                push: j.push,
+                event_id: j.event_id,
+                due: j.due_at,
+                attempt: j.attempt,
+                accepted_at: j.accepted_at,
+            })
+            .collect();
+        Ok((views, more))
     }
 
     fn target_slot(&self, push: &Push) -> TargetSlot {
@@ -774,9 +1005,9 @@ impl Daemon {
                     now,
                     self.deliverer.bing_batch(),
                 );
-                tokio::spawn(self.clone().deliver_job(job));
+                tokio::spawn(self.clone().deliver_guarded(job));
                 for rider in riders {
-                    tokio::spawn(self.clone().deliver_job(rider));
+                    tokio::spawn(self.clone().deliver_guarded(rider));
                 }
             }
             if gauges_at.elapsed() >= Duration::from_secs(1) {
@@ -851,6 +1082,35 @@ impl Daemon {
             .set("pushwerk_jobs_in_flight", &[], in_flight as f64);
     }
 
+    /// [`Daemon::deliver_job`], with a panic anywhere in it caught: the
+    /// attempt is recorded as failed with the panic's message and the job
+    /// dead-lettered (a panic is a bug that the same job would hit again on
+    /// every retry; `replay` re-queues it once fixed), and its slots are
+    /// freed, so the target goes on delivering.
+    async fn deliver_guarded(self: Arc<Self>, job: Job) {
+        let copy = job.clone();
+        let Err(panic) = CatchUnwind(Box::pin(self.clone().deliver_job(job))).await else {
+            return;
+        };
+        let message = panic_message(panic.as_ref());
+        tracing::error!(push = %copy.push, event = %copy.event_id, attempt = copy.attempt, "the delivery panicked: {message}; dead-lettered");
+        let reason = format!("internal error: the delivery panicked: {message}");
+        let entry = LogEntry {
+            at: Utc::now(),
+            job_id: copy.id,
+            push: copy.push.clone(),
+            event_id: copy.event_id.clone(),
+            attempt: copy.attempt,
+            status: "dead".to_owned(),
+            code: None,
+            reference: None,
+            error: Some(reason.clone()),
+            duration_ms: 0,
+            latency_ms: None,
+        };
+        self.finish(copy, entry, Completion::Dead(reason));
+    }
+
     async fn deliver_job(self: Arc<Self>, job: Job) {
         let catalog = self.catalog();
         let started = Utc::now();
@@ -886,12 +1146,18 @@ impl Daemon {
             let e = entry("dead", None, None, Some(reason.clone()), Duration::ZERO);
             return self.finish(job, e, Completion::Dead(reason));
         };
+        // A fault point for the tests of the panic guard (debug builds only).
+        #[cfg(debug_assertions)]
+        if std::env::var("PUSHWERK_TEST_PANIC_PUSH").is_ok_and(|p| p == job.push) {
+            panic!("test fault point: push `{}` panics", job.push);
+        }
         let delivery = self
             .deliverer
             .deliver(&catalog, push, &event, job.attempt)
             .await;
         let attempt = match delivery {
             Delivery::Skipped(reason) => {
+                self.count_skip(&job.push, &job.event_id, &reason);
                 let e = entry("skipped", None, None, Some(reason), Duration::ZERO);
                 return self.finish(job, e, Completion::Done);
             }
@@ -941,9 +1207,17 @@ impl Daemon {
         );
         let completion = match &attempt.outcome {
             Outcome::Delivered { .. } => {
-                let latency = (Utc::now() - job.accepted_at).to_std().unwrap_or_default();
+                let now = Utc::now();
+                let latency = (now - job.accepted_at).to_std().unwrap_or_default();
                 e.latency_ms = Some(latency.as_millis() as u64);
                 self.metrics.observe_latency(latency.as_secs_f64());
+                // From when it was first due: the configured delay is not lag.
+                let delay = push.spec.delay.map(|d| d.0).unwrap_or_default();
+                let lag = chrono::Duration::from_std(delay)
+                    .ok()
+                    .and_then(|d| job.accepted_at.checked_add_signed(d))
+                    .map_or(latency, |due| (now - due).to_std().unwrap_or_default());
+                self.metrics.observe_due_latency(lag.as_secs_f64());
                 Completion::Done
             }
             Outcome::Retry { delay, .. } => {
@@ -1006,6 +1280,17 @@ impl Daemon {
             Completion::Retry(next) => Some(next.clone()),
             _ => None,
         };
+        {
+            let mut last_errors = self.last_errors.lock().expect("last_errors lock");
+            match (&retry, &entry.error) {
+                (Some(_), Some(error)) => {
+                    last_errors.insert(job.id, error.clone());
+                }
+                _ => {
+                    last_errors.remove(&job.id);
+                }
+            }
+        }
         // Recorded under the schedule's lock: once shutdown sees nothing in
         // flight, every completion is already on its way to the store.
         let mut schedule = self.schedule.lock().expect("schedule lock");
@@ -1103,16 +1388,13 @@ impl Daemon {
                 {
                     tracing::error!(error = %e, "retention failed");
                 }
-                (queue.pending(), queue.dead_letter_count())
+                queue.pending()
             })
             .await;
-            if let Ok((pending, dead)) = walked {
-                if let Ok(n) = pending {
-                    self.metrics.set("pushwerk_jobs_queued", &[], n as f64);
-                }
-                if let Ok(n) = dead {
-                    self.metrics.set("pushwerk_dead_letters", &[], n as f64);
-                }
+            // (`pushwerk_dead_letters` is kept current as jobs are
+            // dead-lettered and replayed.)
+            if let Ok(Ok(n)) = walked {
+                self.metrics.set("pushwerk_jobs_queued", &[], n as f64);
             }
             if let Ok(status) = self.resolver().status(Utc::now().date_naive()) {
                 let reauth = status.iter().filter(|s| s.state == "needs_reauth").count();
@@ -1174,29 +1456,81 @@ impl Daemon {
     }
 }
 
-/// Watches the folder; every debounced change reloads it.
-pub fn watch(
-    daemon: Arc<Daemon>,
-) -> Result<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>, DaemonError> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut debouncer = notify_debouncer_mini::new_debouncer(Duration::from_millis(150), tx)
-        .map_err(|e| {
-            DaemonError::Io(format!("cannot watch {}: {e}", daemon.config.dir.display()))
-        })?;
-    debouncer
-        .watcher()
-        .watch(&daemon.config.dir, notify::RecursiveMode::Recursive)
-        .map_err(|e| {
-            DaemonError::Io(format!("cannot watch {}: {e}", daemon.config.dir.display()))
-        })?;
-    std::thread::spawn(move || {
-        for result in rx {
-            if result.is_ok() {
-                if let Err(e) = daemon.reload() {
-                    tracing::error!(error = %e, "reload failed; the previous definitions stay in force");
+/// How long the folder must be quiet after a change notice before it is
+/// read again (an editor's save is several notices)…
+const SETTLE: Duration = Duration::from_millis(150);
+/// … but a folder that never stays quiet is read at least this often.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(1);
+
+/// Whether a change notice can mean new content. Reads (opening, closing
+/// a file not written, access times) cannot: reacting to them would make
+/// every reload's own reads the cause of the next one.
+fn may_change_content(event: &notify::Event) -> bool {
+    use notify::event::{EventKind, MetadataKind, ModifyKind};
+    !matches!(
+        event.kind,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))
+    )
+}
+
+/// Watches the folder: a change notice (writes, creations, removals,
+/// renames; never reads) is followed, once the folder has been quiet for
+/// a moment, by [`Daemon::reload_if_changed`], which loads only if some
+/// file's content differs. Also reloads on SIGHUP (logged), unconditionally.
+/// The watcher lives as long as the returned value.
+pub fn watch(daemon: Arc<Daemon>) -> Result<notify::RecommendedWatcher, DaemonError> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // An error (e.g. a lost notice) may hide a change: look.
+        if event.as_ref().map_or(true, may_change_content) {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| DaemonError::Io(format!("cannot watch {}: {e}", daemon.config.dir.display())))?;
+    notify::Watcher::watch(
+        &mut watcher,
+        &daemon.config.dir,
+        notify::RecursiveMode::Recursive,
+    )
+    .map_err(|e| DaemonError::Io(format!("cannot watch {}: {e}", daemon.config.dir.display())))?;
+    reload_on_hangup(daemon.clone())?;
+    std::thread::Builder::new()
+        .name("pushwerk-watch".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                let deadline = std::time::Instant::now() + SETTLE_AT_MOST;
+                while std::time::Instant::now() < deadline && rx.recv_timeout(SETTLE).is_ok() {}
+                match daemon.reload_if_changed() {
+                    Ok(true) => tracing::info!("folder changed: reloaded"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload failed; the previous definitions stay in force")
+                    }
                 }
+            }
+        })
+        .map_err(|e| DaemonError::Io(format!("cannot start the folder watcher: {e}")))?;
+    Ok(watcher)
+}
+
+/// SIGHUP reloads the folder (the convention of daemons such as Vector and
+/// nginx) instead of ending the process. Needs a Tokio runtime.
+fn reload_on_hangup(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|e| DaemonError::Io(format!("cannot handle SIGHUP: {e}")))?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the folder");
+            let d = daemon.clone();
+            match tokio::task::spawn_blocking(move || d.reload()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "reload failed; the previous definitions stay in force")
+                }
+                Err(e) => tracing::error!(error = %e, "reload failed"),
             }
         }
     });
-    Ok(debouncer)
+    Ok(())
 }

@@ -145,15 +145,8 @@ pub fn render(
     let ctx = context(push, input, &tokens, secrets);
 
     if let Some(when) = &compiled.when {
-        let out = render_template(
-            catalog,
-            when,
-            &ctx,
-            "when",
-            Some(&compiled.when_params),
-            input.event,
-        )?;
-        if out.trim() != "true" {
+        let (holds, missing) = condition(catalog, push, when, &ctx, input.event)?;
+        if !holds {
             let shown: Vec<String> = compiled
                 .when_params
                 .iter()
@@ -166,8 +159,17 @@ pub fn render(
             } else {
                 format!(" ({})", shown.join(", "))
             };
+            let lacking = if missing.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<String> = missing.iter().map(|p| format!("`{p}`")).collect();
+                format!(
+                    "; the event has no {} (a field the event lacks is false in a condition)",
+                    names.join(", ")
+                )
+            };
             return Ok(Rendered::Skipped(format!(
-                "condition `{cond}` is false{values}"
+                "condition `{cond}` is false{values}{lacking}"
             )));
         }
     }
@@ -265,15 +267,56 @@ pub fn applies(
         show_secrets: false,
     };
     let ctx = context(push, &input, &tokens, secrets);
-    let out = render_template(
-        catalog,
-        when,
-        &ctx,
-        "when",
-        Some(&push.compiled.when_params),
-        event,
-    )?;
-    Ok(out.trim() == "true")
+    Ok(condition(catalog, push, when, &ctx, event)?.0)
+}
+
+/// Evaluates the condition template `when`: whether it holds, and the
+/// event fields it uses that the event lacks. Unlike a body, a condition
+/// treats a missing field as `false` (so `when: event.vip` skips events
+/// without `vip`, and `not event.vip` takes them): the condition is first
+/// evaluated strictly, and only if that fails, again with every missing
+/// `event.*` field it names set to `false` (said at `debug`). Any other
+/// error stays an error.
+fn condition(
+    catalog: &Catalog,
+    push: &Push,
+    when: &str,
+    ctx: &Value,
+    event: &Event,
+) -> Result<(bool, Vec<String>), RenderError> {
+    let params = &push.compiled.when_params;
+    let strict = match render_template(catalog, when, ctx, "when", Some(params), event) {
+        Ok(out) => return Ok((out.trim() == "true", Vec::new())),
+        Err(e) => e,
+    };
+    let missing: Vec<String> = params
+        .iter()
+        .filter(|p| p.starts_with("event.") && lookup(ctx, p).is_none())
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Err(strict);
+    }
+    let mut data = event.data.clone();
+    if data.is_null() {
+        data = serde_json::Value::Object(Default::default());
+    }
+    for p in &missing {
+        fill_path_with(
+            &mut data,
+            p.trim_start_matches("event."),
+            serde_json::Value::Bool(false),
+        );
+    }
+    let filled =
+        minijinja::context! { event => Value::from(minijinja::value::Serde(&data)), ..ctx.clone() };
+    let out = catalog
+        .templates
+        .get_template(when)
+        .and_then(|t| t.render(&filled))
+        .map_err(|_| strict)?;
+    tracing::debug!(push = %push.name(), event = %event.id, missing = ?missing, "the condition uses fields the event lacks: they count as false");
+    Ok((out.trim() == "true", missing))
 }
 
 fn context(
@@ -372,9 +415,10 @@ fn render_template(
             if !missing.is_empty() {
                 let names: Vec<String> = missing.iter().map(|p| format!("`{p}`")).collect();
                 message = format!(
-                    "event `{}` has no {} (give a fallback with `| default('')`, or skip such events with `when:`)",
+                    "event `{}` has no {} (give a fallback with `| default('')`, or skip such events with `when: {} is defined`)",
                     event.id,
-                    names.join(", ")
+                    names.join(", "),
+                    missing[0]
                 );
             }
         }
@@ -387,6 +431,12 @@ fn render_template(
 
 /// Sets the dotted `path` in `data` to an empty string, creating objects on the way.
 fn fill_path(data: &mut serde_json::Value, path: &str) {
+    fill_path_with(data, path, serde_json::Value::String(String::new()))
+}
+
+/// Sets the dotted `path` in `data` to `value` (unless it is set),
+/// creating objects on the way.
+fn fill_path_with(data: &mut serde_json::Value, path: &str, value: serde_json::Value) {
     let mut current = data;
     let mut parts = path.split('.').peekable();
     while let Some(part) = parts.next() {
@@ -394,8 +444,7 @@ fn fill_path(data: &mut serde_json::Value, path: &str) {
             return;
         };
         if parts.peek().is_none() {
-            map.entry(part.to_owned())
-                .or_insert_with(|| serde_json::Value::String(String::new()));
+            map.entry(part.to_owned()).or_insert(value);
             return;
         }
         current = map

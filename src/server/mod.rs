@@ -45,6 +45,7 @@ pub fn router_with(daemon: Arc<Daemon>, options: ServeOptions) -> Router {
         .route("/v1/events", post(ingest))
         .route("/v1/pushes", get(pushes))
         .route("/v1/deliveries", get(deliveries))
+        .route("/v1/jobs", get(jobs))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/replay", post(replay))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -295,6 +296,29 @@ async fn deliveries(
     ) {
         Ok(entries) => Json(json!({ "deliveries": entries })).into_response(),
         Err(e) => read_failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    push: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/jobs?push=&limit=`: queued and retrying jobs, the next due
+/// first (default 100, at most 10,000), with `more` when the list is cut.
+async fn jobs(
+    State(daemon): State<Arc<Daemon>>,
+    headers: HeaderMap,
+    Query(q): Query<JobsQuery>,
+) -> Response {
+    if !authorized(&daemon, &headers) {
+        return unauthorized();
+    }
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    match daemon.jobs(q.push, limit).await {
+        Ok((jobs, more)) => Json(json!({ "jobs": jobs, "more": more })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

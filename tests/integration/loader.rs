@@ -688,13 +688,25 @@ http:
 }
 
 #[test]
-fn missing_event_field_in_the_condition_is_a_render_error_naming_it() {
+fn missing_event_field_in_the_condition_is_false_and_named() {
     let text =
         "name: c\non: call.ended\nwhen: event.answered\nhttp:\n  url: https://example.com/hook\n";
     let c = load(&[("c.yaml", text)]);
     assert_eq!(c.error_count(), 0, "{}", shown(&c));
-    let err = render_push(&c, "c", json!({}), &[], false).expect_err("answered is missing");
-    assert!(err.to_string().contains("`event.answered`"), "{err}");
+    match render_push(&c, "c", json!({}), &[], false) {
+        Ok(Rendered::Skipped(reason)) => {
+            assert!(reason.contains("has no `event.answered`"), "{reason}")
+        }
+        other => panic!("expected a skip, got {other:?}"),
+    }
+    // `not` of a missing field holds.
+    let text =
+        "name: n\non: call.ended\nwhen: not event.vip\nhttp:\n  url: https://example.com/hook\n";
+    let c = load(&[("n.yaml", text)]);
+    assert!(matches!(
+        render_push(&c, "n", json!({}), &[], false),
+        Ok(Rendered::Ready(_))
+    ));
 }
 
 #[test]

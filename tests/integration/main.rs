@@ -5,6 +5,7 @@ mod bing_batch;
 mod check_ux;
 mod cli;
 mod daemon;
+mod daemon_day;
 mod dispatch;
 mod fuzz;
 mod hostile_push;
