@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use redb::{
     Database, DatabaseError, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable,
-    TableDefinition, TableError, WriteTransaction,
+    StorageError, TableDefinition, TableError, WriteTransaction,
 };
 
 use super::{secure_dir, CasConflict, Entries, Store, StoreError, SCHEMA_VERSION};
@@ -205,14 +205,32 @@ impl RedbStore {
             .map_err(|e| file_err(format!("cannot create: {e}")))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| file_err(format!("cannot set mode 0600: {e}")))?;
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(dir.to_path_buf()),
-                other => backend(other),
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: dir.to_path_buf(),
+            detail,
+        };
+        let (db, reserved) = super::open_guarded(dir, || {
+            let db = Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(&path)
+                .map_err(|e| match e {
+                    DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(dir.to_path_buf()),
+                    DatabaseError::Storage(StorageError::Corrupted(m)) => corrupt(m),
+                    DatabaseError::Storage(StorageError::Io(io))
+                        if io.kind() == std::io::ErrorKind::InvalidData =>
+                    {
+                        corrupt(io.to_string())
+                    }
+                    DatabaseError::RepairAborted => corrupt("its repair failed".into()),
+                    other => backend(other),
+                })?;
+            // A meta table that cannot be read is a damaged file too.
+            let reserved = init_meta(&db).map_err(|e| match e {
+                StoreError::Backend(m) => corrupt(m),
+                other => other,
             })?;
-        let reserved = init_meta(&db)?;
+            Ok((db, reserved))
+        })?;
         let shared = Arc::new(Shared {
             db,
             dirty: AtomicBool::new(false),

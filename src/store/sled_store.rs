@@ -1,9 +1,8 @@
 //! The sled implementation of [`Store`].
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{secure_dir, CasConflict, Entries, Store, StoreError, SCHEMA_VERSION};
+use super::{secure_dir, secure_tree, CasConflict, Entries, Store, StoreError, SCHEMA_VERSION};
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// sled's page-cache budget.
@@ -26,23 +25,6 @@ fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-/// Sets every file below `dir` to 0600 and every folder to 0700.
-fn secure_tree(dir: &Path) -> Result<(), StoreError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| StoreError::Directory {
-        path: dir.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let mode = if path.is_dir() { 0o700 } else { 0o600 };
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
-        if path.is_dir() {
-            secure_tree(&path)?;
-        }
-    }
-    Ok(())
-}
-
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
@@ -52,22 +34,29 @@ impl SledStore {
         unsafe { libc::umask(0o077) };
         // sled's page cache defaults to 1 GiB; a daemon that should stay in
         // tens of megabytes takes far less (the OS caches the file anyway).
-        let db = sled::Config::new()
-            .path(dir.join("sled"))
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("lock") => {
-                    StoreError::Locked(dir.to_path_buf())
-                }
-                other => backend(other),
-            })?;
-        secure_tree(dir)?;
+        let db = super::open_guarded(dir, || {
+            sled::Config::new()
+                .path(dir.join("sled"))
+                .cache_capacity(CACHE_BYTES)
+                .open()
+                .map_err(|e| match e {
+                    sled::Error::Io(io) if io.to_string().contains("lock") => {
+                        StoreError::Locked(dir.to_path_buf())
+                    }
+                    sled::Error::Corruption { .. } => StoreError::Corrupt {
+                        path: dir.to_path_buf(),
+                        detail: "sled found corrupted data".into(),
+                    },
+                    other => backend(other),
+                })
+        })?;
+        secure_tree(&dir.join("sled"))?;
         let store = SledStore {
             db,
             dir: dir.to_path_buf(),
         };
-        match store.db.get(SCHEMA_KEY).map_err(backend)? {
+        let schema = super::open_guarded(dir, || store.db.get(SCHEMA_KEY).map_err(backend))?;
+        match schema {
             None => {
                 store
                     .db

@@ -12,4 +12,5 @@ mod mock_smtp;
 mod oauth;
 mod schemas;
 mod snapshots;
+mod store_safety;
 mod util;
