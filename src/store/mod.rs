@@ -201,7 +201,10 @@ pub(crate) fn open_guarded<T>(
     dir: &Path,
     open: impl FnOnce() -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex, PoisonError};
+    // One swap of the process's panic hook at a time.
+    static HOOK: Mutex<()> = Mutex::new(());
+    let _one = HOOK.lock().unwrap_or_else(PoisonError::into_inner);
     let me = std::thread::current().id();
     let previous: Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> =
         Arc::from(std::panic::take_hook());

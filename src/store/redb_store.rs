@@ -717,7 +717,8 @@ mod tests {
             "ids" => {
                 let s = RedbStore::open_with(&dir, None).unwrap();
                 let ids: Vec<u64> = (0..3).map(|_| s.next_id().unwrap()).collect();
-                std::fs::write(dir.join("ids"), format!("{}", ids[2])).unwrap();
+                // Beside the data directory, which holds pushwerk's files only.
+                std::fs::write(dir.with_file_name("ids"), format!("{}", ids[2])).unwrap();
                 crash_now(&s)
             }
             other => panic!("unknown mode {other}"),
@@ -755,13 +756,14 @@ mod tests {
 
     #[test]
     fn ids_stay_unique_after_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        crash(dir.path(), "ids");
-        let given: u64 = std::fs::read_to_string(dir.path().join("ids"))
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        crash(&dir, "ids");
+        let given: u64 = std::fs::read_to_string(tmp.path().join("ids"))
             .unwrap()
             .parse()
             .unwrap();
-        let s = RedbStore::open(dir.path()).unwrap();
+        let s = RedbStore::open(&dir).unwrap();
         let id = s.next_id().unwrap();
         assert!(id > given, "{id} after {given} before the crash");
     }
