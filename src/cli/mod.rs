@@ -259,7 +259,7 @@ pub fn open_resolver(
     catalog: &Catalog,
 ) -> anyhow::Result<Resolver> {
     let sealer = Sealer::from_env(&crate::config::secret::process_env)?;
-    let store = crate::store::open(data, store)?;
+    let store = TokenStore::open_store(data, store, &sealer)?;
     let tokens = TokenStore::new(store, sealer);
     Ok(Resolver::new(
         tokens,

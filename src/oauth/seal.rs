@@ -97,6 +97,12 @@ impl Sealer {
         self.cipher.is_some()
     }
 
+    /// Whether a stored record is plain (written without a key): such a
+    /// record is sealed, and the store compacted, once a key is set.
+    pub fn is_plain(sealed: &[u8]) -> bool {
+        sealed.first() == Some(&PLAIN)
+    }
+
     /// Seals `plaintext` of `account`.
     pub fn seal(&self, account: &str, plaintext: &[u8]) -> Vec<u8> {
         match &self.cipher {

@@ -5,6 +5,25 @@ use std::path::{Path, PathBuf};
 use super::{secure_dir, secure_tree, CasConflict, Entries, Store, StoreError, SCHEMA_VERSION};
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// Added to sled's id counter: a compaction copies the records into a new
+/// store whose counter starts at 0 again, and records here where ids went.
+const ID_OFFSET_KEY: &[u8] = b"id_offset";
+
+/// The [`ID_OFFSET_KEY`] of `db` (0 if never compacted).
+fn id_offset(db: &sled::Db) -> Result<u64, StoreError> {
+    match db.get(ID_OFFSET_KEY).map_err(backend)? {
+        None => Ok(0),
+        Some(v) => v
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| backend_text("the id offset record is damaged")),
+    }
+}
+
+fn backend_text(text: &str) -> StoreError {
+    StoreError::Backend(text.into())
+}
 /// sled's page-cache budget.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -12,6 +31,8 @@ const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// its files `0600`: token state is for the pushwerk user alone.
 pub struct SledStore {
     db: sled::Db,
+    /// Added to every id (see [`ID_OFFSET_KEY`]).
+    id_offset: u64,
     dir: PathBuf,
 }
 
@@ -51,8 +72,10 @@ impl SledStore {
                 })
         })?;
         secure_tree(&dir.join("sled"))?;
+        let id_offset = id_offset(&db)?;
         let store = SledStore {
             db,
+            id_offset,
             dir: dir.to_path_buf(),
         };
         let schema = super::open_guarded(dir, || store.db.get(SCHEMA_KEY).map_err(backend))?;
@@ -84,6 +107,74 @@ impl SledStore {
     fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
         self.db.open_tree(name).map_err(backend)
     }
+}
+
+/// Rewrites the (closed) sled store of `dir` into fresh files: every tree
+/// is exported into a new store in `DATA/sled.compact`, which then replaces
+/// `DATA/sled`, and the old files are deleted. sled 0.34 has no compaction
+/// of its own, and its log keeps overwritten values until a segment is
+/// reused; this is how bytes that must not survive (a plaintext token,
+/// sealed since) leave the data directory. Ids handed out later stay above
+/// every id handed out before.
+pub(crate) fn compact_offline(dir: &Path) -> Result<(), StoreError> {
+    use super::{SLED_COMPACT, SLED_OLD};
+    let live = dir.join("sled");
+    let fresh = dir.join(SLED_COMPACT);
+    let old_place = dir.join(SLED_OLD);
+    let io = |what: &str, e: std::io::Error| StoreError::Directory {
+        path: dir.to_path_buf(),
+        reason: format!("compaction: cannot {what}: {e}"),
+    };
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(|e| io("remove an unfinished copy", e))?;
+    }
+    super::open_guarded(dir, || {
+        let old = sled::Config::new()
+            .path(&live)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(backend)?;
+        let last_id = id_offset(&old)? + old.generate_id().map_err(backend)?;
+        let new = sled::Config::new()
+            .path(&fresh)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(backend)?;
+        new.import(old.export());
+        // A fresh store counts ids from 0: later ids start above this one.
+        new.insert(ID_OFFSET_KEY, &last_id.saturating_add(1).to_be_bytes())
+            .map_err(backend)?;
+        new.flush().map_err(backend)?;
+        Ok(())
+    })?;
+    // Swap: DATA/sled → DATA/sled.old, DATA/sled.compact → DATA/sled. An
+    // interruption between the renames is finished by the next open.
+    std::fs::rename(&live, &old_place).map_err(|e| io("move the old store aside", e))?;
+    std::fs::rename(&fresh, &live).map_err(|e| io("put the new store in place", e))?;
+    std::fs::remove_dir_all(&old_place).map_err(|e| io("delete the old store", e))?;
+    Ok(())
+}
+
+/// Finishes or undoes a compaction an interruption left behind: a copy
+/// that never replaced the store is deleted, a swap half done is finished.
+pub(crate) fn finish_interrupted_compaction(dir: &Path) -> Result<(), StoreError> {
+    use super::{SLED_COMPACT, SLED_OLD};
+    let (live, fresh, old) = (dir.join("sled"), dir.join(SLED_COMPACT), dir.join(SLED_OLD));
+    let io = |e: std::io::Error| StoreError::Directory {
+        path: dir.to_path_buf(),
+        reason: format!("cannot finish an interrupted compaction: {e}"),
+    };
+    if !live.exists() && fresh.is_dir() && old.is_dir() {
+        std::fs::rename(&fresh, &live).map_err(io)?;
+    }
+    if live.is_dir() {
+        for leftover in [fresh, old] {
+            if leftover.is_dir() {
+                std::fs::remove_dir_all(&leftover).map_err(io)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Store for SledStore {
@@ -188,7 +279,7 @@ impl Store for SledStore {
     }
 
     fn next_id(&self) -> Result<u64, StoreError> {
-        self.db.generate_id().map_err(backend)
+        Ok(self.db.generate_id().map_err(backend)? + self.id_offset)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

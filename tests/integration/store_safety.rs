@@ -378,3 +378,109 @@ fn a_damaged_redb_store_is_an_error_never_a_panic() {
         }
     }
 }
+
+fn bytes_under(dir: &Path, out: &mut Vec<u8>) {
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        if e.file_type().expect("file type").is_dir() {
+            bytes_under(&e.path(), out);
+        } else {
+            out.extend(std::fs::read(e.path()).expect("read file"));
+        }
+    }
+}
+
+fn data_holds(dir: &Path, needle: &str) -> bool {
+    let mut all = Vec::new();
+    bytes_under(dir, &mut all);
+    all.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// A refresh token imported without a key, then a key set: the next
+/// command seals it and rewrites the store, so its bytes are in no file of
+/// the data directory, `oauth status` says "encrypted at rest" truly, and
+/// the token still refreshes.
+async fn encryption_turned_on_later(store: &str) {
+    use crate::mock_identity::{IdentityMock, MockConfig};
+    let mock = IdentityMock::start(MockConfig::default()).await;
+    let canary = format!("CANARY-refresh-{store}-7f3a9c1d5e");
+    let scope = "offline_access https://graph.microsoft.com/Mail.Send";
+    mock.seed_refresh_token(&canary, scope);
+    let account = format!(
+        "kind: oauth_account\nname: ms_mail\ntoken_url: {}\nclient_id: {}\nclient_secret: mock-secret\nscope: {scope}\n",
+        mock.token_url(),
+        MockConfig::default().client_id
+    );
+    let tmp = folder(&[("pushes/accounts.yaml", &account)]);
+    std::fs::write(tmp.path().join("token.txt"), &canary).unwrap();
+    let cwd = tmp.path().to_path_buf();
+    let data = cwd.join("data");
+    let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let pushwerk = |args: Vec<&'static str>, env: Vec<(&'static str, &'static str)>| {
+        let (cwd, data) = (cwd.clone(), data.clone());
+        tokio::task::spawn_blocking(move || run(&cwd, &data, &args, &env))
+    };
+    let store_arg: &'static str = if store == "redb" { "redb" } else { "sled" };
+
+    let out = pushwerk(
+        vec![
+            "--store",
+            store_arg,
+            "oauth",
+            "import",
+            "ms_mail",
+            "--file",
+            "token.txt",
+        ],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        data_holds(&data, &canary),
+        "without a key the token is stored in plain text (the scan works)"
+    );
+
+    let out = pushwerk(vec!["oauth", "status"], vec![("PUSHWERK_KEY", key)])
+        .await
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.starts_with("token state: encrypted at rest"), "{text}");
+    assert!(
+        !data_holds(&data, &canary),
+        "{store}: the plaintext refresh token is still in the data directory"
+    );
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "no leftovers of the rewrite: {names:?}");
+
+    // Without the key the sealed record cannot be read: it really is sealed.
+    let out = pushwerk(vec!["oauth", "status"], vec![]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("PUSHWERK_KEY"), "{}", stderr(&out));
+
+    // The token still works.
+    let out = pushwerk(
+        vec!["oauth", "refresh", "ms_mail"],
+        vec![("PUSHWERK_KEY", key)],
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mock.used_refresh_tokens(), vec![canary.clone()]);
+    assert!(!data_holds(&data, &canary));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_encryption_on_leaves_no_plaintext_token_in_sled() {
+    encryption_turned_on_later("sled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_encryption_on_leaves_no_plaintext_token_in_redb() {
+    encryption_turned_on_later("redb").await;
+}
