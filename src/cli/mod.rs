@@ -36,8 +36,8 @@ pub struct Cli {
     /// Log verbosity (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter).
     #[arg(long, global = true, env = "PUSHWERK_LOG", default_value = "warn")]
     pub log: String,
-    /// Log line format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Log line format: every line on stderr, the daemon's included.
+    #[arg(long, global = true, env = "PUSHWERK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
@@ -103,18 +103,19 @@ pub enum Command {
         #[arg(long, env = "PUSHWERK_INGEST_TOKEN", hide_env_values = true)]
         ingest_token: Option<String>,
         /// Deliveries in flight at most.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        concurrency: u64,
         /// Queued jobs held in memory at most; beyond, they wait in the store
         /// and are read back as the backlog drains (bounds memory).
-        #[arg(long, default_value_t = 10_000)]
-        resident_jobs: usize,
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        resident_jobs: u64,
         /// How long accepted event ids are remembered: an id resent within
         /// this window is a duplicate, after it a new event.
-        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        /// From 1 minute to 10 years.
+        #[arg(long, default_value = "7d", value_parser = parse_event_window)]
         event_window: std::time::Duration,
-        /// How long in-flight deliveries may finish after SIGTERM.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        /// How long in-flight deliveries may finish after SIGTERM (0s to 1h).
+        #[arg(long, default_value = "10s", value_parser = parse_grace)]
         grace: std::time::Duration,
     },
     /// The delivery log of a running daemon (newest first).
@@ -125,25 +126,26 @@ pub enum Command {
         /// Only this push.
         #[arg(long)]
         push: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
+        /// At most this many (1 to 10,000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
         /// The daemon's API.
-        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787")]
+        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787", value_parser = parse_server)]
         server: String,
     },
     /// Re-queue dead letters of a running daemon: one by job id, or all (of a push).
     Replay {
         /// The job id of one dead letter.
+        #[arg(required_unless_present = "failed", conflicts_with_all = ["failed", "push"])]
         job_id: Option<u64>,
         /// All dead letters (of --push, if given).
         #[arg(long)]
         failed: bool,
-        /// Only this push.
-        #[arg(long)]
+        /// Only this push (with --failed).
+        #[arg(long, requires = "failed")]
         push: Option<String>,
         /// The daemon's API.
-        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787")]
+        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787", value_parser = parse_server)]
         server: String,
     },
     /// OAuth accounts: tokens in, status out.
@@ -220,30 +222,60 @@ pub enum ListFormat {
     Json,
 }
 
+/// The tracing target of the daemon's status lines (ingest token, serving,
+/// shutting down, stopped): shown at the default level, and in the chosen
+/// log format like every other line.
+const STATUS: &str = "pushwerk::status";
+
 /// Runs the command line; errors are printed once, here.
 pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
+    if let Err(err) = init_logging(&cli.log, cli.log_format) {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
+    let json = cli.log_format == LogFormat::Json;
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
+            if json {
+                // Every stderr line is JSON in this format, the last one too.
+                tracing::error!(target: STATUS, "{err:#}");
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::from(if err.is::<UsageError>() { 2 } else { 1 })
         }
     }
 }
 
-/// Logs go to stderr; never a token (secrets are wrapped, requests are not logged).
-pub fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+/// Logs go to stderr; never a token (secrets are wrapped, requests are not
+/// logged). Colours only when stderr is a terminal. A filter that does not
+/// parse is a usage error, not silently replaced.
+pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), UsageError> {
+    let parsed = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
+        UsageError(format!(
+            "invalid value '{}' for '--log <LOG>' (or PUSHWERK_LOG): {e}; expected error, warn, info, debug, trace or a tracing filter such as `pushwerk=debug`",
+            filter.chars().take(100).collect::<String>()
+        ))
+    })?;
+    // The daemon's status lines show at the default level too, unless the
+    // filter names their target itself.
+    let filter = if filter.contains(STATUS) {
+        parsed
+    } else {
+        parsed.add_directive(format!("{STATUS}=info").parse().expect("a valid directive"))
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -337,7 +369,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             (cli.data, cli.store),
             listen,
             ingest_token,
-            (concurrency, resident_jobs, event_window),
+            (
+                usize::try_from(concurrency)?,
+                usize::try_from(resident_jobs)?,
+                event_window,
+            ),
             grace,
         ),
         Command::Deliveries {
@@ -345,7 +381,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             push,
             limit,
             server,
-        } => deliveries(&cli.data, &server, failed, push, limit),
+        } => deliveries(&cli.data, &server, failed, push, limit as usize),
         Command::Replay {
             job_id,
             failed,
@@ -628,7 +664,9 @@ fn serve(
         config.endpoints = Endpoints::from_env(&crate::config::secret::process_env);
         let (daemon, token_path) = Daemon::open(config)?;
         if let Some(path) = token_path {
-            eprintln!(
+            tracing::info!(
+                target: STATUS,
+                token_file = %path.display(),
                 "ingest token: {} (send it as `Authorization: Bearer <token>`)",
                 path.display()
             );
@@ -638,14 +676,18 @@ fn serve(
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let catalog = daemon.catalog();
-        eprintln!(
-            "pushwerk serving {} pushes and {} accounts from {} on http://{}",
+        let local = listener.local_addr()?;
+        tracing::info!(
+            target: STATUS,
+            pushes = catalog.pushes.len(),
+            accounts = catalog.accounts.len(),
+            dir = %daemon.config.dir.display(),
+            listen = %local,
+            "pushwerk serving {} pushes and {} accounts from {} on http://{local}",
             catalog.pushes.len(),
             catalog.accounts.len(),
             daemon.config.dir.display(),
-            listener.local_addr()?
         );
-        tracing::info!(listen = %listen, "serving");
         let workers = tokio::spawn(daemon.clone().run_workers());
         tokio::spawn(daemon.clone().run_cron());
         tokio::spawn(daemon.clone().run_housekeeping());
@@ -654,13 +696,15 @@ fn serve(
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("the HTTP server failed")?;
-        eprintln!(
+        tracing::info!(
+            target: STATUS,
+            grace = %humantime::format_duration(daemon.config.grace),
             "shutting down: finishing deliveries in flight (up to {})",
             humantime::format_duration(daemon.config.grace)
         );
         daemon.shutdown().await;
         workers.abort();
-        eprintln!("stopped");
+        tracing::info!(target: STATUS, "stopped");
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }
@@ -710,14 +754,16 @@ fn call_api(
             .await
             .with_context(|| format!("cannot reach the daemon at {base}"))?;
         let status = r.status();
-        let v: serde_json::Value = r.json().await?;
+        let text = r.text().await.context("cannot read the daemon's answer")?;
+        let v: Option<serde_json::Value> = serde_json::from_str(&text).ok();
         if !status.is_success() {
-            bail!(
-                "the daemon answered {status}: {}",
-                v["error"].as_str().unwrap_or_default()
-            );
+            let reason = v
+                .as_ref()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| text.chars().take(200).collect());
+            bail!("the daemon answered {status}: {reason}");
         }
-        anyhow::Ok(v)
+        v.context("the daemon's answer is not JSON")
     })
 }
 
@@ -728,24 +774,46 @@ fn deliveries(
     push: Option<String>,
     limit: usize,
 ) -> anyhow::Result<ExitCode> {
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair("limit", &limit.to_string());
-    if let Some(p) = &push {
-        query.append_pair("push", p);
+    // Not delivered: failed attempts (retried later or not) and dead letters.
+    let statuses: &[Option<&str>] = if failed {
+        &[Some("failed"), Some("retry"), Some("dead")]
+    } else {
+        &[None]
+    };
+    let mut entries: Vec<(DateTime<Utc>, serde_json::Value)> = Vec::new();
+    for status in statuses {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("limit", &limit.to_string());
+        if let Some(p) = &push {
+            query.append_pair("push", p);
+        }
+        if let Some(s) = status {
+            query.append_pair("status", s);
+        }
+        let mut body = call_api(
+            data,
+            server,
+            &format!("/v1/deliveries?{}", query.finish()),
+            None,
+        )?;
+        if let serde_json::Value::Array(list) = body["deliveries"].take() {
+            for e in list {
+                let at = e["at"]
+                    .as_str()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_default();
+                entries.push((at, e));
+            }
+        }
     }
-    if failed {
-        query.append_pair("status", "dead");
-    }
-    let body = call_api(
-        data,
-        server,
-        &format!("/v1/deliveries?{}", query.finish()),
-        None,
-    )?;
-    for e in body["deliveries"].as_array().into_iter().flatten() {
+    // Newest first across the statuses, as the log itself is.
+    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.truncate(limit);
+    for (at, e) in &entries {
         println!(
             "{}  {:<8} {}  event {}  attempt {}  job {}{}{}{}",
-            e["at"].as_str().unwrap_or_default(),
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             e["status"].as_str().unwrap_or_default(),
             e["push"].as_str().unwrap_or_default(),
             e["event_id"].as_str().unwrap_or_default(),
@@ -776,7 +844,10 @@ fn replay(
     push: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     if job_id.is_none() && !failed {
-        bail!("name a dead letter's job id, or use --failed (with --push NAME for one push)");
+        return Err(UsageError(
+            "name a dead letter's job id, or use --failed (with --push NAME for one push)".into(),
+        )
+        .into());
     }
     let answer = call_api(
         data,
@@ -784,7 +855,11 @@ fn replay(
         "/v1/replay",
         Some(serde_json::json!({ "job_id": job_id, "push": push })),
     )?;
-    println!("replayed {} dead letters", answer["replayed"]);
+    let replayed = answer["replayed"].as_u64().unwrap_or(0);
+    if let (Some(id), 0) = (job_id, replayed) {
+        bail!("no dead letter with job id {id} (the dead letters: `pushwerk deliveries --failed`)");
+    }
+    println!("replayed {replayed} dead letters");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -986,4 +1061,63 @@ fn status_text(status: &[crate::oauth::AccountStatus], encrypted: bool) -> Strin
 
 fn parse_store(s: &str) -> Result<StoreChoice, String> {
     s.parse()
+}
+
+/// A command line that parsed but cannot be carried out as written (a
+/// value only checked after parsing): exit code 2, like clap's own errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// A duration flag's value within `min..=max`; the message names the range
+/// (clap adds the flag and the value).
+fn duration_within(
+    text: &str,
+    min: std::time::Duration,
+    max: std::time::Duration,
+    range: &str,
+) -> Result<std::time::Duration, String> {
+    // Bounded before parsing: humantime accepts any number of digits.
+    if text.len() > 64 {
+        return Err(format!("too long; allowed: {range}"));
+    }
+    let d = humantime::parse_duration(text).map_err(|e| format!("{e}; allowed: {range}"))?;
+    if d < min || d > max {
+        return Err(format!("out of range; allowed: {range}"));
+    }
+    Ok(d)
+}
+
+/// `--event-window`: 1 minute to 10 years (retention subtracts it from
+/// the current time, which a far larger value overflows).
+fn parse_event_window(text: &str) -> Result<std::time::Duration, String> {
+    duration_within(
+        text,
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(3650 * 86_400),
+        "1m to 3650d (10 years), e.g. 7d",
+    )
+}
+
+/// `--grace`: 0 to 1 hour.
+fn parse_grace(text: &str) -> Result<std::time::Duration, String> {
+    duration_within(
+        text,
+        std::time::Duration::ZERO,
+        std::time::Duration::from_secs(3600),
+        "0s to 1h, e.g. 10s",
+    )
+}
+
+/// `--server`: an http(s) URL, checked before any request is made.
+fn parse_server(text: &str) -> Result<String, String> {
+    match url::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(text.to_owned())
+        }
+        Ok(_) => Err("expected an http:// or https:// URL, e.g. http://127.0.0.1:8787".into()),
+        Err(e) => Err(format!(
+            "{e}: expected an http:// or https:// URL, e.g. http://127.0.0.1:8787"
+        )),
+    }
 }

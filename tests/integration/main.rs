@@ -2,6 +2,7 @@
 //! per area.
 
 mod cli;
+mod cli_ux;
 mod daemon;
 mod dispatch;
 mod fuzz;
