@@ -666,7 +666,6 @@ fn serve(
         if let Some(path) = token_path {
             tracing::info!(
                 target: STATUS,
-                token_file = %path.display(),
                 "ingest token: {} (send it as `Authorization: Bearer <token>`)",
                 path.display()
             );
@@ -679,10 +678,6 @@ fn serve(
         let local = listener.local_addr()?;
         tracing::info!(
             target: STATUS,
-            pushes = catalog.pushes.len(),
-            accounts = catalog.accounts.len(),
-            dir = %daemon.config.dir.display(),
-            listen = %local,
             "pushwerk serving {} pushes and {} accounts from {} on http://{local}",
             catalog.pushes.len(),
             catalog.accounts.len(),
@@ -698,7 +693,6 @@ fn serve(
             .context("the HTTP server failed")?;
         tracing::info!(
             target: STATUS,
-            grace = %humantime::format_duration(daemon.config.grace),
             "shutting down: finishing deliveries in flight (up to {})",
             humantime::format_duration(daemon.config.grace)
         );

@@ -400,3 +400,25 @@ async fn plain_logs_into_a_pipe_carry_no_colour_codes() {
         "ANSI escape codes in a pipe:\n{text:?}"
     );
 }
+
+#[test]
+fn the_readme_tour_shows_the_shipped_push_and_links_only_inside_the_repository() {
+    let root = crate::util::root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let shipped = std::fs::read_to_string(root.join("pushes/lead-mail.yaml")).unwrap();
+    let start = readme
+        .find("`pushes/lead-mail.yaml` (as shipped):\n\n```yaml\n")
+        .expect("the tour's lead-mail block");
+    let block = &readme[start..];
+    let block = &block[block.find("```yaml\n").unwrap() + 8..];
+    let block = &block[..block.find("```\n").unwrap()];
+    assert_eq!(
+        block, shipped,
+        "the tour's lead-mail.yaml differs from pushes/"
+    );
+    assert!(
+        !readme.contains("../shared") && !readme.contains("](../"),
+        "a link leaves the repository"
+    );
+    assert!(readme.contains("cargo install --locked --path ."));
+}
