@@ -80,8 +80,8 @@ pub enum Command {
         /// The event, a JSON file; optional for `schedule:` pushes.
         #[arg(long)]
         event: Option<PathBuf>,
-        /// Attempts at most, waiting between them as the target asks (Retry-After) or with backoff.
-        #[arg(long, default_value_t = 1)]
+        /// Attempts at most (1 to 100), waiting between them as the target asks (Retry-After) or with backoff.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
         attempts: u32,
     },
     /// List every parameter a push can use, with type, source and a sample value.
@@ -456,10 +456,13 @@ fn dry_run(
     let event = match (event_path, &push.trigger) {
         (Some(p), _) => read_event(p)?,
         (None, Trigger::Schedule(_)) => Event::schedule_tick(push.name(), now),
-        (None, Trigger::Event(on)) => bail!(
-            "push `{}` fires on `{on}` events: give one with --event FILE",
-            push.name()
-        ),
+        (None, Trigger::Event(on)) => {
+            return Err(UsageError(format!(
+                "push `{}` fires on `{on}` events: give one with --event FILE",
+                push.name()
+            ))
+            .into())
+        }
     };
     let mut notes = vec![format!(
         "push {} ({}:{})",
@@ -595,10 +598,13 @@ fn send(
     let event = match (event_path, &push.trigger) {
         (Some(p), _) => read_event(p)?,
         (None, Trigger::Schedule(_)) => Event::schedule_tick(push.name(), Utc::now()),
-        (None, Trigger::Event(on)) => bail!(
-            "push `{}` fires on `{on}` events: give one with --event FILE",
-            push.name()
-        ),
+        (None, Trigger::Event(on)) => {
+            return Err(UsageError(format!(
+                "push `{}` fires on `{on}` events: give one with --event FILE",
+                push.name()
+            ))
+            .into())
+        }
     };
     let resolver = Arc::new(open_resolver(data, store, &catalog)?);
     let deliverer = crate::engine::Deliverer::new(
@@ -802,7 +808,7 @@ fn deliveries(
         }
     }
     // Newest first across the statuses, as the log itself is.
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
     entries.truncate(limit);
     for (at, e) in &entries {
         println!(

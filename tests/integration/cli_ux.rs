@@ -422,3 +422,18 @@ fn the_readme_tour_shows_the_shipped_push_and_links_only_inside_the_repository()
     );
     assert!(readme.contains("cargo install --locked --path ."));
 }
+
+#[test]
+fn a_missing_event_and_an_attempt_count_out_of_range_are_usage_errors() {
+    let tmp = world();
+    for (args, needle) in [
+        (&["dry-run", "hook"][..], "give one with --event FILE"),
+        (&["send", "hook"], "give one with --event FILE"),
+        (&["send", "hook", "--attempts", "0"], "--attempts"),
+    ] {
+        let out = run(tmp.path(), args, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
