@@ -266,7 +266,9 @@ pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), UsageError> {
     } else {
         parsed.add_directive(format!("{STATUS}=info").parse().expect("a valid directive"))
     };
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // https://no-color.org: a set, non-empty NO_COLOR turns colours off too.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -985,12 +987,11 @@ fn oauth_command(
                 }
             }
             match format {
-                ListFormat::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "encrypted_at_rest": resolver.is_encrypted(), "accounts": status })
-                    )?
-                ),
+                ListFormat::Json => {
+                    let mut v = serde_json::json!({ "encrypted_at_rest": resolver.is_encrypted(), "accounts": status });
+                    timestamps_to_seconds(&mut v);
+                    println!("{}", serde_json::to_string_pretty(&v)?)
+                }
                 ListFormat::Text => print!("{}", status_text(&status, resolver.is_encrypted())),
             }
             let bad = status.iter().any(|s| s.state != "ok");
@@ -1119,5 +1120,23 @@ fn parse_server(text: &str) -> Result<String, String> {
         Err(e) => Err(format!(
             "{e}: expected an http:// or https:// URL, e.g. http://127.0.0.1:8787"
         )),
+    }
+}
+
+/// Rewrites every RFC 3339 timestamp in `v` to whole seconds in UTC
+/// (`2026-11-25T14:03:12Z`): CLI output gives times to the second, not
+/// the nanoseconds the records keep.
+fn timestamps_to_seconds(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                *s = t
+                    .with_timezone(&Utc)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(timestamps_to_seconds),
+        serde_json::Value::Object(map) => map.values_mut().for_each(timestamps_to_seconds),
+        _ => {}
     }
 }

@@ -437,3 +437,31 @@ fn a_missing_event_and_an_attempt_count_out_of_range_are_usage_errors() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn oauth_status_json_gives_times_to_the_second() {
+    let tmp = folder(&[(
+        "pushes/accounts.yaml",
+        "kind: oauth_account\nname: ms_mail\ntoken_url: http://127.0.0.1:9/token\nclient_id: c\nclient_secret: s\nscope: offline_access\n",
+    )]);
+    std::fs::write(
+        tmp.path().join("t.json"),
+        r#"{"refresh_token":"rt","access_token":"at","expires_in":3600}"#,
+    )
+    .unwrap();
+    let out = run(
+        tmp.path(),
+        &["oauth", "import", "ms_mail", "--file", "t.json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(tmp.path(), &["oauth", "status", "--format", "json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let account = &v["accounts"][0];
+    for field in ["access_token_expires", "last_refresh"] {
+        let t = account[field].as_str().unwrap_or_default();
+        assert_eq!(t.len(), 20, "{field}: `{t}` is not to the second");
+        assert!(chrono::DateTime::parse_from_rfc3339(t).is_ok(), "{t}");
+    }
+}
