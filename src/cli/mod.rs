@@ -436,9 +436,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The most `--event`, `oauth import` and a key file are read of: the
+/// ingest API's limit for an event, far above any token response.
+const INPUT_LIMIT: u64 = 1024 * 1024;
+
+/// Reads at most [`INPUT_LIMIT`] bytes of `from` as UTF-8; more is an
+/// error naming `what`, not an unbounded read.
+fn read_bounded(from: impl std::io::Read, what: &str) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(from, INPUT_LIMIT + 1), &mut bytes)
+        .with_context(|| format!("cannot read {what}"))?;
+    if bytes.len() as u64 > INPUT_LIMIT {
+        bail!("{what} is larger than {} KiB", INPUT_LIMIT / 1024);
+    }
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{what} is not UTF-8 text"))
+}
+
 fn read_event(path: &Path) -> anyhow::Result<Event> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read event file {}", path.display()))?;
+    let what = format!("event file {}", path.display());
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {what}"))?;
+    let text = read_bounded(file, &what)?;
     Event::from_json(&text).with_context(|| format!("event file {}", path.display()))
 }
 
@@ -867,15 +884,11 @@ fn replay(
 
 fn read_secret_input(file: Option<&Path>) -> anyhow::Result<String> {
     let text = match file {
-        Some(f) => {
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
-        }
-        None => {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .context("cannot read stdin")?;
-            text
-        }
+        Some(f) => read_bounded(
+            std::fs::File::open(f).with_context(|| format!("cannot read {}", f.display()))?,
+            &f.display().to_string(),
+        )?,
+        None => read_bounded(std::io::stdin(), "stdin")?,
     };
     Ok(text)
 }

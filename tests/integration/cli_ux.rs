@@ -465,3 +465,25 @@ fn oauth_status_json_gives_times_to_the_second() {
         assert!(chrono::DateTime::parse_from_rfc3339(t).is_ok(), "{t}");
     }
 }
+
+#[test]
+fn oversized_event_and_token_files_are_refused_not_read_whole() {
+    let tmp = folder(&[
+        ("pushes/hook.yaml", REFUSED_PUSH),
+        (
+            "pushes/accounts.yaml",
+            "kind: oauth_account\nname: ms_mail\ntoken_url: http://127.0.0.1:9/token\nclient_id: c\nclient_secret: s\nscope: offline_access\n",
+        ),
+    ]);
+    let big = tmp.path().join("big.json");
+    std::fs::write(&big, vec![b' '; 2 * 1024 * 1024]).unwrap();
+    for args in [
+        &["dry-run", "hook", "--event", "big.json"][..],
+        &["oauth", "import", "ms_mail", "--file", "big.json"],
+    ] {
+        let out = run(tmp.path(), args, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("is larger than 1024 KiB"), "{args:?}: {err}");
+    }
+}
