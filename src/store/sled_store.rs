@@ -55,6 +55,11 @@ impl SledStore {
         unsafe { libc::umask(0o077) };
         // sled's page cache defaults to 1 GiB; a daemon that should stay in
         // tens of megabytes takes far less (the OS caches the file anyway).
+        // A store that wrote records before: its schema record (flushed
+        // when the store was made) must be there after sled's recovery.
+        let had_records = std::fs::metadata(dir.join("sled").join("db"))
+            .map(|m| m.len() > 0)
+            .unwrap_or(false);
         let db = super::open_guarded(dir, || {
             sled::Config::new()
                 .path(dir.join("sled"))
@@ -80,11 +85,21 @@ impl SledStore {
         };
         let schema = super::open_guarded(dir, || store.db.get(SCHEMA_KEY).map_err(backend))?;
         match schema {
+            // sled reads a damaged log as one that ends early and opens
+            // what is before the damage, which can be nothing at all:
+            // silently empty, every token and job gone.
+            None if had_records => {
+                return Err(StoreError::Corrupt {
+                    path: dir.to_path_buf(),
+                    detail: "sled recovered none of its records".into(),
+                });
+            }
             None => {
                 store
                     .db
                     .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
                     .map_err(backend)?;
+                store.db.flush().map_err(backend)?;
             }
             Some(v) => {
                 let found = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 4]));

@@ -319,6 +319,24 @@ fn a_damaged_sled_store_is_an_error_never_a_panic() {
             assert_refused_cleanly(tmp.path(), &data, &format!("sled seed {seed}"));
         }
     }
+    // A small store (one token record) damaged all over: sled recovers
+    // nothing of it, which is reported, not opened as an empty store.
+    let small = tmp.path().join("small");
+    let out = run(
+        tmp.path(),
+        &small,
+        &["oauth", "import", "ms_mail", "--file", "token.txt"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let db = small.join("sled/db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in bytes.iter_mut().step_by(7) {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    assert_refused_cleanly(tmp.path(), &small, "sled small");
+
     // Damage at the very start of the log is always reported.
     let data = tmp.path().join("truncated");
     copy_dir(&pristine, &data);
