@@ -36,8 +36,8 @@ pub struct Cli {
     /// Log verbosity (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter).
     #[arg(long, global = true, env = "PUSHWERK_LOG", default_value = "warn")]
     pub log: String,
-    /// Log line format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Log line format: every line on stderr, the daemon's included.
+    #[arg(long, global = true, env = "PUSHWERK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
@@ -81,8 +81,8 @@ pub enum Command {
         /// it to send several events together (Bing conversions share requests).
         #[arg(long)]
         event: Vec<PathBuf>,
-        /// Attempts at most, waiting between them as the target asks (Retry-After) or with backoff.
-        #[arg(long, default_value_t = 1)]
+        /// Attempts at most (1 to 100), waiting between them as the target asks (Retry-After) or with backoff.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
         attempts: u32,
     },
     /// List every parameter a push can use, with type, source and a sample value.
@@ -104,28 +104,29 @@ pub enum Command {
         #[arg(long, env = "PUSHWERK_INGEST_TOKEN", hide_env_values = true)]
         ingest_token: Option<String>,
         /// Deliveries in flight at most.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        concurrency: u64,
         /// Queued jobs held in memory at most; beyond, they wait in the store
         /// and are read back as the backlog drains (bounds memory).
-        #[arg(long, default_value_t = 10_000)]
-        resident_jobs: usize,
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        resident_jobs: u64,
         /// How long accepted event ids are remembered: an id resent within
         /// this window is a duplicate, after it a new event.
-        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        /// From 1 minute to 10 years.
+        #[arg(long, default_value = "7d", value_parser = parse_event_window)]
         event_window: std::time::Duration,
-        /// How long in-flight deliveries may finish after SIGTERM.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        /// How long in-flight deliveries may finish after SIGTERM (0s to 1h).
+        #[arg(long, default_value = "10s", value_parser = parse_grace)]
         grace: std::time::Duration,
         /// HTTP connections open at most; more wait until one closes.
-        #[arg(long, default_value_t = 256)]
-        max_connections: usize,
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        max_connections: u64,
         /// How long a client may take to send a request head (and an idle
-        /// connection stays open).
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        /// connection stays open). 1s to 10m.
+        #[arg(long, default_value = "10s", value_parser = parse_header_timeout)]
         header_timeout: std::time::Duration,
-        /// How long a client may take to send a request body.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        /// How long a client may take to send a request body (1s to 1h).
+        #[arg(long, default_value = "30s", value_parser = parse_body_timeout)]
         body_timeout: std::time::Duration,
     },
     /// The delivery log of a running daemon (newest first).
@@ -136,11 +137,11 @@ pub enum Command {
         /// Only this push.
         #[arg(long)]
         push: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
+        /// At most this many (1 to 10,000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
         /// The daemon's API.
-        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787")]
+        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787", value_parser = parse_server)]
         server: String,
     },
     /// The queued and retrying jobs of a running daemon (next due first):
@@ -159,15 +160,16 @@ pub enum Command {
     /// Re-queue dead letters of a running daemon: one by job id, or all (of a push).
     Replay {
         /// The job id of one dead letter.
+        #[arg(required_unless_present = "failed", conflicts_with_all = ["failed", "push"])]
         job_id: Option<u64>,
         /// All dead letters (of --push, if given).
         #[arg(long)]
         failed: bool,
-        /// Only this push.
-        #[arg(long)]
+        /// Only this push (with --failed).
+        #[arg(long, requires = "failed")]
         push: Option<String>,
         /// The daemon's API.
-        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787")]
+        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787", value_parser = parse_server)]
         server: String,
     },
     /// OAuth accounts: tokens in, status out.
@@ -244,30 +246,62 @@ pub enum ListFormat {
     Json,
 }
 
+/// The tracing target of the daemon's status lines (ingest token, serving,
+/// shutting down, stopped): shown at the default level, and in the chosen
+/// log format like every other line.
+pub(crate) const STATUS: &str = "pushwerk::status";
+
 /// Runs the command line; errors are printed once, here.
 pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
+    if let Err(err) = init_logging(&cli.log, cli.log_format) {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
+    let json = cli.log_format == LogFormat::Json;
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
+            if json {
+                // Every stderr line is JSON in this format, the last one too.
+                tracing::error!(target: STATUS, "{err:#}");
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::from(if err.is::<UsageError>() { 2 } else { 1 })
         }
     }
 }
 
-/// Logs go to stderr; never a token (secrets are wrapped, requests are not logged).
-pub fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+/// Logs go to stderr; never a token (secrets are wrapped, requests are not
+/// logged). Colours only when stderr is a terminal. A filter that does not
+/// parse is a usage error, not silently replaced.
+pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), UsageError> {
+    let parsed = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
+        UsageError(format!(
+            "invalid value '{}' for '--log <LOG>' (or PUSHWERK_LOG): {e}; expected error, warn, info, debug, trace or a tracing filter such as `pushwerk=debug`",
+            filter.chars().take(100).collect::<String>()
+        ))
+    })?;
+    // The daemon's status lines show at the default level too, unless the
+    // filter names their target itself.
+    let filter = if filter.contains(STATUS) {
+        parsed
+    } else {
+        parsed.add_directive(format!("{STATUS}=info").parse().expect("a valid directive"))
+    };
+    // https://no-color.org: a set, non-empty NO_COLOR turns colours off too.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -283,7 +317,7 @@ pub fn open_resolver(
     catalog: &Catalog,
 ) -> anyhow::Result<Resolver> {
     let sealer = Sealer::from_env(&crate::config::secret::process_env)?;
-    let store = crate::store::open(data, store)?;
+    let store = TokenStore::open_store(data, store, &sealer)?;
     let tokens = TokenStore::new(store, sealer);
     Ok(Resolver::new(
         tokens,
@@ -369,9 +403,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             (cli.data, cli.store),
             listen,
             ingest_token,
-            (concurrency, resident_jobs, event_window),
+            (
+                usize::try_from(concurrency)?,
+                usize::try_from(resident_jobs)?,
+                event_window,
+            ),
             crate::server::ServeOptions {
-                max_connections,
+                max_connections: usize::try_from(max_connections)?,
                 header_timeout,
                 body_timeout,
                 grace,
@@ -382,7 +420,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             push,
             limit,
             server,
-        } => deliveries(&cli.data, &server, failed, push, limit),
+        } => deliveries(&cli.data, &server, failed, push, limit as usize),
         Command::Jobs {
             push,
             limit,
@@ -434,9 +472,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The most `--event`, `oauth import` and a key file are read of: the
+/// ingest API's limit for an event, far above any token response.
+const INPUT_LIMIT: u64 = 1024 * 1024;
+
+/// Reads at most [`INPUT_LIMIT`] bytes of `from` as UTF-8; more is an
+/// error naming `what`, not an unbounded read.
+fn read_bounded(from: impl std::io::Read, what: &str) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(from, INPUT_LIMIT + 1), &mut bytes)
+        .with_context(|| format!("cannot read {what}"))?;
+    if bytes.len() as u64 > INPUT_LIMIT {
+        bail!("{what} is larger than {} KiB", INPUT_LIMIT / 1024);
+    }
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{what} is not UTF-8 text"))
+}
+
 fn read_event(path: &Path) -> anyhow::Result<Event> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read event file {}", path.display()))?;
+    let what = format!("event file {}", path.display());
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {what}"))?;
+    let text = read_bounded(file, &what)?;
     Event::from_json(&text).with_context(|| format!("event file {}", path.display()))
 }
 
@@ -456,10 +511,13 @@ fn dry_run(
     let event = match (event_path, &push.trigger) {
         (Some(p), _) => read_event(p)?,
         (None, Trigger::Schedule(_)) => Event::schedule_tick(push.name(), now),
-        (None, Trigger::Event(on)) => bail!(
-            "push `{}` fires on `{on}` events: give one with --event FILE",
-            push.name()
-        ),
+        (None, Trigger::Event(on)) => {
+            return Err(UsageError(format!(
+                "push `{}` fires on `{on}` events: give one with --event FILE",
+                push.name()
+            ))
+            .into())
+        }
     };
     let mut notes = vec![format!(
         "push {} ({}:{})",
@@ -623,10 +681,13 @@ fn send(
     let push = &catalog.pushes[index];
     let events = match (event_paths, &push.trigger) {
         ([], Trigger::Schedule(_)) => vec![Event::schedule_tick(push.name(), Utc::now())],
-        ([], Trigger::Event(on)) => bail!(
-            "push `{}` fires on `{on}` events: give one with --event FILE",
-            push.name()
-        ),
+        ([], Trigger::Event(on)) => {
+            return Err(UsageError(format!(
+                "push `{}` fires on `{on}` events: give one with --event FILE",
+                push.name()
+            ))
+            .into())
+        }
         (paths, _) => paths
             .iter()
             .map(|p| read_event(p))
@@ -719,7 +780,8 @@ fn serve(
         config.endpoints = Endpoints::from_env(&crate::config::secret::process_env);
         let (daemon, token_path) = Daemon::open(config)?;
         if let Some(path) = token_path {
-            eprintln!(
+            tracing::info!(
+                target: STATUS,
                 "ingest token: {} (send it as `Authorization: Bearer <token>`)",
                 path.display()
             );
@@ -729,21 +791,21 @@ fn serve(
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let catalog = daemon.catalog();
-        eprintln!(
-            "pushwerk serving {} and {} from {} on http://{}",
+        let local = listener.local_addr()?;
+        tracing::info!(
+            target: STATUS,
+            "pushwerk serving {} and {} from {} on http://{local}",
             crate::config::diagnostic::counted(catalog.pushes.len(), "push", "pushes"),
             crate::config::diagnostic::counted(catalog.accounts.len(), "account", "accounts"),
             daemon.config.dir.display(),
-            listener.local_addr()?
         );
-        tracing::info!(listen = %listen, "serving");
         let workers = tokio::spawn(daemon.clone().run_workers());
         tokio::spawn(daemon.clone().run_cron());
         tokio::spawn(daemon.clone().run_housekeeping());
         // Serves until SIGTERM/SIGINT, then shuts the daemon down within --grace.
         crate::server::serve(listener, daemon.clone(), options, shutdown_signal()).await;
         workers.abort();
-        eprintln!("stopped");
+        tracing::info!(target: STATUS, "stopped");
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }
@@ -793,14 +855,16 @@ fn call_api(
             .await
             .with_context(|| format!("cannot reach the daemon at {base}"))?;
         let status = r.status();
-        let v: serde_json::Value = r.json().await?;
+        let text = r.text().await.context("cannot read the daemon's answer")?;
+        let v: Option<serde_json::Value> = serde_json::from_str(&text).ok();
         if !status.is_success() {
-            bail!(
-                "the daemon answered {status}: {}",
-                v["error"].as_str().unwrap_or_default()
-            );
+            let reason = v
+                .as_ref()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| text.chars().take(200).collect());
+            bail!("the daemon answered {status}: {reason}");
         }
-        anyhow::Ok(v)
+        v.context("the daemon's answer is not JSON")
     })
 }
 
@@ -811,24 +875,46 @@ fn deliveries(
     push: Option<String>,
     limit: usize,
 ) -> anyhow::Result<ExitCode> {
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair("limit", &limit.to_string());
-    if let Some(p) = &push {
-        query.append_pair("push", p);
+    // Not delivered: failed attempts (retried later or not) and dead letters.
+    let statuses: &[Option<&str>] = if failed {
+        &[Some("failed"), Some("retry"), Some("dead")]
+    } else {
+        &[None]
+    };
+    let mut entries: Vec<(DateTime<Utc>, serde_json::Value)> = Vec::new();
+    for status in statuses {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("limit", &limit.to_string());
+        if let Some(p) = &push {
+            query.append_pair("push", p);
+        }
+        if let Some(s) = status {
+            query.append_pair("status", s);
+        }
+        let mut body = call_api(
+            data,
+            server,
+            &format!("/v1/deliveries?{}", query.finish()),
+            None,
+        )?;
+        if let serde_json::Value::Array(list) = body["deliveries"].take() {
+            for e in list {
+                let at = e["at"]
+                    .as_str()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_default();
+                entries.push((at, e));
+            }
+        }
     }
-    if failed {
-        query.append_pair("status", "dead");
-    }
-    let body = call_api(
-        data,
-        server,
-        &format!("/v1/deliveries?{}", query.finish()),
-        None,
-    )?;
-    for e in body["deliveries"].as_array().into_iter().flatten() {
+    // Newest first across the statuses, as the log itself is.
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    entries.truncate(limit);
+    for (at, e) in &entries {
         println!(
             "{}  {:<8} {}  event {}  attempt {}  job {}{}{}{}",
-            e["at"].as_str().unwrap_or_default(),
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             e["status"].as_str().unwrap_or_default(),
             e["push"].as_str().unwrap_or_default(),
             e["event_id"].as_str().unwrap_or_default(),
@@ -888,7 +974,10 @@ fn replay(
     push: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     if job_id.is_none() && !failed {
-        bail!("name a dead letter's job id, or use --failed (with --push NAME for one push)");
+        return Err(UsageError(
+            "name a dead letter's job id, or use --failed (with --push NAME for one push)".into(),
+        )
+        .into());
     }
     let answer = call_api(
         data,
@@ -897,6 +986,9 @@ fn replay(
         Some(serde_json::json!({ "job_id": job_id, "push": push })),
     )?;
     let replayed = answer["replayed"].as_u64().unwrap_or(0) as usize;
+    if let (Some(id), 0) = (job_id, replayed) {
+        bail!("no dead letter with job id {id} (the dead letters: `pushwerk deliveries --failed`)");
+    }
     println!(
         "replayed {}",
         crate::config::diagnostic::counted(replayed, "dead letter", "dead letters")
@@ -906,15 +998,11 @@ fn replay(
 
 fn read_secret_input(file: Option<&Path>) -> anyhow::Result<String> {
     let text = match file {
-        Some(f) => {
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
-        }
-        None => {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .context("cannot read stdin")?;
-            text
-        }
+        Some(f) => read_bounded(
+            std::fs::File::open(f).with_context(|| format!("cannot read {}", f.display()))?,
+            &f.display().to_string(),
+        )?,
+        None => read_bounded(std::io::stdin(), "stdin")?,
     };
     Ok(text)
 }
@@ -1007,12 +1095,11 @@ fn oauth_command(
                 }
             }
             match format {
-                ListFormat::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "encrypted_at_rest": resolver.is_encrypted(), "accounts": status })
-                    )?
-                ),
+                ListFormat::Json => {
+                    let mut v = serde_json::json!({ "encrypted_at_rest": resolver.is_encrypted(), "accounts": status });
+                    timestamps_to_seconds(&mut v);
+                    println!("{}", serde_json::to_string_pretty(&v)?)
+                }
                 ListFormat::Text => print!("{}", status_text(&status, resolver.is_encrypted())),
             }
             let bad = status.iter().any(|s| s.state != "ok");
@@ -1083,4 +1170,101 @@ fn status_text(status: &[crate::oauth::AccountStatus], encrypted: bool) -> Strin
 
 fn parse_store(s: &str) -> Result<StoreChoice, String> {
     s.parse()
+}
+
+/// A command line that parsed but cannot be carried out as written (a
+/// value only checked after parsing): exit code 2, like clap's own errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// A duration flag's value within `min..=max`; the message names the range
+/// (clap adds the flag and the value).
+fn duration_within(
+    text: &str,
+    min: std::time::Duration,
+    max: std::time::Duration,
+    range: &str,
+) -> Result<std::time::Duration, String> {
+    // Bounded before parsing: humantime accepts any number of digits.
+    if text.len() > 64 {
+        return Err(format!("too long; allowed: {range}"));
+    }
+    let d = humantime::parse_duration(text).map_err(|e| format!("{e}; allowed: {range}"))?;
+    if d < min || d > max {
+        return Err(format!("out of range; allowed: {range}"));
+    }
+    Ok(d)
+}
+
+/// `--event-window`: 1 minute to 10 years (retention subtracts it from
+/// the current time, which a far larger value overflows).
+fn parse_event_window(text: &str) -> Result<std::time::Duration, String> {
+    duration_within(
+        text,
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(3650 * 86_400),
+        "1m to 3650d (10 years), e.g. 7d",
+    )
+}
+
+/// `--grace`: 0 to 1 hour.
+fn parse_grace(text: &str) -> Result<std::time::Duration, String> {
+    duration_within(
+        text,
+        std::time::Duration::ZERO,
+        std::time::Duration::from_secs(3600),
+        "0s to 1h, e.g. 10s",
+    )
+}
+
+/// `--header-timeout`: 1 second to 10 minutes.
+fn parse_header_timeout(text: &str) -> Result<std::time::Duration, String> {
+    duration_within(
+        text,
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(600),
+        "1s to 10m, e.g. 10s",
+    )
+}
+
+/// `--body-timeout`: 1 second to 1 hour.
+fn parse_body_timeout(text: &str) -> Result<std::time::Duration, String> {
+    duration_within(
+        text,
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(3600),
+        "1s to 1h, e.g. 30s",
+    )
+}
+
+/// `--server`: an http(s) URL, checked before any request is made.
+fn parse_server(text: &str) -> Result<String, String> {
+    match url::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(text.to_owned())
+        }
+        Ok(_) => Err("expected an http:// or https:// URL, e.g. http://127.0.0.1:8787".into()),
+        Err(e) => Err(format!(
+            "{e}: expected an http:// or https:// URL, e.g. http://127.0.0.1:8787"
+        )),
+    }
+}
+
+/// Rewrites every RFC 3339 timestamp in `v` to whole seconds in UTC
+/// (`2026-11-25T14:03:12Z`): CLI output gives times to the second, not
+/// the nanoseconds the records keep.
+fn timestamps_to_seconds(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                *s = t
+                    .with_timezone(&Utc)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(timestamps_to_seconds),
+        serde_json::Value::Object(map) => map.values_mut().for_each(timestamps_to_seconds),
+        _ => {}
+    }
 }

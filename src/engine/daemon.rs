@@ -481,8 +481,8 @@ impl Daemon {
     /// Opens the store, loads the folder and starts the group-commit task.
     /// (Tasks and the API are started by [`Daemon::run`].)
     pub fn open(config: DaemonConfig) -> Result<(Arc<Daemon>, Option<PathBuf>), DaemonError> {
-        let store: Arc<dyn Store> = crate::store::open(&config.data, config.store)?;
         let sealer = Sealer::from_env(&crate::config::secret::process_env)?;
+        let store: Arc<dyn Store> = TokenStore::open_store(&config.data, config.store, &sealer)?;
         let resolver = Arc::new(Resolver::new(
             TokenStore::new(store.clone(), sealer),
             BTreeMap::new(),

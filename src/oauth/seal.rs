@@ -78,7 +78,12 @@ impl Sealer {
             return Sealer::from_key_text(&key);
         }
         if let Some(path) = lookup("PUSHWERK_KEY_FILE").filter(|k| !k.trim().is_empty()) {
-            let text = std::fs::read_to_string(&path)
+            // A key is 44 to 64 characters: a few KiB is plenty, and a
+            // wrong path (a log, a device) is not read on and on.
+            let mut text = String::new();
+            let file = std::fs::File::open(&path)
+                .map_err(|e| SealError::KeyFile(path.clone(), e.kind().to_string()))?;
+            std::io::Read::read_to_string(&mut std::io::Read::take(file, 4096), &mut text)
                 .map_err(|e| SealError::KeyFile(path.clone(), e.kind().to_string()))?;
             return Sealer::from_key_text(&text);
         }
@@ -95,6 +100,12 @@ impl Sealer {
     /// Whether records are encrypted.
     pub fn is_encrypted(&self) -> bool {
         self.cipher.is_some()
+    }
+
+    /// Whether a stored record is plain (written without a key): such a
+    /// record is sealed, and the store compacted, once a key is set.
+    pub fn is_plain(sealed: &[u8]) -> bool {
+        sealed.first() == Some(&PLAIN)
     }
 
     /// Seals `plaintext` of `account`.

@@ -111,7 +111,8 @@ pub async fn serve(
     drop(listener);
     let _ = closing_tx.send(true);
     let deadline = tokio::time::Instant::now() + options.grace;
-    eprintln!(
+    tracing::info!(
+        target: crate::cli::STATUS,
         "shutting down: finishing requests and deliveries in flight (up to {})",
         humantime::format_duration(options.grace)
     );

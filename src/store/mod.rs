@@ -46,6 +46,9 @@ impl std::str::FromStr for StoreChoice {
 /// between stores, and starting an empty one would hide the queue and the
 /// token state of the other.
 pub fn open(dir: &Path, choice: StoreChoice) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    secure_dir(dir)?;
+    sled_store::finish_interrupted_compaction(dir)?;
+    redb_store::finish_interrupted_compaction(dir)?;
     let has_sled = dir.join("sled").exists();
     let has_redb = dir.join(redb_store::FILE_NAME).exists();
     let kind = match (choice, has_sled, has_redb) {
@@ -75,21 +78,206 @@ pub fn open(dir: &Path, choice: StoreChoice) -> Result<std::sync::Arc<dyn Store>
     })
 }
 
+/// The key in [`trees::MAINTENANCE`] that asks for a compaction: set
+/// (and flushed) before records whose old bytes must not survive are
+/// rewritten, removed once the store is rewritten into fresh files, so that
+/// an interruption anywhere in between compacts at the next open.
+pub const COMPACT_PENDING: &[u8] = b"compact_pending";
+
+/// [`open`], then `prepare` on the open store; if that (or an earlier,
+/// interrupted run) left [`COMPACT_PENDING`] set, the store is closed,
+/// rewritten into fresh files (see `compact_offline` of either store) and
+/// opened again. Turning encryption on uses it, so that the plaintext
+/// token records it seals leave no copy behind.
+pub fn open_prepared(
+    dir: &Path,
+    choice: StoreChoice,
+    prepare: impl FnOnce(&dyn Store) -> Result<(), StoreError>,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    let store = open(dir, choice)?;
+    prepare(&*store)?;
+    if store.get(trees::MAINTENANCE, COMPACT_PENDING)?.is_none() {
+        return Ok(store);
+    }
+    store.flush()?;
+    let redb = dir.join(redb_store::FILE_NAME).exists();
+    if std::sync::Arc::strong_count(&store) != 1 {
+        return Err(StoreError::Backend(
+            "the store is still in use and cannot be compacted".into(),
+        ));
+    }
+    drop(store);
+    if redb {
+        redb_store::compact_offline(dir)?;
+    } else {
+        sled_store::compact_offline(dir)?;
+    }
+    let store = open(dir, choice)?;
+    store.remove(trees::MAINTENANCE, COMPACT_PENDING)?;
+    store.flush()?;
+    Ok(store)
+}
+
 /// The schema version both stores write: it names the layout of the keys
 /// and values their callers store, which is the same whatever the backend.
 pub(crate) const SCHEMA_VERSION: u32 = 1;
 
-/// Creates `dir` (0700) if needed and makes sure it is not open to others:
-/// token state is for the pushwerk user alone, whichever store keeps it.
+/// What pushwerk itself keeps in a data directory: the stores, the
+/// ingest token and the leftovers of an interrupted compaction. Anything
+/// else is foreign, and a directory holding it is refused: pushwerk only
+/// ever changes the modes of what it created.
+pub(crate) const OWN_ENTRIES: [(&str, bool); 6] = [
+    ("sled", true),
+    (redb_store::FILE_NAME, false),
+    ("ingest-token", false),
+    (SLED_COMPACT, true),
+    (SLED_OLD, true),
+    (REDB_COMPACT, false),
+];
+/// Where a compaction builds the new sled store.
+pub(crate) const SLED_COMPACT: &str = "sled.compact";
+/// Where a compaction parks the old sled store until the new one is in place.
+pub(crate) const SLED_OLD: &str = "sled.old";
+/// Where a compaction builds the new redb file.
+pub(crate) const REDB_COMPACT: &str = "pushwerk.redb.compact";
+
+/// Makes `dir` ready to hold pushwerk's data without touching anything
+/// that is not pushwerk's: a new directory is created `0700`; an existing
+/// one keeps its mode and is refused if every user may write to it (such
+/// as `/tmp`) or if it holds anything but pushwerk's own files (a symlink
+/// included, even under one of pushwerk's names), so that no later chmod
+/// or write can reach a file outside the data directory.
 pub(crate) fn secure_dir(dir: &Path) -> Result<(), StoreError> {
     let err = |reason: String| StoreError::Directory {
         path: dir.to_path_buf(),
         reason,
     };
-    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create: {e}")))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| err(format!("cannot set mode 0700: {e}")))?;
+    // Whatever this process creates from now on (store files, the ingest
+    // token) is private to this user from its first byte.
+    // SAFETY: umask only changes the process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    let meta = match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create: {e}")))?;
+            // Created by pushwerk just now: private to this user.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| err(format!("cannot set mode 0700: {e}")))?;
+            return Ok(());
+        }
+        Err(e) => return Err(err(format!("cannot read: {e}"))),
+        Ok(meta) => meta,
+    };
+    if !meta.is_dir() {
+        return Err(err("is not a directory".into()));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o002 != 0 {
+        return Err(err(format!(
+            "is writable by every user (mode {mode:o}); pushwerk keeps token state in its data directory and changes no modes of a directory it did not create: name a directory of its own (a new one is created 0700), e.g. --data /var/lib/pushwerk"
+        )));
+    }
+    let mut foreign = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| err(format!("cannot read: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| err(format!("cannot read: {e}")))?;
+        let name = entry.file_name();
+        let kind = entry
+            .file_type()
+            .map_err(|e| err(format!("cannot read {}: {e}", name.to_string_lossy())))?;
+        let own = OWN_ENTRIES.iter().any(|(own, is_dir)| {
+            name.to_str() == Some(own)
+                && !kind.is_symlink()
+                && if *is_dir {
+                    kind.is_dir()
+                } else {
+                    kind.is_file()
+                }
+        });
+        if !own {
+            foreign.push(name.to_string_lossy().into_owned());
+        }
+    }
+    if !foreign.is_empty() {
+        foreign.sort();
+        let more = foreign.len().saturating_sub(5);
+        foreign.truncate(5);
+        return Err(err(format!(
+            "holds entries that are not pushwerk's ({}{}): pushwerk keeps its data directory to itself (sled/, pushwerk.redb, ingest-token, each a plain file or directory, not a symlink); name a new or empty directory, or move those entries away",
+            foreign.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        )));
+    }
     Ok(())
+}
+
+/// Narrows the modes of what a store created below `dir` (files `0600`,
+/// folders `0700`) where they are wider, for stores written by an older
+/// build. Never follows a symlink, so nothing outside `dir` changes.
+pub(crate) fn secure_tree(dir: &Path) -> Result<(), StoreError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| StoreError::Directory {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    for entry in entries.flatten() {
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        let kind = meta.file_type();
+        if kind.is_symlink() || !(kind.is_dir() || kind.is_file()) {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        let want = if kind.is_dir() { 0o700 } else { 0o600 };
+        if mode & 0o077 != 0 {
+            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(want));
+        }
+        if kind.is_dir() {
+            secure_tree(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `open` (a backend's open, which reads and recovers the files of
+/// `dir`), turning a panic of the backend into [`StoreError::Corrupt`]:
+/// sled 0.34 panics on some damaged files (`tried to serialize
+/// Uninitialized`, index out of bounds in its segment code) instead of
+/// returning an error. The panic message of this thread is not printed
+/// while `open` runs; other threads' panics are reported as before.
+pub(crate) fn open_guarded<T>(
+    dir: &Path,
+    open: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    use std::sync::{Arc, Mutex, PoisonError};
+    // One swap of the process's panic hook at a time.
+    static HOOK: Mutex<()> = Mutex::new(());
+    let _one = HOOK.lock().unwrap_or_else(PoisonError::into_inner);
+    let me = std::thread::current().id();
+    let previous: Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> =
+        Arc::from(std::panic::take_hook());
+    let others = Arc::clone(&previous);
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != me {
+            others(info);
+        }
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open));
+    drop(std::panic::take_hook());
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    match result {
+        Ok(result) => result,
+        Err(payload) => {
+            let detail = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the store's code failed on its files".into());
+            Err(StoreError::Corrupt {
+                path: dir.to_path_buf(),
+                detail: detail.chars().take(200).collect(),
+            })
+        }
+    }
 }
 
 /// Why the store failed. The messages carry no stored values.
@@ -106,6 +294,15 @@ pub enum StoreError {
     /// Another process (a running `pushwerk serve`?) holds the store.
     #[error("the data directory {0} is in use by another pushwerk process (the store allows one process at a time): stop it, or ask it through its HTTP API")]
     Locked(std::path::PathBuf),
+    /// The store's files are damaged (or are not a store): reported with
+    /// what to do, instead of the backend's panic or bare message.
+    #[error("the store in {} is damaged or unreadable ({detail}): restore the data directory from a backup, or move it aside (e.g. `mv {} {}.damaged`) and start with a new one (then import the OAuth tokens again; the queue and the delivery log stay in the old one)", .path.display(), .path.display(), .path.display())]
+    Corrupt {
+        /// The data directory.
+        path: std::path::PathBuf,
+        /// What the backend said.
+        detail: String,
+    },
     /// The database reported an error.
     #[error("store error: {0}")]
     Backend(String),
@@ -137,6 +334,8 @@ pub mod trees {
     /// The delivery queue, dead letters, accepted events and the delivery
     /// log, in one tree so that a job's completion is one atomic batch.
     pub const DELIVERY: &str = "delivery";
+    /// The store's own housekeeping flags (a compaction pending).
+    pub const MAINTENANCE: &str = "maintenance";
 }
 
 /// Key-value pairs as returned by a scan.
@@ -395,5 +594,110 @@ pub(crate) mod conformance {
         }
         drop(first);
         open(dir.path()).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_under(dir: &Path, out: &mut Vec<u8>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                bytes_under(&e.path(), out);
+            } else {
+                out.extend(std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+
+    fn holds(dir: &Path, needle: &[u8]) -> bool {
+        let mut all = Vec::new();
+        bytes_under(dir, &mut all);
+        all.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// A compaction keeps every record and the id sequence, and leaves no
+    /// byte of an overwritten value in the data directory.
+    fn compaction_forgets_overwritten_values(choice: StoreChoice) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let canary = b"CANARY-overwritten-value-0123456789";
+        let last_id = {
+            let s = open(&dir, choice).unwrap();
+            s.put("t", b"secret", canary).unwrap();
+            for i in 0..500u32 {
+                s.put("bulk", &i.to_be_bytes(), &[7u8; 100]).unwrap();
+            }
+            s.flush().unwrap();
+            s.put("t", b"secret", b"sealed").unwrap();
+            let mut id = 0;
+            for _ in 0..10 {
+                id = s.next_id().unwrap();
+            }
+            s.flush().unwrap();
+            id
+        };
+        if choice == StoreChoice::Sled {
+            // redb may have reused the page already; sled's log keeps it.
+            assert!(holds(&dir, canary), "the store keeps the old value");
+        }
+        let s = open_prepared(&dir, choice, |s| {
+            s.put(trees::MAINTENANCE, COMPACT_PENDING, b"1")
+        })
+        .unwrap();
+        assert_eq!(s.get("t", b"secret").unwrap(), Some(b"sealed".to_vec()));
+        assert_eq!(s.count("bulk", &[], &[0xff]).unwrap(), 500);
+        assert_eq!(s.get(trees::MAINTENANCE, COMPACT_PENDING).unwrap(), None);
+        let id = s.next_id().unwrap();
+        assert!(id > last_id, "{id} after {last_id}");
+        s.flush().unwrap();
+        drop(s);
+        assert!(
+            !holds(&dir, canary),
+            "an overwritten value survived compaction"
+        );
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // And it opens again, ids still increasing.
+        let s = open(&dir, choice).unwrap();
+        assert!(s.next_id().unwrap() > id);
+    }
+
+    #[test]
+    fn sled_compaction_forgets_overwritten_values() {
+        compaction_forgets_overwritten_values(StoreChoice::Sled);
+    }
+
+    #[test]
+    fn redb_compaction_forgets_overwritten_values() {
+        compaction_forgets_overwritten_values(StoreChoice::Redb);
+    }
+
+    #[test]
+    fn an_interrupted_sled_swap_is_finished_at_the_next_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        {
+            let s = open(&dir, StoreChoice::Sled).unwrap();
+            s.put("t", b"k", b"v").unwrap();
+            s.flush().unwrap();
+        }
+        // Copy made and old store moved aside, crash before the second rename.
+        std::fs::rename(dir.join("sled"), dir.join(SLED_OLD)).unwrap();
+        let copy = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(dir.join(SLED_OLD))
+            .arg(dir.join(SLED_COMPACT))
+            .status()
+            .unwrap();
+        assert!(copy.success());
+        let s = open(&dir, StoreChoice::Auto).unwrap();
+        assert_eq!(s.get("t", b"k").unwrap(), Some(b"v".to_vec()));
+        assert!(!dir.join(SLED_OLD).exists() && !dir.join(SLED_COMPACT).exists());
     }
 }

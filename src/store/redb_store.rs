@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use redb::{
     Database, DatabaseError, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable,
-    TableDefinition, TableError, WriteTransaction,
+    StorageError, TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 
 use super::{secure_dir, CasConflict, Entries, Store, StoreError, SCHEMA_VERSION};
@@ -271,11 +271,29 @@ impl RedbStore {
             .map_err(|e| file_err(format!("cannot create: {e}")))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| file_err(format!("cannot set mode 0600: {e}")))?;
-        let db = open_database(&path).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(dir.to_path_buf()),
-            other => backend(other),
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: dir.to_path_buf(),
+            detail,
+        };
+        let (db, reserved) = super::open_guarded(dir, || {
+            let db = open_database(&path).map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(dir.to_path_buf()),
+                DatabaseError::Storage(StorageError::Corrupted(m)) => corrupt(m),
+                DatabaseError::Storage(StorageError::Io(io))
+                    if io.kind() == std::io::ErrorKind::InvalidData =>
+                {
+                    corrupt(io.to_string())
+                }
+                DatabaseError::RepairAborted => corrupt("its repair failed".into()),
+                other => backend(other),
+            })?;
+            // A meta table that cannot be read is a damaged file too.
+            let reserved = init_meta(&db).map_err(|e| match e {
+                StoreError::Backend(m) => corrupt(m),
+                other => other,
+            })?;
+            Ok((db, reserved))
         })?;
-        let reserved = init_meta(&db)?;
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(db)),
             path: path.clone(),
@@ -309,6 +327,75 @@ impl RedbStore {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Rewrites the (closed) redb store of `dir` into a fresh file: every
+/// table is copied into `pushwerk.redb.compact`, which then replaces
+/// `pushwerk.redb`. redb's own `compact` moves pages but leaves freed ones
+/// as they were, so bytes that must not survive (a plaintext token, sealed
+/// since) could stay in the file; a file that never held them cannot.
+pub(crate) fn compact_offline(dir: &Path) -> Result<(), StoreError> {
+    let live = dir.join(FILE_NAME);
+    let fresh = dir.join(super::REDB_COMPACT);
+    let io = |what: &str, e: std::io::Error| StoreError::Directory {
+        path: dir.to_path_buf(),
+        reason: format!("compaction: cannot {what}: {e}"),
+    };
+    if fresh.exists() {
+        std::fs::remove_file(&fresh).map_err(|e| io("remove an unfinished copy", e))?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&fresh)
+        .map_err(|e| io("create the new file", e))?;
+    super::open_guarded(dir, || {
+        let old = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .open(&live)
+            .map_err(backend)?;
+        let new = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&fresh)
+            .map_err(backend)?;
+        let read = old.begin_read().map_err(backend)?;
+        let write = new.begin_write().map_err(backend)?;
+        for handle in read.list_tables().map_err(backend)? {
+            let name = handle.name().to_owned();
+            let def: Bytes<'_> = TableDefinition::new(&name);
+            let from = read.open_table(def).map_err(backend)?;
+            let mut to = write.open_table(def).map_err(backend)?;
+            for entry in from.iter().map_err(backend)? {
+                let (k, v) = entry.map_err(backend)?;
+                to.insert(k.value(), v.value()).map_err(backend)?;
+            }
+        }
+        write.commit().map_err(backend)?;
+        Ok(())
+    })?;
+    std::fs::File::open(&fresh)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("sync the new file", e))?;
+    std::fs::rename(&fresh, &live).map_err(|e| io("put the new file in place", e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Deletes a copy an interrupted compaction left behind (the rename that
+/// would have put it in place never happened).
+pub(crate) fn finish_interrupted_compaction(dir: &Path) -> Result<(), StoreError> {
+    let fresh = dir.join(super::REDB_COMPACT);
+    if fresh.is_file() {
+        std::fs::remove_file(&fresh).map_err(|e| StoreError::Directory {
+            path: dir.to_path_buf(),
+            reason: format!("cannot remove an unfinished compaction: {e}"),
+        })?;
+    }
+    Ok(())
 }
 
 /// Checks (or, in a new store, writes) the schema version and returns the
@@ -758,7 +845,8 @@ mod tests {
             "ids" => {
                 let s = RedbStore::open_with(&dir, None).unwrap();
                 let ids: Vec<u64> = (0..3).map(|_| s.next_id().unwrap()).collect();
-                std::fs::write(dir.join("ids"), format!("{}", ids[2])).unwrap();
+                // Beside the data directory, which holds pushwerk's files only.
+                std::fs::write(dir.with_file_name("ids"), format!("{}", ids[2])).unwrap();
                 crash_now(&s)
             }
             other => panic!("unknown mode {other}"),
@@ -796,13 +884,14 @@ mod tests {
 
     #[test]
     fn ids_stay_unique_after_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        crash(dir.path(), "ids");
-        let given: u64 = std::fs::read_to_string(dir.path().join("ids"))
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        crash(&dir, "ids");
+        let given: u64 = std::fs::read_to_string(tmp.path().join("ids"))
             .unwrap()
             .parse()
             .unwrap();
-        let s = RedbStore::open(dir.path()).unwrap();
+        let s = RedbStore::open(&dir).unwrap();
         let id = s.next_id().unwrap();
         assert!(id > given, "{id} after {given} before the crash");
     }

@@ -1,11 +1,29 @@
 //! The sled implementation of [`Store`].
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{secure_dir, CasConflict, Entries, Store, StoreError, SCHEMA_VERSION};
+use super::{secure_dir, secure_tree, CasConflict, Entries, Store, StoreError, SCHEMA_VERSION};
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// Added to sled's id counter: a compaction copies the records into a new
+/// store whose counter starts at 0 again, and records here where ids went.
+const ID_OFFSET_KEY: &[u8] = b"id_offset";
+
+/// The [`ID_OFFSET_KEY`] of `db` (0 if never compacted).
+fn id_offset(db: &sled::Db) -> Result<u64, StoreError> {
+    match db.get(ID_OFFSET_KEY).map_err(backend)? {
+        None => Ok(0),
+        Some(v) => v
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| backend_text("the id offset record is damaged")),
+    }
+}
+
+fn backend_text(text: &str) -> StoreError {
+    StoreError::Backend(text.into())
+}
 /// sled's page-cache budget.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -13,6 +31,8 @@ const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// its files `0600`: token state is for the pushwerk user alone.
 pub struct SledStore {
     db: sled::Db,
+    /// Added to every id (see [`ID_OFFSET_KEY`]).
+    id_offset: u64,
     dir: PathBuf,
 }
 
@@ -26,23 +46,6 @@ fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-/// Sets every file below `dir` to 0600 and every folder to 0700.
-fn secure_tree(dir: &Path) -> Result<(), StoreError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| StoreError::Directory {
-        path: dir.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let mode = if path.is_dir() { 0o700 } else { 0o600 };
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
-        if path.is_dir() {
-            secure_tree(&path)?;
-        }
-    }
-    Ok(())
-}
-
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
@@ -52,27 +55,51 @@ impl SledStore {
         unsafe { libc::umask(0o077) };
         // sled's page cache defaults to 1 GiB; a daemon that should stay in
         // tens of megabytes takes far less (the OS caches the file anyway).
-        let db = sled::Config::new()
-            .path(dir.join("sled"))
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("lock") => {
-                    StoreError::Locked(dir.to_path_buf())
-                }
-                other => backend(other),
-            })?;
-        secure_tree(dir)?;
+        // A store that wrote records before: its schema record (flushed
+        // when the store was made) must be there after sled's recovery.
+        let had_records = std::fs::metadata(dir.join("sled").join("db"))
+            .map(|m| m.len() > 0)
+            .unwrap_or(false);
+        let db = super::open_guarded(dir, || {
+            sled::Config::new()
+                .path(dir.join("sled"))
+                .cache_capacity(CACHE_BYTES)
+                .open()
+                .map_err(|e| match e {
+                    sled::Error::Io(io) if io.to_string().contains("lock") => {
+                        StoreError::Locked(dir.to_path_buf())
+                    }
+                    sled::Error::Corruption { .. } => StoreError::Corrupt {
+                        path: dir.to_path_buf(),
+                        detail: "sled found corrupted data".into(),
+                    },
+                    other => backend(other),
+                })
+        })?;
+        secure_tree(&dir.join("sled"))?;
+        let id_offset = id_offset(&db)?;
         let store = SledStore {
             db,
+            id_offset,
             dir: dir.to_path_buf(),
         };
-        match store.db.get(SCHEMA_KEY).map_err(backend)? {
+        let schema = super::open_guarded(dir, || store.db.get(SCHEMA_KEY).map_err(backend))?;
+        match schema {
+            // sled reads a damaged log as one that ends early and opens
+            // what is before the damage, which can be nothing at all:
+            // silently empty, every token and job gone.
+            None if had_records => {
+                return Err(StoreError::Corrupt {
+                    path: dir.to_path_buf(),
+                    detail: "sled recovered none of its records".into(),
+                });
+            }
             None => {
                 store
                     .db
                     .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
                     .map_err(backend)?;
+                store.db.flush().map_err(backend)?;
             }
             Some(v) => {
                 let found = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 4]));
@@ -95,6 +122,74 @@ impl SledStore {
     fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
         self.db.open_tree(name).map_err(backend)
     }
+}
+
+/// Rewrites the (closed) sled store of `dir` into fresh files: every tree
+/// is exported into a new store in `DATA/sled.compact`, which then replaces
+/// `DATA/sled`, and the old files are deleted. sled 0.34 has no compaction
+/// of its own, and its log keeps overwritten values until a segment is
+/// reused; this is how bytes that must not survive (a plaintext token,
+/// sealed since) leave the data directory. Ids handed out later stay above
+/// every id handed out before.
+pub(crate) fn compact_offline(dir: &Path) -> Result<(), StoreError> {
+    use super::{SLED_COMPACT, SLED_OLD};
+    let live = dir.join("sled");
+    let fresh = dir.join(SLED_COMPACT);
+    let old_place = dir.join(SLED_OLD);
+    let io = |what: &str, e: std::io::Error| StoreError::Directory {
+        path: dir.to_path_buf(),
+        reason: format!("compaction: cannot {what}: {e}"),
+    };
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(|e| io("remove an unfinished copy", e))?;
+    }
+    super::open_guarded(dir, || {
+        let old = sled::Config::new()
+            .path(&live)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(backend)?;
+        let last_id = id_offset(&old)? + old.generate_id().map_err(backend)?;
+        let new = sled::Config::new()
+            .path(&fresh)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(backend)?;
+        new.import(old.export());
+        // A fresh store counts ids from 0: later ids start above this one.
+        new.insert(ID_OFFSET_KEY, &last_id.saturating_add(1).to_be_bytes())
+            .map_err(backend)?;
+        new.flush().map_err(backend)?;
+        Ok(())
+    })?;
+    // Swap: DATA/sled → DATA/sled.old, DATA/sled.compact → DATA/sled. An
+    // interruption between the renames is finished by the next open.
+    std::fs::rename(&live, &old_place).map_err(|e| io("move the old store aside", e))?;
+    std::fs::rename(&fresh, &live).map_err(|e| io("put the new store in place", e))?;
+    std::fs::remove_dir_all(&old_place).map_err(|e| io("delete the old store", e))?;
+    Ok(())
+}
+
+/// Finishes or undoes a compaction an interruption left behind: a copy
+/// that never replaced the store is deleted, a swap half done is finished.
+pub(crate) fn finish_interrupted_compaction(dir: &Path) -> Result<(), StoreError> {
+    use super::{SLED_COMPACT, SLED_OLD};
+    let (live, fresh, old) = (dir.join("sled"), dir.join(SLED_COMPACT), dir.join(SLED_OLD));
+    let io = |e: std::io::Error| StoreError::Directory {
+        path: dir.to_path_buf(),
+        reason: format!("cannot finish an interrupted compaction: {e}"),
+    };
+    if !live.exists() && fresh.is_dir() && old.is_dir() {
+        std::fs::rename(&fresh, &live).map_err(io)?;
+    }
+    if live.is_dir() {
+        for leftover in [fresh, old] {
+            if leftover.is_dir() {
+                std::fs::remove_dir_all(&leftover).map_err(io)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Store for SledStore {
@@ -199,7 +294,7 @@ impl Store for SledStore {
     }
 
     fn next_id(&self) -> Result<u64, StoreError> {
-        self.db.generate_id().map_err(backend)
+        Ok(self.db.generate_id().map_err(backend)? + self.id_offset)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

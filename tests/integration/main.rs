@@ -4,6 +4,7 @@
 mod bing_batch;
 mod check_ux;
 mod cli;
+mod cli_ux;
 mod daemon;
 mod daemon_day;
 mod dispatch;
@@ -18,4 +19,5 @@ mod oauth;
 mod oauth_hostile;
 mod schemas;
 mod snapshots;
+mod store_safety;
 mod util;

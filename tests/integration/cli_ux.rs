@@ -1,0 +1,489 @@
+//! The command line as a user meets it, through the real binary: bad flag
+//! values are usage errors (exit 2) naming the flag and the allowed range,
+//! `replay` of an unknown job is an error, `deliveries --failed` shows
+//! failed attempts with timestamps to the second, and the daemon's stderr
+//! is all JSON with `--log-format json` and free of colour codes when it
+//! is not a terminal.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{folder, stderr, stdout, EXAMPLE_ENV};
+
+/// `pushwerk --dir pushes --data data args…` in `cwd`, with a clean
+/// environment plus `env`.
+fn command(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    cmd.current_dir(cwd)
+        .args(["--dir", "pushes", "--data", "data"])
+        .args(args)
+        .stdin(Stdio::null());
+    for name in EXAMPLE_ENV {
+        cmd.env_remove(name);
+    }
+    for name in [
+        "PUSHWERK_DATA",
+        "PUSHWERK_STORE",
+        "PUSHWERK_KEY",
+        "PUSHWERK_KEY_FILE",
+        "PUSHWERK_INGEST_TOKEN",
+        "PUSHWERK_LOG",
+        "PUSHWERK_LOG_FORMAT",
+        "PUSHWERK_SERVER",
+        "PUSHWERK_LISTEN",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(name);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs to completion; a run still going after 30 s is killed and fails
+/// the test (a flag that should have been refused started the daemon).
+fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = command(cwd, args, env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pushwerk starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "pushwerk {args:?} still ran after 30 s:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// A push to a port nothing listens on: every attempt fails and is retried.
+const REFUSED_PUSH: &str = "name: hook
+on: call.ended
+http:
+  url: http://127.0.0.1:9/hook
+  json:
+    n: << event.n >>
+retry:
+  max_attempts: 5
+  max_age: 1h
+";
+
+fn world() -> tempfile::TempDir {
+    folder(&[("pushes/hook.yaml", REFUSED_PUSH)])
+}
+
+#[test]
+fn out_of_range_durations_are_usage_errors_naming_the_flag_and_range() {
+    let tmp = world();
+    for (args, flag, range) in [
+        (
+            &["serve", "--event-window", "100000000y"][..],
+            "--event-window",
+            "1m to 3650d",
+        ),
+        (
+            &["serve", "--event-window", "0s"],
+            "--event-window",
+            "1m to 3650d",
+        ),
+        (
+            &["serve", "--event-window", "soon"],
+            "--event-window",
+            "1m to 3650d",
+        ),
+        (&["serve", "--grace", "100000000y"], "--grace", "0s to 1h"),
+        (&["serve", "--grace", "2h"], "--grace", "0s to 1h"),
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--listen", "127.0.0.1:0"]);
+        let out = run(tmp.path(), &all, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag) && err.contains(range), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(
+        !tmp.path().join("data").exists(),
+        "a refused command line touched nothing"
+    );
+}
+
+#[test]
+fn values_checked_after_parsing_are_usage_errors_too() {
+    let tmp = world();
+    for (args, needle) in [
+        (&["--log", "pushwerk=[", "check"][..], "--log"),
+        (&["replay"], "<JOB_ID>"),
+        (&["replay", "7", "--failed"], "cannot be used with"),
+        (&["deliveries", "--server", "not a url"], "--server"),
+        (&["deliveries", "--limit", "0"], "--limit"),
+        (&["serve", "--concurrency", "0"], "--concurrency"),
+    ] {
+        let out = run(tmp.path(), args, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+/// A running `pushwerk serve` on a free port, stderr into a file; killed
+/// when dropped.
+struct Daemon {
+    child: Option<Child>,
+    base: String,
+    log: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Daemon {
+    async fn start(cwd: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        for attempt in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let log = cwd.join(format!("serve-{port}-{attempt}.log"));
+            let listen = format!("127.0.0.1:{port}");
+            let mut args = vec!["serve", "--listen", &listen, "--grace", "2s"];
+            args.extend(extra);
+            let child = command(cwd, &args, env)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("serve starts");
+            let mut d = Daemon {
+                child: Some(child),
+                base: format!("http://{listen}"),
+                log,
+            };
+            if d.wait_ready().await {
+                return d;
+            }
+            assert!(d.log_text().contains("cannot listen"), "{}", d.log_text());
+        }
+        panic!("no free port after 3 tries");
+    }
+
+    async fn wait_ready(&mut self) -> bool {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
+                self.child = None;
+                return false;
+            }
+            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await {
+                if r.status() == 200 {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the daemon was not ready within 20 s:\n{}", self.log_text());
+    }
+
+    fn log_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    async fn post_event(&self, token: &str, id: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/events", self.base))
+            .bearer_auth(token)
+            .body(format!(
+                r#"{{"id":"{id}","type":"call.ended","time":"2026-01-01T00:00:00Z","data":{{"n":1}}}}"#
+            ))
+            .send()
+            .await
+            .expect("POST /v1/events");
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+    }
+
+    /// SIGTERM, then waits up to 20 s for the exit.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        // SAFETY: our own child, not yet reaped.
+        assert_eq!(
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+            0
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Runs a blocking `pushwerk` off the async workers.
+async fn run_async(cwd: &Path, args: Vec<String>, env: Vec<(String, String)>) -> Output {
+    let cwd = cwd.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run(&cwd, &args, &env)
+    })
+    .await
+    .unwrap()
+}
+
+/// Polls `check` every 50 ms until it is true, or fails after 20 s.
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_of_an_unknown_job_fails_and_deliveries_failed_shows_failed_attempts() {
+    let tmp = world();
+    let token = "cli-ux-token";
+    let env = vec![("PUSHWERK_INGEST_TOKEN".to_string(), token.to_string())];
+    let daemon = Daemon::start(tmp.path(), &[], &[("PUSHWERK_INGEST_TOKEN", token)]).await;
+    let server = daemon.base.clone();
+
+    let out = run_async(
+        tmp.path(),
+        vec![
+            "replay".into(),
+            "999".into(),
+            "--server".into(),
+            server.clone(),
+        ],
+        env.clone(),
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("no dead letter with job id 999"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains("replayed"), "{}", stdout(&out));
+
+    // One event: its first attempt fails (connection refused) and is retried later.
+    daemon.post_event(token, "evt-failing").await;
+    let failed_args = vec![
+        "deliveries".to_string(),
+        "--failed".into(),
+        "--server".into(),
+        server.clone(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listing = loop {
+        let out = run_async(tmp.path(), failed_args.clone(), env.clone()).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        if text.contains("evt-failing") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`deliveries --failed` never listed the failed attempt:\n{text}\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for line in listing.lines() {
+        assert!(
+            line.contains(" retry ") || line.contains(" dead "),
+            "{line}"
+        );
+        // 2026-12-01T10:02:35Z: to the second, UTC.
+        let at = line.split_whitespace().next().unwrap();
+        assert_eq!(at.len(), 20, "timestamp `{at}` is not to the second");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(at).is_ok() && at.ends_with('Z'),
+            "{at}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_json_logs_every_stderr_line_of_a_serve_run_is_json() {
+    let tmp = world();
+    // The format from the environment; the token generated (its line logged).
+    let mut daemon = Daemon::start(
+        tmp.path(),
+        &["--log", "info"],
+        &[("PUSHWERK_LOG_FORMAT", "json")],
+    )
+    .await;
+    let token = std::fs::read_to_string(tmp.path().join("data/ingest-token")).unwrap();
+    daemon.post_event(token.trim(), "evt-json").await;
+    wait_for("the attempt is logged", || {
+        daemon.log_text().contains("evt-json")
+    })
+    .await;
+    let status = daemon.terminate().await;
+    assert!(status.success(), "{status:?}");
+
+    let text = daemon.log_text();
+    let mut messages = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\n{text}"));
+        messages.push(
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    for expected in [
+        "ingest token: ",
+        "pushwerk serving ",
+        "shutting down",
+        "stopped",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(expected)),
+            "no `{expected}` line in:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains(token.trim()),
+        "the token itself is never logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_logs_into_a_pipe_carry_no_colour_codes() {
+    let tmp = world();
+    let mut daemon = Daemon::start(
+        tmp.path(),
+        &["--log", "info"],
+        &[("PUSHWERK_INGEST_TOKEN", "plain-token")],
+    )
+    .await;
+    daemon.post_event("plain-token", "evt-plain").await;
+    wait_for("the attempt is logged", || {
+        daemon.log_text().contains("evt-plain")
+    })
+    .await;
+    assert!(daemon.terminate().await.success());
+    let text = daemon.log_text();
+    assert!(text.contains("pushwerk serving "), "{text}");
+    assert!(text.contains("stopped"), "{text}");
+    assert!(
+        !text.contains("\x1b["),
+        "ANSI escape codes in a pipe:\n{text:?}"
+    );
+}
+
+#[test]
+fn the_readme_tour_shows_the_shipped_push_and_links_only_inside_the_repository() {
+    let root = crate::util::root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let shipped = std::fs::read_to_string(root.join("pushes/lead-mail.yaml")).unwrap();
+    let start = readme
+        .find("`pushes/lead-mail.yaml` (as shipped):\n\n```yaml\n")
+        .expect("the tour's lead-mail block");
+    let block = &readme[start..];
+    let block = &block[block.find("```yaml\n").unwrap() + 8..];
+    let block = &block[..block.find("```\n").unwrap()];
+    assert_eq!(
+        block, shipped,
+        "the tour's lead-mail.yaml differs from pushes/"
+    );
+    assert!(
+        !readme.contains("../shared") && !readme.contains("](../"),
+        "a link leaves the repository"
+    );
+    assert!(readme.contains("cargo install --locked --path ."));
+}
+
+#[test]
+fn a_missing_event_and_an_attempt_count_out_of_range_are_usage_errors() {
+    let tmp = world();
+    for (args, needle) in [
+        (&["dry-run", "hook"][..], "give one with --event FILE"),
+        (&["send", "hook"], "give one with --event FILE"),
+        (&["send", "hook", "--attempts", "0"], "--attempts"),
+    ] {
+        let out = run(tmp.path(), args, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn oauth_status_json_gives_times_to_the_second() {
+    let tmp = folder(&[(
+        "pushes/accounts.yaml",
+        "kind: oauth_account\nname: ms_mail\ntoken_url: http://127.0.0.1:9/token\nclient_id: c\nclient_secret: s\nscope: offline_access\n",
+    )]);
+    std::fs::write(
+        tmp.path().join("t.json"),
+        r#"{"refresh_token":"rt","access_token":"at","expires_in":3600}"#,
+    )
+    .unwrap();
+    let out = run(
+        tmp.path(),
+        &["oauth", "import", "ms_mail", "--file", "t.json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(tmp.path(), &["oauth", "status", "--format", "json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let account = &v["accounts"][0];
+    for field in ["access_token_expires", "last_refresh"] {
+        let t = account[field].as_str().unwrap_or_default();
+        assert_eq!(t.len(), 20, "{field}: `{t}` is not to the second");
+        assert!(chrono::DateTime::parse_from_rfc3339(t).is_ok(), "{t}");
+    }
+}
+
+#[test]
+fn oversized_event_and_token_files_are_refused_not_read_whole() {
+    let tmp = folder(&[
+        ("pushes/hook.yaml", REFUSED_PUSH),
+        (
+            "pushes/accounts.yaml",
+            "kind: oauth_account\nname: ms_mail\ntoken_url: http://127.0.0.1:9/token\nclient_id: c\nclient_secret: s\nscope: offline_access\n",
+        ),
+    ]);
+    let big = tmp.path().join("big.json");
+    std::fs::write(&big, vec![b' '; 2 * 1024 * 1024]).unwrap();
+    for args in [
+        &["dry-run", "hook", "--event", "big.json"][..],
+        &["oauth", "import", "ms_mail", "--file", "big.json"],
+    ] {
+        let out = run(tmp.path(), args, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("is larger than 1024 KiB"), "{args:?}: {err}");
+    }
+}
