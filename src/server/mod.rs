@@ -7,12 +7,15 @@
 //! [`serve`] is the server loop around the router (HTTP/1.1 only, bounded
 //! connections, head and body deadlines, shutdown within the grace period).
 
+pub mod auth;
+pub mod control;
 mod health;
 mod serve;
 
 use health::StoreHealth;
 
-pub use serve::{serve, ServeOptions};
+pub use control::{Control, ControlOptions};
+pub use serve::{serve, serve_router, ServeOptions};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,9 +42,19 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 #[derive(Clone, Copy)]
 struct BodyTimeout(Duration);
 
-/// The router over `daemon`, reading request bodies within `options.body_timeout`.
+/// The router over `daemon`, reading request bodies within
+/// `options.body_timeout`, without an admin token (the account endpoints
+/// refuse every request) and with the sign-in redirect on the listen address.
 pub fn router_with(daemon: Arc<Daemon>, options: ServeOptions) -> Router {
+    let control = Control::without_admin(&daemon.token, daemon.config.listen);
+    router_control(daemon, options, Arc::new(control))
+}
+
+/// The router over `daemon` with the control plane `control` (admin token,
+/// sign-in redirect URI).
+pub fn router_control(daemon: Arc<Daemon>, options: ServeOptions, control: Arc<Control>) -> Router {
     Router::new()
+        .merge(control::routes())
         .route("/v1/events", post(ingest))
         .route("/v1/pushes", get(pushes))
         .route("/v1/deliveries", get(deliveries))
@@ -50,6 +63,7 @@ pub fn router_with(daemon: Arc<Daemon>, options: ServeOptions) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .layer(Extension(control))
         .layer(Extension(BodyTimeout(options.body_timeout)))
         .layer(Extension(Arc::new(StoreHealth::default())))
         .with_state(daemon)
@@ -221,15 +235,40 @@ async fn ingest(
         Ok(e) => e,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
+    accept_events(&daemon, &health, events, None).await
+}
+
+/// Stores `events` (ingest and webhooks): 202 with what was accepted (and
+/// the event id a webhook got, `hook_id`), 503 while the store cannot write.
+async fn accept_events(
+    daemon: &Arc<Daemon>,
+    health: &StoreHealth,
+    events: Vec<Event>,
+    hook_id: Option<String>,
+) -> Response {
     // While the store is known to fail, answer at once (a probe decides
     // whether it recovered) instead of queueing behind a hung commit.
-    if let Err(reason) = health.check(&daemon).await {
+    if let Err(reason) = health.check(daemon).await {
         return store_unavailable(reason);
     }
     match tokio::time::timeout(COMMIT_DEADLINE, daemon.ingest(events)).await {
         Ok(Ok(accepted)) => {
             health.ok();
-            (StatusCode::ACCEPTED, Json(accepted)).into_response()
+            match hook_id {
+                Some(id) => (
+                    StatusCode::ACCEPTED,
+                    Json(crate::api::HookAccepted {
+                        id,
+                        ingested: crate::api::Ingested {
+                            accepted: accepted.accepted,
+                            duplicates: accepted.duplicates,
+                            jobs: accepted.jobs,
+                        },
+                    }),
+                )
+                    .into_response(),
+                None => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+            }
         }
         Ok(Err(DaemonError::ShuttingDown)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
