@@ -112,6 +112,28 @@ fn read_token(data: &Path, env: &str, file: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
+/// A token for the ingest-level endpoints: `PUSHWERK_INGEST_TOKEN`,
+/// `PUSHWERK_ADMIN_TOKEN`, `DATA/admin-token` or `DATA/ingest-token`,
+/// the first that is set (the admin token is accepted there too).
+pub fn any_token(data: &Path) -> anyhow::Result<String> {
+    for env in ["PUSHWERK_INGEST_TOKEN", "PUSHWERK_ADMIN_TOKEN"] {
+        if let Some(t) = std::env::var(env).ok().filter(|t| !t.trim().is_empty()) {
+            return Ok(t.trim().to_owned());
+        }
+    }
+    for file in ["admin-token", "ingest-token"] {
+        if let Ok(t) = std::fs::read_to_string(data.join(file)) {
+            if !t.trim().is_empty() {
+                return Ok(t.trim().to_owned());
+            }
+        }
+    }
+    bail!(
+        "no token for the daemon's API: set PUSHWERK_INGEST_TOKEN or PUSHWERK_ADMIN_TOKEN, or run where {} is readable",
+        data.join("admin-token").display()
+    )
+}
+
 impl ApiClient {
     /// A client of the API at `base` with the admin token
     /// (`PUSHWERK_ADMIN_TOKEN` or `DATA/admin-token`).

@@ -775,28 +775,15 @@ async fn shutdown_signal() {
 }
 
 /// Calls the running daemon's API: `GET path` without a body, `POST path`
-/// with one; the token comes from PUSHWERK_INGEST_TOKEN or DATA/ingest-token.
+/// with one; the token is the first of PUSHWERK_INGEST_TOKEN,
+/// PUSHWERK_ADMIN_TOKEN, DATA/admin-token, DATA/ingest-token.
 fn call_api(
     data: &Path,
     server: &str,
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
-    let token = match std::env::var("PUSHWERK_INGEST_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-    {
-        Some(t) => t,
-        None => std::fs::read_to_string(data.join("ingest-token"))
-            .with_context(|| {
-                format!(
-                    "no PUSHWERK_INGEST_TOKEN and cannot read {}",
-                    data.join("ingest-token").display()
-                )
-            })?
-            .trim()
-            .to_owned(),
-    };
+    let token = client::any_token(data)?;
     let base = server.trim_end_matches('/');
     let client = reqwest::Client::new();
     let request = match body {

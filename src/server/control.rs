@@ -689,23 +689,24 @@ async fn preview(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let request: api::PreviewRequest =
-        if body.iter().all(u8::is_ascii_whitespace) {
-            api::PreviewRequest::default()
-        } else {
-            if let Err(e) = crate::event::check_json(&body, MAX_DEPTH + 1) {
-                return error(StatusCode::BAD_REQUEST, e.to_string());
-            }
-            match serde_json::from_slice(&body) {
-                Ok(r) => r,
-                Err(e) => return error(
+    let request: api::PreviewRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        api::PreviewRequest::default()
+    } else {
+        if let Err(e) = crate::event::check_json(&body, MAX_DEPTH + 1) {
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
                     StatusCode::BAD_REQUEST,
                     format!(
                         "expected {{\"event\": {{…}}, \"now\": \"RFC 3339\"}} (both optional): {e}"
                     ),
-                ),
+                )
             }
-        };
+        }
+    };
     let catalog = daemon.catalog();
     let Some(push) = catalog.pushes.iter().find(|p| p.name() == name) else {
         let hint =

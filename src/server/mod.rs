@@ -1,6 +1,8 @@
 //! The daemon's HTTP API: event ingest, what is in force, the delivery log,
 //! dead letters and replay, health, readiness and metrics. Everything but
-//! health, readiness and metrics needs `Authorization: Bearer <token>`,
+//! health, readiness and metrics needs `Authorization: Bearer <token>`
+//! (the ingest or the admin token; the account endpoints the admin token,
+//! see [`auth`]),
 //! checked before a byte of the request body is read, so that a client
 //! without the token costs no more than its request head.
 //!
@@ -28,7 +30,6 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::engine::daemon::{Daemon, DaemonError};
 use crate::event::{Event, MAX_DEPTH};
@@ -102,31 +103,6 @@ fn read_failed(e: crate::delivery::QueueError) -> Response {
     }
 }
 
-/// Whether the request carries the API token: the scheme is matched
-/// case-insensitively (RFC 7235), and the SHA-256 digests of the given and
-/// the expected token are compared in constant time, so that neither the
-/// content nor the length of the token shows in the answer's timing.
-fn authorized(daemon: &Daemon, headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get("authorization").map(|v| v.as_bytes()) else {
-        return false;
-    };
-    let Some(given) = value
-        .get(..7)
-        .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
-        .map(|_| value[7..].trim_ascii())
-    else {
-        return false;
-    };
-    let (a, b) = (
-        Sha256::digest(given),
-        Sha256::digest(daemon.token.as_bytes()),
-    );
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 /// Reads a request body of at most `max` bytes within `timeout`: 413 when
 /// it is larger (refused from `Content-Length` before reading), 408 when
 /// the client is too slow, 400 when the connection breaks.
@@ -181,13 +157,6 @@ async fn read_body(
     }
 }
 
-fn unauthorized() -> Response {
-    error(
-        StatusCode::UNAUTHORIZED,
-        "missing or wrong `Authorization: Bearer <ingest token>`",
-    )
-}
-
 /// Parses one event or an array of events; the first problem names its index.
 pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, String> {
     crate::event::check_json(body, MAX_DEPTH).map_err(|e| e.to_string())?;
@@ -219,13 +188,14 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, String> {
 
 async fn ingest(
     State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
     Extension(BodyTimeout(timeout)): Extension<BodyTimeout>,
     Extension(health): Extension<Arc<StoreHealth>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !authorized(&daemon, &headers) {
-        return unauthorized();
+    if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
+        return refused;
     }
     let body = match read_body(&headers, body, daemon.config.max_body, timeout).await {
         Ok(b) => b,
@@ -292,9 +262,13 @@ async fn accept_events(
     }
 }
 
-async fn pushes(State(daemon): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
-    if !authorized(&daemon, &headers) {
-        return unauthorized();
+async fn pushes(
+    State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
+        return refused;
     }
     let catalog = daemon.catalog();
     let pushes: Vec<Value> = catalog
@@ -321,11 +295,12 @@ struct LogQuery {
 
 async fn deliveries(
     State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
     headers: HeaderMap,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    if !authorized(&daemon, &headers) {
-        return unauthorized();
+    if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
+        return refused;
     }
     match daemon.queue.log(
         q.push.as_deref(),
@@ -339,11 +314,12 @@ async fn deliveries(
 
 async fn dead_letters(
     State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
     headers: HeaderMap,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    if !authorized(&daemon, &headers) {
-        return unauthorized();
+    if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
+        return refused;
     }
     match daemon.queue.dead_letters_report(q.push.as_deref()) {
         Ok(report) => {
@@ -367,12 +343,13 @@ struct ReplayRequest {
 
 async fn replay(
     State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
     Extension(BodyTimeout(timeout)): Extension<BodyTimeout>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !authorized(&daemon, &headers) {
-        return unauthorized();
+    if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
+        return refused;
     }
     // A replay request is a few bytes.
     let body = match read_body(&headers, body, 4096, timeout).await {

@@ -3,6 +3,7 @@
 
 mod check_ux;
 mod cli;
+mod control_api;
 mod daemon;
 mod dispatch;
 mod fuzz;
