@@ -216,6 +216,43 @@ pub struct Preview {
     pub text: Option<String>,
 }
 
+/// `POST /v1/pushes/{name}/send` request body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// The event (`{id,type,time,data}`); optional for `schedule:` pushes.
+    pub event: Option<serde_json::Value>,
+    /// Attempts at most (1 to 10, default 1), waiting between them as the
+    /// target asks or with backoff.
+    pub attempts: Option<u32>,
+}
+
+/// One attempt of `POST /v1/pushes/{name}/send`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentAttempt {
+    /// Its number, from 1.
+    pub attempt: u32,
+    /// `METHOD URL` or `SMTP host:port` (no secrets).
+    pub target: Option<String>,
+    /// `delivered`, `retry` or `failed`.
+    pub outcome: String,
+    /// The outcome as `send` prints it (status, reference, reason).
+    pub summary: String,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// `POST /v1/pushes/{name}/send`: what happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    /// The push.
+    pub push: String,
+    /// Why it was not sent, if the push does not apply to the event.
+    pub skipped: Option<String>,
+    /// The attempts made, in order.
+    pub attempts: Vec<SentAttempt>,
+}
+
 /// `POST /v1/hooks/{type}`, `POST /v1/events`: what ingest did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ingested {

@@ -635,6 +635,10 @@ fn send(
     event_path: Option<&Path>,
     attempts: u32,
 ) -> anyhow::Result<ExitCode> {
+    // A daemon holds the store: it sends.
+    if let Some(info) = client::running_daemon(data, store)? {
+        return remote::send(data, &info, push_arg, event_path, attempts);
+    }
     let (catalog, index) = select_push(dir, push_arg)?;
     let push = &catalog.pushes[index];
     let event = match (event_path, &push.trigger) {

@@ -11,7 +11,7 @@ use reqwest::Method;
 
 use super::client::{ApiClient, Body};
 use super::{ListFormat, OauthCommand};
-use crate::api::{Account, AccountChanged, Accounts, DaemonInfo, LoginStart};
+use crate::api::{Account, AccountChanged, Accounts, DaemonInfo, LoginStart, SendRequest, Sent};
 
 /// A path segment, percent-encoded.
 fn segment(s: &str) -> String {
@@ -134,4 +134,59 @@ pub fn oauth(data: &Path, info: &DaemonInfo, cmd: OauthCommand) -> anyhow::Resul
             }
         }
     }
+}
+
+/// `pushwerk send` through the daemon announced for `data`: the push of its
+/// folder, sent now with its token state; the same lines and exit status as
+/// on the store.
+pub fn send(
+    data: &Path,
+    info: &DaemonInfo,
+    push: &str,
+    event: Option<&Path>,
+    attempts: u32,
+) -> anyhow::Result<ExitCode> {
+    if Path::new(push).is_file() {
+        bail!(
+            "a daemon holds {}: it sends the pushes of its folder, so name one (a push file is sent only when no daemon runs)",
+            data.display()
+        );
+    }
+    let api = ApiClient::admin(data, &info.url)?;
+    eprintln!(
+        "# a daemon holds {}: asking it at {}",
+        data.display(),
+        api.base()
+    );
+    let event = event
+        .map(|p| super::read_event(p).and_then(|e| Ok(serde_json::to_value(e)?)))
+        .transpose()?;
+    let sent: Sent = api.call(
+        Method::POST,
+        &format!("/v1/pushes/{}/send", segment(push)),
+        Some(Body::Json(serde_json::to_value(SendRequest {
+            event,
+            attempts: Some(attempts.max(1)),
+        })?)),
+    )?;
+    if let Some(reason) = &sent.skipped {
+        println!("skipped: {reason}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for a in &sent.attempts {
+        let target = a
+            .target
+            .as_ref()
+            .map(|t| format!(" → {t}"))
+            .unwrap_or_default();
+        println!(
+            "{} attempt {}{target}: {} ({} ms)",
+            sent.push, a.attempt, a.summary, a.duration_ms
+        );
+    }
+    Ok(match sent.attempts.last().map(|a| a.outcome.as_str()) {
+        Some("delivered") => ExitCode::SUCCESS,
+        Some("retry") => ExitCode::from(75),
+        _ => ExitCode::from(1),
+    })
 }

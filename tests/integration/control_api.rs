@@ -363,6 +363,7 @@ async fn accounts_need_the_admin_token_and_never_show_a_token() {
         (Method::PUT, "/v1/accounts/ms_mail/tokens"),
         (Method::POST, "/v1/accounts/ms_mail/refresh"),
         (Method::GET, "/oauth/ms_mail/start"),
+        (Method::POST, "/v1/pushes/mail/send"),
     ] {
         for token in [None, Some(INGEST), Some("wrong")] {
             let (status, body) = served
@@ -707,6 +708,40 @@ async fn oauth_import_into_a_running_daemon_then_the_waiting_delivery_goes_out()
     assert!(graph.wait_for_requests(1, Duration::from_secs(15)).await);
     assert_eq!(graph.requests()[0].status, 202);
     assert_eq!(graph.sent_messages()[0]["message"]["subject"], "Call imp-1");
+
+    // `send` while the daemon runs: sent by the daemon, same lines.
+    let event_file = world.tmp.path().join("send-1.json");
+    std::fs::write(&event_file, event("send-1").to_string()).unwrap();
+    let out = world
+        .pushwerk(
+            &["send", "mail", "--event", event_file.to_str().unwrap()],
+            None,
+        )
+        .await;
+    assert!(out.status.success(), "{}", out_text(&out));
+    assert!(
+        out_text(&out).contains("mail attempt 1 → POST ")
+            && out_text(&out).contains("delivered (202)"),
+        "{}",
+        out_text(&out)
+    );
+    assert!(graph.wait_for_requests(2, Duration::from_secs(15)).await);
+    assert_eq!(
+        graph.sent_messages()[1]["message"]["subject"],
+        "Call send-1"
+    );
+    let out = world
+        .pushwerk(
+            &["send", "mial", "--event", event_file.to_str().unwrap()],
+            None,
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", out_text(&out));
+    assert!(
+        out_text(&out).contains("did you mean `mail`"),
+        "{}",
+        out_text(&out)
+    );
 
     // The event's history: the dead attempt and the delivery.
     let history = poll("two attempts of imp-1", Duration::from_secs(10), || async {
