@@ -760,6 +760,23 @@ async fn oauth_import_into_a_running_daemon_then_the_waiting_delivery_goes_out()
         .collect();
     assert_eq!(statuses, ["dead", "delivered"], "{history}");
     assert_eq!(history["dead_letters"], json!([]));
+    let out = world
+        .pushwerk(&["deliveries", "--push", "mail"], None)
+        .await;
+    assert!(out.status.success(), "{}", out_text(&out));
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("delivered mail  event imp-1  attempt 1")),
+        "{lines}"
+    );
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("dead     mail  event imp-1  attempt 1")),
+        "{lines}"
+    );
 
     // After the daemon stops, the announcement is gone and the CLI uses the store.
     let mut served = served;
@@ -957,6 +974,20 @@ async fn public_url_sets_the_redirect_uri() {
         "https://pushwerk.example.com/oauth/callback"
     );
     drop(served);
+    // Killed (SIGKILL on drop): its announcement is left behind, and the
+    // CLI, finding the store unlocked, uses the store.
+    assert!(world.data().join("daemon.json").exists());
+    let out = world.pushwerk(&["oauth", "status", "ms_mail"], None).await;
+    assert!(
+        out_text(&out).contains("ms_mail: no_tokens"),
+        "{}",
+        out_text(&out)
+    );
+    assert!(
+        !out_text(&out).contains("asking it at"),
+        "{}",
+        out_text(&out)
+    );
     let out = world
         .pushwerk(
             &[
