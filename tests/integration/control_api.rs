@@ -1268,3 +1268,75 @@ async fn preview_shows_the_request_with_secrets_masked() {
     assert_eq!(status, 401);
     assert!(!served.log_text().contains("PREVIEW-SECRET-AT"));
 }
+
+/// `oauth login` while the daemon runs: the CLI prints the daemon's sign-in
+/// URL, the browser goes through the provider to the daemon's callback, and
+/// the CLI ends once the daemon has stored the tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth_login_through_a_running_daemon_waits_for_its_callback() {
+    let identity = IdentityMock::start(MockConfig::default()).await;
+    let world = World::new(&[("accounts.yaml", &account_yaml(&identity))]);
+    let served = world.start(&[]).await;
+    let mut cmd = base_command(&world.pushes(), &world.data());
+    cmd.args(["oauth", "login", "ms_mail"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut guard = KillOnDrop(Some(cmd.spawn().expect("login runs")));
+    let child = guard.0.as_mut().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // Read stderr on a thread until the authorize URL shows.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let url = poll("the sign-in URL on stderr", Duration::from_secs(15), || {
+        let found = rx
+            .try_iter()
+            .find(|l| l.starts_with(&identity.authorize_url()));
+        async move { found }
+    })
+    .await;
+    assert!(
+        url.contains(&format!("localhost%3A{}%2Foauth%2Fcallback", served.port)),
+        "{url}"
+    );
+    let r = served.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let back = r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .replace("localhost", "127.0.0.1");
+    let r = served.http.get(&back).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let status = poll("the login to end", Duration::from_secs(15), || {
+        let s = child.try_wait().expect("try_wait");
+        async move { s }
+    })
+    .await;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("signed in: stored tokens of `ms_mail` in the running daemon"),
+        "{out}"
+    );
+}
+
+/// A child process killed when the test ends, whatever happens.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
