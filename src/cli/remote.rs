@@ -26,7 +26,12 @@ fn as_status(a: &Account) -> crate::oauth::AccountStatus {
     crate::oauth::AccountStatus {
         account: a.name.clone(),
         configured: a.configured,
-        state: a.status.clone(),
+        // `expiring` is the API's word for `ok` with a warning.
+        state: if a.status == "expiring" {
+            "ok".to_owned()
+        } else {
+            a.status.clone()
+        },
         reason: a
             .problem
             .as_ref()
@@ -93,15 +98,19 @@ pub fn oauth(data: &Path, info: &DaemonInfo, cmd: OauthCommand) -> anyhow::Resul
             };
             let status: Vec<_> = answer.accounts.iter().map(as_status).collect();
             match format {
-                ListFormat::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+                // The same document as on the store.
+                ListFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "encrypted_at_rest": answer.encrypted_at_rest,
+                        "accounts": status,
+                    }))?
+                ),
                 ListFormat::Text => {
                     print!("{}", super::status_text(&status, answer.encrypted_at_rest))
                 }
             }
-            let bad = answer
-                .accounts
-                .iter()
-                .any(|a| a.status != "ok" && a.status != "expiring");
+            let bad = status.iter().any(|s| s.state != "ok");
             Ok(if bad {
                 ExitCode::from(1)
             } else {

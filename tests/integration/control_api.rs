@@ -690,6 +690,14 @@ async fn oauth_import_into_a_running_daemon_then_the_waiting_delivery_goes_out()
     let out = world.pushwerk(&["oauth", "status"], None).await;
     assert!(out.status.success(), "{}", out_text(&out));
     assert!(out_text(&out).contains("ms_mail: ok"), "{}", out_text(&out));
+    let out = world
+        .pushwerk(&["oauth", "status", "--format", "json"], None)
+        .await;
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON status");
+    assert_eq!(doc["encrypted_at_rest"], false, "{doc}");
+    assert_eq!(doc["accounts"][0]["account"], "ms_mail", "{doc}");
+    assert_eq!(doc["accounts"][0]["state"], "ok", "{doc}");
+    assert_eq!(doc["accounts"][0]["has_refresh_token"], true, "{doc}");
 
     let out = world.pushwerk(&["oauth", "refresh", "ms_mail"], None).await;
     assert!(out.status.success(), "{}", out_text(&out));
