@@ -872,7 +872,10 @@ fn replay(
         data,
         server,
         "/v1/replay",
-        Some(serde_json::json!({ "job_id": job_id, "push": push })),
+        Some(serde_json::to_value(crate::api::ReplayRequest {
+            job_id,
+            push,
+        })?),
     )?;
     let replayed = serde_json::from_value::<crate::api::Replayed>(answer)
         .context("the daemon's answer to a replay is not what this pushwerk expects")?
