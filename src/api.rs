@@ -333,4 +333,39 @@ mod tests {
         );
         assert_eq!(Problem::from_reason("odd").code, "needs_reauth");
     }
+
+    fn status(state: &str, warnings: &[&str], idle_days: i64) -> crate::oauth::AccountStatus {
+        let now: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+        crate::oauth::AccountStatus {
+            account: "ms_mail".into(),
+            configured: true,
+            state: state.into(),
+            reason: (state == "needs_reauth").then(|| "invalid_grant AADSTS70008: expired".into()),
+            access_token_expires: None,
+            has_refresh_token: true,
+            last_refresh: Some(now - chrono::Duration::days(idle_days)),
+            last_use: None,
+            last_error: None,
+            client_secret_expires: None,
+            warnings: warnings.iter().map(|w| w.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn expiring_means_ok_with_something_to_act_on() {
+        let now: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+        let view = |s| Account::from_status(&s, true, now);
+        assert_eq!(view(status("ok", &[], 1)).status, "ok");
+        assert_eq!(
+            view(status("ok", &["client secret expires"], 1)).status,
+            "expiring"
+        );
+        let idle = view(status("ok", &[], 85));
+        assert_eq!(idle.status, "expiring");
+        assert!(idle.warnings[0].contains("85 days"), "{:?}", idle.warnings);
+        let reauth = view(status("needs_reauth", &["client secret expires"], 1));
+        assert_eq!(reauth.status, "needs_reauth");
+        assert_eq!(reauth.problem.unwrap().code, "invalid_grant AADSTS70008");
+        assert!(view(status("ok", &[], 1)).encrypted);
+    }
 }
