@@ -78,17 +78,33 @@ pub fn running_daemon(data: &Path, store: StoreChoice) -> anyhow::Result<Option<
     }
 }
 
-/// The API to ask: `given` (`--server`), else the daemon announced in
-/// `DATA/daemon.json`, else `http://127.0.0.1:8787`.
-pub fn server_url(data: &Path, given: Option<String>) -> String {
-    given
-        .or_else(|| {
-            std::fs::read_to_string(daemon_file(data))
-                .ok()
-                .and_then(|t| serde_json::from_str::<DaemonInfo>(&t).ok())
-                .map(|i| i.url)
-        })
-        .unwrap_or_else(|| "http://127.0.0.1:8787".to_owned())
+/// The default of `--server`.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8787";
+
+/// The API to ask for `--server` `given`: when it is the default, the
+/// daemon announced in `DATA/daemon.json` (if its process is alive), so
+/// that `deliveries`, `replay` and `jobs` find the daemon of `--data`
+/// whatever address it listens on; else `given`.
+pub fn server_url(data: &Path, given: &str) -> String {
+    if given.trim_end_matches('/') != DEFAULT_SERVER {
+        return given.to_owned();
+    }
+    std::fs::read_to_string(daemon_file(data))
+        .ok()
+        .and_then(|t| serde_json::from_str::<DaemonInfo>(&t).ok())
+        .filter(|i| alive(i.pid))
+        .map(|i| i.url)
+        .unwrap_or_else(|| given.to_owned())
+}
+
+/// Whether process `pid` exists (signal 0 checks without sending one).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// A client of the daemon's API with a bearer token.
