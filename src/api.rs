@@ -222,7 +222,7 @@ pub struct Preview {
 pub struct SendRequest {
     /// The event (`{id,type,time,data}`); optional for `schedule:` pushes.
     pub event: Option<serde_json::Value>,
-    /// Attempts at most (1 to 10, default 1), waiting between them as the
+    /// Attempts at most (1 to 100, default 1), waiting between them as the
     /// target asks or with backoff.
     pub attempts: Option<u32>,
 }

@@ -625,7 +625,8 @@ fn send(
 ) -> anyhow::Result<ExitCode> {
     // A daemon holds the store: it sends.
     if let Some(info) = client::running_daemon(data, store)? {
-        return remote::send(data, &info, push_arg, event_path, attempts);
+        let events: Vec<PathBuf> = event_path.map(Path::to_path_buf).into_iter().collect();
+        return remote::send(data, &info, push_arg, &events, attempts);
     }
     let (catalog, index) = select_push(dir, push_arg)?;
     let push = &catalog.pushes[index];

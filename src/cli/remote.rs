@@ -2,7 +2,7 @@
 //! the same commands and output as on the store, answered by the daemon
 //! that holds it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -146,13 +146,14 @@ pub fn oauth(data: &Path, info: &DaemonInfo, cmd: OauthCommand) -> anyhow::Resul
 }
 
 /// `pushwerk send` through the daemon announced for `data`: the push of its
-/// folder, sent now with its token state; the same lines and exit status as
-/// on the store.
+/// folder, sent now with its token state, once per event file (none: a
+/// `schedule:` push's tick); the same lines and exit status as on the
+/// store (the worst outcome decides: failed 1, to be retried 75).
 pub fn send(
     data: &Path,
     info: &DaemonInfo,
     push: &str,
-    event: Option<&Path>,
+    events: &[PathBuf],
     attempts: u32,
 ) -> anyhow::Result<ExitCode> {
     if Path::new(push).is_file() {
@@ -167,35 +168,63 @@ pub fn send(
         data.display(),
         api.base()
     );
-    let event = event
-        .map(|p| super::read_event(p).and_then(|e| Ok(serde_json::to_value(e)?)))
-        .transpose()?;
-    let sent: Sent = api.call(
-        Method::POST,
-        &format!("/v1/pushes/{}/send", segment(push)),
-        Some(Body::Json(serde_json::to_value(SendRequest {
-            event,
-            attempts: Some(attempts.max(1)),
-        })?)),
-    )?;
-    if let Some(reason) = &sent.skipped {
-        println!("skipped: {reason}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    for a in &sent.attempts {
-        let target = a
-            .target
+    let events: Vec<Option<serde_json::Value>> = if events.is_empty() {
+        vec![None]
+    } else {
+        events
+            .iter()
+            .map(|p| {
+                super::read_event(p)
+                    .and_then(|e| Ok(serde_json::to_value(e)?))
+                    .map(Some)
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let several = events.len() > 1;
+    let mut code = 0u8;
+    for event in events {
+        let id = event
             .as_ref()
-            .map(|t| format!(" → {t}"))
+            .and_then(|e| e.get("id"))
+            .and_then(|v| v.as_str())
+            .map(|id| format!(" event {id}"))
+            .filter(|_| several)
             .unwrap_or_default();
-        println!(
-            "{} attempt {}{target}: {} ({} ms)",
-            sent.push, a.attempt, a.summary, a.duration_ms
-        );
+        let sent: Sent = api.call(
+            Method::POST,
+            &format!("/v1/pushes/{}/send", segment(push)),
+            Some(Body::Json(serde_json::to_value(SendRequest {
+                event,
+                attempts: Some(attempts.max(1)),
+            })?)),
+        )?;
+        if let Some(reason) = &sent.skipped {
+            let at = id.trim_start().to_owned();
+            let at = if at.is_empty() { at } else { format!("{at}: ") };
+            println!("{at}skipped: {reason}");
+            continue;
+        }
+        for a in &sent.attempts {
+            let target = a
+                .target
+                .as_ref()
+                .map(|t| format!(" → {t}"))
+                .unwrap_or_default();
+            println!(
+                "{}{id} attempt {}{target}: {} ({} ms)",
+                sent.push, a.attempt, a.summary, a.duration_ms
+            );
+        }
+        let this = match sent.attempts.last().map(|a| a.outcome.as_str()) {
+            Some("delivered") => 0,
+            Some("retry") => 75,
+            _ => 1,
+        };
+        code = match (code, this) {
+            (1, _) | (_, 1) => 1,
+            (75, _) | (_, 75) => 75,
+            _ => 0,
+        };
     }
-    Ok(match sent.attempts.last().map(|a| a.outcome.as_str()) {
-        Some("delivered") => ExitCode::SUCCESS,
-        Some("retry") => ExitCode::from(75),
-        _ => ExitCode::from(1),
-    })
+    Ok(ExitCode::from(code))
 }

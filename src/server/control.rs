@@ -848,8 +848,8 @@ async fn hook(
     super::accept_events(&daemon, &health, vec![event], Some(id)).await
 }
 
-/// Attempts of one `send` at most.
-pub const MAX_SEND_ATTEMPTS: u32 = 10;
+/// Attempts of one `send` at most (as `pushwerk send --attempts`).
+pub const MAX_SEND_ATTEMPTS: u32 = 100;
 
 /// `pushwerk send` through the daemon: one push, now, through the same
 /// path as the daemon's deliveries (the daemon's token state), answered
