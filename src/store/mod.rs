@@ -126,10 +126,13 @@ pub(crate) const SCHEMA_VERSION: u32 = 1;
 /// ingest token and the leftovers of an interrupted compaction. Anything
 /// else is foreign, and a directory holding it is refused: pushwerk only
 /// ever changes the modes of what it created.
-pub(crate) const OWN_ENTRIES: [(&str, bool); 6] = [
+pub(crate) const OWN_ENTRIES: [(&str, bool); 9] = [
     ("sled", true),
     (redb_store::FILE_NAME, false),
     ("ingest-token", false),
+    ("admin-token", false),
+    ("daemon.json", false),
+    (".daemon.json.tmp", false),
     (SLED_COMPACT, true),
     (SLED_OLD, true),
     (REDB_COMPACT, false),

@@ -5,6 +5,7 @@ mod bing_batch;
 mod check_ux;
 mod cli;
 mod cli_ux;
+mod control_api;
 mod daemon;
 mod daemon_day;
 mod dispatch;
