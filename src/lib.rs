@@ -15,6 +15,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod dispatch;
 pub mod engine;

@@ -50,6 +50,7 @@ pub fn router_with(daemon: Arc<Daemon>, options: ServeOptions) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::console::router(&daemon))
         .layer(Extension(BodyTimeout(options.body_timeout)))
         .layer(Extension(Arc::new(StoreHealth::default())))
         .with_state(daemon)
