@@ -215,7 +215,9 @@ async fn security_headers(
         HeaderValue::from_static("nosniff"),
     );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: with it, browsers send `Origin: null` on form
+    // posts, and the origin check needs the real one.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.entry("cache-control")
         .or_insert(HeaderValue::from_static("no-store"));
     response

@@ -3,6 +3,7 @@
 
 mod check_ux;
 mod cli;
+mod console_browser;
 mod daemon;
 mod dispatch;
 mod fuzz;
@@ -16,3 +17,4 @@ mod oauth;
 mod schemas;
 mod snapshots;
 mod util;
+mod webdriver;
