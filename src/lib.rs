@@ -12,6 +12,7 @@
 //! request; the daemon will send it.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod config;

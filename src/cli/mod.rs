@@ -1,6 +1,9 @@
 //! The `pushwerk` command line: parsing with clap, and one function per
 //! command over the library. `main` only calls [`main_entry`].
 
+pub mod client;
+mod remote;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -102,6 +105,14 @@ pub enum Command {
         /// Bearer token for the API (default: generated into DATA/ingest-token).
         #[arg(long, env = "PUSHWERK_INGEST_TOKEN", hide_env_values = true)]
         ingest_token: Option<String>,
+        /// Bearer token for the account endpoints and sign-in (default:
+        /// generated into DATA/admin-token); also accepted wherever the ingest token is.
+        #[arg(long, env = "PUSHWERK_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// The daemon's URL as browsers reach it (behind a proxy): browser
+        /// sign-ins return to PUBLIC_URL/oauth/callback (default: the listen address).
+        #[arg(long, env = "PUSHWERK_PUBLIC_URL")]
+        public_url: Option<String>,
         /// Deliveries in flight at most.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
@@ -138,9 +149,9 @@ pub enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        /// The daemon's API.
-        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787")]
-        server: String,
+        /// The daemon's API (default: the daemon serving DATA, else http://127.0.0.1:8787).
+        #[arg(long, env = "PUSHWERK_SERVER")]
+        server: Option<String>,
     },
     /// Re-queue dead letters of a running daemon: one by job id, or all (of a push).
     Replay {
@@ -152,9 +163,9 @@ pub enum Command {
         /// Only this push.
         #[arg(long)]
         push: Option<String>,
-        /// The daemon's API.
-        #[arg(long, env = "PUSHWERK_SERVER", default_value = "http://127.0.0.1:8787")]
-        server: String,
+        /// The daemon's API (default: the daemon serving DATA, else http://127.0.0.1:8787).
+        #[arg(long, env = "PUSHWERK_SERVER")]
+        server: Option<String>,
     },
     /// OAuth accounts: tokens in, status out.
     #[command(subcommand)]
@@ -343,6 +354,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             listen,
             ingest_token,
+            admin_token,
+            public_url,
             concurrency,
             resident_jobs,
             event_window,
@@ -355,6 +368,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             (cli.data, cli.store),
             listen,
             ingest_token,
+            crate::server::ControlOptions {
+                admin_token,
+                public_url,
+            },
             (concurrency, resident_jobs, event_window),
             crate::server::ServeOptions {
                 max_connections,
@@ -368,13 +385,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             push,
             limit,
             server,
-        } => deliveries(&cli.data, &server, failed, push, limit),
+        } => deliveries(
+            &cli.data,
+            &client::server_url(&cli.data, server),
+            failed,
+            push,
+            limit,
+        ),
         Command::Replay {
             job_id,
             failed,
             push,
             server,
-        } => replay(&cli.data, &server, job_id, failed, push),
+        } => replay(
+            &cli.data,
+            &client::server_url(&cli.data, server),
+            job_id,
+            failed,
+            push,
+        ),
         Command::Send {
             push,
             event,
@@ -662,6 +691,7 @@ fn serve(
     (data, store): (PathBuf, StoreChoice),
     listen: std::net::SocketAddr,
     ingest_token: Option<String>,
+    mut control: crate::server::ControlOptions,
     (concurrency, resident_jobs, event_window): (usize, usize, std::time::Duration),
     options: crate::server::ServeOptions,
 ) -> anyhow::Result<ExitCode> {
@@ -686,10 +716,33 @@ fn serve(
                 path.display()
             );
         }
+        let (admin, admin_path) =
+            crate::server::auth::admin_token(&daemon.config.data, control.admin_token.take())?;
+        if let Some(path) = admin_path {
+            eprintln!(
+                "admin token: {} (for the account endpoints and `pushwerk oauth …` while serving)",
+                path.display()
+            );
+        }
+        control.admin_token = Some(admin);
         let _watcher = watch(daemon.clone())?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
+        let bound = listener.local_addr()?;
+        let control = Arc::new(crate::server::Control::new(&daemon.token, bound, &control)?);
+        // Commands on this data directory use the API while the daemon
+        // holds the store (an unspecified address is reached on loopback).
+        let reach = match bound.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => {
+                std::net::SocketAddr::from(([127, 0, 0, 1], bound.port()))
+            }
+            ip if ip.is_unspecified() => {
+                std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, bound.port()))
+            }
+            _ => bound,
+        };
+        let _announcement = client::announce(&daemon.config.data, &format!("http://{reach}"))?;
         let catalog = daemon.catalog();
         eprintln!(
             "pushwerk serving {} and {} from {} on http://{}",
@@ -703,7 +756,9 @@ fn serve(
         tokio::spawn(daemon.clone().run_cron());
         tokio::spawn(daemon.clone().run_housekeeping());
         // Serves until SIGTERM/SIGINT, then shuts the daemon down within --grace.
-        crate::server::serve(listener, daemon.clone(), options, shutdown_signal()).await;
+        let app = crate::server::router_control(daemon.clone(), options, control);
+        crate::server::serve_router(listener, app, daemon.clone(), options, shutdown_signal())
+            .await;
         workers.abort();
         eprintln!("stopped");
         anyhow::Ok(ExitCode::SUCCESS)
@@ -720,28 +775,15 @@ async fn shutdown_signal() {
 }
 
 /// Calls the running daemon's API: `GET path` without a body, `POST path`
-/// with one; the token comes from PUSHWERK_INGEST_TOKEN or DATA/ingest-token.
+/// with one; the token is the first of PUSHWERK_INGEST_TOKEN,
+/// PUSHWERK_ADMIN_TOKEN, DATA/admin-token, DATA/ingest-token.
 fn call_api(
     data: &Path,
     server: &str,
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
-    let token = match std::env::var("PUSHWERK_INGEST_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-    {
-        Some(t) => t,
-        None => std::fs::read_to_string(data.join("ingest-token"))
-            .with_context(|| {
-                format!(
-                    "no PUSHWERK_INGEST_TOKEN and cannot read {}",
-                    data.join("ingest-token").display()
-                )
-            })?
-            .trim()
-            .to_owned(),
-    };
+    let token = client::any_token(data)?;
     let base = server.trim_end_matches('/');
     let client = reqwest::Client::new();
     let request = match body {
@@ -884,6 +926,10 @@ fn oauth_command(
     if let OauthCommand::Keygen = cmd {
         println!("{}", Sealer::generate_key());
         return Ok(ExitCode::SUCCESS);
+    }
+    // A daemon holds the store: it answers instead.
+    if let Some(info) = client::running_daemon(data, store)? {
+        return remote::oauth(data, &info, cmd);
     }
     let catalog = load(dir)?;
     let account_of = |name: &str| {

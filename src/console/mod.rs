@@ -8,7 +8,7 @@
 //! with HTML auto-escaping and the standard `{{ }}` delimiters (the push
 //! templates' environment is another one); no page context ever holds a
 //! token or a secret value. Signing in takes the admin token
-//! ([`session::admin_token`]); every POST needs the session's CSRF token
+//! (`server::auth`); every POST needs the session's CSRF token
 //! and a same-origin request; every answer carries a strict
 //! Content-Security-Policy (no inline script or style).
 
@@ -34,8 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Trigger;
 use crate::engine::daemon::Daemon;
-use crate::engine::render::{render, RenderInput, Rendered, TokenValues};
-use crate::event::Event;
+use crate::server::Control;
 use session::Sessions;
 
 /// The Content-Security-Policy of every console answer: nothing but the
@@ -77,9 +76,13 @@ const JS: &str = include_str!("assets/console.js");
 /// The console's state: its page templates, the admin token, the sessions.
 pub struct Console {
     pages: Environment<'static>,
-    admin_token: Option<String>,
     sessions: Sessions,
-    secure_cookies: bool,
+    /// The admin token, once someone signed in with it: the console calls
+    /// the control API (browser sign-in, preview) with it on behalf of a
+    /// signed-in user. Held in memory only, never put in a page.
+    admin_token: std::sync::OnceLock<String>,
+    /// The daemon's own router, for those calls (built on first use).
+    api: std::sync::OnceLock<Router>,
     /// (when, events accepted so far), sampled for the events-per-minute figure.
     samples: Mutex<VecDeque<(Instant, u64)>>,
 }
@@ -106,29 +109,13 @@ fn pages() -> Environment<'static> {
 }
 
 impl Console {
-    /// The console of the daemon with data directory `data`; `secure_cookies`
-    /// when it is served over TLS (`PUSHWERK_PUBLIC_URL` starting `https:`).
-    pub fn new(data: &std::path::Path, secure_cookies: bool) -> Console {
-        let admin_token = match session::admin_token(data) {
-            Ok((token, path)) => {
-                if let Some(path) = path {
-                    eprintln!(
-                        "console: sign in at / with the admin token in {}",
-                        path.display()
-                    );
-                }
-                Some(token)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the console is disabled");
-                None
-            }
-        };
+    /// A console with no session yet.
+    pub fn new() -> Console {
         Console {
             pages: pages(),
-            admin_token,
             sessions: Sessions::default(),
-            secure_cookies,
+            admin_token: std::sync::OnceLock::new(),
+            api: std::sync::OnceLock::new(),
             samples: Mutex::new(VecDeque::new()),
         }
     }
@@ -176,11 +163,11 @@ fn redirect(to: &str) -> Response {
 }
 
 /// The console's routes (merged into the API router by `server`).
-pub fn router(daemon: &Arc<Daemon>) -> Router<Arc<Daemon>> {
-    let secure = std::env::var("PUSHWERK_PUBLIC_URL")
-        .map(|u| u.to_ascii_lowercase().starts_with("https:"))
-        .unwrap_or(false);
-    let console = Arc::new(Console::new(&daemon.config.data, secure));
+///
+/// Its handlers use the control plane's [`Control`] (admin token, sign-in
+/// redirect URI), which the API router adds as a layer over these routes.
+pub fn router() -> Router<Arc<Daemon>> {
+    let console = Arc::new(Console::new());
     Router::new()
         .route("/", get(overview))
         .route("/login", get(login_page).post(login))
@@ -190,6 +177,7 @@ pub fn router(daemon: &Arc<Daemon>) -> Router<Arc<Daemon>> {
         .route("/pushes/{name}/preview", post(preview))
         .route("/parameters", get(parameters))
         .route("/accounts", get(accounts))
+        .route("/accounts/{name}/signin", get(signin))
         .route("/accounts/{name}/import", post(import))
         .route("/accounts/{name}/refresh", post(refresh))
         .route("/deliveries", get(deliveries))
@@ -308,45 +296,116 @@ async fn login_page(Extension(console): Extension<Arc<Console>>) -> Response {
     )
 }
 
+/// Whether cookies must be `Secure`: the daemon is reached over TLS
+/// (`--public-url https://…`, which the sign-in redirect URI follows).
+fn secure_cookies(control: &Control) -> bool {
+    control
+        .redirect_uri()
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
 async fn login(
     Extension(console): Extension<Arc<Console>>,
+    Extension(control): Extension<Arc<Control>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     if let Err(why) = session::same_origin(&headers) {
         return console.error_page(StatusCode::FORBIDDEN, why);
     }
-    let Some(admin) = console.admin_token.as_deref() else {
-        return console.error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the console is disabled: the admin token cannot be read (see the daemon's log)",
-        );
-    };
     let form = match read_form(body).await {
         Ok(f) => f,
         Err(e) => return console.error_page(StatusCode::BAD_REQUEST, &e),
     };
     let given = form.get("token").map(|t| t.trim()).unwrap_or("");
-    if given.is_empty() || !session::same_secret(given, admin) {
+    // The API's own check (digests compared in constant time).
+    let mut as_bearer = HeaderMap::new();
+    let is_admin = HeaderValue::from_str(&format!("Bearer {given}"))
+        .map(|v| {
+            as_bearer.insert(header::AUTHORIZATION, v);
+            control.auth().is_admin(&as_bearer)
+        })
+        .unwrap_or(false);
+    if given.is_empty() || !is_admin {
         let mut r = console.page(
             "login.html",
-            context! { title => "Sign in", csrf => "", page => "login", error => "That is not the admin token (the file admin-token in the data directory)." },
+            context! { title => "Sign in", csrf => "", page => "login", error => "That is not the admin token (the file admin-token in the data directory, or --admin-token)." },
         );
         *r.status_mut() = StatusCode::UNAUTHORIZED;
         return r;
     }
+    let _ = console.admin_token.set(given.to_owned());
     let (id, _) = console.sessions.create();
     let mut r = redirect("/");
     r.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&session::session_cookie(&id, console.secure_cookies))
+        HeaderValue::from_str(&session::session_cookie(&id, secure_cookies(&control)))
             .expect("a hex cookie is a header value"),
     );
     r
 }
 
+impl Console {
+    /// Calls the daemon's API as the admin (for a signed-in user): the
+    /// status and the JSON answer.
+    async fn call_api(
+        &self,
+        daemon: &Arc<Daemon>,
+        control: &Arc<Control>,
+        method: axum::http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(StatusCode, serde_json::Value), String> {
+        use hyper::service::Service as _;
+        let token = self
+            .admin_token
+            .get()
+            .ok_or("sign in again: the daemon restarted")?;
+        let router = self
+            .api
+            .get_or_init(|| {
+                crate::server::router_control(
+                    daemon.clone(),
+                    crate::server::ServeOptions::default(),
+                    control.clone(),
+                )
+            })
+            .clone();
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        let body = match body {
+            Some(v) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let request = request.body(body).map_err(|e| e.to_string())?;
+        let service = hyper_util::service::TowerToHyperService::new(router);
+        let response = service.call(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 4 * 1024 * 1024)
+            .await
+            .map_err(|e| e.to_string())?;
+        let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Ok((status, value))
+    }
+}
+
+/// The answer's `error`, or a generic text.
+fn api_error(status: StatusCode, value: &serde_json::Value) -> String {
+    value["error"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("the API answered {status}"))
+}
+
 async fn logout(
     Extension(console): Extension<Arc<Console>>,
+    Extension(control): Extension<Arc<Control>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -358,7 +417,7 @@ async fn logout(
     let mut r = redirect("/login");
     r.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&session::clear_cookie(console.secure_cookies))
+        HeaderValue::from_str(&session::clear_cookie(secure_cookies(&control)))
             .expect("a cookie is a header value"),
     );
     r
@@ -644,39 +703,6 @@ fn sample_event(push: &crate::config::Push) -> String {
     serde_json::to_string_pretty(&event).unwrap_or_default()
 }
 
-/// The request `push` would send for the event in `event_json`, as text,
-/// secrets as placeholders (never read): or why it would not be sent.
-fn preview_text(daemon: &Daemon, push_name: &str, event_json: &str) -> Result<String, String> {
-    let catalog = daemon.catalog();
-    let push = catalog
-        .pushes
-        .iter()
-        .find(|p| p.name() == push_name)
-        .ok_or_else(|| format!("no push `{push_name}`"))?;
-    let events = crate::server::parse_events(event_json.as_bytes())?;
-    let [event]: [Event; 1] = events
-        .try_into()
-        .map_err(|_| "give one event, not an array".to_owned())?;
-    let tokens = TokenValues::new();
-    let input = RenderInput {
-        event: &event,
-        attempt: 1,
-        now: Utc::now(),
-        tokens: &tokens,
-        show_secrets: false,
-    };
-    let rendered = match render(&catalog, push, &input).map_err(|e| e.to_string())? {
-        Rendered::Skipped(reason) => return Ok(format!("skipped: {reason}\n")),
-        Rendered::Ready(r) => r,
-    };
-    let prepared =
-        crate::dispatch::prepare(&rendered, &daemon.config.endpoints).map_err(|e| e.to_string())?;
-    Ok(crate::engine::output::format(
-        &prepared,
-        crate::engine::output::Format::Text,
-    ))
-}
-
 fn push_context(
     daemon: &Daemon,
     name: &str,
@@ -716,9 +742,51 @@ async fn push_page(
     }
 }
 
+/// The request `push` would send for the event in `event_json`, as the
+/// API's preview gives it (secrets as placeholders), or why it would not
+/// be sent.
+async fn preview_text(
+    console: &Console,
+    daemon: &Arc<Daemon>,
+    control: &Arc<Control>,
+    push: &str,
+    event_json: &str,
+) -> Result<String, String> {
+    let event: serde_json::Value =
+        serde_json::from_str(event_json).map_err(|e| format!("the event is not JSON: {e}"))?;
+    let path = format!("/v1/pushes/{}/preview", path_segment(push));
+    let (status, answer) = console
+        .call_api(
+            daemon,
+            control,
+            axum::http::Method::POST,
+            &path,
+            Some(serde_json::json!({ "event": event })),
+        )
+        .await?;
+    if !status.is_success() {
+        return Err(api_error(status, &answer));
+    }
+    if let Some(reason) = answer["skipped"].as_str() {
+        return Ok(format!("skipped: {reason}\n"));
+    }
+    answer["text"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "the preview holds no request".to_owned())
+}
+
+/// `name` as one percent-encoded URL path segment.
+fn path_segment(name: &str) -> String {
+    url::form_urlencoded::byte_serialize(name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
 async fn preview(
     State(daemon): State<Arc<Daemon>>,
     Extension(console): Extension<Arc<Console>>,
+    Extension(control): Extension<Arc<Control>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -728,7 +796,7 @@ async fn preview(
         Err(r) => return r,
     };
     let event = form.get("event").cloned().unwrap_or_default();
-    let result = preview_text(&daemon, &name, &event);
+    let result = preview_text(&console, &daemon, &control, &name, &event).await;
     // The page's script asks for the preview alone, to show it as you type.
     if headers.get("x-console-fetch").is_some() {
         return match result {
@@ -803,6 +871,35 @@ async fn accounts(
         context! { title => "Accounts", page => "accounts", csrf => signed.csrf, flash => signed.flash,
                    accounts => Value::from(minijinja::value::Serde(&rows)), error => error },
     )
+}
+
+/// "Sign in": starts the API's browser sign-in for the account and sends
+/// the browser to the provider's authorize page (PKCE, state); the
+/// provider sends it back to `/oauth/callback`.
+async fn signin(
+    State(daemon): State<Arc<Daemon>>,
+    Extension(console): Extension<Arc<Console>>,
+    Extension(control): Extension<Arc<Control>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = signed_in(&console, &headers) {
+        return r;
+    }
+    let path = format!("/oauth/{}/start", path_segment(&name));
+    match console
+        .call_api(&daemon, &control, axum::http::Method::GET, &path, None)
+        .await
+    {
+        Ok((status, answer)) if status.is_success() => match answer["authorize_url"].as_str() {
+            Some(url) => redirect(url),
+            None => {
+                console.error_page(StatusCode::BAD_GATEWAY, "the sign-in gave no authorize URL")
+            }
+        },
+        Ok((status, answer)) => console.error_page(status, &api_error(status, &answer)),
+        Err(e) => console.error_page(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
 }
 
 async fn import(

@@ -1,11 +1,10 @@
-//! Who may use the console: the admin token (separate from the ingest
-//! token, generated into `DATA/admin-token` like it), sessions held in
+//! Who may use the console: whoever signs in with the admin token (see
+//! `server::auth`; separate from the ingest token), with sessions held in
 //! memory behind an HttpOnly, SameSite=Strict cookie, and the CSRF checks
 //! every state-changing form passes (a per-session token in a hidden
 //! field, plus the browser's `Origin` / `Sec-Fetch-Site`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,52 +21,6 @@ pub const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
 /// Sessions held at most: a login beyond evicts the oldest, so that
 /// repeated logins cannot grow memory.
 pub const MAX_SESSIONS: usize = 256;
-
-/// Why the admin token cannot be had.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// The token file cannot be read or written.
-    #[error("cannot read or write the admin token {path}: {reason}")]
-    TokenFile {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        reason: String,
-    },
-}
-
-/// The admin token: `PUSHWERK_ADMIN_TOKEN`, or read from / generated into
-/// `DATA/admin-token` (mode 0600). Returns the token and the file it is in.
-pub fn admin_token(data: &Path) -> Result<(String, Option<PathBuf>), SessionError> {
-    if let Ok(t) = std::env::var("PUSHWERK_ADMIN_TOKEN") {
-        if !t.trim().is_empty() {
-            return Ok((t.trim().to_owned(), None));
-        }
-    }
-    let path = data.join("admin-token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        if !t.trim().is_empty() {
-            return Ok((t.trim().to_owned(), Some(path)));
-        }
-    }
-    let token = random_hex(32);
-    let fail = |e: std::io::Error| SessionError::TokenFile {
-        path: path.clone(),
-        reason: e.to_string(),
-    };
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(fail)?;
-    file.write_all(format!("{token}\n").as_bytes())
-        .map_err(fail)?;
-    Ok((token, Some(path)))
-}
 
 /// `n` random bytes as hex.
 pub fn random_hex(n: usize) -> String {

@@ -679,6 +679,70 @@ impl Queue {
     }
 }
 
+/// What became of one event (`GET /v1/events/{id}`).
+impl Queue {
+    /// The event's jobs still queued or retrying, its dead letters and its
+    /// attempts in the delivery log (oldest first). Reads the whole queue
+    /// and log (bounded by their retention), page by page; damaged records
+    /// are skipped as elsewhere.
+    pub fn event_history(&self, event_id: &str) -> Result<crate::api::EventHistory, QueueError> {
+        let mut jobs = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.jobs_page(after.as_deref(), 1000)?;
+            for job in page.jobs.iter().filter(|j| j.event_id == event_id) {
+                jobs.push(crate::api::QueuedJob {
+                    job_id: job.id,
+                    push: job.push.clone(),
+                    attempt: job.attempt,
+                    due: job.due_at,
+                });
+            }
+            if !page.more {
+                break;
+            }
+            after = page.last_key;
+        }
+        let dead_letters = self
+            .dead_letters(None)?
+            .into_iter()
+            .filter(|d| d.job.event_id == event_id)
+            .map(|d| crate::api::DeadJob {
+                job_id: d.job.id,
+                push: d.job.push,
+                attempt: d.job.attempt,
+                reason: d.reason,
+                at: d.at,
+            })
+            .collect();
+        let mut attempts = Vec::new();
+        let mut start = b"l:".to_vec();
+        let end = prefix_end(b"l:");
+        loop {
+            let page = self.store.range(TREE, &start, &end, 1000, false)?;
+            let Some((last, _)) = page.last() else { break };
+            start = [last.as_slice(), &[0]].concat();
+            for (k, v) in &page {
+                match parse::<LogEntry>(v) {
+                    Ok(e) if e.event_id == event_id => attempts.push(e),
+                    Ok(_) => {}
+                    Err(e) => damaged("delivery-log entry", k, &e),
+                }
+            }
+            if page.len() < 1000 {
+                break;
+            }
+        }
+        Ok(crate::api::EventHistory {
+            id: event_id.to_owned(),
+            known: self.is_known(event_id)?,
+            jobs,
+            dead_letters,
+            attempts,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,18 +1,23 @@
 //! The daemon's HTTP API: event ingest, what is in force, the delivery log,
 //! dead letters and replay, health, readiness and metrics. Everything but
-//! health, readiness and metrics needs `Authorization: Bearer <token>`,
+//! health, readiness and metrics needs `Authorization: Bearer <token>`
+//! (the ingest or the admin token; the account endpoints the admin token,
+//! see [`auth`]),
 //! checked before a byte of the request body is read, so that a client
 //! without the token costs no more than its request head.
 //!
 //! [`serve`] is the server loop around the router (HTTP/1.1 only, bounded
 //! connections, head and body deadlines, shutdown within the grace period).
 
+pub mod auth;
+pub mod control;
 mod health;
 mod serve;
 
 use health::StoreHealth;
 
-pub use serve::{serve, ServeOptions};
+pub use control::{Control, ControlOptions};
+pub use serve::{serve, serve_router, ServeOptions};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +30,6 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::engine::daemon::{Daemon, DaemonError};
 use crate::event::{Event, MAX_DEPTH};
@@ -39,9 +43,19 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 #[derive(Clone, Copy)]
 struct BodyTimeout(Duration);
 
-/// The router over `daemon`, reading request bodies within `options.body_timeout`.
+/// The router over `daemon`, reading request bodies within
+/// `options.body_timeout`, without an admin token (the account endpoints
+/// refuse every request) and with the sign-in redirect on the listen address.
 pub fn router_with(daemon: Arc<Daemon>, options: ServeOptions) -> Router {
+    let control = Control::without_admin(&daemon.token, daemon.config.listen);
+    router_control(daemon, options, Arc::new(control))
+}
+
+/// The router over `daemon` with the control plane `control` (admin token,
+/// sign-in redirect URI).
+pub fn router_control(daemon: Arc<Daemon>, options: ServeOptions, control: Arc<Control>) -> Router {
     Router::new()
+        .merge(control::routes())
         .route("/v1/events", post(ingest))
         .route("/v1/pushes", get(pushes))
         .route("/v1/deliveries", get(deliveries))
@@ -50,7 +64,8 @@ pub fn router_with(daemon: Arc<Daemon>, options: ServeOptions) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::console::router(&daemon))
+        .merge(crate::console::router())
+        .layer(Extension(control))
         .layer(Extension(BodyTimeout(options.body_timeout)))
         .layer(Extension(Arc::new(StoreHealth::default())))
         .with_state(daemon)
@@ -87,31 +102,6 @@ fn read_failed(e: crate::delivery::QueueError) -> Response {
         }
         e => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
-}
-
-/// Whether the request carries the API token: the scheme is matched
-/// case-insensitively (RFC 7235), and the SHA-256 digests of the given and
-/// the expected token are compared in constant time, so that neither the
-/// content nor the length of the token shows in the answer's timing.
-fn authorized(daemon: &Daemon, headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get("authorization").map(|v| v.as_bytes()) else {
-        return false;
-    };
-    let Some(given) = value
-        .get(..7)
-        .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
-        .map(|_| value[7..].trim_ascii())
-    else {
-        return false;
-    };
-    let (a, b) = (
-        Sha256::digest(given),
-        Sha256::digest(daemon.token.as_bytes()),
-    );
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
 }
 
 /// Reads a request body of at most `max` bytes within `timeout`: 413 when
@@ -168,13 +158,6 @@ async fn read_body(
     }
 }
 
-fn unauthorized() -> Response {
-    error(
-        StatusCode::UNAUTHORIZED,
-        "missing or wrong `Authorization: Bearer <ingest token>`",
-    )
-}
-
 /// Parses one event or an array of events; the first problem names its index.
 pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, String> {
     crate::event::check_json(body, MAX_DEPTH).map_err(|e| e.to_string())?;
@@ -206,13 +189,14 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, String> {
 
 async fn ingest(
     State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
     Extension(BodyTimeout(timeout)): Extension<BodyTimeout>,
     Extension(health): Extension<Arc<StoreHealth>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !authorized(&daemon, &headers) {
-        return unauthorized();
+    if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
+        return refused;
     }
     let body = match read_body(&headers, body, daemon.config.max_body, timeout).await {
         Ok(b) => b,
@@ -222,15 +206,40 @@ async fn ingest(
         Ok(e) => e,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
+    accept_events(&daemon, &health, events, None).await
+}
+
+/// Stores `events` (ingest and webhooks): 202 with what was accepted (and
+/// the event id a webhook got, `hook_id`), 503 while the store cannot write.
+async fn accept_events(
+    daemon: &Arc<Daemon>,
+    health: &StoreHealth,
+    events: Vec<Event>,
+    hook_id: Option<String>,
+) -> Response {
     // While the store is known to fail, answer at once (a probe decides
     // whether it recovered) instead of queueing behind a hung commit.
-    if let Err(reason) = health.check(&daemon).await {
+    if let Err(reason) = health.check(daemon).await {
         return store_unavailable(reason);
     }
     match tokio::time::timeout(COMMIT_DEADLINE, daemon.ingest(events)).await {
         Ok(Ok(accepted)) => {
             health.ok();
-            (StatusCode::ACCEPTED, Json(accepted)).into_response()
+            match hook_id {
+                Some(id) => (
+                    StatusCode::ACCEPTED,
+                    Json(crate::api::HookAccepted {
+                        id,
+                        ingested: crate::api::Ingested {
+                            accepted: accepted.accepted,
+                            duplicates: accepted.duplicates,
+                            jobs: accepted.jobs,
+                        },
+                    }),
+                )
+                    .into_response(),
+                None => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+            }
         }
         Ok(Err(DaemonError::ShuttingDown)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
@@ -254,9 +263,13 @@ async fn ingest(
     }
 }
 
-async fn pushes(State(daemon): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
-    if !authorized(&daemon, &headers) {
-        return unauthorized();
+async fn pushes(
+    State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
+        return refused;
     }
     let catalog = daemon.catalog();
     let pushes: Vec<Value> = catalog
@@ -283,11 +296,12 @@ struct LogQuery {
 
 async fn deliveries(
     State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
     headers: HeaderMap,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    if !authorized(&daemon, &headers) {
-        return unauthorized();
+    if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
+        return refused;
     }
     match daemon.queue.log(
         q.push.as_deref(),
@@ -301,11 +315,12 @@ async fn deliveries(
 
 async fn dead_letters(
     State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
     headers: HeaderMap,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    if !authorized(&daemon, &headers) {
-        return unauthorized();
+    if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
+        return refused;
     }
     match daemon.queue.dead_letters_report(q.push.as_deref()) {
         Ok(report) => {
@@ -329,12 +344,13 @@ struct ReplayRequest {
 
 async fn replay(
     State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
     Extension(BodyTimeout(timeout)): Extension<BodyTimeout>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !authorized(&daemon, &headers) {
-        return unauthorized();
+    if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
+        return refused;
     }
     // A replay request is a few bytes.
     let body = match read_body(&headers, body, 4096, timeout).await {

@@ -59,6 +59,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let app = super::router_with(daemon.clone(), options);
+    serve_router(listener, app, daemon, options, shutdown).await
+}
+
+/// [`serve`] with a router of the caller's (e.g. [`super::router_control`]).
+pub async fn serve_router(
+    listener: TcpListener,
+    app: axum::Router,
+    daemon: Arc<Daemon>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut connections = JoinSet::new();

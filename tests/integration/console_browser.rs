@@ -378,6 +378,32 @@ async fn console_shows_pushes_finds_a_parameter_and_previews_a_push() {
         "{err}"
     );
 
+    // Accounts: tokens can be imported by hand (a refresh token pasted).
+    browser.goto(&served.url("/accounts")).await;
+    assert_eq!(
+        browser.text(&browser.find("#state-ms_mail").await).await,
+        "no_tokens"
+    );
+    browser
+        .click(&browser.find("#account-ms_mail details summary").await)
+        .await;
+    browser
+        .type_into(&browser.find("#tokens-ms_mail").await, "rt-pasted-by-hand")
+        .await;
+    browser
+        .click(&browser.find("#account-ms_mail details button").await)
+        .await;
+    browser
+        .wait_text("#flash", Duration::from_secs(10), "the import", |t| {
+            t.contains("tokens stored")
+        })
+        .await;
+    assert_ne!(
+        browser.text(&browser.find("#state-ms_mail").await).await,
+        "no_tokens"
+    );
+    assert_no_secret(&browser, &["rt-pasted-by-hand"]).await;
+
     // Dates are shown in the browser's time zone (the ISO time stays in the title).
     browser.goto(&served.url("/")).await;
     let time = browser
@@ -464,42 +490,39 @@ async fn console_mends_an_account_and_replays_its_dead_letter() {
     shoot(&browser, "dead-letters").await;
     assert!(graph.requests().is_empty(), "nothing sent without a token");
 
-    // Accounts: ms_mail needs a new login; mend it with new tokens.
+    // Accounts: ms_mail needs a new login. "Sign in" runs the browser
+    // sign-in: the identity mock's authorize endpoint (which checks the
+    // PKCE challenge when the code is redeemed) sends the browser back to
+    // the daemon's callback, which stores the new tokens.
     browser.goto(&served.url("/accounts")).await;
     let state = browser.text(&browser.find("#state-ms_mail").await).await;
     assert_eq!(state, "needs_reauth");
     identity.set_mode(Mode::Normal);
-    identity.seed_refresh_token("rt-new", MAIL_SCOPE);
-    browser
-        .click(&browser.find("#account-ms_mail details summary").await)
-        .await;
-    browser
-        .type_into(
-            &browser.find("#tokens-ms_mail").await,
-            r#"{"refresh_token": "rt-new"}"#,
-        )
-        .await;
-    browser
-        .click(&browser.find("#account-ms_mail details button").await)
-        .await;
-    browser
-        .wait_text("#flash", Duration::from_secs(10), "the import", |t| {
-            t.contains("tokens stored")
+    browser.click(&browser.find("#signin-ms_mail").await).await;
+    let done = browser
+        .wait_text("h1", Duration::from_secs(15), "the callback page", |t| {
+            t.contains("signed in") || t.contains("failed")
         })
         .await;
-    // "Refresh now" fetches an access token with it.
-    browser
-        .click(
-            &browser
-                .find("form[action='/accounts/ms_mail/refresh'] button")
-                .await,
-        )
-        .await;
-    browser
-        .wait_text("#flash", Duration::from_secs(10), "the refresh", |t| {
-            t.contains("refreshed")
-        })
-        .await;
+    assert!(
+        done.contains("signed in"),
+        "{done}: {}",
+        browser.body_text().await
+    );
+    let token_requests = identity.requests();
+    let code_request = token_requests
+        .iter()
+        .find(|r| r.form.get("grant_type").map(String::as_str) == Some("authorization_code"))
+        .expect("the daemon redeemed the code");
+    assert_eq!(
+        code_request.status, 200,
+        "the mock took the code and its PKCE verifier"
+    );
+    assert!(
+        code_request.form.contains_key("code_verifier"),
+        "PKCE: a code verifier was sent"
+    );
+    browser.goto(&served.url("/accounts")).await;
     let state = browser.text(&browser.find("#state-ms_mail").await).await;
     assert_eq!(state, "ok");
     let issued = identity.issued_access_tokens();

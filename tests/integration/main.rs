@@ -4,6 +4,7 @@
 mod check_ux;
 mod cli;
 mod console_browser;
+mod control_api;
 mod daemon;
 mod dispatch;
 mod fuzz;

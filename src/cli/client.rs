@@ -1,0 +1,228 @@
+//! The command line's client of a running daemon: while `pushwerk serve`
+//! holds a data directory's store, commands on that directory (`oauth …`,
+//! `deliveries`, `replay`) go through its API instead, so that nobody has
+//! to stop the daemon to mend an account.
+//!
+//! The daemon announces itself in `DATA/daemon.json` (mode 0600, removed
+//! when it exits); the CLI uses it only when the store is in fact locked,
+//! so a file left behind by a killed daemon changes nothing.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use serde::de::DeserializeOwned;
+
+use crate::api::{DaemonInfo, ErrorBody};
+use crate::store::{StoreChoice, StoreError};
+
+/// Where a running daemon announces its API.
+pub fn daemon_file(data: &Path) -> PathBuf {
+    data.join("daemon.json")
+}
+
+/// `DATA/daemon.json` while the daemon runs; removed when dropped.
+#[derive(Debug)]
+pub struct Announcement {
+    path: PathBuf,
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Writes `DATA/daemon.json` (0600) naming the API at `url`.
+pub fn announce(data: &Path, url: &str) -> anyhow::Result<Announcement> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = daemon_file(data);
+    let info = DaemonInfo {
+        url: url.to_owned(),
+        pid: std::process::id(),
+    };
+    // Written beside and renamed, so that a reader never sees half a file.
+    let tmp = data.join(".daemon.json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(serde_json::to_string(&info)?.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Announcement { path })
+}
+
+/// The running daemon that holds the store of `data`, if one does: its
+/// announcement exists and the store is locked.
+pub fn running_daemon(data: &Path, store: StoreChoice) -> anyhow::Result<Option<DaemonInfo>> {
+    let path = daemon_file(data);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    match crate::store::open(data, store) {
+        // Nobody holds the store: the announcement is left from a daemon
+        // that was killed.
+        Ok(_) => Ok(None),
+        Err(StoreError::Locked(_)) => {
+            let info: DaemonInfo = serde_json::from_str(&text)
+                .with_context(|| format!("{} is damaged", path.display()))?;
+            Ok(Some(info))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The API to ask: `given` (`--server`), else the daemon announced in
+/// `DATA/daemon.json`, else `http://127.0.0.1:8787`.
+pub fn server_url(data: &Path, given: Option<String>) -> String {
+    given
+        .or_else(|| {
+            std::fs::read_to_string(daemon_file(data))
+                .ok()
+                .and_then(|t| serde_json::from_str::<DaemonInfo>(&t).ok())
+                .map(|i| i.url)
+        })
+        .unwrap_or_else(|| "http://127.0.0.1:8787".to_owned())
+}
+
+/// A client of the daemon's API with a bearer token.
+#[derive(Debug)]
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+/// Reads a token: the environment variable `env`, else `DATA/file`.
+fn read_token(data: &Path, env: &str, file: &str) -> anyhow::Result<String> {
+    if let Some(t) = std::env::var(env).ok().filter(|t| !t.trim().is_empty()) {
+        return Ok(t.trim().to_owned());
+    }
+    let path = data.join(file);
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("no {env} and cannot read {}", path.display()))?
+        .trim()
+        .to_owned())
+}
+
+/// A token for the ingest-level endpoints: `PUSHWERK_INGEST_TOKEN`,
+/// `PUSHWERK_ADMIN_TOKEN`, `DATA/admin-token` or `DATA/ingest-token`,
+/// the first that is set (the admin token is accepted there too).
+pub fn any_token(data: &Path) -> anyhow::Result<String> {
+    for env in ["PUSHWERK_INGEST_TOKEN", "PUSHWERK_ADMIN_TOKEN"] {
+        if let Some(t) = std::env::var(env).ok().filter(|t| !t.trim().is_empty()) {
+            return Ok(t.trim().to_owned());
+        }
+    }
+    for file in ["admin-token", "ingest-token"] {
+        if let Ok(t) = std::fs::read_to_string(data.join(file)) {
+            if !t.trim().is_empty() {
+                return Ok(t.trim().to_owned());
+            }
+        }
+    }
+    bail!(
+        "no token for the daemon's API: set PUSHWERK_INGEST_TOKEN or PUSHWERK_ADMIN_TOKEN, or run where {} is readable",
+        data.join("admin-token").display()
+    )
+}
+
+impl ApiClient {
+    /// A client of the API at `base` with the admin token
+    /// (`PUSHWERK_ADMIN_TOKEN` or `DATA/admin-token`).
+    pub fn admin(data: &Path, base: &str) -> anyhow::Result<ApiClient> {
+        ApiClient::new(
+            base,
+            read_token(data, "PUSHWERK_ADMIN_TOKEN", "admin-token")?,
+        )
+    }
+
+    /// A client of the API at `base` with the ingest token
+    /// (`PUSHWERK_INGEST_TOKEN` or `DATA/ingest-token`).
+    pub fn ingest(data: &Path, base: &str) -> anyhow::Result<ApiClient> {
+        ApiClient::new(
+            base,
+            read_token(data, "PUSHWERK_INGEST_TOKEN", "ingest-token")?,
+        )
+    }
+
+    fn new(base: &str, token: String) -> anyhow::Result<ApiClient> {
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(120))
+                .build()?,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        })
+    }
+
+    /// The API's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `method path` with an optional body (JSON, or text for token
+    /// imports); the answer read as `T`, or the daemon's error as an error.
+    pub fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> anyhow::Result<T> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        request = match body {
+            Some(Body::Json(v)) => request.json(&v),
+            Some(Body::Text(t)) => request.header("content-type", "text/plain").body(t),
+            None => request,
+        };
+        self.rt.block_on(async {
+            let r = request
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the daemon at {}", self.base))?;
+            let status = r.status();
+            let bytes = r.bytes().await?;
+            if !status.is_success() {
+                let reason = serde_json::from_slice::<ErrorBody>(&bytes)
+                    .map(|e| e.error)
+                    .unwrap_or_else(|_| {
+                        String::from_utf8_lossy(&bytes).chars().take(300).collect()
+                    });
+                bail!("the daemon answered {status}: {reason}");
+            }
+            serde_json::from_slice(&bytes).with_context(|| {
+                format!("the daemon's answer to {method} {path} is not what this pushwerk expects")
+            })
+        })
+    }
+}
+
+/// A request body.
+pub enum Body {
+    /// JSON.
+    Json(serde_json::Value),
+    /// Text (a token response or refresh token; never logged).
+    Text(String),
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Json(_) => f.write_str("Body::Json(…)"),
+            Body::Text(_) => f.write_str("Body::Text(…)"),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `pushwerk oauth …` through a running daemon's API (see [`super::client`]):
+//! the same commands and output as on the store, answered by the daemon
+//! that holds it.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use reqwest::Method;
+
+use super::client::{ApiClient, Body};
+use super::{ListFormat, OauthCommand};
+use crate::api::{Account, AccountChanged, Accounts, DaemonInfo, LoginStart};
+
+/// A path segment, percent-encoded.
+fn segment(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// The resolver's status shape of an API account, so that the text output
+/// is the same whichever way it was asked.
+fn as_status(a: &Account) -> crate::oauth::AccountStatus {
+    crate::oauth::AccountStatus {
+        account: a.name.clone(),
+        configured: a.configured,
+        state: a.status.clone(),
+        reason: a
+            .problem
+            .as_ref()
+            .map(|p| format!("{}: {}", p.code, p.message)),
+        access_token_expires: a.access_token_expires,
+        has_refresh_token: a.has_refresh_token,
+        last_refresh: a.last_refresh,
+        last_use: a.last_use,
+        last_error: a.last_error.clone(),
+        client_secret_expires: a.client_secret_expires,
+        warnings: a.warnings.clone(),
+    }
+}
+
+/// Runs an `oauth` command against the daemon `info` announced for `data`.
+pub fn oauth(data: &Path, info: &DaemonInfo, cmd: OauthCommand) -> anyhow::Result<ExitCode> {
+    let api = ApiClient::admin(data, &info.url)?;
+    eprintln!(
+        "# a daemon holds {}: asking it at {}",
+        data.display(),
+        api.base()
+    );
+    match cmd {
+        OauthCommand::Keygen => unreachable!("handled before"),
+        OauthCommand::Import { name, file } => {
+            let text = super::read_secret_input(file.as_deref())?;
+            // Refused here already with the same message the daemon gives.
+            super::parse_import(&text)?;
+            let changed: AccountChanged = api.call(
+                Method::PUT,
+                &format!("/v1/accounts/{}/tokens", segment(&name)),
+                Some(Body::Text(text)),
+            )?;
+            println!(
+                "stored tokens of `{name}` in the running daemon{}",
+                if changed.account.encrypted {
+                    " (encrypted)"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        OauthCommand::Refresh { name } => {
+            let _: AccountChanged = api.call(
+                Method::POST,
+                &format!("/v1/accounts/{}/refresh", segment(&name)),
+                None,
+            )?;
+            println!("refreshed `{name}`");
+            Ok(ExitCode::SUCCESS)
+        }
+        OauthCommand::Status { name, format } => {
+            let answer: Accounts = match &name {
+                Some(n) => {
+                    let one: Account =
+                        api.call(Method::GET, &format!("/v1/accounts/{}", segment(n)), None)?;
+                    Accounts {
+                        encrypted_at_rest: one.encrypted,
+                        accounts: vec![one],
+                    }
+                }
+                None => api.call(Method::GET, "/v1/accounts", None)?,
+            };
+            let status: Vec<_> = answer.accounts.iter().map(as_status).collect();
+            match format {
+                ListFormat::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+                ListFormat::Text => {
+                    print!("{}", super::status_text(&status, answer.encrypted_at_rest))
+                }
+            }
+            let bad = answer
+                .accounts
+                .iter()
+                .any(|a| a.status != "ok" && a.status != "expiring");
+            Ok(if bad {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        OauthCommand::Login { name, .. } => {
+            let path = format!("/v1/accounts/{}", segment(&name));
+            let before: Account = api.call(Method::GET, &path, None)?;
+            let start: LoginStart = api.call(
+                Method::GET,
+                &format!("/oauth/{}/start", segment(&name)),
+                None,
+            )?;
+            eprintln!(
+                "Open this URL in a browser and sign in (the daemon receives the redirect at {}):\n\n{}\n\nwaiting for the daemon to store the tokens …",
+                start.redirect_uri, start.authorize_url
+            );
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let now: Account = api.call(Method::GET, &path, None)?;
+                if now.last_refresh != before.last_refresh && now.status != "needs_reauth" {
+                    println!("signed in: stored tokens of `{name}` in the running daemon");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if Instant::now() > deadline {
+                    bail!("the sign-in was not completed within 10 minutes: start it again");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Who may call what: the two bearer tokens of the daemon's API.
+//!
+//! - The **ingest token** (`--ingest-token`, `DATA/ingest-token`) is what
+//!   event senders hold: ingest, webhooks, and the read-only views that
+//!   existed before the control plane (pushes, deliveries, dead letters,
+//!   replay, an event's jobs, previews).
+//! - The **admin token** (`--admin-token` / `PUSHWERK_ADMIN_TOKEN`, or
+//!   generated into `DATA/admin-token`, mode 0600) is the operator's: it is
+//!   accepted everywhere the ingest token is, and it alone opens the account
+//!   endpoints (token status, importing tokens, refreshing, starting a
+//!   browser sign-in). A sender that holds the ingest token can therefore
+//!   not bind its own identity to an account, nor learn about accounts.
+//!
+//! Both are compared as SHA-256 digests in constant time, so that neither
+//! the content nor the length of a token shows in an answer's timing.
+//! [`require_admin`] and [`require_ingest`] are the single place that
+//! decides; a console session cookie is meant to be accepted by
+//! [`require_admin`] too.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use sha2::{Digest, Sha256};
+
+/// Why the admin token could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The token file could not be read or written.
+    #[error("admin token file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// The tokens the API accepts (kept as digests only).
+#[derive(Clone)]
+pub struct Auth {
+    ingest: [u8; 32],
+    admin: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("admin_token", &self.admin.is_some())
+            .finish()
+    }
+}
+
+fn digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+fn equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme is
+/// matched case-insensitively, RFC 7235), if there is one.
+pub fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get("authorization")?.as_bytes();
+    value
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|_| value[7..].trim_ascii())
+}
+
+impl Auth {
+    /// Accepts `ingest` for ingest-level endpoints and `admin` (if any) for all.
+    pub fn new(ingest: &str, admin: Option<&str>) -> Auth {
+        Auth {
+            ingest: digest(ingest.as_bytes()),
+            admin: admin.map(|a| digest(a.as_bytes())),
+        }
+    }
+
+    /// Whether the request carries the admin token.
+    pub fn is_admin(&self, headers: &HeaderMap) -> bool {
+        match (bearer(headers), &self.admin) {
+            (Some(given), Some(admin)) => equal(&digest(given), admin),
+            _ => false,
+        }
+    }
+
+    /// Whether the request carries the ingest token or the admin token.
+    pub fn is_ingest(&self, headers: &HeaderMap) -> bool {
+        let Some(given) = bearer(headers) else {
+            return false;
+        };
+        let given = digest(given);
+        // Both comparisons always run: which token matched does not show.
+        let ingest = equal(&given, &self.ingest);
+        let admin = self.admin.as_ref().is_some_and(|a| equal(&given, a));
+        ingest | admin
+    }
+}
+
+fn refuse(message: &str) -> Response {
+    use axum::response::IntoResponse;
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
+/// `Ok` when the request may use the control endpoints (the admin token);
+/// else the 401 answer to send.
+#[allow(clippy::result_large_err)]
+pub fn require_admin(auth: &Auth, headers: &HeaderMap) -> Result<(), Response> {
+    if auth.is_admin(headers) {
+        Ok(())
+    } else {
+        Err(refuse(
+            "missing or wrong `Authorization: Bearer <admin token>` (DATA/admin-token or --admin-token)",
+        ))
+    }
+}
+
+/// `Ok` when the request may use the ingest-level endpoints (the ingest or
+/// the admin token); else the 401 answer to send.
+#[allow(clippy::result_large_err)]
+pub fn require_ingest(auth: &Auth, headers: &HeaderMap) -> Result<(), Response> {
+    if auth.is_ingest(headers) {
+        Ok(())
+    } else {
+        Err(refuse(
+            "missing or wrong `Authorization: Bearer <ingest token>`",
+        ))
+    }
+}
+
+/// Where the generated admin token is kept.
+pub fn admin_token_file(data: &Path) -> PathBuf {
+    data.join("admin-token")
+}
+
+/// The admin token: configured, or read from / generated into
+/// `DATA/admin-token` (created 0600). Returns it and the file it is in.
+pub fn admin_token(
+    data: &Path,
+    configured: Option<String>,
+) -> Result<(String, Option<PathBuf>), AuthError> {
+    if let Some(t) = configured.filter(|t| !t.trim().is_empty()) {
+        return Ok((t.trim().to_owned(), None));
+    }
+    let path = admin_token_file(data);
+    let fail = |reason: String| AuthError::File {
+        path: path.clone(),
+        reason,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_owned(), Some(path))),
+        Ok(_) => {
+            std::fs::remove_file(&path).map_err(|e| fail(e.to_string()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    let token = crate::oauth::seal::Sealer::generate_key();
+    use std::os::unix::fs::OpenOptionsExt;
+    // Created 0600 from the start: there is no moment where another user
+    // could read it.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| fail(e.to_string()))?;
+    file.write_all(format!("{token}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| fail(e.to_string()))?;
+    Ok((token, Some(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn admin_token_opens_everything_ingest_token_only_ingest() {
+        let auth = Auth::new("ingest-1", Some("admin-1"));
+        assert!(auth.is_ingest(&with("Bearer ingest-1")));
+        assert!(auth.is_ingest(&with("bearer admin-1")));
+        assert!(auth.is_admin(&with("BEARER admin-1")));
+        assert!(!auth.is_admin(&with("Bearer ingest-1")));
+        assert!(!auth.is_ingest(&with("Bearer nope")));
+        assert!(!auth.is_ingest(&HeaderMap::new()));
+        assert!(!auth.is_admin(&with("Basic admin-1")));
+        let no_admin = Auth::new("ingest-1", None);
+        assert!(!no_admin.is_admin(&with("Bearer ingest-1")));
+        assert!(!no_admin.is_admin(&with("Bearer ")));
+    }
+
+    #[test]
+    fn admin_token_is_generated_once_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (token, path) = admin_token(dir.path(), None).unwrap();
+        let path = path.unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let (again, _) = admin_token(dir.path(), None).unwrap();
+        assert_eq!(token, again);
+        let (given, none) = admin_token(dir.path(), Some(" mine ".into())).unwrap();
+        assert_eq!((given.as_str(), none), ("mine", None));
+    }
+}
