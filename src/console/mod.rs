@@ -108,6 +108,12 @@ fn pages() -> Environment<'static> {
     env
 }
 
+impl Default for Console {
+    fn default() -> Console {
+        Console::new()
+    }
+}
+
 impl Console {
     /// A console with no session yet.
     pub fn new() -> Console {
@@ -577,6 +583,26 @@ struct PushRow {
     stale: bool,
 }
 
+/// `path` as the user wrote the folder: relative to its parent when it is
+/// inside it (`pushes/lead-mail.yaml`), else as it is.
+fn shown_path(daemon: &Daemon, path: &std::path::Path) -> String {
+    let dir = &daemon.config.dir;
+    let base = dir.parent().unwrap_or(dir);
+    match path.strip_prefix(base) {
+        Ok(rel) if !base.as_os_str().is_empty() => rel.display().to_string(),
+        _ => path.display().to_string(),
+    }
+}
+
+/// A diagnostic's text with the folder's path shortened as in [`shown_path`].
+fn shown_diagnostic(daemon: &Daemon, text: &str) -> String {
+    let dir = &daemon.config.dir;
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(base) => text.replace(&format!("{}/", base.display()), ""),
+        None => text.to_owned(),
+    }
+}
+
 fn push_rows(daemon: &Daemon) -> Vec<PushRow> {
     let catalog = daemon.catalog();
     let files = daemon.files();
@@ -592,7 +618,7 @@ fn push_rows(daemon: &Daemon) -> Vec<PushRow> {
             },
             target: p.target.key(),
             condition: p.spec.when.clone(),
-            file: p.file.display().to_string(),
+            file: shown_path(daemon, &p.file),
             line: p.position.line,
             stale: files.iter().any(|f| f.stale && f.file == p.file),
         })
@@ -612,16 +638,28 @@ async fn pushes(
     struct FileRow {
         file: String,
         stale: bool,
-        diagnostics: Vec<String>,
+        /// (text, `error` or `warning`)
+        diagnostics: Vec<(String, &'static str)>,
     }
     let files: Vec<FileRow> = daemon
         .files()
         .into_iter()
         .filter(|f| !f.diagnostics.is_empty())
         .map(|f| FileRow {
-            file: f.file.display().to_string(),
+            file: shown_path(&daemon, &f.file),
             stale: f.stale,
-            diagnostics: f.diagnostics,
+            diagnostics: f
+                .diagnostics
+                .iter()
+                .map(|d| {
+                    let kind = if d.contains(": warning: ") {
+                        "warning"
+                    } else {
+                        "error"
+                    };
+                    (shown_diagnostic(&daemon, d), kind)
+                })
+                .collect(),
         })
         .collect();
     console.page(
