@@ -181,7 +181,7 @@ pub fn router() -> Router<Arc<Daemon>> {
         .route("/pushes", get(pushes))
         .route("/pushes/{name}", get(push_page))
         .route("/pushes/{name}/preview", post(preview))
-        .route("/parameters", get(parameters))
+        .route("/parameters", get(parameters).post(parameters_for_event))
         .route("/accounts", get(accounts))
         .route("/accounts/{name}/signin", get(signin))
         .route("/accounts/{name}/import", post(import))
@@ -764,17 +764,36 @@ fn push_context(
     })
 }
 
+#[derive(Deserialize)]
+struct PushQuery {
+    /// A dead letter whose event fills the preview.
+    job: Option<u64>,
+}
+
 async fn push_page(
     State(daemon): State<Arc<Daemon>>,
     Extension(console): Extension<Arc<Console>>,
     Path(name): Path<String>,
+    Query(query): Query<PushQuery>,
     headers: HeaderMap,
 ) -> Response {
     let signed = match signed_in(&console, &headers) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    match push_context(&daemon, &name, signed, None, None) {
+    // The event of a dead letter, to see what its push sends for it now.
+    let mut event = None;
+    if let Some(job) = query.job {
+        let d = daemon.clone();
+        let found = tokio::task::spawn_blocking(move || d.queue.dead_letters(None))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|all| all.into_iter().find(|x| x.job.id == job))
+            .and_then(|x| x.event);
+        event = found.and_then(|e| serde_json::to_string_pretty(&e).ok());
+    }
+    match push_context(&daemon, &name, signed, event, None) {
         Some(ctx) => console.page("push.html", ctx),
         None => console.error_page(StatusCode::NOT_FOUND, &format!("no push `{name}`")),
     }
@@ -860,8 +879,41 @@ async fn parameters(
         Ok(s) => s,
         Err(r) => return r,
     };
+    parameters_page(&console, &daemon, signed, None)
+}
+
+/// The parameter browser with the samples of a pasted event.
+async fn parameters_for_event(
+    State(daemon): State<Arc<Daemon>>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (signed, form) = match checked_post(&console, &headers, body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let text = form.get("event").cloned().unwrap_or_default();
+    parameters_page(&console, &daemon, signed, Some(text))
+}
+
+fn parameters_page(
+    console: &Console,
+    daemon: &Daemon,
+    signed: Signed,
+    event_text: Option<String>,
+) -> Response {
     let catalog = daemon.catalog();
-    let params = crate::params::catalogue(&catalog, None, Utc::now());
+    let parsed = event_text
+        .as_deref()
+        .map(|t| crate::server::parse_events(t.as_bytes()));
+    let (event, event_error) = match parsed {
+        Some(Ok(mut events)) if events.len() == 1 => (events.pop(), None),
+        Some(Ok(_)) => (None, Some("give one event, not an array".to_owned())),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    let params = crate::params::catalogue(&catalog, event.as_ref(), Utc::now());
     #[derive(Serialize)]
     struct Row {
         name: String,
@@ -884,7 +936,9 @@ async fn parameters(
         .collect();
     console.page(
         "parameters.html",
-        context! { title => "Parameters", page => "parameters", csrf => signed.csrf, flash => signed.flash, params => Value::from(minijinja::value::Serde(&rows)) },
+        context! { title => "Parameters", page => "parameters", csrf => signed.csrf, flash => signed.flash,
+                   params => Value::from(minijinja::value::Serde(&rows)),
+                   event => event_text.unwrap_or_default(), event_error => event_error },
     )
 }
 

@@ -319,6 +319,35 @@ async fn console_shows_pushes_finds_a_parameter_and_previews_a_push() {
     } else {
         eprintln!("clipboard-read not grantable here: checked the copy status only");
     }
+    // Samples from a pasted event: its fields, with their types and values.
+    browser
+        .click(&browser.find("details.card summary").await)
+        .await;
+    browser
+        .type_into(
+            &browser.find("#sample-event").await,
+            r#"{"id": "s-1", "type": "call.ended", "time": "2026-11-25T14:03:11Z", "data": {"caller_number": "+49 30 1234567", "duration": 184}}"#,
+        )
+        .await;
+    browser.click(&browser.find("#sample-button").await).await;
+    let row = browser
+        .wait_text(
+            "tr.param:has(button[data-copy='<< event.duration >>'])",
+            Duration::from_secs(10),
+            "the event's parameters",
+            |t| t.contains("184"),
+        )
+        .await;
+    assert!(row.contains("number"), "{row}");
+    let row = browser
+        .text(
+            &browser
+                .find("tr.param:has(button[data-copy='<< event.caller_number >>'])")
+                .await,
+        )
+        .await;
+    assert!(row.contains("\"+49 30 1234567\""), "{row}");
+    assert!(row.contains("string"), "{row}");
     shoot(&browser, "parameters").await;
 
     // A push's page: its YAML, and the request it would send for an event.
@@ -489,6 +518,24 @@ async fn console_mends_an_account_and_replays_its_dead_letter() {
     }
     shoot(&browser, "dead-letters").await;
     assert!(graph.requests().is_empty(), "nothing sent without a token");
+    // What would the push send for the dead letter's event? Its preview.
+    browser
+        .click(&browser.find("tr.dead-letter a[id^='preview-']").await)
+        .await;
+    let event = browser
+        .execute("return document.getElementById('event').value;", vec![])
+        .await;
+    assert!(
+        event.as_str().unwrap_or_default().contains("mend-1"),
+        "the dead letter's event fills the preview: {event}"
+    );
+    browser.click(&browser.find("#preview-button").await).await;
+    let preview = browser
+        .wait_text("#preview", Duration::from_secs(10), "the preview", |t| {
+            t.starts_with("POST ")
+        })
+        .await;
+    assert!(preview.contains("Call from Erika (+49 30 1)"), "{preview}");
 
     // Accounts: ms_mail needs a new login. "Sign in" runs the browser
     // sign-in: the identity mock's authorize endpoint (which checks the
