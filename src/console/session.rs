@@ -204,6 +204,15 @@ mod tests {
     }
 
     #[test]
+    fn cookies_are_http_only_strict_and_secure_over_tls() {
+        let plain = session_cookie("abc", false);
+        assert!(plain.starts_with("pushwerk_session=abc; Path=/; HttpOnly; SameSite=Strict"));
+        assert!(!plain.contains("Secure"));
+        assert!(session_cookie("abc", true).ends_with("; Secure"));
+        assert!(clear_cookie(true).contains("Max-Age=0"));
+    }
+
+    #[test]
     fn sessions_are_bounded_and_found_by_cookie() {
         let s = Sessions::default();
         let mut first = None;

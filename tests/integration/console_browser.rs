@@ -446,6 +446,28 @@ async fn console_shows_pushes_finds_a_parameter_and_previews_a_push() {
         time[0], time[1],
         "the time is converted for display: {time}"
     );
+
+    // A broken edit of a loaded file: its last good version stays in force,
+    // marked stale, with the new problem shown.
+    let file = served.tmp.path().join("pushes/lead-mail.yaml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    let tmp_file = served.tmp.path().join("pushes/.lead-mail.yaml.tmp");
+    std::fs::write(&tmp_file, good.replace("  to:", "  tooo:")).unwrap();
+    std::fs::rename(&tmp_file, &file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        browser.goto(&served.url("/pushes")).await;
+        let table = browser.text(&browser.find("#pushes").await).await;
+        if table.contains("stale") {
+            assert!(table.contains("lead-mail"), "{table}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no stale marker: {table}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let problems = browser.text(&browser.find("#problems").await).await;
+    assert!(problems.contains("pushes/lead-mail.yaml"), "{problems}");
+    assert!(problems.contains("unknown field `tooo`"), "{problems}");
     browser.quit().await;
 }
 
