@@ -50,6 +50,12 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest push file shown on a push page.
 const MAX_YAML: u64 = 256 * 1024;
 
+/// How often the accepted-events counter is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// The span the events-per-minute figure is taken over.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
 /// Rows shown at most in the delivery log and dead-letter tables.
 const MAX_ROWS: usize = 200;
 
@@ -172,8 +178,23 @@ fn redirect(to: &str) -> Response {
 ///
 /// Its handlers use the control plane's [`Control`] (admin token, sign-in
 /// redirect URI), which the API router adds as a layer over these routes.
-pub fn router() -> Router<Arc<Daemon>> {
+/// Inside a tokio runtime, a task samples the accepted-events counter every
+/// few seconds (for the overview's events per minute) while `daemon` lives.
+pub fn router(daemon: &Arc<Daemon>) -> Router<Arc<Daemon>> {
     let console = Arc::new(Console::new());
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let (weak_daemon, weak_console) = (Arc::downgrade(daemon), Arc::downgrade(&console));
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            loop {
+                tick.tick().await;
+                let (Some(d), Some(c)) = (weak_daemon.upgrade(), weak_console.upgrade()) else {
+                    break;
+                };
+                c.sample(d.metrics.counter("pushwerk_events_accepted_total", &[]));
+            }
+        });
+    }
     Router::new()
         .route("/", get(overview))
         .route("/login", get(login_page).post(login))
@@ -475,21 +496,25 @@ fn account_rows(daemon: &Daemon) -> Result<Vec<AccountRow>, String> {
 }
 
 impl Console {
-    /// Events accepted per minute, from samples of the accepted counter
-    /// (taken at each overview; `None` until two are a while apart).
-    fn events_per_minute(&self, total: u64) -> Option<f64> {
+    /// Records the accepted-events counter now; keeps a minute of samples.
+    fn sample(&self, total: u64) {
         let now = Instant::now();
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         samples.push_back((now, total));
-        while samples.len() > 2 && now.duration_since(samples[1].0) >= Duration::from_secs(60) {
+        while samples.len() > 2 && now.duration_since(samples[1].0) >= RATE_WINDOW {
             samples.pop_front();
         }
-        while samples.len() > 1000 {
-            samples.pop_front();
-        }
+    }
+
+    /// Events accepted per minute over the last minute (`None` until the
+    /// samples span a few seconds).
+    fn events_per_minute(&self, total: u64) -> Option<f64> {
+        self.sample(total);
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         let (t0, n0) = *samples.front()?;
-        let secs = now.duration_since(t0).as_secs_f64();
-        (secs >= 5.0).then(|| (total.saturating_sub(n0)) as f64 * 60.0 / secs)
+        let (t1, _) = *samples.back()?;
+        let secs = t1.duration_since(t0).as_secs_f64();
+        (secs >= SAMPLE_EVERY.as_secs_f64()).then(|| total.saturating_sub(n0) as f64 * 60.0 / secs)
     }
 }
 

@@ -775,6 +775,15 @@ async fn console_refuses_a_cross_site_form_post() {
         .await
         .unwrap();
     assert_eq!(other_origin.status(), 403, "another origin");
+    // Bad input is a clear error on the form, which keeps what was typed.
+    let mut bad = right.clone();
+    bad.retain(|(k, _)| *k != "data");
+    bad.push(("data", "{\"caller\": ".to_owned()));
+    let answer = post(bad, None).await.unwrap();
+    assert_eq!(answer.status(), 400);
+    let html = answer.text().await.unwrap();
+    assert!(html.contains("the data is not JSON"), "{html}");
+    assert!(html.contains("{&quot;caller&quot;: </textarea>"), "{html}");
     let ok = post(right, None).await.unwrap();
     assert_eq!(ok.status(), 303, "the console's own form is taken");
 }
