@@ -83,6 +83,8 @@ function livePreview() {
     clearTimeout(timer);
     timer = setTimeout(run, 400);
   });
+  // Show the preview for the event already in the form.
+  if (!out.dataset.rendered) run();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
