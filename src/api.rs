@@ -216,6 +216,43 @@ pub struct Preview {
     pub text: Option<String>,
 }
 
+/// `POST /v1/pushes/{name}/send` request body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// The event (`{id,type,time,data}`); optional for `schedule:` pushes.
+    pub event: Option<serde_json::Value>,
+    /// Attempts at most (1 to 10, default 1), waiting between them as the
+    /// target asks or with backoff.
+    pub attempts: Option<u32>,
+}
+
+/// One attempt of `POST /v1/pushes/{name}/send`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentAttempt {
+    /// Its number, from 1.
+    pub attempt: u32,
+    /// `METHOD URL` or `SMTP host:port` (no secrets).
+    pub target: Option<String>,
+    /// `delivered`, `retry` or `failed`.
+    pub outcome: String,
+    /// The outcome as `send` prints it (status, reference, reason).
+    pub summary: String,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// `POST /v1/pushes/{name}/send`: what happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    /// The push.
+    pub push: String,
+    /// Why it was not sent, if the push does not apply to the event.
+    pub skipped: Option<String>,
+    /// The attempts made, in order.
+    pub attempts: Vec<SentAttempt>,
+}
+
 /// `POST /v1/hooks/{type}`, `POST /v1/events`: what ingest did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ingested {
@@ -295,5 +332,40 @@ mod tests {
             }
         );
         assert_eq!(Problem::from_reason("odd").code, "needs_reauth");
+    }
+
+    fn status(state: &str, warnings: &[&str], idle_days: i64) -> crate::oauth::AccountStatus {
+        let now: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+        crate::oauth::AccountStatus {
+            account: "ms_mail".into(),
+            configured: true,
+            state: state.into(),
+            reason: (state == "needs_reauth").then(|| "invalid_grant AADSTS70008: expired".into()),
+            access_token_expires: None,
+            has_refresh_token: true,
+            last_refresh: Some(now - chrono::Duration::days(idle_days)),
+            last_use: None,
+            last_error: None,
+            client_secret_expires: None,
+            warnings: warnings.iter().map(|w| w.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn expiring_means_ok_with_something_to_act_on() {
+        let now: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+        let view = |s| Account::from_status(&s, true, now);
+        assert_eq!(view(status("ok", &[], 1)).status, "ok");
+        assert_eq!(
+            view(status("ok", &["client secret expires"], 1)).status,
+            "expiring"
+        );
+        let idle = view(status("ok", &[], 85));
+        assert_eq!(idle.status, "expiring");
+        assert!(idle.warnings[0].contains("85 days"), "{:?}", idle.warnings);
+        let reauth = view(status("needs_reauth", &["client secret expires"], 1));
+        assert_eq!(reauth.status, "needs_reauth");
+        assert_eq!(reauth.problem.unwrap().code, "invalid_grant AADSTS70008");
+        assert!(view(status("ok", &[], 1)).encrypted);
     }
 }

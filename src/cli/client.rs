@@ -158,7 +158,9 @@ impl ApiClient {
             base: base.trim_end_matches('/').to_owned(),
             token,
             http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(120))
+                // `send` may wait between attempts as the target asks.
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .timeout(std::time::Duration::from_secs(15 * 60))
                 .build()?,
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()

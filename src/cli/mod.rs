@@ -635,6 +635,10 @@ fn send(
     event_path: Option<&Path>,
     attempts: u32,
 ) -> anyhow::Result<ExitCode> {
+    // A daemon holds the store: it sends.
+    if let Some(info) = client::running_daemon(data, store)? {
+        return remote::send(data, &info, push_arg, event_path, attempts);
+    }
     let (catalog, index) = select_push(dir, push_arg)?;
     let push = &catalog.pushes[index];
     let event = match (event_path, &push.trigger) {
@@ -829,25 +833,24 @@ fn deliveries(
         &format!("/v1/deliveries?{}", query.finish()),
         None,
     )?;
-    for e in body["deliveries"].as_array().into_iter().flatten() {
+    let body: crate::api::Deliveries = serde_json::from_value(body)
+        .context("the daemon's delivery log is not what this pushwerk expects")?;
+    for e in &body.deliveries {
         println!(
             "{}  {:<8} {}  event {}  attempt {}  job {}{}{}{}",
-            e["at"].as_str().unwrap_or_default(),
-            e["status"].as_str().unwrap_or_default(),
-            e["push"].as_str().unwrap_or_default(),
-            e["event_id"].as_str().unwrap_or_default(),
-            e["attempt"],
-            e["job_id"],
-            e["code"]
-                .as_u64()
-                .map(|c| format!("  ({c})"))
-                .unwrap_or_default(),
-            e["reference"]
-                .as_str()
+            e.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            e.status,
+            e.push,
+            e.event_id,
+            e.attempt,
+            e.job_id,
+            e.code.map(|c| format!("  ({c})")).unwrap_or_default(),
+            e.reference
+                .as_ref()
                 .map(|r| format!("  [{r}]"))
                 .unwrap_or_default(),
-            e["error"]
-                .as_str()
+            e.error
+                .as_ref()
                 .map(|r| format!("  {r}"))
                 .unwrap_or_default(),
         );
@@ -869,9 +872,14 @@ fn replay(
         data,
         server,
         "/v1/replay",
-        Some(serde_json::json!({ "job_id": job_id, "push": push })),
+        Some(serde_json::to_value(crate::api::ReplayRequest {
+            job_id,
+            push,
+        })?),
     )?;
-    let replayed = answer["replayed"].as_u64().unwrap_or(0) as usize;
+    let replayed = serde_json::from_value::<crate::api::Replayed>(answer)
+        .context("the daemon's answer to a replay is not what this pushwerk expects")?
+        .replayed;
     println!(
         "replayed {}",
         crate::config::diagnostic::counted(replayed, "dead letter", "dead letters")

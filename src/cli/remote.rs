@@ -11,7 +11,7 @@ use reqwest::Method;
 
 use super::client::{ApiClient, Body};
 use super::{ListFormat, OauthCommand};
-use crate::api::{Account, AccountChanged, Accounts, DaemonInfo, LoginStart};
+use crate::api::{Account, AccountChanged, Accounts, DaemonInfo, LoginStart, SendRequest, Sent};
 
 /// A path segment, percent-encoded.
 fn segment(s: &str) -> String {
@@ -26,7 +26,12 @@ fn as_status(a: &Account) -> crate::oauth::AccountStatus {
     crate::oauth::AccountStatus {
         account: a.name.clone(),
         configured: a.configured,
-        state: a.status.clone(),
+        // `expiring` is the API's word for `ok` with a warning.
+        state: if a.status == "expiring" {
+            "ok".to_owned()
+        } else {
+            a.status.clone()
+        },
         reason: a
             .problem
             .as_ref()
@@ -93,15 +98,19 @@ pub fn oauth(data: &Path, info: &DaemonInfo, cmd: OauthCommand) -> anyhow::Resul
             };
             let status: Vec<_> = answer.accounts.iter().map(as_status).collect();
             match format {
-                ListFormat::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+                // The same document as on the store.
+                ListFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "encrypted_at_rest": answer.encrypted_at_rest,
+                        "accounts": status,
+                    }))?
+                ),
                 ListFormat::Text => {
                     print!("{}", super::status_text(&status, answer.encrypted_at_rest))
                 }
             }
-            let bad = answer
-                .accounts
-                .iter()
-                .any(|a| a.status != "ok" && a.status != "expiring");
+            let bad = status.iter().any(|s| s.state != "ok");
             Ok(if bad {
                 ExitCode::from(1)
             } else {
@@ -134,4 +143,59 @@ pub fn oauth(data: &Path, info: &DaemonInfo, cmd: OauthCommand) -> anyhow::Resul
             }
         }
     }
+}
+
+/// `pushwerk send` through the daemon announced for `data`: the push of its
+/// folder, sent now with its token state; the same lines and exit status as
+/// on the store.
+pub fn send(
+    data: &Path,
+    info: &DaemonInfo,
+    push: &str,
+    event: Option<&Path>,
+    attempts: u32,
+) -> anyhow::Result<ExitCode> {
+    if Path::new(push).is_file() {
+        bail!(
+            "a daemon holds {}: it sends the pushes of its folder, so name one (a push file is sent only when no daemon runs)",
+            data.display()
+        );
+    }
+    let api = ApiClient::admin(data, &info.url)?;
+    eprintln!(
+        "# a daemon holds {}: asking it at {}",
+        data.display(),
+        api.base()
+    );
+    let event = event
+        .map(|p| super::read_event(p).and_then(|e| Ok(serde_json::to_value(e)?)))
+        .transpose()?;
+    let sent: Sent = api.call(
+        Method::POST,
+        &format!("/v1/pushes/{}/send", segment(push)),
+        Some(Body::Json(serde_json::to_value(SendRequest {
+            event,
+            attempts: Some(attempts.max(1)),
+        })?)),
+    )?;
+    if let Some(reason) = &sent.skipped {
+        println!("skipped: {reason}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for a in &sent.attempts {
+        let target = a
+            .target
+            .as_ref()
+            .map(|t| format!(" → {t}"))
+            .unwrap_or_default();
+        println!(
+            "{} attempt {}{target}: {} ({} ms)",
+            sent.push, a.attempt, a.summary, a.duration_ms
+        );
+    }
+    Ok(match sent.attempts.last().map(|a| a.outcome.as_str()) {
+        Some("delivered") => ExitCode::SUCCESS,
+        Some("retry") => ExitCode::from(75),
+        _ => ExitCode::from(1),
+    })
 }

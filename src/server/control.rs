@@ -111,6 +111,9 @@ pub struct Control {
     redirect_uri: String,
     logins: Mutex<HashMap<String, Pending>>,
     client: crate::oauth::client::TokenClient,
+    /// `send` through the daemon: its resolver (token state, single-flight)
+    /// with a sender of its own. Made on first use.
+    deliverer: std::sync::OnceLock<crate::engine::Deliverer>,
 }
 
 impl std::fmt::Debug for Control {
@@ -134,6 +137,7 @@ impl Control {
             redirect_uri: redirect_uri(listen, options.public_url.as_deref())?,
             logins: Mutex::new(HashMap::new()),
             client: crate::oauth::client::TokenClient::new(Duration::from_secs(30)),
+            deliverer: std::sync::OnceLock::new(),
         })
     }
 
@@ -145,6 +149,7 @@ impl Control {
             redirect_uri: default_redirect_uri(listen),
             logins: Mutex::new(HashMap::new()),
             client: crate::oauth::client::TokenClient::new(Duration::from_secs(30)),
+            deliverer: std::sync::OnceLock::new(),
         }
     }
 
@@ -170,6 +175,7 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route("/oauth/callback", get(login_callback))
         .route("/v1/events/{id}", get(event_history))
         .route("/v1/pushes/{name}/preview", post(preview))
+        .route("/v1/pushes/{name}/send", post(send_now))
         .route("/v1/hooks/{type}", post(hook))
 }
 
@@ -396,7 +402,17 @@ async fn refresh(
     if !daemon.catalog().accounts.contains_key(&name) {
         return unknown_account(&daemon, &name);
     }
-    if let Err(e) = daemon.resolver().refresh_now(&name).await {
+    // The refresh writes the rotated tokens durably: off the async workers.
+    let resolver = daemon.resolver().clone();
+    let handle = tokio::runtime::Handle::current();
+    let account = name.clone();
+    let refreshed = blocking(move || {
+        handle
+            .block_on(resolver.refresh_now(&account))
+            .map(|_token| ())
+    })
+    .await;
+    if let Err(e) = refreshed {
         return oauth_failure(&daemon, &name, e);
     }
     changed(&daemon, &name, false).await
@@ -830,4 +846,183 @@ async fn hook(
         data,
     };
     super::accept_events(&daemon, &health, vec![event], Some(id)).await
+}
+
+/// Attempts of one `send` at most.
+pub const MAX_SEND_ATTEMPTS: u32 = 10;
+
+/// `pushwerk send` through the daemon: one push, now, through the same
+/// path as the daemon's deliveries (the daemon's token state), answered
+/// when the attempts are over. Admin only: it sends with the account's
+/// token outside the queue.
+async fn send_now(
+    State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
+    Extension(BodyTimeout(timeout)): Extension<BodyTimeout>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(r) = require_admin(&control.auth, &headers) {
+        return r;
+    }
+    let body = match read_body(&headers, body, daemon.config.max_body, timeout).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let request: api::SendRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        api::SendRequest::default()
+    } else {
+        if let Err(e) = crate::event::check_json(&body, MAX_DEPTH + 1) {
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("expected {{\"event\": {{…}}, \"attempts\": N}} (both optional): {e}"),
+                )
+            }
+        }
+    };
+    let attempts = request.attempts.unwrap_or(1);
+    if !(1..=MAX_SEND_ATTEMPTS).contains(&attempts) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("`attempts` must be 1 to {MAX_SEND_ATTEMPTS}"),
+        );
+    }
+    let catalog = daemon.catalog();
+    let Some(push) = catalog.pushes.iter().find(|p| p.name() == name) else {
+        let hint =
+            crate::config::did_you_mean(&name, catalog.pushes.iter().map(|p| p.name().to_owned()));
+        return not_found(format!("no push named `{name}`{hint}"));
+    };
+    let event = match (request.event, &push.trigger) {
+        (Some(v), _) => {
+            let event: Event = match serde_json::from_value(v) {
+                Ok(e) => e,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("event: {e}")),
+            };
+            if let Err(e) = event.validate() {
+                return error(StatusCode::BAD_REQUEST, format!("event: {e}"));
+            }
+            event
+        }
+        (None, crate::config::Trigger::Schedule(_)) => {
+            Event::schedule_tick(push.name(), Utc::now())
+        }
+        (None, crate::config::Trigger::Event(on)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("push `{name}` fires on `{on}` events: give one as `event`"),
+            )
+        }
+    };
+    let deliverer = control.deliverer.get_or_init(|| {
+        crate::engine::Deliverer::new(
+            daemon.resolver().clone(),
+            crate::engine::Sender::new(Duration::from_secs(30)),
+            daemon.config.endpoints.clone(),
+            daemon.config.retry_after_cap,
+        )
+    });
+    let mut made = Vec::new();
+    let delivery = deliverer
+        .deliver_with_retries(
+            &catalog,
+            push,
+            &event,
+            attempts,
+            push.spec.retry.max_age.0,
+            &daemon.config.backoff,
+            |n, a| {
+                made.push(api::SentAttempt {
+                    attempt: n,
+                    target: a.target.clone(),
+                    outcome: match a.outcome {
+                        crate::dispatch::Outcome::Delivered { .. } => "delivered",
+                        crate::dispatch::Outcome::Retry { .. } => "retry",
+                        _ => "failed",
+                    }
+                    .to_owned(),
+                    summary: a.outcome.summary(),
+                    duration_ms: a.duration.as_millis() as u64,
+                })
+            },
+        )
+        .await;
+    let skipped = match delivery {
+        crate::engine::Delivery::Skipped(reason) => Some(reason),
+        crate::engine::Delivery::Attempted(_) => None,
+    };
+    tracing::info!(push = %name, attempts = made.len(), "sent through the API");
+    Json(api::Sent {
+        push: name,
+        skipped,
+        attempts: made,
+    })
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uri_follows_public_url_else_listen_address() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            redirect_uri(at("127.0.0.1:8787"), None).unwrap(),
+            "http://localhost:8787/oauth/callback"
+        );
+        assert_eq!(
+            redirect_uri(at("0.0.0.0:9000"), None).unwrap(),
+            "http://localhost:9000/oauth/callback"
+        );
+        assert_eq!(
+            redirect_uri(at("10.1.2.3:9000"), None).unwrap(),
+            "http://10.1.2.3:9000/oauth/callback"
+        );
+        assert_eq!(
+            redirect_uri(at("10.1.2.3:9000"), Some("https://p.example.com/base/")).unwrap(),
+            "https://p.example.com/base/oauth/callback"
+        );
+        for bad in [
+            "p.example.com",
+            "ftp://p.example.com",
+            "https://p.example.com/?a=b",
+            "https://u:p@p.example.com",
+            "https://p.example.com/#x",
+        ] {
+            assert!(redirect_uri(at("127.0.0.1:1"), Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pages_escape_markup_and_quotes() {
+        assert_eq!(
+            html_escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn hook_ids_prefer_headers_then_hash_type_and_body() {
+        let mut h = HeaderMap::new();
+        let hashed = hook_id(&h, "form.sent", b"{}").unwrap();
+        assert!(
+            hashed.starts_with("sha256:") && hashed.len() == 7 + 64,
+            "{hashed}"
+        );
+        assert_ne!(hashed, hook_id(&h, "form.other", b"{}").unwrap());
+        assert_eq!(hashed, hook_id(&h, "form.sent", b"{}").unwrap());
+        h.insert("x-request-id", "req-1".parse().unwrap());
+        assert_eq!(hook_id(&h, "form.sent", b"{}").unwrap(), "req-1");
+        h.insert("idempotency-key", "key-1".parse().unwrap());
+        assert_eq!(hook_id(&h, "form.sent", b"{}").unwrap(), "key-1");
+        h.insert("idempotency-key", "".parse().unwrap());
+        assert!(hook_id(&h, "form.sent", b"{}").is_err());
+    }
 }

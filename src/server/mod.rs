@@ -308,7 +308,10 @@ async fn deliveries(
         q.status.as_deref(),
         q.limit.unwrap_or(100).min(10_000),
     ) {
-        Ok(entries) => Json(json!({ "deliveries": entries })).into_response(),
+        Ok(entries) => Json(crate::api::Deliveries {
+            deliveries: entries,
+        })
+        .into_response(),
         Err(e) => read_failed(e),
     }
 }
@@ -335,12 +338,7 @@ async fn dead_letters(
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ReplayRequest {
-    job_id: Option<u64>,
-    push: Option<String>,
-}
+use crate::api::ReplayRequest;
 
 async fn replay(
     State(daemon): State<Arc<Daemon>>,
@@ -381,7 +379,10 @@ async fn replay(
                 .unwrap_or(0);
             (
                 StatusCode::OK,
-                Json(json!({ "replayed": n, "damaged": damaged })),
+                Json(crate::api::Replayed {
+                    replayed: n,
+                    damaged,
+                }),
             )
                 .into_response()
         }

@@ -363,6 +363,7 @@ async fn accounts_need_the_admin_token_and_never_show_a_token() {
         (Method::PUT, "/v1/accounts/ms_mail/tokens"),
         (Method::POST, "/v1/accounts/ms_mail/refresh"),
         (Method::GET, "/oauth/ms_mail/start"),
+        (Method::POST, "/v1/pushes/mail/send"),
     ] {
         for token in [None, Some(INGEST), Some("wrong")] {
             let (status, body) = served
@@ -689,6 +690,14 @@ async fn oauth_import_into_a_running_daemon_then_the_waiting_delivery_goes_out()
     let out = world.pushwerk(&["oauth", "status"], None).await;
     assert!(out.status.success(), "{}", out_text(&out));
     assert!(out_text(&out).contains("ms_mail: ok"), "{}", out_text(&out));
+    let out = world
+        .pushwerk(&["oauth", "status", "--format", "json"], None)
+        .await;
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON status");
+    assert_eq!(doc["encrypted_at_rest"], false, "{doc}");
+    assert_eq!(doc["accounts"][0]["account"], "ms_mail", "{doc}");
+    assert_eq!(doc["accounts"][0]["state"], "ok", "{doc}");
+    assert_eq!(doc["accounts"][0]["has_refresh_token"], true, "{doc}");
 
     let out = world.pushwerk(&["oauth", "refresh", "ms_mail"], None).await;
     assert!(out.status.success(), "{}", out_text(&out));
@@ -708,6 +717,40 @@ async fn oauth_import_into_a_running_daemon_then_the_waiting_delivery_goes_out()
     assert_eq!(graph.requests()[0].status, 202);
     assert_eq!(graph.sent_messages()[0]["message"]["subject"], "Call imp-1");
 
+    // `send` while the daemon runs: sent by the daemon, same lines.
+    let event_file = world.tmp.path().join("send-1.json");
+    std::fs::write(&event_file, event("send-1").to_string()).unwrap();
+    let out = world
+        .pushwerk(
+            &["send", "mail", "--event", event_file.to_str().unwrap()],
+            None,
+        )
+        .await;
+    assert!(out.status.success(), "{}", out_text(&out));
+    assert!(
+        out_text(&out).contains("mail attempt 1 → POST ")
+            && out_text(&out).contains("delivered (202)"),
+        "{}",
+        out_text(&out)
+    );
+    assert!(graph.wait_for_requests(2, Duration::from_secs(15)).await);
+    assert_eq!(
+        graph.sent_messages()[1]["message"]["subject"],
+        "Call send-1"
+    );
+    let out = world
+        .pushwerk(
+            &["send", "mial", "--event", event_file.to_str().unwrap()],
+            None,
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", out_text(&out));
+    assert!(
+        out_text(&out).contains("did you mean `mail`"),
+        "{}",
+        out_text(&out)
+    );
+
     // The event's history: the dead attempt and the delivery.
     let history = poll("two attempts of imp-1", Duration::from_secs(10), || async {
         let (_, h) = served
@@ -725,6 +768,23 @@ async fn oauth_import_into_a_running_daemon_then_the_waiting_delivery_goes_out()
         .collect();
     assert_eq!(statuses, ["dead", "delivered"], "{history}");
     assert_eq!(history["dead_letters"], json!([]));
+    let out = world
+        .pushwerk(&["deliveries", "--push", "mail"], None)
+        .await;
+    assert!(out.status.success(), "{}", out_text(&out));
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("delivered mail  event imp-1  attempt 1")),
+        "{lines}"
+    );
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("dead     mail  event imp-1  attempt 1")),
+        "{lines}"
+    );
 
     // After the daemon stops, the announcement is gone and the CLI uses the store.
     let mut served = served;
@@ -922,6 +982,20 @@ async fn public_url_sets_the_redirect_uri() {
         "https://pushwerk.example.com/oauth/callback"
     );
     drop(served);
+    // Killed (SIGKILL on drop): its announcement is left behind, and the
+    // CLI, finding the store unlocked, uses the store.
+    assert!(world.data().join("daemon.json").exists());
+    let out = world.pushwerk(&["oauth", "status", "ms_mail"], None).await;
+    assert!(
+        out_text(&out).contains("ms_mail: no_tokens"),
+        "{}",
+        out_text(&out)
+    );
+    assert!(
+        !out_text(&out).contains("asking it at"),
+        "{}",
+        out_text(&out)
+    );
     let out = world
         .pushwerk(
             &[
@@ -1201,4 +1275,76 @@ async fn preview_shows_the_request_with_secrets_masked() {
         .await;
     assert_eq!(status, 401);
     assert!(!served.log_text().contains("PREVIEW-SECRET-AT"));
+}
+
+/// `oauth login` while the daemon runs: the CLI prints the daemon's sign-in
+/// URL, the browser goes through the provider to the daemon's callback, and
+/// the CLI ends once the daemon has stored the tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth_login_through_a_running_daemon_waits_for_its_callback() {
+    let identity = IdentityMock::start(MockConfig::default()).await;
+    let world = World::new(&[("accounts.yaml", &account_yaml(&identity))]);
+    let served = world.start(&[]).await;
+    let mut cmd = base_command(&world.pushes(), &world.data());
+    cmd.args(["oauth", "login", "ms_mail"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut guard = KillOnDrop(Some(cmd.spawn().expect("login runs")));
+    let child = guard.0.as_mut().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // Read stderr on a thread until the authorize URL shows.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let url = poll("the sign-in URL on stderr", Duration::from_secs(15), || {
+        let found = rx
+            .try_iter()
+            .find(|l| l.starts_with(&identity.authorize_url()));
+        async move { found }
+    })
+    .await;
+    assert!(
+        url.contains(&format!("localhost%3A{}%2Foauth%2Fcallback", served.port)),
+        "{url}"
+    );
+    let r = served.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let back = r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .replace("localhost", "127.0.0.1");
+    let r = served.http.get(&back).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let status = poll("the login to end", Duration::from_secs(15), || {
+        let s = child.try_wait().expect("try_wait");
+        async move { s }
+    })
+    .await;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("signed in: stored tokens of `ms_mail` in the running daemon"),
+        "{out}"
+    );
+}
+
+/// A child process killed when the test ends, whatever happens.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
