@@ -442,6 +442,15 @@ async fn console_shows_pushes_finds_a_parameter_and_previews_a_push() {
         )
         .await;
     assert_eq!(time[0], time[2], "{time}");
+    // The browser runs at UTC+5:30 (webdriver::BROWSER_TZ): the shown time
+    // of day is the UTC one plus 5:30.
+    let utc = chrono::DateTime::parse_from_rfc3339(time[0].as_str().unwrap()).unwrap();
+    let local = (utc + chrono::Duration::minutes(330)).naive_utc();
+    let shown = local.format("%-I:%M:%S").to_string();
+    assert!(
+        time[1].as_str().unwrap().contains(&shown),
+        "{time}: expected the time of day {shown} (UTC+5:30)"
+    );
     assert_ne!(
         time[0], time[1],
         "the time is converted for display: {time}"

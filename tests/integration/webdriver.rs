@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 /// The W3C element identifier key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// The time zone the browser runs in.
+pub const BROWSER_TZ: &str = "Asia/Kolkata";
+
 /// A running chromedriver; killed when dropped.
 pub struct Driver {
     child: Child,
@@ -63,6 +66,9 @@ impl Driver {
             let port = free_port();
             let child = Command::new(&binary)
                 .arg(format!("--port={port}"))
+                // The browser's time zone (UTC+5:30 all year), so that a
+                // test sees times converted to it, not shown in UTC.
+                .env("TZ", BROWSER_TZ)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -103,7 +109,7 @@ impl Driver {
                     "args": [
                         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                         "--disable-background-networking", "--disable-component-update",
-                        "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                        "--disable-sync", "--no-first-run", "--hide-scrollbars", "--lang=en-US",
                         format!("--user-data-dir={}", profile.display()),
                         format!("--window-size={width},{height}"),
                     ]
