@@ -569,7 +569,9 @@ async fn overview(
     let files = daemon.files();
     let broken = files
         .iter()
-        .filter(|f| !f.diagnostics.is_empty() && f.diagnostics.iter().any(|d| d.contains("error")))
+        .filter(|f| {
+            !f.diagnostics.is_empty() && f.diagnostics.iter().any(|d| d.contains(": error: "))
+        })
         .count();
     console.page(
         "overview.html",

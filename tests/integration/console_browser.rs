@@ -261,6 +261,9 @@ async fn console_shows_pushes_finds_a_parameter_and_previews_a_push() {
     let secrets = [served.admin_token(), INGEST_TOKEN.to_owned()];
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     assert_no_secret(&browser, &secrets).await;
+    let overview = browser.body_text().await;
+    assert!(overview.contains("1 broken file(s)"), "{overview}");
+    assert!(overview.contains("ms_mail: no_tokens"), "{overview}");
     shoot(&browser, "overview").await;
 
     // Pushes: the one in force, and the broken file's diagnostic with its place.
