@@ -16,6 +16,7 @@ pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod dispatch;
 pub mod engine;

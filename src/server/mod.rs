@@ -65,6 +65,7 @@ pub fn router_control(daemon: Arc<Daemon>, options: ServeOptions, control: Arc<C
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::console::router(&daemon))
         .layer(Extension(control))
         .layer(Extension(BodyTimeout(options.body_timeout)))
         .layer(Extension(Arc::new(StoreHealth::default())))
