@@ -199,6 +199,7 @@ impl Deliverer {
                     .await
                 }
             };
+            let outcome = outcome.masked(tokens.iter().map(|(a, t)| (a.as_str(), t.as_str())));
             match outcome {
                 Outcome::RefreshAndRetry {
                     status,
