@@ -50,10 +50,31 @@ impl Event {
         Ok(event)
     }
 
-    /// Checks what serde cannot: non-empty id and type, and `data` an object.
+    /// Checks what serde cannot: non-empty id and type, both bounded, the id
+    /// one line, and `data` an object.
     pub fn validate(&self) -> Result<(), EventError> {
         if self.id.trim().is_empty() {
             return Err(EventError::Invalid("`id` must not be empty".into()));
+        }
+        // The id becomes store keys and log fields: a megabyte of id, or
+        // a line break forging log lines, is refused.
+        if self.id.len() > MAX_ID_BYTES {
+            return Err(EventError::Invalid(format!(
+                "`id` is {} bytes long; at most {MAX_ID_BYTES} are allowed",
+                self.id.len()
+            )));
+        }
+        if let Some(c) = self.id.chars().find(|c| c.is_control()) {
+            return Err(EventError::Invalid(format!(
+                "`id` contains the control character U+{:04X}",
+                u32::from(c)
+            )));
+        }
+        if self.event_type.len() > MAX_ID_BYTES {
+            return Err(EventError::Invalid(format!(
+                "`type` is {} bytes long; at most {MAX_ID_BYTES} are allowed",
+                self.event_type.len()
+            )));
         }
         if !is_valid_event_type(&self.event_type) {
             return Err(EventError::Invalid(format!(
@@ -77,6 +98,9 @@ impl Event {
         }
     }
 }
+
+/// The longest event `id` and `type` accepted, in bytes (UTF-8).
+pub const MAX_ID_BYTES: usize = 256;
 
 /// Whether `s` is a well-formed event type such as `call.ended`.
 pub fn is_valid_event_type(s: &str) -> bool {

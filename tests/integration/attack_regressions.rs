@@ -407,3 +407,34 @@ async fn a_retry_after_beyond_64_bits_waits_the_capped_time() {
     );
     assert_eq!(target.requests().len(), 1, "no early retry");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_id_must_be_short_and_one_line() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let daemon = Daemon::start(tmp.path(), &[], &[], &[]);
+    let post = |body: String| {
+        let url = format!("http://127.0.0.1:{}/v1/events", daemon.port);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth("attack-test-token")
+                .body(body)
+                .send()
+                .await
+                .expect("POST /v1/events");
+            (r.status().as_u16(), r.text().await.expect("answer"))
+        }
+    };
+    // Half a megabyte of id became store keys and log fields.
+    let (status, answer) = post(event(&"x".repeat(500_000))).await;
+    assert_eq!(status, 400, "{}", &answer[..answer.len().min(300)]);
+    assert!(answer.contains("`id`") && answer.len() < 1000, "{answer}");
+    // A line break in an id forged lines in the text log.
+    let forged = r#"e1\n2026-01-01T00:00:00Z ERROR forged line"#;
+    let (status, answer) = post(event(forged)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("control character"), "{answer}");
+    // An ordinary id still goes in.
+    let (status, answer) = post(event("evt-0001")).await;
+    assert_eq!(status, 202, "{answer}");
+}
