@@ -438,3 +438,46 @@ async fn an_event_id_must_be_short_and_one_line() {
     let (status, answer) = post(event("evt-0001")).await;
     assert_eq!(status, 202, "{answer}");
 }
+
+#[test]
+fn check_warns_of_an_event_value_put_into_a_url_path_unencoded() {
+    // `https://api.example.com/v1/leads/<< event.id >>` with id
+    // `../../admin?x=1` sent the request to `/admin?x=1`, and `check` said
+    // nothing (it warns only when a parameter decides the host).
+    let push = |name: &str, url: &str| {
+        format!("name: {name}\non: call.ended\nhttp:\n  url: \"{url}\"\n  json:\n    a: 1\n")
+    };
+    let dir = crate::util::folder(&[
+        (
+            "raw.yaml",
+            &push("raw", "https://api.example.com/v1/leads/<< event.id >>"),
+        ),
+        (
+            "encoded.yaml",
+            &push(
+                "encoded",
+                "https://api.example.com/v1/leads/<< event.id | path >>",
+            ),
+        ),
+        (
+            "query.yaml",
+            &push(
+                "query",
+                "https://api.example.com/v1/leads?id=<< event.id | urlencode >>&x=<< event.y >>",
+            ),
+        ),
+        (
+            "fixed.yaml",
+            &push("fixed", "https://api.example.com/v1/<< push.name >>"),
+        ),
+    ]);
+    let out = pushwerk_in(dir.path(), &["check", "."], &[]);
+    let text = stderr(&out) + &stdout(&out);
+    let warned: Vec<&str> = text.lines().filter(|l| l.contains("unencoded")).collect();
+    assert_eq!(warned.len(), 1, "{text}");
+    assert!(
+        warned[0].starts_with("./raw.yaml:4:8: warning:")
+            && warned[0].contains("<< event.id | path >>"),
+        "{text}"
+    );
+}
