@@ -31,14 +31,28 @@ fn empty_object() -> serde_json::Value {
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
     /// The text is not JSON or does not have the event's shape.
+    // The cause is in the message and not also a `source`: `{:#}` (the
+    // CLI's error chain) printed it twice.
     #[error("malformed event: {0}")]
-    Malformed(#[from] serde_json::Error),
+    Malformed(serde_json::Error),
     /// A field has an unusable value.
     #[error("invalid event: {0}")]
     Invalid(String),
     /// The JSON is beyond what pushwerk keeps exactly (see [`check_json`]).
     #[error("refused event: {0}")]
-    Refused(#[from] JsonRefusal),
+    Refused(JsonRefusal),
+}
+
+impl From<serde_json::Error> for EventError {
+    fn from(e: serde_json::Error) -> EventError {
+        EventError::Malformed(e)
+    }
+}
+
+impl From<JsonRefusal> for EventError {
+    fn from(e: JsonRefusal) -> EventError {
+        EventError::Refused(e)
+    }
 }
 
 impl Event {

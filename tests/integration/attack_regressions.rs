@@ -481,3 +481,20 @@ fn check_warns_of_an_event_value_put_into_a_url_path_unencoded() {
         "{text}"
     );
 }
+
+#[test]
+fn a_malformed_event_file_is_explained_once() {
+    // `error: event file ev.json: malformed event: missing field `time` at
+    // line 1 column 30: missing field `time` at line 1 column 30`.
+    let dir = crate::util::folder(&[
+        (
+            "pushes/hook.yaml",
+            "name: hook\non: call.ended\nhttp:\n  url: https://example.com/in\n  json:\n    a: 1\n",
+        ),
+        ("ev.json", r#"{"id":"e1","type":"call.ended","data":{}}"#),
+    ]);
+    let out = pushwerk_in(dir.path(), &["dry-run", "hook", "--event", "ev.json"], &[]);
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    assert_eq!(text.matches("missing field `time`").count(), 1, "{text}");
+}
