@@ -498,3 +498,47 @@ fn a_malformed_event_file_is_explained_once() {
     let text = stderr(&out);
     assert_eq!(text.matches("missing field `time`").count(), 1, "{text}");
 }
+
+#[test]
+fn an_event_cannot_pick_a_definitions_or_hidden_file_as_attachment() {
+    // With `path: "<< event.doc >>"` the folder is the push file's own: an
+    // event naming `accounts.yaml` (or `.env`) mailed it, client secret
+    // and all.
+    let push = "name: mail\non: call.ended\ngraph_mail:\n  account: acc\n  to: [\"a@example.com\"]\n  subject: s\n  text: t\n  attachments:\n    - name: doc\n      path: \"<< event.doc >>\"\n";
+    let account = "kind: oauth_account\nname: acc\ntoken_url: https://login.example.com/token\nclient_id: c\nclient_secret: literal-secret-canary-J8\nscope: s\n";
+    let dir = crate::util::folder(&[
+        ("pushes/mail.yaml", push),
+        ("pushes/accounts.yaml", account),
+        ("pushes/.env", "SECRET=env-secret-canary-K3\n"),
+        ("pushes/offer.pdf", "%PDF-1.4 offer\n"),
+    ]);
+    let run = |doc: &str| {
+        let event = format!(
+            r#"{{"id":"e1","type":"call.ended","time":"2026-01-01T00:00:00Z","data":{{"doc":"{doc}"}}}}"#
+        );
+        std::fs::write(dir.path().join("ev.json"), event).expect("event");
+        pushwerk_in(
+            dir.path(),
+            &["dry-run", "mail", "--event", "ev.json", "--format", "json"],
+            &[],
+        )
+    };
+    use base64::Engine as _;
+    for (doc, canary) in [
+        ("accounts.yaml", "literal-secret-canary-J8"),
+        (".env", "env-secret-canary-K3"),
+    ] {
+        let out = run(doc);
+        let text = stdout(&out) + &stderr(&out);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(canary);
+        assert!(!out.status.success(), "{doc} was attached: {text}");
+        assert!(
+            !text.contains(canary) && !text.contains(&encoded[..16]),
+            "{doc}: {text}"
+        );
+        assert!(text.contains("never attached"), "{doc}: {text}");
+    }
+    // An ordinary file beside the push is still attached.
+    let out = run("offer.pdf");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
