@@ -542,3 +542,71 @@ fn an_event_cannot_pick_a_definitions_or_hidden_file_as_attachment() {
     let out = run("offer.pdf");
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn sighup_while_the_daemon_starts_does_not_end_it() {
+    // SIGHUP's default action is to end the process; it was caught only
+    // once the folder watch started, so a `systemctl reload` (or a
+    // logrotate hook) during the start killed the daemon.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(tmp.path().join("pushes")).expect("mkdir");
+    let port = free_port();
+    let data = tmp.path().join("data");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    cmd.arg("--dir")
+        .arg(tmp.path().join("pushes"))
+        .arg("--data")
+        .arg(&data)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("PUSHWERK_INGEST_TOKEN", "attack-test-token")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for name in EXAMPLE_ENV {
+        cmd.env_remove(name);
+    }
+    let mut daemon = Daemon {
+        child: cmd.spawn().expect("pushwerk serve starts"),
+        port,
+        log: tmp.path().join("no.log"),
+    };
+    let pid = daemon.child.id() as libc::pid_t;
+    // The data directory appears when the store opens: the daemon is
+    // starting. Hang up on it from then until it answers.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !data.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the data directory never appeared"
+        );
+        assert!(
+            daemon.child.try_wait().expect("try_wait").is_none(),
+            "exited early"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut sent = 0;
+    while !daemon.healthz(Duration::from_millis(200)) {
+        if let Some(status) = daemon.child.try_wait().expect("try_wait") {
+            panic!("the daemon ended after {sent} SIGHUPs during its start: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not answer within 15 s"
+        );
+        // SAFETY: `pid` is our own child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    assert!(
+        daemon.healthz(Duration::from_secs(2)),
+        "answering after a SIGHUP"
+    );
+    assert!(
+        daemon.child.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
+}
