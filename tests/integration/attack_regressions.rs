@@ -610,3 +610,75 @@ fn sighup_while_the_daemon_starts_does_not_end_it() {
         "still running"
     );
 }
+
+/// An SMTP server that answers `AUTH …` with `535 … rejected <argument>
+/// (<argument decoded>)`, as a chatty server may. Serves one session.
+fn smtp_server_echoing_auth() -> (u16, std::thread::JoinHandle<()>) {
+    use base64::Engine as _;
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let handle = std::thread::spawn(move || {
+        let Ok((mut c, _)) = listener.accept() else {
+            return;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut lines = std::io::BufReader::new(c.try_clone().expect("clone")).lines();
+        let _ = c.write_all(b"220 echo ESMTP\r\n");
+        for _ in 0..20 {
+            let Some(Ok(line)) = lines.next() else { return };
+            let upper = line.to_ascii_uppercase();
+            let answer = if upper.starts_with("EHLO") {
+                "250-echo\r\n250 AUTH PLAIN LOGIN\r\n".to_owned()
+            } else if upper.starts_with("AUTH") {
+                let arg = line
+                    .split_whitespace()
+                    .nth(2)
+                    .unwrap_or_default()
+                    .to_owned();
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(&arg)
+                    .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                    .unwrap_or_default();
+                format!("535 5.7.8 rejected {arg} ({decoded})\r\n")
+            } else if upper.starts_with("QUIT") {
+                let _ = c.write_all(b"221 bye\r\n");
+                return;
+            } else {
+                "250 ok\r\n".to_owned()
+            };
+            let _ = c.write_all(answer.as_bytes());
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn an_smtp_server_echoing_the_auth_line_does_not_get_the_password_into_output() {
+    use base64::Engine as _;
+    const PASSWORD: &str = "smtp-password-canary-Q7";
+    let (port, server) = smtp_server_echoing_auth();
+    let push = format!(
+        "name: mail\non: call.ended\nsmtp:\n  host: 127.0.0.1\n  port: {port}\n  tls: none\n  auth:\n    username: office@example.com\n    password: ${{env:SMTP_PASSWORD}}\n  from: office@example.com\n  to: [sales@example.com]\n  subject: s\n  text: t\n"
+    );
+    let dir = crate::util::folder(&[
+        ("pushes/mail.yaml", &push),
+        (
+            "ev.json",
+            r#"{"id":"e1","type":"call.ended","time":"2026-01-01T00:00:00Z","data":{}}"#,
+        ),
+    ]);
+    let out = pushwerk_in(
+        dir.path(),
+        &["send", "mail", "--event", "ev.json"],
+        &[("SMTP_PASSWORD", PASSWORD)],
+    );
+    server.join().expect("the server ran");
+    let text = stdout(&out) + &stderr(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("535") && text.contains("rejected"), "{text}");
+    let plain = base64::engine::general_purpose::STANDARD
+        .encode(format!("\0office@example.com\0{PASSWORD}"));
+    assert!(!text.contains(PASSWORD), "{text}");
+    assert!(!text.contains(&plain), "{text}");
+}
