@@ -113,10 +113,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome with each of `secrets` (name, value) replaced by
-    /// `‹oauth.name›` in every text that came from the target: a target
-    /// (or a proxy's error page) echoing the request's `Authorization`
-    /// must not put the access token into the log and the delivery log.
+    /// The outcome with each of `secrets` (label, value) replaced by
+    /// `‹label›` (`‹oauth.crm›`, `‹env:HOOK_KEY›`) in every text that came
+    /// from the target: a target (or a proxy's error page) echoing the
+    /// request's `Authorization` or an API-key header must not put the
+    /// secret into the log and the delivery log.
     pub fn masked<'a>(mut self, secrets: impl IntoIterator<Item = (&'a str, &'a str)>) -> Outcome {
         let secrets: Vec<(&str, &str)> = secrets
             .into_iter()
@@ -129,7 +130,7 @@ impl Outcome {
         let mask = |text: &mut String| {
             for (name, value) in &secrets {
                 if text.contains(value) {
-                    *text = text.replace(value, &format!("‹oauth.{name}›"));
+                    *text = text.replace(value, &format!("‹{name}›"));
                 }
             }
         };

@@ -208,7 +208,15 @@ impl Deliverer {
                     .await
                 }
             };
-            let outcome = outcome.masked(tokens.iter().map(|(a, t)| (a.as_str(), t.as_str())));
+            let labels: Vec<String> = tokens.keys().map(|a| format!("oauth.{a}")).collect();
+            let secrets = labels
+                .iter()
+                .map(String::as_str)
+                .zip(tokens.values().map(String::as_str))
+                .chain(push.compiled.secrets.iter().filter_map(|(label, secret)| {
+                    secret.as_ref().ok().map(|s| (label.as_str(), s.expose()))
+                }));
+            let outcome = outcome.masked(secrets);
             match outcome {
                 Outcome::RefreshAndRetry {
                     status,

@@ -8,8 +8,9 @@
 //! - a token endpoint (or a proxy's error page) echoing the token request
 //!   put the client secret and the refresh token into the log, the error
 //!   and `oauth status`;
-//! - a target echoing the request's `Authorization` put the access token
-//!   into the log and the delivery log (`GET /v1/deliveries`);
+//! - a target echoing the request's `Authorization` (or an API-key header)
+//!   put the access token (or the `${env:…}` key) into the log and the
+//!   delivery log (`GET /v1/deliveries`);
 //! - a `Retry-After` beyond 64 bits was ignored: the job was retried at
 //!   once instead of after the capped wait.
 
@@ -306,17 +307,18 @@ fn event(id: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_echoing_the_access_token_does_not_get_it_into_the_delivery_log() {
     const ACCESS_TOKEN: &str = "access-token-canary-M2P";
+    const API_KEY: &str = "api-key-canary-Z5T";
     let target = crate::mock_microsoft::HttpReceiver::start().await;
     target.respond_next(
         1,
         400,
         vec![],
-        &format!("bad credentials: Bearer {ACCESS_TOKEN}"),
+        &format!("bad credentials: Bearer {ACCESS_TOKEN}, key {API_KEY}"),
     );
     let tmp = tempfile::tempdir().expect("temp dir");
     let account = "kind: oauth_account\nname: crm\ntoken_url: http://127.0.0.1:9/token\nclient_id: c\nclient_secret: s3cret-value\nscope: s\n";
     let push = format!(
-        "name: echoed\non: call.ended\nhttp:\n  url: {}\n  headers:\n    Authorization: Bearer << oauth.crm >>\n  json:\n    id: \"<< push.event_id >>\"\n",
+        "name: echoed\non: call.ended\nhttp:\n  url: {}\n  headers:\n    Authorization: Bearer << oauth.crm >>\n    X-Api-Key: ${{env:HOOK_KEY}}\n  json:\n    id: \"<< push.event_id >>\"\n",
         target.url("/leads")
     );
     std::fs::create_dir_all(tmp.path().join("pushes")).expect("mkdir");
@@ -342,7 +344,12 @@ async fn a_target_echoing_the_access_token_does_not_get_it_into_the_delivery_log
         &[],
     );
     assert!(import.status.success(), "{}", stderr(&import));
-    let daemon = Daemon::start(tmp.path(), &[("echoed.yaml", &push)], &[], &[]);
+    let daemon = Daemon::start(
+        tmp.path(),
+        &[("echoed.yaml", &push)],
+        &[],
+        &[("HOOK_KEY", API_KEY)],
+    );
     assert_eq!(daemon.ingest(&event("e-echo")).await, 202);
     let log = poll(
         "the attempt is in the delivery log",
@@ -363,8 +370,13 @@ async fn a_target_echoing_the_access_token_does_not_get_it_into_the_delivery_log
         "the token in the delivery log: {text}"
     );
     assert!(
-        !daemon.log_text().contains(ACCESS_TOKEN),
-        "the token in the daemon's log:\n{}",
+        !text.contains(API_KEY),
+        "the API key in the delivery log: {text}"
+    );
+    assert!(text.contains("‹env:HOOK_KEY›"), "{text}");
+    assert!(
+        !daemon.log_text().contains(ACCESS_TOKEN) && !daemon.log_text().contains(API_KEY),
+        "a secret in the daemon's log:\n{}",
         daemon.log_text()
     );
 }
