@@ -31,14 +31,28 @@ fn empty_object() -> serde_json::Value {
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
     /// The text is not JSON or does not have the event's shape.
+    // The cause is in the message and not also a `source`: `{:#}` (the
+    // CLI's error chain) printed it twice.
     #[error("malformed event: {0}")]
-    Malformed(#[from] serde_json::Error),
+    Malformed(serde_json::Error),
     /// A field has an unusable value.
     #[error("invalid event: {0}")]
     Invalid(String),
     /// The JSON is beyond what pushwerk keeps exactly (see [`check_json`]).
     #[error("refused event: {0}")]
-    Refused(#[from] JsonRefusal),
+    Refused(JsonRefusal),
+}
+
+impl From<serde_json::Error> for EventError {
+    fn from(e: serde_json::Error) -> EventError {
+        EventError::Malformed(e)
+    }
+}
+
+impl From<JsonRefusal> for EventError {
+    fn from(e: JsonRefusal) -> EventError {
+        EventError::Refused(e)
+    }
 }
 
 impl Event {
@@ -50,10 +64,31 @@ impl Event {
         Ok(event)
     }
 
-    /// Checks what serde cannot: non-empty id and type, and `data` an object.
+    /// Checks what serde cannot: non-empty id and type, both bounded, the id
+    /// one line, and `data` an object.
     pub fn validate(&self) -> Result<(), EventError> {
         if self.id.trim().is_empty() {
             return Err(EventError::Invalid("`id` must not be empty".into()));
+        }
+        // The id becomes store keys and log fields: a megabyte of id, or
+        // a line break forging log lines, is refused.
+        if self.id.len() > MAX_ID_BYTES {
+            return Err(EventError::Invalid(format!(
+                "`id` is {} bytes long; at most {MAX_ID_BYTES} are allowed",
+                self.id.len()
+            )));
+        }
+        if let Some(c) = self.id.chars().find(|c| c.is_control()) {
+            return Err(EventError::Invalid(format!(
+                "`id` contains the control character U+{:04X}",
+                u32::from(c)
+            )));
+        }
+        if self.event_type.len() > MAX_ID_BYTES {
+            return Err(EventError::Invalid(format!(
+                "`type` is {} bytes long; at most {MAX_ID_BYTES} are allowed",
+                self.event_type.len()
+            )));
         }
         if !is_valid_event_type(&self.event_type) {
             return Err(EventError::Invalid(format!(
@@ -77,6 +112,9 @@ impl Event {
         }
     }
 }
+
+/// The longest event `id` and `type` accepted, in bytes (UTF-8).
+pub const MAX_ID_BYTES: usize = 256;
 
 /// Whether `s` is a well-formed event type such as `call.ended`.
 pub fn is_valid_event_type(s: &str) -> bool {

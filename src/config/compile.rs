@@ -676,6 +676,14 @@ fn check_url(cx: &mut Ctx<'_>, path: &str, text: &str) {
                 "a parameter decides the scheme, host or user:password of this URL: an event value could send the request (and its headers) to another host; write `https://host/` literally and put values in the path with `| path` or in `query:`",
             );
         }
+        if path == "http.url" && fixed_origin(text) {
+            if let Some(expr) = unencoded_path_parameter(text) {
+                cx.warning(
+                    path,
+                    format!("`<< {expr} >>` is put into the URL's path unencoded: an event value with `/`, `..`, `\\`, `?` or `#` changes the path and query (`../../admin?x=1` reaches `/admin?x=1`); write `<< {expr} | path >>` (one encoded segment) or pass it in `query:`"),
+                );
+            }
+        }
         if !(prefix.is_empty() || prefix.starts_with("http://") || prefix.starts_with("https://")) {
             cx.error(path, "URL must start with `http://` or `https://`");
         }
@@ -689,6 +697,39 @@ fn check_url(cx: &mut Ctx<'_>, path: &str, text: &str) {
         ),
         Err(e) => cx.error(path, format!("not a URL: {e}")),
     }
+}
+
+/// The first parameter of a URL template that takes an event value (it
+/// names `event`) into the path — before any literal `?` or `#` — without
+/// a last `| path` or `| urlencode` filter, as written (trimmed).
+fn unencoded_path_parameter(text: &str) -> Option<&str> {
+    let mut rest = text;
+    let mut offset = 0;
+    while let Some(start) = rest.find(template::VARIABLE_START) {
+        let before = &text[..offset + start];
+        if before.contains(['?', '#']) {
+            return None;
+        }
+        let inner_start = start + template::VARIABLE_START.len();
+        let end = rest[inner_start..].find(template::VARIABLE_END)?;
+        let expr = rest[inner_start..inner_start + end].trim();
+        let last_filter = expr
+            .rsplit('|')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .split(['(', ' '])
+            .next()
+            .unwrap_or_default();
+        let encoded = expr.contains('|') && matches!(last_filter, "path" | "urlencode");
+        if expr.contains("event") && !encoded {
+            return Some(expr);
+        }
+        let next = inner_start + end + template::VARIABLE_END.len();
+        offset += next;
+        rest = &rest[next..];
+    }
+    None
 }
 
 /// Whether the text before a URL's first parameter or statement fixes its

@@ -619,7 +619,13 @@ impl Queue {
             Ok(())
         };
         // Log entries older than the cutoff …
-        let cutoff = log_key(now - max_age, 0, 0);
+        // A window longer than the calendar reaches (`--event-window
+        // 100000000y`) keeps everything: no overflow, no panic.
+        let before = |window: chrono::Duration| {
+            now.checked_sub_signed(window)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        };
+        let cutoff = log_key(before(max_age), 0, 0);
         loop {
             let old = self.store.keys(TREE, b"l:", &cutoff, CHUNK)?;
             let done = old.len() < CHUNK;
@@ -646,7 +652,7 @@ impl Queue {
         }
         // Event ids past the idempotency window (queued jobs carry their
         // own events, so none is needed here any more).
-        let event_cutoff = time_index_key(now - event_window, "");
+        let event_cutoff = time_index_key(before(event_window), "");
         loop {
             let expired = self.store.keys(TREE, b"t:", &event_cutoff, CHUNK)?;
             let done = expired.len() < CHUNK;
@@ -1017,5 +1023,21 @@ mod tests {
         assert_eq!(log[0].job_id, 0, "the newest are kept");
         assert!(!q.is_known("old").unwrap());
         assert!(q.is_known("new").unwrap());
+    }
+
+    #[test]
+    fn retention_with_a_window_beyond_the_calendar_keeps_everything() {
+        // `--event-window 100000000y` passed chrono's range check but made
+        // `now - window` overflow: retention panicked every 30 s.
+        let (_d, q) = queue();
+        let now = Utc::now();
+        q.accept(
+            vec![(event("kept"), vec![])],
+            now - chrono::Duration::days(10),
+        )
+        .unwrap();
+        let huge = chrono::Duration::days(365 * 100_000_000);
+        q.retain(now, huge, 100, huge).unwrap();
+        assert!(q.is_known("kept").unwrap(), "inside the window");
     }
 }

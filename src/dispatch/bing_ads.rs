@@ -322,19 +322,46 @@ pub fn classify_batch(
     };
     let mut outcomes = vec![delivered; count];
     let mut by_index: Vec<Vec<ItemError>> = vec![Vec::new(); count];
+    // Errors without an `Index` inside the batch name no conversion: one
+    // of them failed, which one is unknown.
+    let mut unattributed: Vec<ItemError> = Vec::new();
     for e in errors {
         let item = ItemError {
-            index: e.index.unwrap_or(0),
+            index: e.index.unwrap_or(count),
             code: e.code,
             error_code: e.error_code,
             message: e.message.unwrap_or_default(),
         };
-        // An index outside the batch cannot be attributed: it fails the
-        // first conversion rather than vanish.
-        let slot = if item.index < count { item.index } else { 0 };
-        by_index[slot].push(item);
+        match by_index.get_mut(item.index) {
+            Some(slot) => slot.push(item),
+            None => unattributed.push(item),
+        }
     }
+    let unnamed = unattributed.first().map(|first| {
+        // Failing the first conversion (as before) blamed a conversion
+        // Bing may have taken and recorded the failed one as delivered.
+        // Every conversion not named otherwise fails, saying why, so no
+        // refused conversion passes for delivered.
+        Outcome::Failed {
+            status: Some(status),
+            code: first
+                .error_code
+                .clone()
+                .or_else(|| first.code.map(|c| c.to_string())),
+            message: format!(
+                "Bing refused a conversion of this batch of {count} without naming which (no Index in the batch): {}; this one may have been taken — replay it to be sure",
+                first.message
+            ),
+            items: unattributed.clone(),
+            reference: reference.clone(),
+        }
+    });
     for (i, items) in by_index.into_iter().enumerate() {
+        if items.is_empty() {
+            if let Some(unnamed) = &unnamed {
+                outcomes[i] = unnamed.clone();
+            }
+        }
         if let Some(first) = items.first() {
             outcomes[i] = Outcome::Failed {
                 status: Some(status),
@@ -468,6 +495,37 @@ mod tests {
                 "{empty}"
             );
         }
+    }
+
+    #[test]
+    fn a_partial_error_naming_no_conversion_fails_every_one_of_the_batch() {
+        // Without a usable `Index` the error was put on conversion 0,
+        // which may have been taken, and the failed one counted delivered.
+        for error in [
+            r#"{"Code":5616,"ErrorCode":"ConversionTimeEarlierThanClickTime","Message":"late"}"#,
+            r#"{"Code":5616,"ErrorCode":"ConversionTimeEarlierThanClickTime","Index":7,"Message":"late"}"#,
+        ] {
+            let body = format!(r#"{{"PartialErrors":[{error}]}}"#);
+            let out = classify_batch(&response(200, &body), 3, Duration::from_secs(600));
+            for o in &out {
+                match o {
+                    Outcome::Failed { code, message, .. } => {
+                        assert_eq!(code.as_deref(), Some("ConversionTimeEarlierThanClickTime"));
+                        assert!(message.contains("without naming which"), "{message}");
+                    }
+                    other => panic!("{error}: {other:?}"),
+                }
+            }
+        }
+        // Named errors still fail exactly their conversion; beside an
+        // unnamed one, a named conversion keeps its own error.
+        let body = r#"{"PartialErrors":[{"Code":1,"Index":1,"Message":"bad"}]}"#;
+        let out = classify_batch(&response(200, body), 3, Duration::from_secs(600));
+        assert!(out[0].is_delivered() && !out[1].is_delivered() && out[2].is_delivered());
+        let body = r#"{"PartialErrors":[{"Code":1,"Index":1,"Message":"bad"},{"Code":2,"Message":"which?"}]}"#;
+        let out = classify_batch(&response(200, body), 2, Duration::from_secs(600));
+        assert!(matches!(&out[1], Outcome::Failed { message, .. } if message.contains("bad")));
+        assert!(matches!(&out[0], Outcome::Failed { message, .. } if message.contains("which?")));
     }
 
     #[test]

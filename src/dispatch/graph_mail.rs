@@ -34,6 +34,10 @@ pub enum AttachmentError {
         /// The folder it must stay in, as written relative to the push file.
         folder: String,
     },
+    /// The file is a definitions file (`.yaml`, `.yml`) or hidden (a name
+    /// starting with `.` on its way): never sent as an attachment.
+    #[error("definitions files (.yaml, .yml) and hidden files or folders (.env, .git/…) are never attached")]
+    NotAttachable,
     /// The file is missing, unreadable or not a regular file.
     #[error("{0}")]
     Io(String),
@@ -110,6 +114,20 @@ pub fn read_attachment(
     let resolved = full.canonicalize().map_err(io)?;
     if !resolved.starts_with(&root) {
         return Err(outside());
+    }
+    // Inside the folder, but no attachment: a definitions file (accounts
+    // hold client ids, token URLs, perhaps a secret) or a hidden file or
+    // folder (`.env`, `.git`), which an event value could otherwise pick
+    // when the path starts with a parameter.
+    let inner = resolved.strip_prefix(&root).unwrap_or(&resolved);
+    let hidden = inner
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    let definitions = resolved
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    if hidden || definitions {
+        return Err(AttachmentError::NotAttachable);
     }
     let file = std::fs::File::open(&resolved).map_err(io)?;
     let meta = file.metadata().map_err(io)?;

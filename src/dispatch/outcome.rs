@@ -113,6 +113,57 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome with each of `secrets` (label, value) replaced by
+    /// `‹label›` (`‹oauth.crm›`, `‹env:HOOK_KEY›`) in every text that came
+    /// from the target: a target (or a proxy's error page) echoing the
+    /// request's `Authorization` or an API-key header must not put the
+    /// secret into the log and the delivery log.
+    pub fn masked<'a>(mut self, secrets: impl IntoIterator<Item = (&'a str, &'a str)>) -> Outcome {
+        let secrets: Vec<(&str, &str)> = secrets
+            .into_iter()
+            // Placeholders (dry-run) and very short values are no secrets to mask.
+            .filter(|(_, value)| value.chars().count() >= 6)
+            .collect();
+        if secrets.is_empty() {
+            return self;
+        }
+        let mask = |text: &mut String| {
+            for (name, value) in &secrets {
+                if text.contains(value) {
+                    *text = text.replace(value, &format!("‹{name}›"));
+                }
+            }
+        };
+        match &mut self {
+            Outcome::Delivered { reference, .. } => reference.iter_mut().for_each(mask),
+            Outcome::Retry {
+                reason, reference, ..
+            }
+            | Outcome::RefreshAndRetry {
+                reason, reference, ..
+            } => {
+                mask(reason);
+                reference.iter_mut().for_each(mask);
+            }
+            Outcome::Failed {
+                code,
+                message,
+                items,
+                reference,
+                ..
+            } => {
+                mask(message);
+                code.iter_mut().for_each(mask);
+                reference.iter_mut().for_each(mask);
+                for item in items {
+                    mask(&mut item.message);
+                    item.error_code.iter_mut().for_each(mask);
+                }
+            }
+        }
+        self
+    }
+
     /// Whether the push reached its target.
     pub fn is_delivered(&self) -> bool {
         matches!(self, Outcome::Delivered { .. })

@@ -481,6 +481,14 @@ impl Daemon {
     /// Opens the store, loads the folder and starts the group-commit task.
     /// (Tasks and the API are started by [`Daemon::run`].)
     pub fn open(config: DaemonConfig) -> Result<(Arc<Daemon>, Option<PathBuf>), DaemonError> {
+        // SIGHUP's default action ends the process: one sent while the
+        // store opens and the folder loads (`systemctl reload` right after
+        // a start, a logrotate hook) killed the daemon. Listening makes it
+        // harmless from here on ([`watch`] turns it into a reload; the
+        // folder is loaded below anyway).
+        if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            tracing::warn!(error = %e, "cannot catch SIGHUP while starting");
+        }
         let sealer = Sealer::from_env(&crate::config::secret::process_env)?;
         let store: Arc<dyn Store> = TokenStore::open_store(&config.data, config.store, &sealer)?;
         let resolver = Arc::new(Resolver::new(

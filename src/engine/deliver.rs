@@ -77,6 +77,15 @@ fn token_outcome(e: OAuthError) -> Outcome {
             reference: None,
         },
         OAuthError::NeedsReauth { .. } => failed("needs_reauth", e.to_string()),
+        // The token store could not write (a full disk): the refreshed
+        // tokens are kept in memory and the next attempt uses them; the
+        // job is not the problem, so it is retried, not dead-lettered.
+        OAuthError::Store(_) => Outcome::Retry {
+            delay: RetryDelay::Backoff,
+            status: None,
+            reason: e.to_string(),
+            reference: None,
+        },
         other => failed("token", other.to_string()),
     }
 }
@@ -199,6 +208,15 @@ impl Deliverer {
                     .await
                 }
             };
+            let labels: Vec<String> = tokens.keys().map(|a| format!("oauth.{a}")).collect();
+            let secrets = labels
+                .iter()
+                .map(String::as_str)
+                .zip(tokens.values().map(String::as_str))
+                .chain(push.compiled.secrets.iter().filter_map(|(label, secret)| {
+                    secret.as_ref().ok().map(|s| (label.as_str(), s.expose()))
+                }));
+            let outcome = outcome.masked(secrets);
             match outcome {
                 Outcome::RefreshAndRetry {
                     status,
@@ -403,4 +421,30 @@ fn origin(url: &str) -> String {
 /// A URL without its query (which may carry templated values) for logs.
 fn strip_query(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_store_that_cannot_write_retries_the_job() {
+        // Disk full while a refreshed token was written: the job was
+        // dead-lettered although nothing was wrong with it.
+        let e = OAuthError::Store(crate::store::StoreError::Unavailable(
+            "No space left on device (os error 28)".into(),
+        ));
+        assert!(
+            matches!(
+                token_outcome(e),
+                Outcome::Retry {
+                    delay: RetryDelay::Backoff,
+                    ..
+                }
+            ),
+            "a store error is transient"
+        );
+        let e = OAuthError::NoTokens("crm".into());
+        assert!(matches!(token_outcome(e), Outcome::Failed { .. }));
+    }
 }

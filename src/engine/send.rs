@@ -158,14 +158,14 @@ impl Sender {
                 let code: u16 = response.code().to_string().parse().unwrap_or(250);
                 classify_reply(
                     code,
-                    &response.message().collect::<Vec<_>>().join(" "),
+                    &masked_reply(&response.message().collect::<Vec<_>>().join(" "), mail),
                     xoauth2,
                 )
             }
             Err(e) => match e.status() {
                 Some(code) => {
                     let code: u16 = code.to_string().parse().unwrap_or(554);
-                    classify_reply(code, &e.to_string(), xoauth2)
+                    classify_reply(code, &masked_reply(&e.to_string(), mail), xoauth2)
                 }
                 None => Outcome::Retry {
                     delay: RetryDelay::Backoff,
@@ -181,6 +181,41 @@ impl Sender {
             },
         }
     }
+}
+
+/// A server's reply without the login's secret: a server that echoes the
+/// `AUTH` line (535 "rejected <argument>") put the password or token, as
+/// sent (base64) or decoded, into the log and the delivery log.
+fn masked_reply(text: &str, mail: &SmtpMail) -> String {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let (secret, sent) = match &mail.login {
+        None => return text.to_owned(),
+        Some(SmtpLogin::Password { username, password }) => (
+            password,
+            // AUTH PLAIN's argument; AUTH LOGIN sends the password alone.
+            vec![b64(&format!("\0{username}\0{password}")), b64(password)],
+        ),
+        Some(SmtpLogin::Xoauth2 {
+            username, token, ..
+        }) => (
+            token,
+            vec![
+                b64(&format!("user={username}\x01auth=Bearer {token}\x01\x01")),
+                b64(token),
+            ],
+        ),
+    };
+    if secret.chars().count() < 4 {
+        return text.to_owned();
+    }
+    let mut text = text.to_owned();
+    for form in sent.iter().chain(std::iter::once(secret)) {
+        if text.contains(form.as_str()) {
+            text = text.replace(form.as_str(), "‹secret›");
+        }
+    }
+    text
 }
 
 /// What an SMTP error must not echo: the login's password or token.

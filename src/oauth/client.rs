@@ -123,6 +123,33 @@ pub enum TokenFailure {
 }
 
 impl TokenFailure {
+    /// The failure with every secret value of `form` (all but the public
+    /// fields: `grant_type`, `client_id`, `scope`, `redirect_uri`), as sent
+    /// or form-encoded, replaced by `‹name›` in its code and description.
+    pub fn masked(mut self, form: &BTreeMap<String, String>) -> TokenFailure {
+        const PUBLIC: [&str; 4] = ["grant_type", "client_id", "scope", "redirect_uri"];
+        let error = match &mut self {
+            TokenFailure::Rejected(e) => e,
+            TokenFailure::Transient { error, .. } => error,
+        };
+        for (name, value) in form {
+            // Very short values would mask ordinary words; no secret is that short.
+            if PUBLIC.contains(&name.as_str()) || value.chars().count() < 6 {
+                continue;
+            }
+            let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+            let placeholder = format!("‹{name}›");
+            for text in [&mut error.code, &mut error.description] {
+                for form_of_value in [value.as_str(), encoded.as_str()] {
+                    if text.contains(form_of_value) {
+                        *text = text.replace(form_of_value, &placeholder);
+                    }
+                }
+            }
+        }
+        self
+    }
+
     /// The error, either way.
     pub fn error(&self) -> &TokenError {
         match self {
@@ -174,11 +201,18 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     // Bounded here already, whatever the caller's own cap: no number from
     // outside reaches an `Instant` addition unclamped.
     const MAX: Duration = Duration::from_secs(24 * 3600);
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More seconds than a u64 holds is still "a long time", not "no
+        // advice" (which would retry at once and hammer a busy server).
+        return Some(
+            value
+                .parse::<u64>()
+                .map_or(MAX, Duration::from_secs)
+                .min(MAX),
+        );
+    }
     if value.len() > 64 {
         return None;
-    }
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs).min(MAX));
     }
     let at = DateTime::parse_from_rfc2822(value)
         .ok()?
@@ -255,8 +289,22 @@ impl TokenClient {
     }
 
     /// POSTs `form` (form-urlencoded) to `token_url` and reads the answer
-    /// (at most [`MAX_RESPONSE_BYTES`] of it).
+    /// (at most [`MAX_RESPONSE_BYTES`] of it). A failure's text never holds
+    /// a secret of the request: an endpoint (or a proxy's error page) that
+    /// echoes the form would otherwise put the client secret or refresh
+    /// token into the log, `oauth status` and the delivery log.
     pub async fn request(
+        &self,
+        token_url: &str,
+        form: &BTreeMap<String, String>,
+    ) -> Result<TokenResponse, TokenFailure> {
+        self.request_unmasked(token_url, form)
+            .await
+            .map_err(|failure| failure.masked(form))
+    }
+
+    /// [`TokenClient::request`] before its failures are masked.
+    async fn request_unmasked(
         &self,
         token_url: &str,
         form: &BTreeMap<String, String>,
@@ -417,6 +465,30 @@ mod tests {
     }
 
     #[test]
+    fn failures_never_echo_the_secrets_of_the_request() {
+        let form: BTreeMap<String, String> = [
+            ("grant_type", "refresh_token"),
+            ("client_id", "the-client"),
+            ("client_secret", "S3cr3t+/value"),
+            ("refresh_token", "RT-canary-0001"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let body = br#"{"error":"invalid_grant RT-canary-0001","error_description":"got client_secret=S3cr3t%2B%2Fvalue and S3cr3t+/value for the-client"}"#;
+        let failure = classify_error(400, None, body).masked(&form);
+        let text = failure.error().to_string();
+        assert!(!text.contains("S3cr3t"), "{text}");
+        assert!(!text.contains("RT-canary"), "{text}");
+        assert!(
+            text.contains("‹client_secret›") && text.contains("‹refresh_token›"),
+            "{text}"
+        );
+        assert!(text.contains("the-client"), "public values stay: {text}");
+        assert!(text.starts_with("invalid_grant"), "{text}");
+    }
+
+    #[test]
     fn expires_in_may_be_a_numeric_string() {
         let r: TokenResponse =
             serde_json::from_str(r#"{"access_token":"a","expires_in":"3599","refresh_token":"r"}"#)
@@ -440,5 +512,9 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         assert_eq!(parse_retry_after("soon", now), None);
+        // Beyond u64: the longest wait, not none (which retried at once).
+        let day = Some(Duration::from_secs(24 * 3600));
+        assert_eq!(parse_retry_after("99999999999999999999999999", now), day);
+        assert_eq!(parse_retry_after(&"9".repeat(100), now), day);
     }
 }

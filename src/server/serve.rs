@@ -27,7 +27,10 @@ pub struct ServeOptions {
     /// How long a client may take to send a request head, and how long an
     /// idle keep-alive connection stays open (`--header-timeout`).
     pub header_timeout: Duration,
-    /// How long a client may take to send a request body (`--body-timeout`).
+    /// How long a client may take to send a request body (`--body-timeout`),
+    /// and how long it may read none of an answer: a connection whose
+    /// writes make no progress for that long is closed, so a client that
+    /// asks and never reads cannot hold a connection slot.
     pub body_timeout: Duration,
     /// How long shutdown may take after SIGTERM (`--grace`): open
     /// connections are closed when it is over.
@@ -107,6 +110,7 @@ pub async fn serve_router(
                 .header_read_timeout(options.header_timeout)
                 .max_buf_size(MAX_HEAD.max(8192))
                 .max_headers(100);
+            let stream = WriteDeadline::new(stream, options.body_timeout);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {
@@ -155,4 +159,102 @@ pub async fn serve_router(
         }
     };
     tokio::join!(drain, stop);
+}
+
+/// A connection whose writes must make progress: a write (or flush) that
+/// stays blocked for `limit` — the client reads none of the answer, while
+/// its requests keep the server writing — fails with `TimedOut`, which ends
+/// the connection and frees its slot. Without it, clients that pipeline
+/// requests and never read the answers hold every connection slot for good
+/// (the head timeout does not run while an answer is being written).
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    /// Started when a write first blocks; cleared by any progress.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Duration) -> WriteDeadline<S> {
+        WriteDeadline {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Maps a blocked write to `TimedOut` once it has been blocked for
+    /// `limit`; any result other than `Pending` clears the clock.
+    fn watch<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        poll: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::task::Poll;
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read none of the answer in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, poll)
+    }
 }
