@@ -687,7 +687,14 @@ impl Resolver {
         names.extend(self.tokens.accounts()?);
         let mut out = Vec::new();
         for name in names {
-            let record = self.record(&name)?;
+            // A record this key cannot open (sealed with another key) is
+            // that account's problem, reported as its state; the others
+            // are listed as usual.
+            let (record, unreadable) = match self.record(&name) {
+                Ok(record) => (record, None),
+                Err(OAuthError::Seal(e)) => (None, Some(e.to_string())),
+                Err(e) => return Err(e),
+            };
             let spec = accounts.get(&name).map(|a| &a.spec);
             let secret_expires = spec.and_then(|s| s.client_secret_expires);
             let mut warnings = Vec::new();
@@ -703,6 +710,7 @@ impl Resolver {
                 warnings.push("stored tokens of an account no file defines".to_owned());
             }
             let (state, reason) = match record.as_ref().map(|r| &r.state) {
+                None if unreadable.is_some() => ("unreadable".to_owned(), unreadable),
                 None => ("no_tokens".to_owned(), None),
                 Some(AccountState::Ok) => ("ok".to_owned(), None),
                 Some(AccountState::NeedsReauth { reason }) => {

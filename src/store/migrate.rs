@@ -93,7 +93,10 @@ fn name(kind: StoreChoice) -> &'static str {
 pub fn migrate(dir: &Path, from: StoreChoice, to: StoreChoice) -> Result<Migrated, StoreError> {
     let refuse = |m: String| Err(StoreError::Refused(m));
     if from == StoreChoice::Auto || to == StoreChoice::Auto || from == to {
-        return refuse("migrate needs two different stores: --from sled --to redb, or --from redb --to sled".into());
+        return refuse(
+            "migrate needs two different stores: --from sled --to redb, or --from redb --to sled"
+                .into(),
+        );
     }
     if !dir.is_dir() {
         return refuse(format!(
@@ -157,8 +160,7 @@ pub fn migrate(dir: &Path, from: StoreChoice, to: StoreChoice) -> Result<Migrate
         trees
     };
     drop(source);
-    std::fs::write(staging.join(COMPLETE), b"")
-        .map_err(|e| io("mark the copy complete", e))?;
+    std::fs::write(staging.join(COMPLETE), b"").map_err(|e| io("mark the copy complete", e))?;
     sync_dir(&staging);
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let prefix = match from {
@@ -240,7 +242,10 @@ mod tests {
         assert!(!dir.join(STAGING).exists());
         // `auto` opens the new store; the old one is accepted beside it.
         let s = super::super::open(&dir, StoreChoice::Auto).unwrap();
-        assert_eq!(s.get("tokens", b"ms_mail").unwrap().unwrap(), b"sealed-bytes");
+        assert_eq!(
+            s.get("tokens", b"ms_mail").unwrap().unwrap(),
+            b"sealed-bytes"
+        );
         assert_eq!(s.count("delivery", &[], &[0xff]).unwrap(), 25_000);
         assert!(s.next_id().unwrap() > last);
         drop(s);

@@ -144,10 +144,8 @@ pub(crate) const OWN_ENTRIES: [(&str, bool); 7] = [
 /// Prefixes of pushwerk's own entries with a variable tail: the store a
 /// migration moved aside (`sled.migrated-<time>/`,
 /// `pushwerk.redb.migrated-<time>`), kept so that nothing is lost.
-pub(crate) const OWN_PREFIXES: [(&str, bool); 2] = [
-    (migrate::SLED_ASIDE, true),
-    (migrate::REDB_ASIDE, false),
-];
+pub(crate) const OWN_PREFIXES: [(&str, bool); 2] =
+    [(migrate::SLED_ASIDE, true), (migrate::REDB_ASIDE, false)];
 /// Where a compaction builds the new sled store.
 pub(crate) const SLED_COMPACT: &str = "sled.compact";
 /// Where a compaction parks the old sled store until the new one is in place.
@@ -213,9 +211,9 @@ pub(crate) fn secure_dir(dir: &Path) -> Result<(), StoreError> {
                     || OWN_PREFIXES.iter().any(|(prefix, is_dir)| {
                         n.strip_prefix(prefix).is_some_and(|tail| {
                             !tail.is_empty()
-                                && tail.bytes().all(|b| {
-                                    b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
-                                })
+                                && tail
+                                    .bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
                         }) && of_kind(*is_dir)
                     })
             });
