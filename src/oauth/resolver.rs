@@ -599,9 +599,17 @@ impl Resolver {
         let flight = self.flight(account);
         let mut flight = flight.lock().await;
         let now = Utc::now();
-        let mut record = self
-            .record(account)?
-            .unwrap_or_else(|| TokenRecord::new(account));
+        // A record this key cannot open (sealed with a lost key) is
+        // replaced: new tokens are how it is mended.
+        let mut record = match self.record(account) {
+            Ok(record) => record,
+            Err(OAuthError::Seal(e)) => {
+                tracing::warn!(account, "replacing a token record that cannot be read: {e}");
+                None
+            }
+            Err(e) => return Err(e),
+        }
+        .unwrap_or_else(|| TokenRecord::new(account));
         record.expires_at = match (&tokens.access_token, tokens.expires_at, tokens.expires_in) {
             (None, _, _) => None,
             (Some(_), Some(at), _) => Some(at.min(expiry_after(now, MAX_LIFETIME_SECS))),
