@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context as _};
 
 use crate::config::Catalog;
-use crate::oauth::seal::{write_new_key_file, KeySpec, Sealer};
+use crate::oauth::seal::{key_sibling, write_new_key_file, KeySpec, Sealer};
 use crate::oauth::{KeyUse, Resolver, ResolverSettings, TokenStore};
 use crate::store::StoreChoice;
 
@@ -170,7 +170,7 @@ pub(crate) fn rekey(
     let new = Sealer::from_key_text(&new_text)?;
     // The key file to replace; with PUSHWERK_KEY there is none.
     let target = spec.path().map(Path::to_path_buf);
-    let staged = target.as_ref().map(|t| sibling(t, "new"));
+    let staged = target.as_ref().map(|t| key_sibling(t, "new"));
     if let Some(staged) = &staged {
         let _ = std::fs::remove_file(staged);
         write_new_key_file(staged, &new_text)?;
@@ -193,7 +193,7 @@ pub(crate) fn rekey(
                     target.display()
                 ))
             };
-            let old_copy = sibling(target, "old");
+            let old_copy = key_sibling(target, "old");
             let _ = std::fs::remove_file(&old_copy);
             std::fs::hard_link(target, &old_copy).map_err(io)?;
             std::fs::rename(staged, target).map_err(io)?;
@@ -222,7 +222,7 @@ pub(crate) fn rekey(
         Some(target) => {
             // The store is rewritten: no record sealed with the old key is
             // left, and the old key is of no more use.
-            let _ = std::fs::remove_file(sibling(target, "old"));
+            let _ = std::fs::remove_file(key_sibling(target, "old"));
             println!(
                 "the key in {} is new; the store was rewritten, so no record sealed with the old key remains. Back up the new key file together with the data directory",
                 target.display()
@@ -234,12 +234,4 @@ pub(crate) fn rekey(
         ),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `PATH.suffix` beside `path` (`key` → `key.new`, `key.old`).
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".");
-    name.push(suffix);
-    path.with_file_name(name)
 }

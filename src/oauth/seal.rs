@@ -283,6 +283,15 @@ impl KeySpec {
     }
 }
 
+/// `PATH.suffix` beside a key file (`key` → `key.new`, `key.old`): where
+/// `oauth rekey` stages the new key and keeps the old one.
+pub fn key_sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
 /// Writes `key` into a new file at `path` (`0600`, exclusively, synced; the
 /// directory created `0700` if missing). An existing file is left alone
 /// and is not an error: it is read instead by the caller.

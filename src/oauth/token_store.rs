@@ -106,6 +106,26 @@ impl TokenStore {
         let sealer = chosen.unwrap_or_else(Sealer::plain);
         let tokens = TokenStore::new(store, sealer);
         let unreadable = tokens.unreadable()?;
+        if let (false, Some(path)) = (unreadable.is_empty(), spec.path()) {
+            // `oauth rekey` interrupted after the records were re-sealed
+            // but before the new key (staged as KEY.new) replaced the old
+            // one: finish it.
+            let staged = super::seal::key_sibling(path, "new");
+            if let Ok(new) = Sealer::from_key_file(&staged) {
+                let renewed = TokenStore::new(tokens.store.clone(), new);
+                if renewed.unreadable()?.is_empty() {
+                    std::fs::rename(&staged, path).map_err(|e| {
+                        SealError::KeyCreate(path.display().to_string(), e.to_string())
+                    })?;
+                    tracing::info!(
+                        target: "pushwerk::status",
+                        "finished an interrupted `oauth rekey`: {} now holds the key the token state is sealed with",
+                        path.display()
+                    );
+                    return Ok(renewed);
+                }
+            }
+        }
         if !unreadable.is_empty() {
             tracing::warn!(
                 "the token state of {} cannot be decrypted with the key from {} (it was sealed with another key): restore the key it was sealed with, or sign in again with `pushwerk oauth import NAME` or `pushwerk oauth login NAME`; the other accounts work",

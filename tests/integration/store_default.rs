@@ -324,7 +324,54 @@ fn rekey_reseals_every_record_and_leaves_nothing_sealed_with_the_old_key() {
             &[("PUSHWERK_KEY", old_key.trim())],
         );
         assert!(stdout(&out).contains("crm: unreadable"), "{}", stdout(&out));
+
+        // Refused while another process holds the store: nothing changes.
+        let held = pushwerk::store::open(&w.data(), pushwerk::store::StoreChoice::Auto).unwrap();
+        let out = w.run(&["oauth", "rekey"], &[]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("in use by another pushwerk process"),
+            "{}",
+            stderr(&out)
+        );
+        drop(held);
+        assert_eq!(std::fs::read_to_string(w.key_file()).unwrap(), new_key);
+        assert_eq!(w.names_in(&w.config().join("pushwerk")), vec!["key"]);
     }
+}
+
+#[test]
+fn a_rekey_interrupted_before_the_key_file_was_replaced_is_finished() {
+    use pushwerk::oauth::seal::Sealer;
+    let w = World::new(&[]);
+    w.import("crm", &[]);
+    let old = Sealer::from_key_file(&w.key_file()).unwrap();
+    // What rekey had done when it was killed: the new key staged as
+    // key.new, the record re-sealed with it and flushed; key still old.
+    let new_text = Sealer::generate_key();
+    let new = Sealer::from_key_text(&new_text).unwrap();
+    std::fs::write(w.config().join("pushwerk/key.new"), &new_text).unwrap();
+    {
+        let store = pushwerk::store::open(&w.data(), pushwerk::store::StoreChoice::Auto).unwrap();
+        let sealed = store.get("tokens", b"crm").unwrap().unwrap();
+        let plain = old.open("crm", &sealed).unwrap();
+        store
+            .put("tokens", b"crm", &new.seal("crm", &plain))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let out = w.ok(&["oauth", "status", "crm"], &[]);
+    assert!(stdout(&out).contains("crm: ok"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("finished an interrupted `oauth rekey`"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.key_file()).unwrap().trim(),
+        new_text
+    );
+    assert_eq!(w.names_in(&w.config().join("pushwerk")), vec!["key"]);
 }
 
 /// A running `pushwerk serve`; killed when dropped.
