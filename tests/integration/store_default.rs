@@ -160,10 +160,28 @@ fn record_bytes(data: &Path, account: &str) -> Vec<u8> {
 
 #[test]
 fn a_new_data_directory_gets_redb_and_a_generated_key_and_read_only_commands_make_none() {
-    let w = World::new(&[("event.json", r#"{"id":"e","type":"x","data":{}}"#)]);
+    let hook = "name: hook\non: x\nhttp:\n  url: http://127.0.0.1:9/h\n  headers:\n    Authorization: Bearer << oauth.crm >>\n";
+    let w = World::new(&[
+        (
+            "event.json",
+            r#"{"id":"e","type":"x","time":"2026-01-01T00:00:00Z","data":{}}"#,
+        ),
+        ("pushes/hook.yaml", hook),
+    ]);
     // Commands that only read create nothing in the config directory.
     w.ok(&["check"], &[]);
     w.ok(&["params"], &[]);
+    w.ok(&["dry-run", "hook", "--event", "event.json"], &[]);
+    // Stored tokens only: there are none, which is the error; no key made.
+    let out = w.run(
+        &["dry-run", "hook", "--event", "event.json", "--show-secrets"],
+        &[],
+    );
+    assert!(
+        stderr(&out).contains("has no tokens yet"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!w.config().exists(), "a read-only command made a key");
 
     w.import("crm", &[]);
@@ -211,6 +229,25 @@ fn a_new_data_directory_gets_redb_and_a_generated_key_and_read_only_commands_mak
         stdout(&out).starts_with("token state: NOT encrypted at rest: encryption is turned off"),
         "{}",
         stdout(&out)
+    );
+}
+
+/// The README's first command, `serve --dir pushes --data data`, on a clean
+/// directory: redb, and a key generated outside the data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_clean_directory_makes_redb_and_a_key_without_any_flag() {
+    let w = World::new(&[]);
+    let served = Served::start(&w, &[]).await;
+    let log = std::fs::read_to_string(&served.log).unwrap();
+    served.stop().await;
+    assert_eq!(w.names_in(&w.data()), vec!["ingest-token", "pushwerk.redb"]);
+    assert_eq!(mode(&w.key_file()), 0o600);
+    assert!(
+        log.contains(&format!(
+            "generated the key that encrypts token state: {}",
+            w.key_file().display()
+        )),
+        "{log}"
     );
 }
 
