@@ -1131,7 +1131,7 @@ fn oauth_command(
             }
             match format {
                 ListFormat::Json => {
-                    let mut v = serde_json::json!({ "encrypted_at_rest": resolver.is_encrypted(), "accounts": status });
+                    let mut v = serde_json::json!({ "encrypted_at_rest": resolver.is_encrypted(), "key": store_cmd::key_spec().ok().map(|k| k.describe()), "accounts": status });
                     timestamps_to_seconds(&mut v);
                     println!("{}", serde_json::to_string_pretty(&v)?)
                 }

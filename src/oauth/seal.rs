@@ -183,7 +183,7 @@ impl Sealer {
 /// default key file. A key file given by `--key-file` or the default one
 /// may be generated (see [`KeySpec::create`]); one named by
 /// `PUSHWERK_KEY_FILE` must exist.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum KeySpec {
     /// The key itself (`PUSHWERK_KEY`).
     Text(String),
@@ -196,6 +196,13 @@ pub enum KeySpec {
         /// Whether it is generated when missing.
         create: bool,
     },
+}
+
+impl std::fmt::Debug for KeySpec {
+    /// Never the key itself: where it comes from.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeySpec({})", self.describe())
+    }
 }
 
 /// Mode of a generated key file.
@@ -381,6 +388,9 @@ mod tests {
             KeySpec::resolve(None, &env(vec![])).unwrap_err(),
             SealError::NoKeyLocation
         );
+        // Debug output never shows a key.
+        let text = KeySpec::Text("00".repeat(32));
+        assert_eq!(format!("{text:?}"), "KeySpec(PUSHWERK_KEY)");
         // --key-file wins over everything.
         let flag = KeySpec::resolve(Some(Path::new("/k")), &none).unwrap();
         assert_eq!(flag.path(), Some(Path::new("/k")));

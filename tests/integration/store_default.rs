@@ -204,6 +204,10 @@ fn a_new_data_directory_gets_redb_and_a_generated_key_and_read_only_commands_mak
         "{text}"
     );
     assert!(text.contains("crm: ok"), "{text}");
+    let out = w.ok(&["oauth", "status", "--format", "json"], &[]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["encrypted_at_rest"], true);
+    assert_eq!(v["key"], key.display().to_string());
 
     // --key-file wins, and is generated where it points.
     let w2 = World::new(&[]);
