@@ -432,7 +432,10 @@ fn pushwerk(bin: &Path, world: &World) -> Command {
         .arg(&world.data)
         .args(["--log", "warn"])
         .env_remove("PUSHWERK_KEY")
-        .env_remove("PUSHWERK_KEY_FILE");
+        .env_remove("PUSHWERK_KEY_FILE")
+        // The generated key stays in this run's directory, not in the
+        // user's ~/.config.
+        .env("XDG_CONFIG_HOME", world.dir.path().join("config"));
     c
 }
 

@@ -18,9 +18,11 @@ use crate::engine::output::{self, Format};
 use crate::engine::{render, RenderInput, Rendered, TokenValues};
 use crate::event::Event;
 use crate::oauth::seal::Sealer;
-use crate::oauth::{Resolver, ResolverSettings, TokenStore};
+use crate::oauth::Resolver;
 use crate::store::StoreChoice;
 use std::sync::Arc;
+
+pub mod store_cmd;
 
 /// pushwerk: push configurations, executed in the open.
 #[derive(Debug, Parser)]
@@ -32,10 +34,15 @@ pub struct Cli {
     /// The data directory (token state; created 0700).
     #[arg(long, global = true, env = "PUSHWERK_DATA", default_value = "data")]
     pub data: PathBuf,
-    /// The store in the data directory: `auto` (what it holds; sled for a
+    /// The store in the data directory: `auto` (what it holds; redb for a
     /// new one), `sled` or `redb`. See BENCHMARKS.md for how they compare.
     #[arg(long, global = true, env = "PUSHWERK_STORE", default_value = "auto", value_parser = parse_store)]
     pub store: StoreChoice,
+    /// The key file that encrypts token state (generated 0600 if missing).
+    /// Without it: PUSHWERK_KEY, PUSHWERK_KEY_FILE, else
+    /// $XDG_CONFIG_HOME/pushwerk/key (~/.config/pushwerk/key).
+    #[arg(long, global = true)]
+    pub key_file: Option<PathBuf>,
     /// Log verbosity (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter).
     #[arg(long, global = true, env = "PUSHWERK_LOG", default_value = "warn")]
     pub log: String,
@@ -186,6 +193,9 @@ pub enum Command {
     /// OAuth accounts: tokens in, status out.
     #[command(subcommand)]
     Oauth(OauthCommand),
+    /// The data directory's store: migrate between sled and redb.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
     /// Print the JSON Schema of a format, or write all of them into a folder.
     Schema {
         /// `push`, `oauth_account` or `event`.
@@ -236,7 +246,20 @@ pub enum OauthCommand {
         name: String,
     },
     /// Print a new random key for encrypting token state (for PUSHWERK_KEY or a key file).
-    Keygen,
+    Keygen {
+        /// Write it into the key file instead (--key-file, PUSHWERK_KEY_FILE
+        /// or the default one), which must not exist yet.
+        #[arg(long)]
+        write: bool,
+    },
+    /// Replace the key of token state: every record re-sealed with a new
+    /// key, the store rewritten so that nothing sealed with the old one
+    /// remains, the key file replaced. Stop the daemon first.
+    Rekey {
+        /// Use the key in this file instead of generating one.
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+    },
 }
 
 /// Log line formats.
@@ -321,20 +344,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Opens the token store in `data` with the configured key.
+/// Opens the token store in `data` with the configured key (generated
+/// into the key file if there is none yet).
 pub fn open_resolver(
     data: &Path,
     store: StoreChoice,
     catalog: &Catalog,
 ) -> anyhow::Result<Resolver> {
-    let sealer = Sealer::from_env(&crate::config::secret::process_env)?;
-    let store = TokenStore::open_store(data, store, &sealer)?;
-    let tokens = TokenStore::new(store, sealer);
-    Ok(Resolver::new(
-        tokens,
-        catalog.accounts.clone(),
-        ResolverSettings::default(),
-    ))
+    store_cmd::open_resolver_with(data, store, catalog, crate::oauth::KeyUse::Generate)
 }
 
 fn load(dir: &Path) -> anyhow::Result<Catalog> {
@@ -350,7 +367,11 @@ fn print_diagnostics(catalog: &Catalog) {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    store_cmd::set_key_file(cli.key_file.clone());
     match cli.command {
+        Command::Store(store_cmd::StoreCommand::Migrate { from, to }) => {
+            store_cmd::migrate(&cli.data, from, to)
+        }
         Command::Check {
             folder,
             deny_warnings,
@@ -552,8 +573,14 @@ fn dry_run(
     }
     let mut tokens = TokenValues::new();
     if show_secrets && !push.compiled.accounts.is_empty() {
-        // Stored tokens only: a dry-run makes no network request.
-        let resolver = open_resolver(data, store, &catalog)?;
+        // Stored tokens only: a dry-run makes no network request (and
+        // creates no key file).
+        let resolver = store_cmd::open_resolver_with(
+            data,
+            store,
+            &catalog,
+            crate::oauth::KeyUse::ExistingOnly,
+        )?;
         for account in &push.compiled.accounts {
             let token = resolver.stored_token(account)?;
             tokens.insert(account.clone(), token.expose().to_owned());
@@ -800,6 +827,7 @@ fn serve(
             chrono::Duration::from_std(event_window).context("--event-window is too long")?;
         config.grace = grace;
         config.endpoints = Endpoints::from_env(&crate::config::secret::process_env);
+        config.key_file = store_cmd::key_file();
         let (daemon, token_path) = Daemon::open(config)?;
         if let Some(path) = token_path {
             tracing::info!(
@@ -1072,9 +1100,16 @@ fn oauth_command(
     (data, store): (&Path, StoreChoice),
     cmd: OauthCommand,
 ) -> anyhow::Result<ExitCode> {
-    if let OauthCommand::Keygen = cmd {
-        println!("{}", Sealer::generate_key());
-        return Ok(ExitCode::SUCCESS);
+    match cmd {
+        OauthCommand::Keygen { write: true } => return store_cmd::keygen_write(),
+        OauthCommand::Keygen { write: false } => {
+            println!("{}", Sealer::generate_key());
+            return Ok(ExitCode::SUCCESS);
+        }
+        OauthCommand::Rekey { new_key_file } => {
+            return store_cmd::rekey(data, store, new_key_file.as_deref())
+        }
+        _ => {}
     }
     // A daemon holds the store: it answers instead.
     if let Some(info) = client::running_daemon(data, store)? {
@@ -1089,7 +1124,7 @@ fn oauth_command(
     };
     let rt = runtime()?;
     match cmd {
-        OauthCommand::Keygen => unreachable!("handled above"),
+        OauthCommand::Keygen { .. } | OauthCommand::Rekey { .. } => unreachable!("handled above"),
         OauthCommand::Import { name, file } => {
             account_of(&name)?;
             let tokens = parse_import(&read_secret_input(file.as_deref())?)?;
@@ -1136,7 +1171,7 @@ fn oauth_command(
             }
             match format {
                 ListFormat::Json => {
-                    let mut v = serde_json::json!({ "encrypted_at_rest": resolver.is_encrypted(), "accounts": status });
+                    let mut v = serde_json::json!({ "encrypted_at_rest": resolver.is_encrypted(), "key": store_cmd::key_spec().ok().map(|k| k.describe()), "accounts": status });
                     timestamps_to_seconds(&mut v);
                     println!("{}", serde_json::to_string_pretty(&v)?)
                 }
@@ -1164,14 +1199,7 @@ fn status_text(status: &[crate::oauth::AccountStatus], encrypted: bool) -> Strin
         t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_else(|| "-".into())
     };
-    let mut out = format!(
-        "token state: {}\n",
-        if encrypted {
-            "encrypted at rest (ChaCha20-Poly1305)"
-        } else {
-            "NOT encrypted at rest (set PUSHWERK_KEY or PUSHWERK_KEY_FILE)"
-        }
-    );
+    let mut out = format!("token state: {}\n", store_cmd::encryption_line(encrypted));
     for s in status {
         out.push_str(&format!("\n{}: {}\n", s.account, s.state));
         if let Some(r) = &s.reason {

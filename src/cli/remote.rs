@@ -55,7 +55,7 @@ pub fn oauth(data: &Path, info: &DaemonInfo, cmd: OauthCommand) -> anyhow::Resul
         api.base()
     );
     match cmd {
-        OauthCommand::Keygen => unreachable!("handled before"),
+        OauthCommand::Keygen { .. } | OauthCommand::Rekey { .. } => unreachable!("handled before"),
         OauthCommand::Import { name, file } => {
             let text = super::read_secret_input(file.as_deref())?;
             // Refused here already with the same message the daemon gives.

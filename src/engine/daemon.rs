@@ -64,6 +64,9 @@ pub struct DaemonConfig {
     pub backoff: Backoff,
     /// Target and token-endpoint base URLs.
     pub endpoints: Endpoints,
+    /// `--key-file`: the key of token state (else `PUSHWERK_KEY`,
+    /// `PUSHWERK_KEY_FILE` or the default key file, generated if missing).
+    pub key_file: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -86,6 +89,7 @@ impl DaemonConfig {
             retry_after_cap: Duration::from_secs(600),
             backoff: Backoff::default(),
             endpoints: Endpoints::default(),
+            key_file: None,
         }
     }
 }
@@ -489,10 +493,24 @@ impl Daemon {
         if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             tracing::warn!(error = %e, "cannot catch SIGHUP while starting");
         }
-        let sealer = Sealer::from_env(&crate::config::secret::process_env)?;
-        let store: Arc<dyn Store> = TokenStore::open_store(&config.data, config.store, &sealer)?;
+        let key = crate::oauth::seal::KeySpec::resolve(
+            config.key_file.as_deref(),
+            &crate::config::secret::process_env,
+        )?;
+        let tokens = TokenStore::open_keyed(
+            &config.data,
+            config.store,
+            &key,
+            crate::oauth::KeyUse::Generate,
+        )
+        .map_err(|e| match e {
+            crate::oauth::OAuthError::Store(e) => DaemonError::Store(e),
+            crate::oauth::OAuthError::Seal(e) => DaemonError::Seal(e),
+            other => DaemonError::Io(other.to_string()),
+        })?;
+        let store: Arc<dyn Store> = tokens.store().clone();
         let resolver = Arc::new(Resolver::new(
-            TokenStore::new(store.clone(), sealer),
+            tokens,
             BTreeMap::new(),
             ResolverSettings::default(),
         ));

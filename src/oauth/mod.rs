@@ -14,7 +14,10 @@ use std::time::Duration;
 
 pub use record::{AccountState, TokenError, TokenRecord};
 pub use resolver::{AccountStatus, ImportedTokens, Resolver, ResolverSettings};
-pub use token_store::TokenStore;
+pub(crate) use token_store::{
+    reseal_records as token_store_reseal, seal_plain_records as token_store_seal_plain,
+};
+pub use token_store::{KeyUse, TokenStore};
 
 use crate::config::SecretError;
 use crate::store::StoreError;

@@ -599,9 +599,17 @@ impl Resolver {
         let flight = self.flight(account);
         let mut flight = flight.lock().await;
         let now = Utc::now();
-        let mut record = self
-            .record(account)?
-            .unwrap_or_else(|| TokenRecord::new(account));
+        // A record this key cannot open (sealed with a lost key) is
+        // replaced: new tokens are how it is mended.
+        let mut record = match self.record(account) {
+            Ok(record) => record,
+            Err(OAuthError::Seal(e)) => {
+                tracing::warn!(account, "replacing a token record that cannot be read: {e}");
+                None
+            }
+            Err(e) => return Err(e),
+        }
+        .unwrap_or_else(|| TokenRecord::new(account));
         record.expires_at = match (&tokens.access_token, tokens.expires_at, tokens.expires_in) {
             (None, _, _) => None,
             (Some(_), Some(at), _) => Some(at.min(expiry_after(now, MAX_LIFETIME_SECS))),
@@ -687,7 +695,14 @@ impl Resolver {
         names.extend(self.tokens.accounts()?);
         let mut out = Vec::new();
         for name in names {
-            let record = self.record(&name)?;
+            // A record this key cannot open (sealed with another key) is
+            // that account's problem, reported as its state; the others
+            // are listed as usual.
+            let (record, unreadable) = match self.record(&name) {
+                Ok(record) => (record, None),
+                Err(OAuthError::Seal(e)) => (None, Some(e.to_string())),
+                Err(e) => return Err(e),
+            };
             let spec = accounts.get(&name).map(|a| &a.spec);
             let secret_expires = spec.and_then(|s| s.client_secret_expires);
             let mut warnings = Vec::new();
@@ -703,6 +718,7 @@ impl Resolver {
                 warnings.push("stored tokens of an account no file defines".to_owned());
             }
             let (state, reason) = match record.as_ref().map(|r| &r.state) {
+                None if unreadable.is_some() => ("unreadable".to_owned(), unreadable),
                 None => ("no_tokens".to_owned(), None),
                 Some(AccountState::Ok) => ("ok".to_owned(), None),
                 Some(AccountState::NeedsReauth { reason }) => {

@@ -1,7 +1,13 @@
 //! Encryption at rest of token records: ChaCha20-Poly1305 with a random
 //! nonce per record and the account name as associated data (a record
-//! cannot be moved to another account). Without a key, records are stored
-//! as plain JSON and `oauth status` says so.
+//! cannot be moved to another account). The key comes from `--key-file`,
+//! `PUSHWERK_KEY`, `PUSHWERK_KEY_FILE` or the default key file
+//! (`$XDG_CONFIG_HOME/pushwerk/key`, else `~/.config/pushwerk/key`), which
+//! is generated on first use — outside the data directory, so that a copy
+//! of the data alone reveals no token. Only `PUSHWERK_KEY=none` stores
+//! records as plain JSON, and `oauth status` says so.
+
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -21,11 +27,26 @@ pub enum SealError {
     #[error("cannot read key file {0}: {1}")]
     KeyFile(String, String),
     /// A record is encrypted but no key is configured.
-    #[error("token state is encrypted at rest: set PUSHWERK_KEY or PUSHWERK_KEY_FILE")]
+    #[error("token state is encrypted at rest but encryption is turned off (PUSHWERK_KEY=none): give the key it was sealed with (--key-file, PUSHWERK_KEY or PUSHWERK_KEY_FILE)")]
     KeyNeeded,
     /// Decryption failed: another key, or a damaged record.
-    #[error("cannot decrypt the token state of account `{0}`: wrong key or damaged record")]
+    #[error("cannot decrypt the token state of account `{0}`: it was sealed with another key (or is damaged): restore that key file, or sign the account in again with `pushwerk oauth import {0}` or `pushwerk oauth login {0}`")]
     Decrypt(String),
+    /// The key file is missing while the store holds records sealed with
+    /// a key: generating a new one would make them unreadable for good.
+    #[error("the key file {path} does not exist, but the token state of {} is encrypted with a key: restore the key file (from the backup of {path}, or point --key-file / PUSHWERK_KEY_FILE at it); no new key was generated, so nothing is lost yet. If the key is lost for good, create a new one with `pushwerk oauth keygen --write` and sign the accounts in again with `pushwerk oauth import NAME` or `pushwerk oauth login NAME` ({})", .accounts.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", "), .accounts.join(", "))]
+    KeyLost {
+        /// The key file that is gone.
+        path: String,
+        /// The accounts whose records are sealed.
+        accounts: Vec<String>,
+    },
+    /// No key is given and there is no place for the default key file.
+    #[error("no key for token state: neither --key-file, PUSHWERK_KEY nor PUSHWERK_KEY_FILE is set, and neither XDG_CONFIG_HOME nor HOME names a directory for the default key file: give one of them (or PUSHWERK_KEY=none to store tokens unencrypted)")]
+    NoKeyLocation,
+    /// The key file cannot be created.
+    #[error("cannot create the key file {0}: {1}")]
+    KeyCreate(String, String),
     /// A record's format byte is unknown.
     #[error("token state of account `{0}` has an unknown format")]
     Format(String),
@@ -72,22 +93,16 @@ impl Sealer {
         })
     }
 
-    /// From `PUSHWERK_KEY` (the key) or `PUSHWERK_KEY_FILE` (a file holding it); plain if neither is set.
-    pub fn from_env(lookup: &crate::config::secret::EnvLookup) -> Result<Sealer, SealError> {
-        if let Some(key) = lookup("PUSHWERK_KEY").filter(|k| !k.trim().is_empty()) {
-            return Sealer::from_key_text(&key);
-        }
-        if let Some(path) = lookup("PUSHWERK_KEY_FILE").filter(|k| !k.trim().is_empty()) {
-            // A key is 44 to 64 characters: a few KiB is plenty, and a
-            // wrong path (a log, a device) is not read on and on.
-            let mut text = String::new();
-            let file = std::fs::File::open(&path)
-                .map_err(|e| SealError::KeyFile(path.clone(), e.kind().to_string()))?;
-            std::io::Read::read_to_string(&mut std::io::Read::take(file, 4096), &mut text)
-                .map_err(|e| SealError::KeyFile(path.clone(), e.kind().to_string()))?;
-            return Sealer::from_key_text(&text);
-        }
-        Ok(Sealer::plain())
+    /// Reads a key file (at most 4 KiB: a key is 44 to 64 characters, and
+    /// a wrong path — a log, a device — is not read on and on).
+    pub fn from_key_file(path: &Path) -> Result<Sealer, SealError> {
+        let shown = path.display().to_string();
+        let mut text = String::new();
+        let file = std::fs::File::open(path)
+            .map_err(|e| SealError::KeyFile(shown.clone(), e.kind().to_string()))?;
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, 4096), &mut text)
+            .map_err(|e| SealError::KeyFile(shown, e.kind().to_string()))?;
+        Sealer::from_key_text(&text)
     }
 
     /// A new random key, as 64 hex digits.
@@ -163,9 +178,223 @@ impl Sealer {
     }
 }
 
+/// Where the key of token state comes from, in order: `--key-file`,
+/// `PUSHWERK_KEY` (`none` turns encryption off), `PUSHWERK_KEY_FILE`, the
+/// default key file. A key file given by `--key-file` or the default one
+/// may be generated (see [`KeySpec::create`]); one named by
+/// `PUSHWERK_KEY_FILE` must exist.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySpec {
+    /// The key itself (`PUSHWERK_KEY`).
+    Text(String),
+    /// Encryption turned off (`PUSHWERK_KEY=none`).
+    Disabled,
+    /// A key file.
+    File {
+        /// Its path.
+        path: PathBuf,
+        /// Whether it is generated when missing.
+        create: bool,
+    },
+}
+
+impl std::fmt::Debug for KeySpec {
+    /// Never the key itself: where it comes from.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeySpec({})", self.describe())
+    }
+}
+
+/// Mode of a generated key file.
+const KEY_MODE: u32 = 0o600;
+
+impl KeySpec {
+    /// The key setting of this process: `flag` is `--key-file`.
+    pub fn resolve(
+        flag: Option<&Path>,
+        lookup: &crate::config::secret::EnvLookup,
+    ) -> Result<KeySpec, SealError> {
+        if let Some(path) = flag.filter(|p| !p.as_os_str().is_empty()) {
+            return Ok(KeySpec::File {
+                path: path.to_path_buf(),
+                create: true,
+            });
+        }
+        if let Some(key) = lookup("PUSHWERK_KEY").filter(|k| !k.trim().is_empty()) {
+            if key.trim().eq_ignore_ascii_case("none") {
+                return Ok(KeySpec::Disabled);
+            }
+            return Ok(KeySpec::Text(key));
+        }
+        if let Some(path) = lookup("PUSHWERK_KEY_FILE").filter(|k| !k.trim().is_empty()) {
+            return Ok(KeySpec::File {
+                path: path.into(),
+                create: false,
+            });
+        }
+        let config = lookup("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| {
+                lookup("HOME")
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_absolute())
+                    .map(|h| h.join(".config"))
+            })
+            .ok_or(SealError::NoKeyLocation)?;
+        Ok(KeySpec::File {
+            path: config.join("pushwerk").join("key"),
+            create: true,
+        })
+    }
+
+    /// Where the key is, for messages and `oauth status` (never the key).
+    pub fn describe(&self) -> String {
+        match self {
+            KeySpec::Text(_) => "PUSHWERK_KEY".into(),
+            KeySpec::Disabled => "none (PUSHWERK_KEY=none)".into(),
+            KeySpec::File { path, .. } => path.display().to_string(),
+        }
+    }
+
+    /// The key file, if the key is in one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            KeySpec::File { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The sealer of an existing key; `None` if the key file is missing and
+    /// may be generated (a missing `PUSHWERK_KEY_FILE` is an error).
+    pub fn load(&self) -> Result<Option<Sealer>, SealError> {
+        match self {
+            KeySpec::Text(text) => Sealer::from_key_text(text).map(Some),
+            KeySpec::Disabled => Ok(Some(Sealer::plain())),
+            KeySpec::File { path, create } => match std::fs::symlink_metadata(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && *create => Ok(None),
+                _ => Sealer::from_key_file(path).map(Some),
+            },
+        }
+    }
+
+    /// Generates the key file (its directory `0700` if new, the file `0600`,
+    /// created exclusively: of two processes racing, one writes it and the
+    /// other reads it) and returns its sealer.
+    pub fn create(&self) -> Result<Sealer, SealError> {
+        let KeySpec::File { path, .. } = self else {
+            return self.load()?.ok_or(SealError::NoKeyLocation);
+        };
+        write_new_key_file(path, &Sealer::generate_key())?;
+        Sealer::from_key_file(path)
+    }
+}
+
+/// `PATH.suffix` beside a key file (`key` → `key.new`, `key.old`): where
+/// `oauth rekey` stages the new key and keeps the old one.
+pub fn key_sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Writes `key` into a new file at `path` (`0600`, exclusively, synced; the
+/// directory created `0700` if missing). An existing file is left alone
+/// and is not an error: it is read instead by the caller.
+pub fn write_new_key_file(path: &Path, key: &str) -> Result<(), SealError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let err = |e: std::io::Error| SealError::KeyCreate(path.display().to_string(), e.to_string());
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(err)?;
+    }
+    // Written under a private temporary name, then linked into place:
+    // whoever reads the key file sees all of a key or none.
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(KEY_MODE)
+        .open(&tmp)
+        .map_err(err)?;
+    let written = file
+        .write_all(format!("{key}\n").as_bytes())
+        .and_then(|()| file.sync_all());
+    drop(file);
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(err(e)),
+    }
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_is_found_in_order_and_generated_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let xdg = tmp.path().join("xdg");
+        let env = |pairs: Vec<(&'static str, String)>| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        let lookup = env(vec![
+            ("XDG_CONFIG_HOME", xdg.display().to_string()),
+            ("HOME", "/home/x".into()),
+        ]);
+        let spec = KeySpec::resolve(None, &lookup).unwrap();
+        let path = xdg.join("pushwerk").join("key");
+        assert_eq!(
+            spec,
+            KeySpec::File {
+                path: path.clone(),
+                create: true
+            }
+        );
+        assert_eq!(spec.load().unwrap().map(|_| ()), None);
+        let sealer = spec.create().unwrap();
+        assert!(sealer.is_encrypted());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        // A second create keeps the first key.
+        let sealed = sealer.seal("a", b"x");
+        assert_eq!(spec.create().unwrap().open("a", &sealed).unwrap(), b"x");
+        // HOME without XDG; PUSHWERK_KEY=none; nothing at all.
+        let home = env(vec![("HOME", "/home/x".into())]);
+        assert_eq!(
+            KeySpec::resolve(None, &home).unwrap().path(),
+            Some(Path::new("/home/x/.config/pushwerk/key"))
+        );
+        let none = env(vec![("PUSHWERK_KEY", "none".into()), ("HOME", "/h".into())]);
+        assert_eq!(KeySpec::resolve(None, &none).unwrap(), KeySpec::Disabled);
+        assert_eq!(
+            KeySpec::resolve(None, &env(vec![])).unwrap_err(),
+            SealError::NoKeyLocation
+        );
+        // Debug output never shows a key.
+        let text = KeySpec::Text("00".repeat(32));
+        assert_eq!(format!("{text:?}"), "KeySpec(PUSHWERK_KEY)");
+        // --key-file wins over everything.
+        let flag = KeySpec::resolve(Some(Path::new("/k")), &none).unwrap();
+        assert_eq!(flag.path(), Some(Path::new("/k")));
+    }
 
     #[test]
     fn sealed_records_hide_the_plaintext_and_bind_the_account() {

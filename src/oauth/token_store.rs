@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::record::TokenRecord;
-use super::seal::{SealError, Sealer};
+use super::seal::{KeySpec, SealError, Sealer};
 use super::OAuthError;
 use crate::store::{trees, Store, StoreChoice, StoreError};
 
@@ -43,6 +43,124 @@ impl TokenStore {
         crate::store::open_prepared(data, choice, |store| {
             seal_plain_records(store, sealer).map(|_| ())
         })
+    }
+
+    /// Opens the store of the data directory `data` with the key `spec`
+    /// names. A key file that does not exist yet is generated when `use_`
+    /// is [`KeyUse::Generate`] (and said where, once) — unless the store
+    /// holds records sealed with a key already: that key is lost, and a new
+    /// one would make them unreadable for good, so this is refused with
+    /// what to do ([`SealError::KeyLost`]). Plain records are sealed (see
+    /// [`TokenStore::open_store`]). Records the key cannot open (sealed
+    /// with another key) are reported once as a warning naming the
+    /// accounts; the others work.
+    pub fn open_keyed(
+        data: &std::path::Path,
+        choice: StoreChoice,
+        spec: &KeySpec,
+        use_: KeyUse,
+    ) -> Result<TokenStore, OAuthError> {
+        let existing = spec.load()?;
+        let mut outcome: Option<SealError> = None;
+        let mut chosen: Option<Sealer> = None;
+        let opened = crate::store::open_prepared(data, choice, |store| {
+            let sealer = match existing {
+                Some(sealer) => sealer,
+                None => {
+                    let sealed = sealed_accounts(store)?;
+                    let made = if !sealed.is_empty() {
+                        Err(SealError::KeyLost {
+                            path: spec.describe(),
+                            accounts: sealed,
+                        })
+                    } else if use_ == KeyUse::ExistingOnly {
+                        Ok(Sealer::plain())
+                    } else {
+                        spec.create().inspect(|_| {
+                            tracing::info!(
+                                target: "pushwerk::status",
+                                "generated the key that encrypts token state: {} (mode 0600). Back it up together with the data directory: without it the stored tokens cannot be read",
+                                spec.describe()
+                            )
+                        })
+                    };
+                    match made {
+                        Ok(sealer) => sealer,
+                        Err(e) => {
+                            let message = e.to_string();
+                            outcome = Some(e);
+                            return Err(StoreError::Refused(message));
+                        }
+                    }
+                }
+            };
+            seal_plain_records(store, &sealer)?;
+            chosen = Some(sealer);
+            Ok(())
+        });
+        let store = match (opened, outcome) {
+            (Err(_), Some(e)) => return Err(e.into()),
+            (Err(e), None) => return Err(e.into()),
+            (Ok(store), _) => store,
+        };
+        let sealer = chosen.unwrap_or_else(Sealer::plain);
+        let tokens = TokenStore::new(store, sealer);
+        let unreadable = tokens.unreadable()?;
+        if let (false, Some(path)) = (unreadable.is_empty(), spec.path()) {
+            // `oauth rekey` interrupted after the records were re-sealed
+            // but before the new key (staged as KEY.new) replaced the old
+            // one: finish it.
+            let staged = super::seal::key_sibling(path, "new");
+            if let Ok(new) = Sealer::from_key_file(&staged) {
+                let renewed = TokenStore::new(tokens.store.clone(), new);
+                if renewed.unreadable()?.is_empty() {
+                    std::fs::rename(&staged, path).map_err(|e| {
+                        SealError::KeyCreate(path.display().to_string(), e.to_string())
+                    })?;
+                    tracing::info!(
+                        target: "pushwerk::status",
+                        "finished an interrupted `oauth rekey`: {} now holds the key the token state is sealed with",
+                        path.display()
+                    );
+                    return Ok(renewed);
+                }
+            }
+        }
+        if !unreadable.is_empty() {
+            tracing::warn!(
+                "the token state of {} cannot be decrypted with the key from {} (it was sealed with another key): restore the key it was sealed with, or sign in again with `pushwerk oauth import NAME` or `pushwerk oauth login NAME`; the other accounts work",
+                unreadable
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                spec.describe()
+            );
+        }
+        Ok(tokens)
+    }
+
+    /// The accounts whose sealed records this key cannot open.
+    pub fn unreadable(&self) -> Result<Vec<String>, OAuthError> {
+        Ok(self
+            .store
+            .scan_prefix(trees::TOKENS, b"")?
+            .into_iter()
+            .filter(|(_, v)| !Sealer::is_plain(v))
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+            .filter(|(account, v)| self.sealer.open(account, v).is_err())
+            .map(|(account, _)| account)
+            .collect())
+    }
+
+    /// The store the records live in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The sealer records are written with.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 
     /// Whether records are encrypted at rest: a key is set and no stored
@@ -89,6 +207,60 @@ impl TokenStore {
             .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
             .collect())
     }
+}
+
+/// Whether a command may generate a missing key file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// Commands that write tokens or open the store for writing (`serve`,
+    /// `send`, `oauth import|login|refresh|status`): a missing default key
+    /// file is generated.
+    Generate,
+    /// Commands that only read (`dry-run --show-secrets`): nothing is
+    /// created in the user's config directory.
+    ExistingOnly,
+}
+
+/// The accounts whose records in `store` are sealed (not plain).
+fn sealed_accounts(store: &dyn Store) -> Result<Vec<String>, StoreError> {
+    Ok(store
+        .scan_prefix(trees::TOKENS, b"")?
+        .into_iter()
+        .filter(|(_, v)| !Sealer::is_plain(v))
+        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+        .collect())
+}
+
+/// Re-seals every record of `store` (opened with `old`) with `new`, in one
+/// batch, and asks for a compaction (set and flushed first, as in
+/// [`seal_plain_records`]) so that no record sealed with the old key stays
+/// in the files. Refused, changing nothing, if `old` cannot open a record.
+pub(crate) fn reseal_records(
+    store: &dyn Store,
+    old: &Sealer,
+    new: &Sealer,
+) -> Result<usize, OAuthError> {
+    let mut ops = Vec::new();
+    let mut unreadable = Vec::new();
+    for (k, v) in store.scan_prefix(trees::TOKENS, b"")? {
+        let account = String::from_utf8_lossy(&k).into_owned();
+        match old.open(&account, &v) {
+            Ok(plain) => ops.push((k, Some(new.seal(&account, &plain)))),
+            Err(_) => unreadable.push(account),
+        }
+    }
+    if !unreadable.is_empty() {
+        return Err(OAuthError::Store(StoreError::Refused(format!(
+            "the current key cannot decrypt the token state of {} (sealed with another key): nothing was re-keyed. Restore the key they were sealed with, or sign them in again (`pushwerk oauth import NAME` or `pushwerk oauth login NAME`) and run rekey then",
+            unreadable.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+        ))));
+    }
+    let n = ops.len();
+    store.put(trees::MAINTENANCE, crate::store::COMPACT_PENDING, b"1")?;
+    store.flush()?;
+    store.apply_batch(trees::TOKENS, ops)?;
+    store.flush()?;
+    Ok(n)
 }
 
 /// Seals every plain token record in `store` with `sealer` (nothing

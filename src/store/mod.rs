@@ -4,6 +4,7 @@
 //! server-grade store can replace sled 0.34 — old, single-process, and known
 //! for space amplification — in one place.
 
+pub mod migrate;
 mod redb_store;
 mod sled_store;
 
@@ -16,7 +17,7 @@ use std::path::Path;
 /// Which store keeps a data directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StoreChoice {
-    /// Whichever the data directory already holds; sled for a new one.
+    /// Whichever the data directory already holds; redb for a new one.
     #[default]
     Auto,
     /// sled 0.34 (`DATA/sled/`).
@@ -41,14 +42,17 @@ impl std::str::FromStr for StoreChoice {
 }
 
 /// Opens the store of the data directory `dir`. With [`StoreChoice::Auto`]
-/// it is the one `dir` already holds (sled for a new directory). A choice
-/// that differs from what `dir` holds is refused: nothing is migrated
-/// between stores, and starting an empty one would hide the queue and the
-/// token state of the other.
+/// it is the one `dir` already holds (redb for a new directory: it stays
+/// bounded in size, syncs with fdatasync and reports damage as errors,
+/// where sled grows without bound — BENCHMARKS.md). A choice that differs
+/// from what `dir` holds is refused: starting an empty one would hide the
+/// queue and the token state of the other (`pushwerk store migrate` copies
+/// one into the other).
 pub fn open(dir: &Path, choice: StoreChoice) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     secure_dir(dir)?;
     sled_store::finish_interrupted_compaction(dir)?;
     redb_store::finish_interrupted_compaction(dir)?;
+    migrate::finish_interrupted(dir)?;
     let has_sled = dir.join("sled").exists();
     let has_redb = dir.join(redb_store::FILE_NAME).exists();
     let kind = match (choice, has_sled, has_redb) {
@@ -62,15 +66,17 @@ pub fn open(dir: &Path, choice: StoreChoice) -> Result<std::sync::Arc<dyn Store>
             return Err(StoreError::Directory {
                 path: dir.to_path_buf(),
                 reason: format!(
-                    "holds a {} store, not the {} store asked for (stores are not migrated into each other): choose --store {}, or another data directory",
+                    "holds a {} store, not the {} store asked for: choose --store {}, or copy it over with `pushwerk store migrate --from {} --to {}`",
                     if has_sled { "sled" } else { "redb" },
                     if has_sled { "redb" } else { "sled" },
                     if has_sled { "sled" } else { "redb" },
+                    if has_sled { "sled" } else { "redb" },
+                    if has_sled { "redb" } else { "sled" },
                 ),
             })
         }
-        (StoreChoice::Redb, _, _) | (StoreChoice::Auto, false, true) => StoreChoice::Redb,
-        _ => StoreChoice::Sled,
+        (StoreChoice::Sled, _, _) | (StoreChoice::Auto, true, false) => StoreChoice::Sled,
+        _ => StoreChoice::Redb,
     };
     Ok(match kind {
         StoreChoice::Redb => std::sync::Arc::new(RedbStore::open(dir)?),
@@ -126,7 +132,7 @@ pub(crate) const SCHEMA_VERSION: u32 = 1;
 /// ingest token and the leftovers of an interrupted compaction. Anything
 /// else is foreign, and a directory holding it is refused: pushwerk only
 /// ever changes the modes of what it created.
-pub(crate) const OWN_ENTRIES: [(&str, bool); 9] = [
+pub(crate) const OWN_ENTRIES: [(&str, bool); 10] = [
     ("sled", true),
     (redb_store::FILE_NAME, false),
     ("ingest-token", false),
@@ -136,7 +142,13 @@ pub(crate) const OWN_ENTRIES: [(&str, bool); 9] = [
     (SLED_COMPACT, true),
     (SLED_OLD, true),
     (REDB_COMPACT, false),
+    (migrate::STAGING, true),
 ];
+/// Prefixes of pushwerk's own entries with a variable tail: the store a
+/// migration moved aside (`sled.migrated-<time>/`,
+/// `pushwerk.redb.migrated-<time>`), kept so that nothing is lost.
+pub(crate) const OWN_PREFIXES: [(&str, bool); 2] =
+    [(migrate::SLED_ASIDE, true), (migrate::REDB_ASIDE, false)];
 /// Where a compaction builds the new sled store.
 pub(crate) const SLED_COMPACT: &str = "sled.compact";
 /// Where a compaction parks the old sled store until the new one is in place.
@@ -187,15 +199,27 @@ pub(crate) fn secure_dir(dir: &Path) -> Result<(), StoreError> {
         let kind = entry
             .file_type()
             .map_err(|e| err(format!("cannot read {}: {e}", name.to_string_lossy())))?;
-        let own = OWN_ENTRIES.iter().any(|(own, is_dir)| {
-            name.to_str() == Some(own)
-                && !kind.is_symlink()
-                && if *is_dir {
-                    kind.is_dir()
-                } else {
-                    kind.is_file()
-                }
-        });
+        let of_kind = |is_dir: bool| {
+            if is_dir {
+                kind.is_dir()
+            } else {
+                kind.is_file()
+            }
+        };
+        let own = !kind.is_symlink()
+            && name.to_str().is_some_and(|n| {
+                OWN_ENTRIES
+                    .iter()
+                    .any(|(own, is_dir)| n == *own && of_kind(*is_dir))
+                    || OWN_PREFIXES.iter().any(|(prefix, is_dir)| {
+                        n.strip_prefix(prefix).is_some_and(|tail| {
+                            !tail.is_empty()
+                                && tail
+                                    .bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                        }) && of_kind(*is_dir)
+                    })
+            });
         if !own {
             foreign.push(name.to_string_lossy().into_owned());
         }
@@ -205,7 +229,7 @@ pub(crate) fn secure_dir(dir: &Path) -> Result<(), StoreError> {
         let more = foreign.len().saturating_sub(5);
         foreign.truncate(5);
         return Err(err(format!(
-            "holds entries that are not pushwerk's ({}{}): pushwerk keeps its data directory to itself (sled/, pushwerk.redb, ingest-token, each a plain file or directory, not a symlink); name a new or empty directory, or move those entries away",
+            "holds entries that are not pushwerk's ({}{}): pushwerk keeps its data directory to itself (sled/, pushwerk.redb, ingest-token, a store a migration moved aside, each a plain file or directory, not a symlink); name a new or empty directory, or move those entries away",
             foreign.join(", "),
             if more > 0 { format!(" and {more} more") } else { String::new() }
         )));
@@ -313,6 +337,11 @@ pub enum StoreError {
     /// request may be repeated later; nothing is damaged.
     #[error("the store cannot write now (disk full?): {0}")]
     Unavailable(String),
+    /// The store was not opened, for a reason its caller gives (a token
+    /// key that cannot be used on this store, a migration that cannot
+    /// start): the message says what to do.
+    #[error("{0}")]
+    Refused(String),
     /// The data was written by a newer pushwerk.
     #[error("the store has schema version {found}; this pushwerk understands up to {supported}")]
     SchemaVersion {

@@ -327,6 +327,41 @@ impl RedbStore {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The names of the trees callers wrote (not the store's own table):
+    /// what a migration copies.
+    pub(crate) fn tree_names(&self) -> Result<Vec<String>, StoreError> {
+        self.shared.with_db(|db| {
+            let read = db.begin_read().map_err(backend)?;
+            let names: Vec<String> = read
+                .list_tables()
+                .map_err(backend)?
+                .map(|h| h.name().to_owned())
+                .filter(|n| n != META)
+                .collect();
+            Ok(names)
+        })
+    }
+
+    /// Makes every id handed out from now on at least `floor` (a store a
+    /// migration filled: its ids must stay above the old store's), durably.
+    pub(crate) fn raise_ids(&self, floor: u64) -> Result<(), StoreError> {
+        let mut ids = lock(&self.shared.ids);
+        if ids.next >= floor {
+            return Ok(());
+        }
+        let meta: Bytes<'_> = TableDefinition::new(META);
+        let txn = self.shared.begin_write()?;
+        txn.open_table(meta)
+            .map_err(backend)?
+            .insert(IDS_KEY, floor.to_be_bytes().as_slice())
+            .map_err(backend)?;
+        txn.commit().map_err(backend)?;
+        self.shared.sync()?;
+        ids.next = floor;
+        ids.end = floor;
+        Ok(())
+    }
 }
 
 /// Rewrites the (closed) redb store of `dir` into a fresh file: every

@@ -122,6 +122,32 @@ impl SledStore {
     fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
         self.db.open_tree(name).map_err(backend)
     }
+
+    /// The names of the trees callers wrote (not sled's default tree, which
+    /// holds the store's own records): what a migration copies.
+    pub(crate) fn tree_names(&self) -> Vec<String> {
+        self.db
+            .tree_names()
+            .into_iter()
+            .filter(|n| n.as_ref() != b"__sled__default")
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .collect()
+    }
+
+    /// Makes every id handed out from the next open on at least `floor`
+    /// (a store a migration filled: its ids must stay above the old
+    /// store's), durably. Ids of this open stay as they were.
+    pub(crate) fn raise_ids(&self, floor: u64) -> Result<(), StoreError> {
+        let next = self.db.generate_id().map_err(backend)? + self.id_offset;
+        if next < floor {
+            let offset = self.id_offset + (floor - next);
+            self.db
+                .insert(ID_OFFSET_KEY, &offset.to_be_bytes())
+                .map_err(backend)?;
+        }
+        self.db.flush().map_err(backend)?;
+        Ok(())
+    }
 }
 
 /// Rewrites the (closed) sled store of `dir` into fresh files: every tree

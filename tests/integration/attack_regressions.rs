@@ -16,7 +16,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
@@ -52,7 +52,7 @@ impl Daemon {
         }
         let port = free_port();
         let log = tmp.join("serve.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+        let mut cmd = crate::util::pushwerk_command();
         cmd.arg("--dir")
             .arg(tmp.join("pushes"))
             .arg("--data")
@@ -564,7 +564,7 @@ fn sighup_while_the_daemon_starts_does_not_end_it() {
     std::fs::create_dir_all(tmp.path().join("pushes")).expect("mkdir");
     let port = free_port();
     let data = tmp.path().join("data");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    let mut cmd = crate::util::pushwerk_command();
     cmd.arg("--dir")
         .arg(tmp.path().join("pushes"))
         .arg("--data")

@@ -14,7 +14,7 @@ use crate::util::{folder, stderr, stdout, EXAMPLE_ENV};
 /// `pushwerk --dir pushes --data data args…` in `cwd`, with a clean
 /// environment plus `env`.
 fn command(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    let mut cmd = crate::util::pushwerk_command();
     cmd.current_dir(cwd)
         .args(["--dir", "pushes", "--data", "data"])
         .args(args)

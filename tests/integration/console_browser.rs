@@ -55,7 +55,7 @@ impl Drop for Served {
 }
 
 fn base_command(tmp: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    let mut cmd = crate::util::pushwerk_command();
     cmd.arg("--dir")
         .arg(tmp.join("pushes"))
         .arg("--data")

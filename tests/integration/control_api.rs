@@ -26,7 +26,7 @@ struct World {
 }
 
 fn base_command(dir: &Path, data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    let mut cmd = crate::util::pushwerk_command();
     cmd.arg("--dir").arg(dir).arg("--data").arg(data);
     for name in EXAMPLE_ENV {
         cmd.env_remove(name);
@@ -483,7 +483,7 @@ async fn accounts_need_the_admin_token_and_never_show_a_token() {
     assert_eq!(account["name"], "ms_mail");
     assert_eq!(account["status"], "ok", "{account}");
     assert_eq!(account["has_refresh_token"], true);
-    assert_eq!(account["encrypted"], false);
+    assert_eq!(account["encrypted"], true);
     assert!(account["access_token_expires"].is_string(), "{account}");
     assert!(account["last_refresh"].is_string(), "{account}");
 
@@ -497,7 +497,7 @@ async fn accounts_need_the_admin_token_and_never_show_a_token() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(list["encrypted_at_rest"], false);
+    assert_eq!(list["encrypted_at_rest"], true);
     assert_eq!(list["accounts"][0]["name"], "ms_mail");
     assert_eq!(list["accounts"][0]["status"], "ok");
 
@@ -694,7 +694,7 @@ async fn oauth_import_into_a_running_daemon_then_the_waiting_delivery_goes_out()
         .pushwerk(&["oauth", "status", "--format", "json"], None)
         .await;
     let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON status");
-    assert_eq!(doc["encrypted_at_rest"], false, "{doc}");
+    assert_eq!(doc["encrypted_at_rest"], true, "{doc}");
     assert_eq!(doc["accounts"][0]["account"], "ms_mail", "{doc}");
     assert_eq!(doc["accounts"][0]["state"], "ok", "{doc}");
     assert_eq!(doc["accounts"][0]["has_refresh_token"], true, "{doc}");

@@ -103,7 +103,7 @@ impl World {
 }
 
 fn base_command(dir: &Path, data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    let mut cmd = crate::util::pushwerk_command();
     cmd.arg("--dir").arg(dir).arg("--data").arg(data);
     for name in EXAMPLE_ENV {
         cmd.env_remove(name);

@@ -193,7 +193,7 @@ impl Daemon {
             .expect("free port")
             .port();
         let log = root.join("serve.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+        let mut cmd = crate::util::pushwerk_command();
         cmd.current_dir(root)
             .args(["--dir", "pushes", "--data", "data", "serve", "--listen"])
             .arg(format!("127.0.0.1:{port}"))

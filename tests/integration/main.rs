@@ -22,6 +22,7 @@ mod oauth;
 mod oauth_hostile;
 mod schemas;
 mod snapshots;
+mod store_default;
 mod store_safety;
 mod util;
 mod webdriver;

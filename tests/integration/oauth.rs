@@ -360,7 +360,7 @@ fn read_authorize_url(child: &mut std::process::Child) -> String {
 }
 
 async fn login_via_cli(s: &Setup, tamper_state: bool) -> (std::process::Output, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pushwerk"))
+    let mut child = crate::util::pushwerk_command()
         .current_dir(s.dir.path())
         .args(["oauth", "login", "ms_mail"])
         .env("MS_MAIL_CLIENT_SECRET", SECRET)
@@ -566,11 +566,12 @@ async fn canary_tokens_and_secret_appear_in_no_log_status_error_or_sealed_store(
             "{secret} is readable in the data directory"
         );
     }
-    // Control: without a key the same scan does find the refresh token, so
-    // the scan itself works.
+    // Control: with encryption turned off (PUSHWERK_KEY=none) the same scan
+    // does find the refresh token, so the scan itself works.
     let plain_dir = folder(&[("pushes/accounts.yaml", &account_yaml(&s.mock))]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pushwerk"))
+    let mut child = crate::util::pushwerk_command()
         .current_dir(plain_dir.path())
+        .env("PUSHWERK_KEY", "none")
         .args(["oauth", "import", "ms_mail"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())

@@ -531,7 +531,7 @@ impl Drop for LoginProcess {
 }
 
 fn spawn_login(dir: &Path, secret: Option<&str>) -> LoginProcess {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    let mut cmd = crate::util::pushwerk_command();
     cmd.current_dir(dir)
         .args(["oauth", "login", "acct"])
         .env_remove("ACCT_SECRET")
@@ -602,7 +602,7 @@ fn login_without_the_client_secret_fails_before_showing_a_url() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(IdentityMock::start(MockConfig::default()));
     let dir = login_folder(&mock, "");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushwerk"))
+    let out = crate::util::pushwerk_command()
         .current_dir(dir.path())
         .args(["oauth", "login", "acct"])
         .env_remove("ACCT_SECRET")
@@ -864,7 +864,7 @@ async fn real_oidc_provider_login_asks_consent_and_refreshes_with_the_granted_sc
             "kind: oauth_account\nname: acct\ntoken_url: {issuer}/token\nauthorize_url: {issuer}/auth\nclient_id: {client_id}\nclient_secret: ${{env:ACCT_SECRET}}\nscope: openid offline_access profile email\n"
         ),
     )]);
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    let mut cmd = crate::util::pushwerk_command();
     cmd.current_dir(dir.path())
         .args([
             "oauth",

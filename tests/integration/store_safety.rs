@@ -6,7 +6,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{folder, stderr, stdout, EXAMPLE_ENV};
@@ -44,7 +44,7 @@ fn setup() -> tempfile::TempDir {
 /// `pushwerk --dir pushes --data DATA args…` in `cwd`, killed (and the test
 /// failed) if it has not exited within 30 s.
 fn run(cwd: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    let mut cmd = crate::util::pushwerk_command();
     cmd.current_dir(cwd)
         .arg("--dir")
         .arg("pushes")
@@ -137,7 +137,10 @@ fn a_world_writable_data_directory_is_refused_and_keeps_every_mode() {
         assert_eq!(mode(&shared), 0o1777, "{args:?} changed the shared dir");
         assert_eq!(mode(&file), 0o644, "{args:?} changed a file in it");
         assert_eq!(mode(&sub), 0o755, "{args:?} changed a folder in it");
-        assert!(!shared.join("sled").exists(), "{args:?} wrote a store");
+        assert!(
+            !shared.join("sled").exists() && !shared.join("pushwerk.redb").exists(),
+            "{args:?} wrote a store"
+        );
     }
 }
 
@@ -167,10 +170,19 @@ fn symlinks_in_the_data_directory_are_never_followed() {
     let tmp = setup();
     std::fs::write(tmp.path().join("token.txt"), "rt-1").unwrap();
     let data = tmp.path().join("data");
+    // sled: a store that is a folder, where a symlink could be planted.
     let out = run(
         tmp.path(),
         &data,
-        &["oauth", "import", "ms_mail", "--file", "token.txt"],
+        &[
+            "--store",
+            "sled",
+            "oauth",
+            "import",
+            "ms_mail",
+            "--file",
+            "token.txt",
+        ],
         &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -278,7 +290,15 @@ fn sled_store(cwd: &Path) -> PathBuf {
     let out = run(
         cwd,
         &data,
-        &["oauth", "import", "ms_mail", "--file", "token.txt"],
+        &[
+            "--store",
+            "sled",
+            "oauth",
+            "import",
+            "ms_mail",
+            "--file",
+            "token.txt",
+        ],
         &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -325,7 +345,15 @@ fn a_damaged_sled_store_is_an_error_never_a_panic() {
     let out = run(
         tmp.path(),
         &small,
-        &["oauth", "import", "ms_mail", "--file", "token.txt"],
+        &[
+            "--store",
+            "sled",
+            "oauth",
+            "import",
+            "ms_mail",
+            "--file",
+            "token.txt",
+        ],
         &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -413,10 +441,13 @@ fn data_holds(dir: &Path, needle: &str) -> bool {
     all.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-/// A refresh token imported without a key, then a key set: the next
-/// command seals it and rewrites the store, so its bytes are in no file of
-/// the data directory, `oauth status` says "encrypted at rest" truly, and
-/// the token still refreshes.
+/// A refresh token stored in plain text (an existing store from before
+/// encryption was the default, made here with the opt-out
+/// `PUSHWERK_KEY=none`), then the first start without any key setting:
+/// a key is generated into the config directory, the record sealed and the
+/// store rewritten, so the token's bytes are in no file of the data
+/// directory, `oauth status` says "encrypted at rest" truly, and the token
+/// still refreshes.
 async fn encryption_turned_on_later(store: &str) {
     use crate::mock_identity::{IdentityMock, MockConfig};
     let mock = IdentityMock::start(MockConfig::default()).await;
@@ -432,9 +463,12 @@ async fn encryption_turned_on_later(store: &str) {
     std::fs::write(tmp.path().join("token.txt"), &canary).unwrap();
     let cwd = tmp.path().to_path_buf();
     let data = cwd.join("data");
-    let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let config = cwd.join("config");
+    let config_text: &'static str = Box::leak(config.display().to_string().into_boxed_str());
     let pushwerk = |args: Vec<&'static str>, env: Vec<(&'static str, &'static str)>| {
         let (cwd, data) = (cwd.clone(), data.clone());
+        let mut env = env;
+        env.insert(0, ("XDG_CONFIG_HOME", config_text));
         tokio::task::spawn_blocking(move || run(&cwd, &data, &args, &env))
     };
     let store_arg: &'static str = if store == "redb" { "redb" } else { "sled" };
@@ -449,22 +483,32 @@ async fn encryption_turned_on_later(store: &str) {
             "--file",
             "token.txt",
         ],
-        vec![],
+        vec![("PUSHWERK_KEY", "none")],
     )
     .await
     .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         data_holds(&data, &canary),
-        "without a key the token is stored in plain text (the scan works)"
+        "with encryption turned off the token is stored in plain text (the scan works)"
+    );
+    assert!(
+        !config.join("pushwerk/key").exists(),
+        "no key made for none"
     );
 
-    let out = pushwerk(vec!["oauth", "status"], vec![("PUSHWERK_KEY", key)])
-        .await
-        .unwrap();
+    let out = pushwerk(vec!["oauth", "status"], vec![]).await.unwrap();
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", stderr(&out));
     assert!(text.starts_with("token state: encrypted at rest"), "{text}");
+    let key_file = config.join("pushwerk/key");
+    assert!(text.contains(&key_file.display().to_string()), "{text}");
+    assert!(
+        stderr(&out).contains("generated the key that encrypts token state"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(mode(&key_file), 0o600);
     assert!(
         !data_holds(&data, &canary),
         "{store}: the plaintext refresh token is still in the data directory"
@@ -477,17 +521,20 @@ async fn encryption_turned_on_later(store: &str) {
     assert_eq!(names.len(), 1, "no leftovers of the rewrite: {names:?}");
 
     // Without the key the sealed record cannot be read: it really is sealed.
-    let out = pushwerk(vec!["oauth", "status"], vec![]).await.unwrap();
+    let out = pushwerk(vec!["oauth", "status"], vec![("PUSHWERK_KEY", "none")])
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("PUSHWERK_KEY"), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("ms_mail: unreadable"),
+        "{}",
+        stdout(&out)
+    );
 
     // The token still works.
-    let out = pushwerk(
-        vec!["oauth", "refresh", "ms_mail"],
-        vec![("PUSHWERK_KEY", key)],
-    )
-    .await
-    .unwrap();
+    let out = pushwerk(vec!["oauth", "refresh", "ms_mail"], vec![])
+        .await
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(mock.used_refresh_tokens(), vec![canary.clone()]);
     assert!(!data_holds(&data, &canary));

@@ -27,9 +27,31 @@ pub fn pushwerk(args: &[&str], env: &[(&str, &str)]) -> Output {
     pushwerk_in(&root(), args, env)
 }
 
+/// The config directory (`XDG_CONFIG_HOME`) every spawned binary of this
+/// test run gets, so that the token key pushwerk generates on first use
+/// lands in the build's temporary directory, never in the user's
+/// `~/.config`. A test about the key sets its own.
+pub fn config_home() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("config-home-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("config home");
+        dir
+    })
+}
+
+/// The real binary as a command, with the isolated [`config_home`] (a
+/// later `.env("XDG_CONFIG_HOME", …)` replaces it).
+pub fn pushwerk_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    cmd.env("XDG_CONFIG_HOME", config_home());
+    cmd
+}
+
 /// Runs `pushwerk args…` in `dir` with `env` set.
 pub fn pushwerk_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    let mut cmd = pushwerk_command();
     cmd.current_dir(dir).args(args);
     for name in EXAMPLE_ENV {
         cmd.env_remove(name);

@@ -1,0 +1,286 @@
+//! `pushwerk store migrate`: copies a data directory's store into the other
+//! backend (sled → redb, the default since redb stays bounded, or back).
+//!
+//! Everything the store holds is copied record by record — token records
+//! as sealed as they are, the queue, retrying jobs, dead letters, the
+//! delivery log, accepted event ids, cron marks — and the id counter is
+//! carried over, so that new jobs never reuse an id. The copy is built in
+//! `DATA/migrate.partial/`, compared with the source, and only then put in
+//! place; the old store is kept beside it under a `.migrated-<time>` name,
+//! so that a failed or unwanted migration loses nothing.
+
+use std::path::{Path, PathBuf};
+
+use super::{redb_store, secure_dir, RedbStore, SledStore, Store, StoreChoice, StoreError};
+
+/// Where a migration builds the new store (a data directory of its own).
+pub(crate) const STAGING: &str = "migrate.partial";
+/// Written into [`STAGING`] once the copy is complete and verified.
+const COMPLETE: &str = "complete";
+/// The prefix of a sled store a migration moved aside.
+pub(crate) const SLED_ASIDE: &str = "sled.migrated-";
+/// The prefix of a redb file a migration moved aside.
+pub(crate) const REDB_ASIDE: &str = "pushwerk.redb.migrated-";
+/// Records copied per batch.
+const BATCH: usize = 10_000;
+
+/// What a migration did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    /// Records copied, per tree.
+    pub trees: Vec<(String, usize)>,
+    /// Where the old store now is.
+    pub old_store: PathBuf,
+}
+
+/// Either backend, opened on its own (not as `dyn Store`), for what only
+/// a migration needs.
+enum Backend {
+    Sled(SledStore),
+    Redb(RedbStore),
+}
+
+impl Backend {
+    fn open(dir: &Path, kind: StoreChoice) -> Result<Backend, StoreError> {
+        Ok(match kind {
+            StoreChoice::Sled => Backend::Sled(SledStore::open(dir)?),
+            _ => Backend::Redb(RedbStore::open(dir)?),
+        })
+    }
+
+    fn store(&self) -> &dyn Store {
+        match self {
+            Backend::Sled(s) => s,
+            Backend::Redb(s) => s,
+        }
+    }
+
+    fn tree_names(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Backend::Sled(s) => Ok(s.tree_names()),
+            Backend::Redb(s) => s.tree_names(),
+        }
+    }
+
+    fn raise_ids(&self, floor: u64) -> Result<(), StoreError> {
+        match self {
+            Backend::Sled(s) => s.raise_ids(floor),
+            Backend::Redb(s) => s.raise_ids(floor),
+        }
+    }
+}
+
+/// The entry of `kind`'s store in a data directory.
+fn entry(kind: StoreChoice) -> &'static str {
+    match kind {
+        StoreChoice::Sled => "sled",
+        _ => redb_store::FILE_NAME,
+    }
+}
+
+fn name(kind: StoreChoice) -> &'static str {
+    match kind {
+        StoreChoice::Sled => "sled",
+        _ => "redb",
+    }
+}
+
+/// Copies the `from` store of the data directory `dir` into a new `to`
+/// store, verifies the copy, puts it in place and moves the old store
+/// aside (`sled.migrated-<time>` or `pushwerk.redb.migrated-<time>`).
+/// Refused while another process holds the store, when `dir` holds no
+/// `from` store, or already holds a `to` store.
+pub fn migrate(dir: &Path, from: StoreChoice, to: StoreChoice) -> Result<Migrated, StoreError> {
+    let refuse = |m: String| Err(StoreError::Refused(m));
+    if from == StoreChoice::Auto || to == StoreChoice::Auto || from == to {
+        return refuse(
+            "migrate needs two different stores: --from sled --to redb, or --from redb --to sled"
+                .into(),
+        );
+    }
+    if !dir.is_dir() {
+        return refuse(format!(
+            "there is no data directory {}: nothing to migrate",
+            dir.display()
+        ));
+    }
+    secure_dir(dir)?;
+    finish_interrupted(dir)?;
+    let source_path = dir.join(entry(from));
+    if !source_path.exists() {
+        return refuse(format!(
+            "the data directory {} holds no {} store: nothing to migrate",
+            dir.display(),
+            name(from)
+        ));
+    }
+    if dir.join(entry(to)).exists() {
+        return refuse(format!(
+            "the data directory {} holds a {} store already: move it away first (nothing was changed)",
+            dir.display(),
+            name(to)
+        ));
+    }
+    let staging = dir.join(STAGING);
+    let io = |what: &str, e: std::io::Error| StoreError::Directory {
+        path: dir.to_path_buf(),
+        reason: format!("migration: cannot {what}: {e}"),
+    };
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| io("remove an unfinished copy", e))?;
+    }
+    let source = Backend::open(dir, from)?;
+    let trees = {
+        let target = Backend::open(&staging, to)?;
+        let mut trees = Vec::new();
+        for tree in source.tree_names()? {
+            let records = source.store().scan_prefix(&tree, b"")?;
+            if records.is_empty() {
+                continue;
+            }
+            for chunk in records.chunks(BATCH) {
+                let ops = chunk
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect();
+                target.store().apply_batch(&tree, ops)?;
+            }
+            target.store().flush()?;
+            // Verified record by record before anything is moved.
+            if target.store().scan_prefix(&tree, b"")? != records {
+                return Err(StoreError::Backend(format!(
+                    "migration: the copy of tree `{tree}` differs from the source (nothing was changed)"
+                )));
+            }
+            trees.push((tree, records.len()));
+        }
+        let floor = source.store().next_id()?.saturating_add(1);
+        target.raise_ids(floor)?;
+        target.store().flush()?;
+        trees
+    };
+    drop(source);
+    std::fs::write(staging.join(COMPLETE), b"").map_err(|e| io("mark the copy complete", e))?;
+    sync_dir(&staging);
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let prefix = match from {
+        StoreChoice::Sled => SLED_ASIDE,
+        _ => REDB_ASIDE,
+    };
+    let mut aside = dir.join(format!("{prefix}{stamp}"));
+    let mut n = 1;
+    while aside.exists() {
+        n += 1;
+        aside = dir.join(format!("{prefix}{stamp}-{n}"));
+    }
+    std::fs::rename(&source_path, &aside).map_err(|e| io("move the old store aside", e))?;
+    std::fs::rename(staging.join(entry(to)), dir.join(entry(to)))
+        .map_err(|e| io("put the new store in place", e))?;
+    sync_dir(dir);
+    std::fs::remove_dir_all(&staging).map_err(|e| io("remove the staging directory", e))?;
+    Ok(Migrated {
+        trees,
+        old_store: aside,
+    })
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Finishes or undoes a migration an interruption left behind: a complete
+/// copy whose source was already moved aside is put in place; anything
+/// else in the staging directory is deleted (the source is still there).
+pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), StoreError> {
+    let staging = dir.join(STAGING);
+    if !staging.is_dir() {
+        return Ok(());
+    }
+    let io = |e: std::io::Error| StoreError::Directory {
+        path: dir.to_path_buf(),
+        reason: format!("cannot finish an interrupted migration: {e}"),
+    };
+    let live = |kind| dir.join(entry(kind)).exists();
+    if staging.join(COMPLETE).is_file() && !live(StoreChoice::Sled) && !live(StoreChoice::Redb) {
+        for kind in [StoreChoice::Sled, StoreChoice::Redb] {
+            if staging.join(entry(kind)).exists() {
+                std::fs::rename(staging.join(entry(kind)), dir.join(entry(kind))).map_err(io)?;
+            }
+        }
+    }
+    std::fs::remove_dir_all(&staging).map_err(io)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(dir: &Path, kind: StoreChoice) -> u64 {
+        let s = super::super::open(dir, kind).unwrap();
+        s.put("tokens", b"ms_mail", b"sealed-bytes").unwrap();
+        for i in 0..25_000u32 {
+            s.put("delivery", &i.to_be_bytes(), b"job").unwrap();
+        }
+        let mut id = 0;
+        for _ in 0..5 {
+            id = s.next_id().unwrap();
+        }
+        s.flush().unwrap();
+        id
+    }
+
+    fn round_trip(from: StoreChoice, to: StoreChoice) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let last = fill(&dir, from);
+        let done = migrate(&dir, from, to).unwrap();
+        assert!(done.old_store.exists());
+        assert!(done.trees.contains(&("delivery".into(), 25_000)));
+        assert!(!dir.join(STAGING).exists());
+        // `auto` opens the new store; the old one is accepted beside it.
+        let s = super::super::open(&dir, StoreChoice::Auto).unwrap();
+        assert_eq!(
+            s.get("tokens", b"ms_mail").unwrap().unwrap(),
+            b"sealed-bytes"
+        );
+        assert_eq!(s.count("delivery", &[], &[0xff]).unwrap(), 25_000);
+        assert!(s.next_id().unwrap() > last);
+        drop(s);
+        assert!(super::super::open(&dir, to).is_ok());
+    }
+
+    #[test]
+    fn sled_to_redb_and_back() {
+        round_trip(StoreChoice::Sled, StoreChoice::Redb);
+        round_trip(StoreChoice::Redb, StoreChoice::Sled);
+    }
+
+    #[test]
+    fn refused_when_the_target_exists_or_the_source_is_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        fill(&dir, StoreChoice::Redb);
+        let e = migrate(&dir, StoreChoice::Sled, StoreChoice::Redb).unwrap_err();
+        assert!(e.to_string().contains("holds no sled store"), "{e}");
+        let held = super::super::open(&dir, StoreChoice::Redb).unwrap();
+        let e = migrate(&dir, StoreChoice::Redb, StoreChoice::Sled).unwrap_err();
+        assert!(matches!(e, StoreError::Locked(_)), "{e}");
+        drop(held);
+    }
+
+    #[test]
+    fn an_interrupted_migration_is_finished_or_undone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        fill(&dir, StoreChoice::Sled);
+        // A copy that never completed: deleted, the source stays.
+        std::fs::create_dir_all(dir.join(STAGING).join("sled")).unwrap();
+        let s = super::super::open(&dir, StoreChoice::Auto).unwrap();
+        assert_eq!(s.count("delivery", &[], &[0xff]).unwrap(), 25_000);
+        drop(s);
+        assert!(!dir.join(STAGING).exists());
+    }
+}
