@@ -42,6 +42,10 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
+/// How long an open waits for a lock that a just-closed store of this
+/// process may still hold (see [`SledStore::open`]).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -60,22 +64,39 @@ impl SledStore {
         let had_records = std::fs::metadata(dir.join("sled").join("db"))
             .map(|m| m.len() > 0)
             .unwrap_or(false);
-        let db = super::open_guarded(dir, || {
-            sled::Config::new()
-                .path(dir.join("sled"))
-                .cache_capacity(CACHE_BYTES)
-                .open()
-                .map_err(|e| match e {
-                    sled::Error::Io(io) if io.to_string().contains("lock") => {
-                        StoreError::Locked(dir.to_path_buf())
-                    }
-                    sled::Error::Corruption { .. } => StoreError::Corrupt {
-                        path: dir.to_path_buf(),
-                        detail: "sled found corrupted data".into(),
-                    },
-                    other => backend(other),
-                })
-        })?;
+        let open_once = || {
+            super::open_guarded(dir, || {
+                sled::Config::new()
+                    .path(dir.join("sled"))
+                    .cache_capacity(CACHE_BYTES)
+                    .open()
+                    .map_err(|e| match e {
+                        sled::Error::Io(io) if io.to_string().contains("lock") => {
+                            StoreError::Locked(dir.to_path_buf())
+                        }
+                        sled::Error::Corruption { .. } => StoreError::Corrupt {
+                            path: dir.to_path_buf(),
+                            detail: "sled found corrupted data".into(),
+                        },
+                        other => backend(other),
+                    })
+            })
+        };
+        // sled releases its file lock when its last handle goes, and its
+        // flusher thread holds one a moment after the store is dropped: a
+        // reopen right after a close (a compaction, a rekey, a test) can
+        // find the lock still held by a store that is already closed. Such
+        // a lock is gone within milliseconds; one held by a running daemon
+        // is not, and is reported after the wait.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match open_once() {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         secure_tree(&dir.join("sled"))?;
         let id_offset = id_offset(&db)?;
         let store = SledStore {
