@@ -3,7 +3,8 @@
 //! `replay` of an unknown job is an error, `deliveries --failed` shows
 //! failed attempts with timestamps to the second, and the daemon's stderr
 //! is all JSON with `--log-format json` and free of colour codes when it
-//! is not a terminal.
+//! is not a terminal; and the README shows what the binary does (its tour
+//! blocks and its table of flags).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -538,6 +539,44 @@ fn the_readme_tour_commands_print_what_the_readme_shows() {
         verified.len() >= 5,
         "the tour's check, dry-run and params blocks were not all found: {verified:?}"
     );
+}
+
+/// The README's table of commands names only subcommands and flags that
+/// `pushwerk SUBCOMMAND --help` knows: a renamed or removed flag fails here.
+#[test]
+fn every_flag_in_the_readme_commands_table_exists() {
+    let root = crate::util::root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut rows = 0;
+    for line in readme.lines() {
+        let Some(cell) = line.strip_prefix("| `pushwerk ") else {
+            continue;
+        };
+        let cell = &cell[..cell.find("` |").expect("a table cell")];
+        let subcommand: Vec<&str> = cell
+            .split_whitespace()
+            .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .filter(|w| !w.starts_with('-'))
+            .collect();
+        assert!(!subcommand.is_empty(), "no subcommand in `{cell}`");
+        let mut args = subcommand.clone();
+        args.push("--help");
+        let out = run(&root, &args, &[]);
+        let help = stdout(&out);
+        assert!(out.status.success(), "pushwerk {args:?}: {}", stderr(&out));
+        let flags = cell
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with("--") && w.len() > 2);
+        for flag in flags {
+            assert!(
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                "the README's `pushwerk {cell}` names {flag}, which `pushwerk {} --help` does not know",
+                subcommand.join(" ")
+            );
+        }
+        rows += 1;
+    }
+    assert!(rows >= 15, "the commands table was not found ({rows} rows)");
 }
 
 #[test]
