@@ -422,6 +422,21 @@ fn the_readme_tour_shows_the_shipped_push_and_links_only_inside_the_repository()
         "a link leaves the repository"
     );
     assert!(readme.contains("cargo install --locked --path ."));
+    // Every relative link and image is a file of the repository.
+    let targets = readme
+        .split("](")
+        .skip(1)
+        .chain(readme.split("src=\"").skip(1))
+        .map(|rest| &rest[..rest.find([')', '"', '#']).unwrap_or(rest.len())]);
+    for target in targets {
+        if target.contains("://") || target.is_empty() {
+            continue;
+        }
+        assert!(
+            root.join(target).exists(),
+            "the README links to {target}, which is not in the repository"
+        );
+    }
 }
 
 /// Whether one line of real output matches one line of a README block, in
