@@ -3,7 +3,8 @@
 //! `replay` of an unknown job is an error, `deliveries --failed` shows
 //! failed attempts with timestamps to the second, and the daemon's stderr
 //! is all JSON with `--log-format json` and free of colour codes when it
-//! is not a terminal.
+//! is not a terminal; and the README shows what the binary does (its tour
+//! blocks and its table of flags).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -421,6 +422,176 @@ fn the_readme_tour_shows_the_shipped_push_and_links_only_inside_the_repository()
         "a link leaves the repository"
     );
     assert!(readme.contains("cargo install --locked --path ."));
+    // Every relative link and image is a file of the repository.
+    let targets = readme
+        .split("](")
+        .skip(1)
+        .chain(readme.split("src=\"").skip(1))
+        .map(|rest| &rest[..rest.find([')', '"', '#']).unwrap_or(rest.len())]);
+    for target in targets {
+        if target.contains("://") || target.is_empty() {
+            continue;
+        }
+        assert!(
+            root.join(target).exists(),
+            "the README links to {target}, which is not in the repository"
+        );
+    }
+}
+
+/// Whether one line of real output matches one line of a README block, in
+/// which `…` stands for any text (`found unexpected end of stream …`,
+/// `"contentType":"HTML",…}`).
+fn readme_line_matches(pattern: &str, line: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('…').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return pattern == line;
+    }
+    let Some(mut rest) = line.strip_prefix(first) else {
+        return false;
+    };
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Whether real output matches a README block, in which a line that is
+/// only `…` stands for any number of lines.
+fn readme_block_matches(pattern: &[String], lines: &[String]) -> bool {
+    match pattern.split_first() {
+        None => lines.is_empty(),
+        Some((p, rest)) if p == "…" => {
+            (0..=lines.len()).any(|k| readme_block_matches(rest, &lines[k..]))
+        }
+        Some((p, rest)) => {
+            !lines.is_empty()
+                && readme_line_matches(p, &lines[0])
+                && readme_block_matches(rest, &lines[1..])
+        }
+    }
+}
+
+/// Every `YYYY-MM-DDTHH:MM:SSZ` replaced by `TIME`: the render time in
+/// `params` is the clock's.
+fn without_times(line: &str) -> String {
+    let b = line.as_bytes();
+    let shape = b"dddd-dd-ddTdd:dd:ddZ";
+    let fits = |i: usize| {
+        i + shape.len() <= b.len()
+            && shape.iter().zip(&b[i..]).all(|(s, c)| match s {
+                b'd' => c.is_ascii_digit(),
+                s => s == c,
+            })
+    };
+    let (mut out, mut i) = (Vec::new(), 0);
+    while i < b.len() {
+        if fits(i) {
+            out.extend_from_slice(b"TIME");
+            i += shape.len();
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).expect("only ASCII was replaced")
+}
+
+/// The README's tour is what a newcomer runs first: every `check`,
+/// `dry-run` and `params` command in its console blocks runs verbatim from
+/// the repository's root, and its output (stderr then stdout, or stdout
+/// alone) matches the block line by line, `…` standing for what the README
+/// leaves out.
+#[test]
+fn the_readme_tour_commands_print_what_the_readme_shows() {
+    let root = crate::util::root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut verified = Vec::new();
+    let mut rest = readme.as_str();
+    while let Some(start) = rest.find("```console\n") {
+        let body = &rest[start + "```console\n".len()..];
+        let end = body.find("```\n").expect("a closed console block");
+        let (block, after) = body.split_at(end);
+        rest = after;
+        let mut commands: Vec<(&str, Vec<String>)> = Vec::new();
+        for line in block.lines() {
+            match line.strip_prefix("$ ") {
+                Some(command) => commands.push((command, Vec::new())),
+                None => {
+                    if let Some((_, expected)) = commands.last_mut() {
+                        expected.push(without_times(line));
+                    }
+                }
+            }
+        }
+        for (command, expected) in commands {
+            let words: Vec<&str> = command.split_whitespace().collect();
+            if words.len() < 2
+                || words[0] != "pushwerk"
+                || !["check", "dry-run", "params"].contains(&words[1])
+            {
+                continue;
+            }
+            let out = run(&root, &words[1..], &[]);
+            let lines = |text: String| -> Vec<String> { text.lines().map(without_times).collect() };
+            let (err, out_lines) = (lines(stderr(&out)), lines(stdout(&out)));
+            let both: Vec<String> = err.iter().chain(&out_lines).cloned().collect();
+            assert!(
+                readme_block_matches(&expected, &both) || readme_block_matches(&expected, &out_lines),
+                "`{command}` printed what the README does not show.\nREADME:\n{}\nstderr:\n{}\nstdout:\n{}",
+                expected.join("\n"),
+                err.join("\n"),
+                out_lines.join("\n"),
+            );
+            verified.push(command.to_owned());
+        }
+    }
+    assert!(
+        verified.len() >= 5,
+        "the tour's check, dry-run and params blocks were not all found: {verified:?}"
+    );
+}
+
+/// The README's table of commands names only subcommands and flags that
+/// `pushwerk SUBCOMMAND --help` knows: a renamed or removed flag fails here.
+#[test]
+fn every_flag_in_the_readme_commands_table_exists() {
+    let root = crate::util::root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut rows = 0;
+    for line in readme.lines() {
+        let Some(cell) = line.strip_prefix("| `pushwerk ") else {
+            continue;
+        };
+        let cell = &cell[..cell.find("` |").expect("a table cell")];
+        let subcommand: Vec<&str> = cell
+            .split_whitespace()
+            .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .filter(|w| !w.starts_with('-'))
+            .collect();
+        assert!(!subcommand.is_empty(), "no subcommand in `{cell}`");
+        let mut args = subcommand.clone();
+        args.push("--help");
+        let out = run(&root, &args, &[]);
+        let help = stdout(&out);
+        assert!(out.status.success(), "pushwerk {args:?}: {}", stderr(&out));
+        let flags = cell
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with("--") && w.len() > 2);
+        for flag in flags {
+            assert!(
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                "the README's `pushwerk {cell}` names {flag}, which `pushwerk {} --help` does not know",
+                subcommand.join(" ")
+            );
+        }
+        rows += 1;
+    }
+    assert!(rows >= 15, "the commands table was not found ({rows} rows)");
 }
 
 #[test]
