@@ -1001,6 +1001,17 @@ fn deliveries(
     Ok(ExitCode::SUCCESS)
 }
 
+/// An RFC 3339 time from the API to the second, as `deliveries` prints
+/// times (text that is not a time is printed as it is).
+fn seconds(time: &str) -> String {
+    DateTime::parse_from_rfc3339(time)
+        .map(|t| {
+            t.with_timezone(&Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+        .unwrap_or_else(|_| time.to_owned())
+}
+
 /// `pushwerk jobs`: `GET /v1/jobs`, one line per job.
 fn jobs(data: &Path, server: &str, push: Option<String>, limit: usize) -> anyhow::Result<ExitCode> {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
@@ -1012,7 +1023,7 @@ fn jobs(data: &Path, server: &str, push: Option<String>, limit: usize) -> anyhow
     for j in body["jobs"].as_array().into_iter().flatten() {
         println!(
             "{}  {:<8} {}  event {}  attempt {}  job {}{}",
-            j["due"].as_str().unwrap_or_default(),
+            seconds(j["due"].as_str().unwrap_or_default()),
             j["state"].as_str().unwrap_or_default(),
             j["push"].as_str().unwrap_or_default(),
             j["event_id"].as_str().unwrap_or_default(),

@@ -1,8 +1,10 @@
-//! Durable state: a small key-value [`Store`] trait and its sled
-//! implementation. Everything pushwerk keeps (token state today; the queue
-//! and the delivery log with the daemon) goes through this trait, so that a
-//! server-grade store can replace sled 0.34 — old, single-process, and known
-//! for space amplification — in one place.
+//! Durable state: a small key-value [`Store`] trait with two embedded
+//! implementations, redb (the default for a new data directory: bounded
+//! disk, fdatasync, clear errors when damaged or full) and sled (still
+//! opened where a data directory holds it), and [`migrate`] between them.
+//! Everything pushwerk keeps (token state, accepted event ids, the queue,
+//! dead letters, the delivery log, cron marks) goes through this trait, so
+//! that a server-grade store can be added in one place.
 
 pub mod migrate;
 mod redb_store;

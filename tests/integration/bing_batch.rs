@@ -147,6 +147,10 @@ fn base_command(dir: &Path, data: &Path) -> Command {
     ] {
         cmd.env_remove(name);
     }
+    // A linger long enough that conversions posted together share a batch
+    // even on a loaded machine (with the default 200 ms, a 2-core CI box
+    // busy with the rest of the suite split 3 events into 2 requests).
+    cmd.env("PUSHWERK_BING_LINGER", "2s");
     cmd
 }
 

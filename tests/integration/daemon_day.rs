@@ -701,6 +701,14 @@ async fn delayed_and_retrying_jobs_are_listed_and_skips_are_counted() {
             .any(|l| l.contains("retrying flaky  event e1  attempt 2") && l.contains("last error:")),
         "{stdout}"
     );
+    // Due times to the second, as `deliveries` prints them.
+    for line in stdout.lines() {
+        let due = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(due).is_ok() && due.len() == 20,
+            "due time not to the second: {line}"
+        );
+    }
 
     // e2 was skipped by `when:`: counted, and logged.
     let metrics = served.metrics().await;
