@@ -357,20 +357,26 @@ impl Unconfirmed {
                 self.failed(format!("cannot flush delivery outcomes: {e}"));
                 return;
             }
+            let found: Result<Vec<bool>, _> = self
+                .written
+                .iter()
+                .map(|f| self.queue.is_recorded(f))
+                .collect();
+            let found = match found {
+                Ok(found) => found,
+                Err(e) => {
+                    // Not known to be durable: all stay unconfirmed.
+                    self.failed(format!("cannot read delivery outcomes back: {e}"));
+                    return;
+                }
+            };
             let mut durable = Vec::new();
             let mut dropped = Vec::new();
-            for f in std::mem::take(&mut self.written) {
-                match self.queue.is_recorded(&f) {
-                    Ok(true) => durable.push(f),
-                    Ok(false) => dropped.push(f),
-                    Err(e) => {
-                        self.failed(format!("cannot read delivery outcomes back: {e}"));
-                        durable.extend(dropped);
-                        durable.push(f);
-                        // Not known to be durable: all stay unconfirmed.
-                        self.written = durable;
-                        return;
-                    }
+            for (f, found) in std::mem::take(&mut self.written).into_iter().zip(found) {
+                if found {
+                    durable.push(f);
+                } else {
+                    dropped.push(f);
                 }
             }
             self.settled(durable);
@@ -386,7 +392,10 @@ impl Unconfirmed {
         if self.is_empty() {
             self.health.ok();
         } else {
-            self.due = Some(std::time::Instant::now() + RETRY_EVERY);
+            self.failed(format!(
+                "the store dropped {} delivery outcome(s) again",
+                self.unwritten.len()
+            ));
         }
     }
 
