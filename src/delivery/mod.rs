@@ -480,6 +480,16 @@ impl Queue {
         Ok(())
     }
 
+    /// Whether `finished` is in the store as read now: its log entry (unique
+    /// to the job and attempt, and written in the same atomic batch as the
+    /// rest of the completion) is there. After a successful flush this
+    /// tells a durable completion from one the store dropped (redb reopened
+    /// after an I/O error loses the commits since its last durable one).
+    pub fn is_recorded(&self, finished: &Finished) -> Result<bool, QueueError> {
+        let key = log_key(finished.entry.at, finished.job.id, finished.entry.attempt);
+        Ok(self.store.get(TREE, &key)?.is_some())
+    }
+
     /// Dead letters, optionally of one push. Records that cannot be read
     /// are skipped (see [`Queue::dead_letters_report`]).
     pub fn dead_letters(&self, push: Option<&str>) -> Result<Vec<DeadLetter>, QueueError> {

@@ -417,14 +417,24 @@ async fn replay(
     }
 }
 
-/// Ready when the daemon is (store open, definitions loaded, not stopping)
-/// and the store takes writes (see [`StoreHealth`]); else 503 with the reason.
+/// Ready when the daemon is (store open, definitions loaded, not stopping),
+/// its delivery outcomes are durable and the store takes writes (see
+/// [`StoreHealth`]); else 503 with the reason.
 async fn readyz(
     State(daemon): State<Arc<Daemon>>,
     Extension(health): Extension<Arc<StoreHealth>>,
 ) -> Response {
     if !daemon.is_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    }
+    // Delivery outcomes that cannot be made durable (a full disk) would be
+    // lost in a crash: not ready until the completion writer confirms them.
+    if let Some(reason) = daemon.outcomes_failing() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the store cannot take writes: {reason}\n"),
+        )
+            .into_response();
     }
     match health.check(&daemon).await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),

@@ -142,7 +142,18 @@ impl Shared {
         // The file lock belongs to the open database: close it first.
         drop(db.take());
         let reopened = open_database(&self.path).map_err(backend)?;
-        tracing::warn!(file = %self.path.display(), "reopened the store after an I/O error");
+        // The reopened file holds the last durable commit only: say so
+        // loudly when non-durable ones were pending (the daemon confirms
+        // its delivery outcomes by reading them back and writes dropped
+        // ones again).
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                file = %self.path.display(),
+                "reopened the store after an I/O error: writes not yet flushed were dropped"
+            );
+        } else {
+            tracing::warn!(file = %self.path.display(), "reopened the store after an I/O error");
+        }
         *db = Some(reopened);
         Ok(())
     }

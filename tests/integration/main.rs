@@ -10,6 +10,7 @@ mod console_browser;
 mod control_api;
 mod daemon;
 mod daemon_day;
+mod disk_full_outcomes;
 mod dispatch;
 mod fuzz;
 mod hostile_push;
