@@ -822,9 +822,6 @@ impl Daemon {
             }
             *last_read = Some(texts.clone());
         }
-        if self.ready.load(Ordering::SeqCst) {
-            self.metrics.add("pushwerk_reloads_total", &[], 1);
-        }
         let options = LoadOptions::default();
         let first = Catalog::from_sources(&self.config.dir, texts.clone(), &options);
         let broken: HashSet<PathBuf> = first
@@ -917,6 +914,11 @@ impl Daemon {
         *self.targets.write().expect("targets lock") = Arc::new(targets);
         *self.catalog.write().expect("catalog lock") = Arc::new(catalog);
         *self.files.write().expect("files lock") = states;
+        // Counted once the new definitions are in force, so that whoever
+        // sees the count sees them too.
+        if self.ready.load(Ordering::SeqCst) {
+            self.metrics.add("pushwerk_reloads_total", &[], 1);
+        }
         self.wake.notify_one();
         Ok(true)
     }

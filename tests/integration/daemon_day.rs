@@ -381,9 +381,13 @@ async fn a_truncated_push_file_keeps_its_push_until_it_is_deleted() {
         "the truncation is noticed",
         Duration::from_secs(10),
         || async {
-            let p = served.get("/v1/pushes").await;
+            // The counter first: a state read before it could predate the
+            // reload the counter then reports.
             let reloaded = served.metric("pushwerk_reloads_total").await > reloads;
-            reloaded.then_some(p)
+            if !reloaded {
+                return None;
+            }
+            Some(served.get("/v1/pushes").await)
         },
     )
     .await;
