@@ -763,7 +763,9 @@ fn call_api(
             .to_owned(),
     };
     let base = server.trim_end_matches('/');
-    let client = reqwest::Client::new();
+    let client = crate::net::http_client()
+        .build()
+        .context("building the HTTP client")?;
     let request = match body {
         Some(b) => client.post(format!("{base}{path}")).json(&b),
         None => client.get(format!("{base}{path}")),
