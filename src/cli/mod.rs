@@ -19,9 +19,11 @@ use crate::oauth::{Resolver, ResolverSettings, TokenStore};
 use crate::store::StoreChoice;
 use std::sync::Arc;
 
+pub mod install;
+
 /// pushwerk: push configurations, executed in the open.
 #[derive(Debug, Parser)]
-#[command(name = "pushwerk", version, about)]
+#[command(name = "pushwerk", version = install::LONG_VERSION, about)]
 pub struct Cli {
     /// The folder of push and account definitions.
     #[arg(long, global = true, env = "PUSHWERK_DIR", default_value = "pushes")]
@@ -168,6 +170,19 @@ pub enum Command {
         /// Write every schema file into this folder.
         #[arg(long)]
         write: Option<PathBuf>,
+    },
+    /// Print the shell completion script (e.g. `pushwerk completions bash >
+    /// /etc/bash_completion.d/pushwerk`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page pushwerk(1), or write one page per command into a folder.
+    Man {
+        /// Write `pushwerk.1`, `pushwerk-serve.1`, … into this folder.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -411,6 +426,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .find(|(name, _)| name.starts_with(&format!("{which}.")))
                 .expect("value_parser allows known names only");
             print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            install::completions(shell, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out_dir } => {
+            install::man(out_dir.as_deref(), &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
     }
