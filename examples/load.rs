@@ -748,7 +748,7 @@ async fn main() {
             .with_state(tokens.clone()),
     )
     .await;
-    let client = reqwest::Client::builder()
+    let client = pushwerk::net::http_client()
         .pool_max_idle_per_host(args.concurrency.max(1))
         .timeout(Duration::from_secs(30))
         .build()
@@ -761,7 +761,7 @@ async fn main() {
         Router::new()
             .route("/relay", post(relay_handler))
             .with_state(Arc::new(Relay {
-                client: reqwest::Client::builder()
+                client: pushwerk::net::http_client()
                     .pool_max_idle_per_host(32)
                     .build()
                     .unwrap(),

@@ -22,6 +22,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod event;
 pub mod metrics;
+pub mod net;
 pub mod oauth;
 pub mod params;
 pub mod schedule;

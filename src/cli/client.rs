@@ -173,7 +173,7 @@ impl ApiClient {
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_owned(),
             token,
-            http: reqwest::Client::builder()
+            http: crate::net::http_client()
                 // `send` may wait between attempts as the target asks.
                 .connect_timeout(std::time::Duration::from_secs(10))
                 .timeout(std::time::Duration::from_secs(15 * 60))

@@ -22,11 +22,12 @@ use crate::oauth::Resolver;
 use crate::store::StoreChoice;
 use std::sync::Arc;
 
+pub mod install;
 pub mod store_cmd;
 
 /// pushwerk: push configurations, executed in the open.
 #[derive(Debug, Parser)]
-#[command(name = "pushwerk", version, about)]
+#[command(name = "pushwerk", version = install::LONG_VERSION, about)]
 pub struct Cli {
     /// The folder of push and account definitions.
     #[arg(long, global = true, env = "PUSHWERK_DIR", default_value = "pushes")]
@@ -204,6 +205,19 @@ pub enum Command {
         /// Write every schema file into this folder.
         #[arg(long)]
         write: Option<PathBuf>,
+    },
+    /// Print the shell completion script (e.g. `pushwerk completions bash >
+    /// /etc/bash_completion.d/pushwerk`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page pushwerk(1), or write one page per command into a folder.
+    Man {
+        /// Write `pushwerk.1`, `pushwerk-serve.1`, … into this folder.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -505,6 +519,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .find(|(name, _)| name.starts_with(&format!("{which}.")))
                 .expect("value_parser allows known names only");
             print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            install::completions(shell, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out_dir } => {
+            install::man(out_dir.as_deref(), &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -907,7 +929,9 @@ fn call_api(
     let token = client::any_token(data)?;
     let server = client::server_url(data, server);
     let base = server.trim_end_matches('/');
-    let client = reqwest::Client::new();
+    let client = crate::net::http_client()
+        .build()
+        .context("building the HTTP client")?;
     let request = match body {
         Some(b) => client.post(format!("{base}{path}")).json(&b),
         None => client.get(format!("{base}{path}")),

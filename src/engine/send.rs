@@ -35,7 +35,7 @@ pub enum Sent {
 impl Sender {
     /// A sender whose requests give up after `timeout` (unless a target sets its own).
     pub fn new(timeout: Duration) -> Sender {
-        let http = reqwest::Client::builder()
+        let http = crate::net::http_client()
             .user_agent(concat!("pushwerk/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(32)
             // A redirect would carry headers (developer tokens, API keys,

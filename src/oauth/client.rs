@@ -279,7 +279,7 @@ impl TokenClient {
     /// redirect: a re-posted token request would carry the client secret
     /// and the refresh token to wherever the `Location` points.
     pub fn new(timeout: Duration) -> TokenClient {
-        let http = reqwest::Client::builder()
+        let http = crate::net::http_client()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("pushwerk/", env!("CARGO_PKG_VERSION")))

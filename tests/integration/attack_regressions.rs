@@ -91,7 +91,9 @@ impl Daemon {
 
     /// `GET path` with the ingest token: the JSON answer.
     async fn get(&self, path: &str) -> serde_json::Value {
-        reqwest::Client::new()
+        pushwerk::net::http_client()
+            .build()
+            .expect("HTTP client")
             .get(format!("http://127.0.0.1:{}{path}", self.port))
             .bearer_auth("attack-test-token")
             .send()
@@ -104,7 +106,9 @@ impl Daemon {
 
     /// `POST /v1/events` of `event`: the status.
     async fn ingest(&self, event: &str) -> u16 {
-        reqwest::Client::new()
+        pushwerk::net::http_client()
+            .build()
+            .expect("HTTP client")
             .post(format!("http://127.0.0.1:{}/v1/events", self.port))
             .bearer_auth("attack-test-token")
             .body(event.to_owned())
@@ -427,7 +431,9 @@ async fn an_event_id_must_be_short_and_one_line() {
     let post = |body: String| {
         let url = format!("http://127.0.0.1:{}/v1/events", daemon.port);
         async move {
-            let r = reqwest::Client::new()
+            let r = pushwerk::net::http_client()
+                .build()
+                .expect("HTTP client")
                 .post(url)
                 .bearer_auth("attack-test-token")
                 .body(body)

@@ -110,7 +110,7 @@ impl World {
                 child: Some(cmd.spawn().expect("pushwerk serve starts")),
                 base: format!("http://127.0.0.1:{port}"),
                 log,
-                http: reqwest::Client::new(),
+                http: pushwerk::net::http_client().build().unwrap(),
             };
             if served.wait_ready().await {
                 return served;

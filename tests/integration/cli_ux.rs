@@ -184,7 +184,7 @@ impl Daemon {
     }
 
     async fn wait_ready(&mut self) -> bool {
-        let http = reqwest::Client::new();
+        let http = pushwerk::net::http_client().build().expect("HTTP client");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
@@ -206,7 +206,7 @@ impl Daemon {
     }
 
     async fn post_event(&self, token: &str, id: &str) {
-        let r = reqwest::Client::new()
+        let r = pushwerk::net::http_client().build().expect("HTTP client")
             .post(format!("{}/v1/events", self.base))
             .bearer_auth(token)
             .body(format!(

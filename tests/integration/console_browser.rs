@@ -122,7 +122,7 @@ impl Served {
             log,
             tmp,
         };
-        let http = reqwest::Client::new();
+        let http = pushwerk::net::http_client().build().expect("HTTP client");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = served.child.try_wait() {
@@ -643,7 +643,9 @@ async fn console_mends_an_account_and_replays_its_dead_letter() {
     assert!(delivered.contains("lead-mail"), "{delivered}");
     assert!(delivered.contains("202"), "{delivered}");
     // The target's request id (Graph's `request-id`) is shown, as the API has it.
-    let api: Value = reqwest::Client::new()
+    let api: Value = pushwerk::net::http_client()
+        .build()
+        .expect("HTTP client")
         .get(served.url("/v1/deliveries?push=lead-mail&status=delivered"))
         .bearer_auth(INGEST_TOKEN)
         .send()
@@ -721,7 +723,7 @@ async fn console_refuses_a_cross_site_form_post() {
 
     // The same checks without a browser: the session cookie alone is not
     // enough (the form's CSRF token is needed), nor is a token from another origin.
-    let http = reqwest::Client::builder()
+    let http = pushwerk::net::http_client()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

@@ -124,7 +124,7 @@ impl World {
                 base: format!("http://127.0.0.1:{port}"),
                 port,
                 log,
-                http: reqwest::Client::builder()
+                http: pushwerk::net::http_client()
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .unwrap(),

@@ -117,7 +117,7 @@ impl World {
                 child: Some(child),
                 base: format!("http://127.0.0.1:{port}"),
                 log,
-                http: reqwest::Client::new(),
+                http: pushwerk::net::http_client().build().unwrap(),
             };
             if served.wait_ready().await {
                 return served;
@@ -1103,7 +1103,7 @@ async fn bad_ingest_requests_are_refused_and_change_nothing() {
     );
     // On its own connection: the daemon answers before reading the body and
     // then drops the connection, which a pooled client would try to reuse.
-    let r = reqwest::Client::builder()
+    let r = pushwerk::net::http_client()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap()

@@ -87,7 +87,7 @@ impl World {
                 child: Some(child),
                 base: format!("http://127.0.0.1:{port}"),
                 log,
-                http: reqwest::Client::new(),
+                http: pushwerk::net::http_client().build().expect("HTTP client"),
             };
             if served.wait_ready().await {
                 return served;

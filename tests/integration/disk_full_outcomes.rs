@@ -125,7 +125,7 @@ async fn start(root: &Path, run: &str) -> Served {
             child: Some(cmd.spawn().expect("pushwerk serve starts")),
             port,
             log,
-            http: reqwest::Client::builder()
+            http: pushwerk::net::http_client()
                 .pool_max_idle_per_host(0)
                 .build()
                 .expect("client"),

@@ -208,7 +208,7 @@ impl Daemon {
             base: format!("http://127.0.0.1:{port}"),
             log,
         };
-        let http = reqwest::Client::new();
+        let http = pushwerk::net::http_client().build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(r) = http.get(format!("{}/readyz", daemon.base)).send().await {
@@ -226,7 +226,9 @@ impl Daemon {
     }
 
     async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Value {
-        let mut r = reqwest::Client::new()
+        let mut r = pushwerk::net::http_client()
+            .build()
+            .unwrap()
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(INGEST_TOKEN);
         if let Some(b) = body {

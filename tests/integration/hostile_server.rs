@@ -67,7 +67,7 @@ impl World {
                 log,
                 // No idle connections kept: they would hold slots of
                 // `--max-connections`.
-                http: reqwest::Client::builder()
+                http: pushwerk::net::http_client()
                     .pool_max_idle_per_host(0)
                     .build()
                     .expect("client"),
@@ -363,7 +363,7 @@ async fn h2c_prior_knowledge_is_refused() {
         "the server spoke something other than an HTTP/1.1 error: {got:?}"
     );
     // And a client insisting on HTTP/2 gets no answer.
-    let h2 = reqwest::Client::builder()
+    let h2 = pushwerk::net::http_client()
         .http2_prior_knowledge()
         .build()
         .expect("client");

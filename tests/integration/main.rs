@@ -15,6 +15,7 @@ mod dispatch;
 mod fuzz;
 mod hostile_push;
 mod hostile_server;
+mod install;
 mod loader;
 mod mock_identity;
 mod mock_microsoft;

@@ -1231,7 +1231,7 @@ mod tests {
     const GRAPH_SCOPE: &str = "https://graph.microsoft.com/Mail.Send offline_access";
 
     fn client() -> reqwest::Client {
-        reqwest::Client::builder()
+        pushwerk::net::http_client()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client")

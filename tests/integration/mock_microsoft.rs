@@ -1593,7 +1593,7 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(10);
 
     fn client() -> reqwest::Client {
-        reqwest::Client::new()
+        pushwerk::net::http_client().build().unwrap()
     }
 
     /// Status, headers and body (JSON, or a JSON string of the text).

@@ -369,7 +369,7 @@ async fn login_via_cli(s: &Setup, tamper_state: bool) -> (std::process::Output, 
         .spawn()
         .unwrap();
     let authorize = read_authorize_url(&mut child);
-    let http = reqwest::Client::builder()
+    let http = pushwerk::net::http_client()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

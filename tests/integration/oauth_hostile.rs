@@ -565,7 +565,7 @@ fn authorize_url(
 }
 
 fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
+    pushwerk::net::http_client()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
         .build()

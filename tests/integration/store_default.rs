@@ -458,7 +458,7 @@ impl Served {
                 base: format!("http://{listen}"),
                 log,
                 token: String::new(),
-                http: reqwest::Client::new(),
+                http: pushwerk::net::http_client().build().expect("HTTP client"),
             };
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {

@@ -61,7 +61,7 @@ impl Driver {
     /// Starts chromedriver on a free port and waits until it is ready.
     pub async fn start() -> Driver {
         let binary = chromedriver();
-        let http = reqwest::Client::new();
+        let http = pushwerk::net::http_client().build().expect("HTTP client");
         for _ in 0..3 {
             let port = free_port();
             let child = Command::new(&binary)
@@ -100,7 +100,7 @@ impl Driver {
 
     /// A new headless Chromium session with a window of `width`×`height`.
     pub async fn session(&self, width: u32, height: u32) -> Browser {
-        let http = reqwest::Client::new();
+        let http = pushwerk::net::http_client().build().expect("HTTP client");
         let profile = self._profile.path().join(format!("p{}", free_port()));
         let caps = json!({
             "capabilities": { "alwaysMatch": {
