@@ -573,7 +573,7 @@ fn every_flag_in_the_readme_commands_table_exists() {
             .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
             .filter(|w| !w.starts_with('-'))
             .collect();
-        assert!(!subcommand.is_empty(), "no subcommand in `{cell}`");
+        // No subcommand (`pushwerk --version`): the flags are the top level's.
         let mut args = subcommand.clone();
         args.push("--help");
         let out = run(&root, &args, &[]);

@@ -708,7 +708,11 @@ async fn console_refuses_a_cross_site_form_post() {
         })
         .await;
     assert!(refusal.contains("refused"), "{refusal}");
-    let metrics = reqwest::get(served.url("/metrics"))
+    let metrics = pushwerk::net::http_client()
+        .build()
+        .expect("HTTP client")
+        .get(served.url("/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
