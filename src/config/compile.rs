@@ -600,6 +600,9 @@ fn check_target(cx: &mut Ctx<'_>, spec: &PushSpec, kind: TargetKind, compiled: &
                         "an attachment needs exactly one of `path` or `content_base64`",
                     );
                 }
+                if let Some(path) = &a.path {
+                    check_attachment_folder(cx, i, &path.0);
+                }
             }
             for name in t.headers.keys() {
                 if !name.to_ascii_lowercase().starts_with("x-") {
@@ -751,6 +754,34 @@ fn fixed_origin(text: &str) -> bool {
         || fixed
             .split_once("://")
             .is_some_and(|(_, rest)| rest.contains(['/', '?', '#']))
+}
+
+/// An attachment path completed at render time (a parameter, statement or
+/// secret in it) must start with a literal folder below the push file's
+/// (`files/<< event.doc >>`): the rendered file is confined to that folder,
+/// and without one an event value could pick any file beside the push,
+/// `${file:…}` secrets included.
+fn check_attachment_folder(cx: &mut Ctx<'_>, i: usize, path: &str) {
+    use std::path::{Component, Path};
+    let completed = template::is_template(path) || path.contains("${");
+    if !completed {
+        return;
+    }
+    let fixed = crate::dispatch::graph_mail::fixed_folder(path);
+    let components: Vec<Component<'_>> = Path::new(fixed).components().collect();
+    let below = components
+        .iter()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && components.iter().any(|c| matches!(c, Component::Normal(_)));
+    if !below {
+        cx.error(
+            &format!("graph_mail.attachments[{i}].path"),
+            format!(
+                "an attachment path with a parameter must start with a fixed folder below the push file's, e.g. `files/{}`: the file is then read only from that folder, never from the push's own folder where definitions and `${{file:…}}` secrets live",
+                path.trim().trim_start_matches("./")
+            ),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -62,3 +62,92 @@ fn an_smtp_server_flooding_its_greeting_is_cut_off_with_a_clear_error() {
     assert!(flood.cut_off, "the client read all {} bytes", flood.sent);
     assert!(flood.sent < 64 * 1024 * 1024, "{} bytes sent", flood.sent);
 }
+
+fn event_with(dir: &std::path::Path, data: &str) {
+    let event =
+        format!(r#"{{"id":"e1","type":"call.ended","time":"2026-01-01T00:00:00Z","data":{data}}}"#);
+    std::fs::write(dir.join("ev.json"), event).expect("event");
+}
+
+const ATTACHING_ACCOUNT: &str = "kind: oauth_account\nname: acc\ntoken_url: https://login.example.com/token\nclient_id: c\nclient_secret: ${file:docs/key.txt}\nscope: s\n";
+
+fn attaching_push(path: &str) -> String {
+    format!(
+        "name: mail\non: call.ended\ngraph_mail:\n  account: acc\n  to: [\"a@example.com\"]\n  subject: s\n  text: t\n  attachments:\n    - name: doc\n      path: \"{path}\"\n"
+    )
+}
+
+#[test]
+fn check_refuses_an_attachment_path_that_starts_with_a_parameter() {
+    for path in ["<< event.doc >>", "./<< event.doc >>", "../<< event.doc >>"] {
+        let dir = crate::util::folder(&[
+            ("pushes/mail.yaml", &attaching_push(path)),
+            ("pushes/accounts.yaml", ATTACHING_ACCOUNT),
+        ]);
+        let out = pushwerk_in(dir.path(), &["check"], &[]);
+        let text = stdout(&out) + &stderr(&out);
+        assert!(!out.status.success(), "{path}: {text}");
+        assert!(text.contains("pushes/mail.yaml:10:"), "{path}: {text}");
+        assert!(
+            text.contains("must start with a fixed folder"),
+            "{path}: {text}"
+        );
+    }
+    // A fixed folder below the push file's passes.
+    let dir = crate::util::folder(&[
+        ("pushes/mail.yaml", &attaching_push("files/<< event.doc >>")),
+        ("pushes/accounts.yaml", ATTACHING_ACCOUNT),
+    ]);
+    let out = pushwerk_in(dir.path(), &["check"], &[]);
+    let text = stdout(&out) + &stderr(&out);
+    assert!(!text.contains("must start with a fixed folder"), "{text}");
+}
+
+#[test]
+fn a_file_secret_of_the_folder_is_never_attached() {
+    const CANARY: &str = "file-secret-canary-W4";
+    let dir = crate::util::folder(&[
+        ("pushes/mail.yaml", &attaching_push("docs/<< event.doc >>")),
+        ("pushes/accounts.yaml", ATTACHING_ACCOUNT),
+        ("pushes/docs/key.txt", &format!("{CANARY}\n")),
+        ("pushes/docs/offer.pdf", "%PDF-1.4 offer\n"),
+    ]);
+    let dry_run = || {
+        pushwerk_in(
+            dir.path(),
+            &["dry-run", "mail", "--event", "ev.json", "--format", "json"],
+            &[],
+        )
+    };
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(CANARY);
+    for doc in ["key.txt", "./key.txt", "sub/../key.txt"] {
+        event_with(dir.path(), &format!(r#"{{"doc":"{doc}"}}"#));
+        let out = dry_run();
+        let text = stdout(&out) + &stderr(&out);
+        assert!(!out.status.success(), "{doc} was attached: {text}");
+        assert!(
+            !text.contains(CANARY) && !text.contains(&encoded[..16]),
+            "{doc}: {text}"
+        );
+    }
+    event_with(dir.path(), r#"{"doc":"key.txt"}"#);
+    let text = stderr(&dry_run());
+    assert!(
+        text.contains("secret") && text.contains("never attached"),
+        "{text}"
+    );
+    // A file referenced by a push (not an account) is refused as well.
+    let hook = "name: hook\non: call.ended\nhttp:\n  url: https://example.com/in\n  headers:\n    Authorization: \"Bearer ${file:docs/token.txt}\"\n  json:\n    a: 1\n";
+    std::fs::write(dir.path().join("pushes/hook.yaml"), hook).expect("hook");
+    std::fs::write(dir.path().join("pushes/docs/token.txt"), "tok-canary\n").expect("token");
+    event_with(dir.path(), r#"{"doc":"token.txt"}"#);
+    let out = dry_run();
+    let text = stdout(&out) + &stderr(&out);
+    assert!(!out.status.success(), "token.txt was attached: {text}");
+    assert!(text.contains("never attached"), "{text}");
+    // An ordinary file beside the secrets is still attached.
+    event_with(dir.path(), r#"{"doc":"offer.pdf"}"#);
+    let out = dry_run();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
