@@ -593,6 +593,9 @@ fn check_target(cx: &mut Ctx<'_>, spec: &PushSpec, kind: TargetKind, compiled: &
                 (None, None) => cx.error("graph_mail", "a mail needs a body: `text` or `html`"),
                 _ => {}
             }
+            if let Some(html) = &t.html {
+                check_html_attributes(cx, "graph_mail.html", &html.0);
+            }
             for (i, a) in t.attachments.iter().enumerate() {
                 if a.path.is_some() == a.content_base64.is_some() {
                     cx.error(
@@ -637,6 +640,9 @@ fn check_target(cx: &mut Ctx<'_>, spec: &PushSpec, kind: TargetKind, compiled: &
             }
             if t.text.is_none() && t.html.is_none() {
                 cx.error("smtp", "a mail needs a body: `text`, `html` or both");
+            }
+            if let Some(html) = &t.html {
+                check_html_attributes(cx, "smtp.html", &html.0);
             }
             if t.host.trim().is_empty() || t.host.contains(['/', ' ', ':']) {
                 cx.error(
@@ -754,6 +760,32 @@ fn fixed_origin(text: &str) -> bool {
         || fixed
             .split_once("://")
             .is_some_and(|(_, rest)| rest.contains(['/', '?', '#']))
+}
+
+/// A parameter in an `on*` handler or `srcdoc` of an HTML body is an
+/// error: HTML escaping does not neutralise a value there (the handler
+/// runs it as script after the entities are decoded, `srcdoc` renders it
+/// as a document). In `style` it is a warning: CSS can load URLs.
+fn check_html_attributes(cx: &mut Ctx<'_>, field: &str, source: &str) {
+    for (attr, value) in crate::dispatch::templated_attributes(source) {
+        if crate::dispatch::is_script_attribute(&attr) {
+            cx.error(
+                field,
+                format!(
+                    "a parameter in the `{attr}` attribute (`{attr}=\"{}\"`): HTML escaping does not make an event value safe in an event handler or `srcdoc`; move the value into a data attribute or the text",
+                    value.chars().take(80).collect::<String>()
+                ),
+            );
+        } else if attr == "style" {
+            cx.warning(
+                field,
+                format!(
+                    "a parameter in a `style` attribute (`style=\"{}\"`): an event value can change the layout or load a URL there; prefer fixed styles",
+                    value.chars().take(80).collect::<String>()
+                ),
+            );
+        }
+    }
 }
 
 /// An attachment path completed at render time (a parameter, statement or

@@ -151,3 +151,104 @@ fn a_file_secret_of_the_folder_is_never_attached() {
     let out = dry_run();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+fn html_push(html: &str) -> String {
+    format!(
+        "name: page\non: call.ended\nsmtp:\n  host: 127.0.0.1\n  port: 25\n  tls: none\n  from: office@example.com\n  to: [sales@example.com]\n  subject: s\n  html: '{}'\n",
+        html.replace('\'', "''")
+    )
+}
+
+#[test]
+fn srcset_meta_refresh_and_style_urls_are_checked_in_html_bodies() {
+    for (html, attr) in [
+        (
+            r#"<img srcset="https://example.com/a.png 1x, << event.u >> 2x">"#,
+            "srcset",
+        ),
+        (r#"<img srcset="<< event.u >>">"#, "srcset"),
+        (
+            r#"<meta http-equiv="refresh" content="0;url=<< event.u >>">"#,
+            "content",
+        ),
+        (
+            r#"<meta http-equiv="refresh" content="5; URL='<< event.u >>'">"#,
+            "content",
+        ),
+        (
+            r#"<div style="background: url(<< event.u >>)">x</div>"#,
+            "style",
+        ),
+        (
+            r#"<div style="background: url('<< event.u >>')">x</div>"#,
+            "style",
+        ),
+    ] {
+        let dir = crate::util::folder(&[("pushes/page.yaml", &html_push(html))]);
+        let run = |u: &str| {
+            event_with(dir.path(), &serde_json::json!({ "u": u }).to_string());
+            pushwerk_in(dir.path(), &["dry-run", "page", "--event", "ev.json"], &[])
+        };
+        for u in [
+            "javascript:alert(1)",
+            "JaVaScRiPt:alert(1)",
+            "data:text/html,<b>x</b>",
+        ] {
+            let out = run(u);
+            let text = stderr(&out);
+            assert!(!out.status.success(), "{html} with {u}: {}", stdout(&out));
+            assert!(
+                text.contains("smtp.html")
+                    && text.contains(&format!("`{attr}`"))
+                    && text.contains("refused"),
+                "{html} with {u}: {text}"
+            );
+        }
+        let out = run("https://example.com/a.png");
+        assert!(out.status.success(), "{html}: {}", stderr(&out));
+    }
+    // A CSS escape does not hide the scheme from the check.
+    let dir = crate::util::folder(&[(
+        "pushes/page.yaml",
+        &html_push(r#"<div style="background: url(\6a avascript:alert(1))">x</div>"#),
+    )]);
+    event_with(dir.path(), "{}");
+    let out = pushwerk_in(dir.path(), &["dry-run", "page", "--event", "ev.json"], &[]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("`style`"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_refuses_parameters_in_event_handlers_and_srcdoc_and_warns_in_style() {
+    for html in [
+        r##"<a href="#" onclick="track('<< event.id >>')">x</a>"##,
+        r#"<img src="a.png" onerror=<< event.id >>>"#,
+        r#"<iframe srcdoc="<p><< event.id >></p>"></iframe>"#,
+    ] {
+        let dir = crate::util::folder(&[("pushes/page.yaml", &html_push(html))]);
+        let out = pushwerk_in(dir.path(), &["check"], &[]);
+        let text = stdout(&out) + &stderr(&out);
+        assert!(!out.status.success(), "{html}: {text}");
+        assert!(
+            text.contains("error:")
+                && text.contains("HTML escaping does not make an event value safe"),
+            "{html}: {text}"
+        );
+    }
+    let dir = crate::util::folder(&[(
+        "pushes/page.yaml",
+        &html_push(
+            r#"<p style="color: << event.color >>">x</p><a href="<< event.url >>" title="<< event.t >>">y</a>"#,
+        ),
+    )]);
+    let out = pushwerk_in(dir.path(), &["check"], &[]);
+    let text = stdout(&out) + &stderr(&out);
+    assert!(out.status.success(), "{text}");
+    // Only the style attribute is reported: `href` and `title` are
+    // checked at send time.
+    assert_eq!(text.matches("warning:").count(), 1, "{text}");
+    assert!(
+        text.contains("a parameter in a `style` attribute"),
+        "{text}"
+    );
+}
