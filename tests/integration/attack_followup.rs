@@ -252,3 +252,89 @@ fn check_refuses_parameters_in_event_handlers_and_srcdoc_and_warns_in_style() {
         "{text}"
     );
 }
+
+/// A token endpoint answering every request with `200` and `body`;
+/// returns its URL and a counter of requests served.
+fn token_endpoint(body: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/token", listener.local_addr().expect("address"));
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut reader = std::io::BufReader::new(c.try_clone().expect("clone"));
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut form = vec![0; length];
+            let _ = reader.read_exact(&mut form);
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = c.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (url, served)
+}
+
+#[test]
+fn a_token_response_with_an_empty_or_control_character_token_is_not_a_refresh() {
+    for access in [
+        "",
+        "   ",
+        "at-ok\r\nX-Injected: 1",
+        "at\u{0}nul",
+        "at\u{7f}del",
+    ] {
+        let body = serde_json::json!({
+            "access_token": access,
+            "refresh_token": "rt-next",
+            "expires_in": 3600,
+            "token_type": "Bearer",
+        })
+        .to_string();
+        let (url, served) = token_endpoint(body);
+        let account = format!(
+            "kind: oauth_account\nname: acct\ntoken_url: {url}\nclient_id: c\nclient_secret: ${{env:ACCT_SECRET}}\nscope: api\n"
+        );
+        let dir = crate::util::folder(&[("pushes/acct.yaml", &account), ("rt.txt", "rt-seed\n")]);
+        let env = [("ACCT_SECRET", "s3cret")];
+        let import = pushwerk_in(
+            dir.path(),
+            &["oauth", "import", "acct", "--file", "rt.txt"],
+            &env,
+        );
+        assert!(import.status.success(), "{}", stderr(&import));
+        let out = pushwerk_in(dir.path(), &["oauth", "refresh", "acct"], &env);
+        let text = stdout(&out) + &stderr(&out);
+        assert!(
+            served.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+            "{text}"
+        );
+        assert!(
+            !out.status.success(),
+            "{access:?} taken as refreshed: {text}"
+        );
+        assert!(
+            text.contains("access_token") && text.contains("not taken as refreshed"),
+            "{access:?}: {text}"
+        );
+        assert!(!text.contains("X-Injected"), "{text}");
+        let status = pushwerk_in(dir.path(), &["oauth", "status"], &env);
+        assert!(!stdout(&status).contains("rt-next"), "{}", stdout(&status));
+    }
+}
