@@ -338,3 +338,153 @@ fn a_token_response_with_an_empty_or_control_character_token_is_not_a_refresh() 
         assert!(!stdout(&status).contains("rt-next"), "{}", stdout(&status));
     }
 }
+
+#[test]
+fn an_out_of_range_event_time_names_the_field_and_the_range() {
+    let dir = crate::util::folder(&[(
+        "pushes/hook.yaml",
+        "name: hook\non: call.ended\nhttp:\n  url: https://example.com/in\n  json:\n    a: 1\n",
+    )]);
+    for time in [
+        "2026-13-01T00:00:00Z",
+        "2026-02-30T10:00:00Z",
+        "+10000-01-01T00:00:00Z",
+        "0000-01-01T00:30:00+01:00",
+    ] {
+        std::fs::write(
+            dir.path().join("ev.json"),
+            format!(r#"{{"id":"e1","type":"call.ended","time":"{time}","data":{{}}}}"#),
+        )
+        .expect("event");
+        let out = pushwerk_in(dir.path(), &["dry-run", "hook", "--event", "ev.json"], &[]);
+        let text = stderr(&out);
+        assert!(!out.status.success(), "{time}: {}", stdout(&out));
+        assert!(
+            text.contains(&format!("`time` \"{time}\""))
+                && text.contains("0000-01-01T00:00:00Z to 9999-12-31T23:59:59Z"),
+            "{time}: {text}"
+        );
+    }
+}
+
+#[test]
+fn an_in_flight_beyond_64_bits_names_the_field_and_its_range() {
+    let dir = crate::util::folder(&[(
+        "pushes/hook.yaml",
+        "name: hook\non: call.ended\nin_flight: 99999999999999999999999\nhttp:\n  url: https://example.com/in\n  json:\n    a: 1\n",
+    )]);
+    let out = pushwerk_in(dir.path(), &["check"], &[]);
+    let text = stdout(&out) + &stderr(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(!text.contains("u128"), "{text}");
+    assert!(
+        text.contains("pushes/hook.yaml:3:")
+            && text.contains("`in_flight`: the number 99999999999999999999999 is out of range")
+            && text.contains("from 1 to 1024"),
+        "{text}"
+    );
+}
+
+/// A running `pushwerk serve` on a free port, killed when dropped.
+struct Serve {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TOKEN: &str = "followup-ingest-token";
+
+async fn serve(root: &std::path::Path) -> Serve {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let log = std::fs::File::create(root.join("serve.log")).expect("log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pushwerk"))
+        .current_dir(root)
+        .args(["--dir", "pushes", "--data", "data", "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("PUSHWERK_INGEST_TOKEN", TOKEN)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("serve starts");
+    let serve = Serve {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{}/readyz", serve.base)).await {
+            if r.status() == 200 {
+                return serve;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready: {}",
+            std::fs::read_to_string(root.join("serve.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_query_string_on_v1_gets_a_json_400_after_the_token_check() {
+    let dir = crate::util::folder(&[(
+        "pushes/hook.yaml",
+        "name: hook\non: call.ended\nhttp:\n  url: https://example.com/in\n  json:\n    a: 1\n",
+    )]);
+    let daemon = serve(dir.path()).await;
+    let http = reqwest::Client::new();
+    for path in [
+        "/v1/deliveries?limit=abc",
+        "/v1/deliveries?limit=-1",
+        "/v1/dead-letters?limit=99999999999999999999999",
+        "/v1/jobs?limit=x",
+    ] {
+        let r = http
+            .get(format!("{}{path}", daemon.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 400, "{path}");
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = r.text().await.expect("body");
+        assert!(ct.starts_with("application/json"), "{path}: {ct} {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("bad query string:") && error.contains("limit"),
+            "{path}: {text}"
+        );
+        // Without the token: 401, the query is not looked at first.
+        let r = http
+            .get(format!("{}{path}", daemon.base))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    // A good query still works.
+    let r = http
+        .get(format!("{}/v1/deliveries?limit=5", daemon.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+}
