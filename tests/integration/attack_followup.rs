@@ -488,3 +488,66 @@ async fn a_bad_query_string_on_v1_gets_a_json_400_after_the_token_check() {
         .expect("request");
     assert_eq!(r.status(), 200);
 }
+
+fn oauth_status(data: &std::path::Path) -> std::process::Output {
+    let dir = crate::util::folder(&[(
+        "pushes/hook.yaml",
+        "name: hook\non: call.ended\nhttp:\n  url: https://example.com/in\n  json:\n    a: 1\n",
+    )]);
+    let data = data.to_str().expect("UTF-8 path");
+    pushwerk_in(dir.path(), &["--data", data, "oauth", "status"], &[])
+}
+
+#[test]
+fn a_group_writable_data_directory_is_refused_and_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o770)).expect("chmod");
+    let out = oauth_status(&data);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is writable by its group (mode 770)"), "{err}");
+    let mode = std::fs::metadata(&data).expect("meta").permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o770, "the mode was changed");
+    assert!(!data.join("sled").exists(), "a store was written");
+    // Without group write it is taken.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    let out = oauth_status(&data);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_data_directory_of_another_user_is_refused() {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // As root: a directory given to `nobody`; as anyone else: `/`, which is
+    // root's, neither world- nor group-writable.
+    let (data, owner) = if effective_uid() == 0 {
+        let data = tmp.path().join("data");
+        std::fs::create_dir(&data).expect("mkdir");
+        std::os::unix::fs::chown(&data, Some(65534), Some(65534)).expect("chown");
+        (data, 65534)
+    } else {
+        (std::path::PathBuf::from("/"), 0)
+    };
+    assert_eq!(std::fs::metadata(&data).expect("meta").uid(), owner);
+    let out = oauth_status(&data);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "belongs to uid {owner}, not to the user running pushwerk"
+        )),
+        "{err}"
+    );
+    assert!(!data.join("sled").exists(), "a store was written");
+}
+
+fn effective_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    // The owner of a file this process just created is its effective uid.
+    let f = tempfile::NamedTempFile::new().expect("temp file");
+    f.as_file().metadata().expect("meta").uid()
+}
