@@ -551,3 +551,220 @@ fn effective_uid() -> u32 {
     let f = tempfile::NamedTempFile::new().expect("temp file");
     f.as_file().metadata().expect("meta").uid()
 }
+
+/// A real SMTP server (Python's aiosmtpd, implicit TLS or STARTTLS) or a
+/// TLS server that floods after the handshake, killed when dropped.
+struct PyServer(std::process::Child);
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const TLS_SERVERS: &str = r#"
+import asyncio, socket, ssl, sys, threading, time
+mode, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain("leaf.pem", "leaf.key")
+if mode == "flood":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port)); s.listen(4)
+    while True:
+        # The readiness probe connects and leaves: wait for a TLS client.
+        c, _ = s.accept()
+        try:
+            t = ctx.wrap_socket(c, server_side=True)
+            break
+        except Exception:
+            c.close()
+    sent, cut = 0, False
+    try:
+        t.sendall(b"220-")
+        while sent < 256 * 1024 * 1024:
+            t.sendall(b"x" * 65536); sent += 65536
+    except Exception:
+        cut = True
+    open(out, "w").write(f"{sent} {cut}")
+    sys.exit(0)
+from aiosmtpd.controller import Controller
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        with open(out, "a") as f:
+            f.write(f"{envelope.mail_from} {' '.join(envelope.rcpt_tos)}\n")
+        return "250 OK"
+if mode == "tls":
+    c = Controller(Handler(), hostname="127.0.0.1", port=port, ssl_context=ctx)
+else:
+    c = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True)
+c.start()
+time.sleep(120)
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A CA and a `localhost` certificate it signed, made with openssl(1).
+fn make_certs(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=pushwerk test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "leaf.pem",
+    ]);
+}
+
+fn py_server(dir: &std::path::Path, mode: &str, port: u16, out: &str) -> PyServer {
+    std::fs::write(dir.join("servers.py"), TLS_SERVERS).expect("script");
+    let child = std::process::Command::new("python3")
+        .current_dir(dir)
+        .args(["servers.py", mode, &port.to_string(), out])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let server = PyServer(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{mode} server not up");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    server
+}
+
+#[test]
+fn implicit_tls_and_starttls_deliver_to_a_real_server_and_the_cap_holds_under_tls() {
+    let dir = crate::util::folder(&[(
+        "ev.json",
+        r#"{"id":"e1","type":"call.ended","time":"2026-01-01T00:00:00Z","data":{}}"#,
+    )]);
+    make_certs(dir.path());
+    let ca = dir.path().join("ca.pem");
+    let ca = ca.to_str().expect("UTF-8 path");
+    let push = |mode: &str, port: u16| {
+        std::fs::create_dir_all(dir.path().join("pushes")).expect("pushes");
+        std::fs::write(
+            dir.path().join("pushes/mail.yaml"),
+            format!("name: mail\non: call.ended\nsmtp:\n  host: localhost\n  port: {port}\n  tls: {mode}\n  from: office@example.com\n  to: [sales@example.com]\n  subject: s\n  text: t\n"),
+        )
+        .expect("push");
+    };
+    let send = || {
+        pushwerk_in(
+            dir.path(),
+            &["send", "mail", "--event", "ev.json"],
+            &[("SSL_CERT_FILE", ca)],
+        )
+    };
+    for mode in ["tls", "starttls"] {
+        let port = free_port();
+        let received = format!("received-{mode}.txt");
+        let _server = py_server(dir.path(), mode, port, &received);
+        push(mode, port);
+        let out = send();
+        let text = stdout(&out) + &stderr(&out);
+        assert!(out.status.success(), "{mode}: {text}");
+        let got = std::fs::read_to_string(dir.path().join(&received)).unwrap_or_default();
+        assert_eq!(
+            got, "office@example.com sales@example.com\n",
+            "{mode}: {text}"
+        );
+    }
+    // A server flooding inside TLS: the cap counts the bytes under TLS.
+    let port = free_port();
+    let server = py_server(dir.path(), "flood", port, "flood.txt");
+    push("tls", port);
+    let out = send();
+    let text = stdout(&out) + &stderr(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("SMTP reply over 1048576 bytes"), "{text}");
+    let mut server = server;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.0.try_wait().expect("try_wait").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood did not end"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let flood = std::fs::read_to_string(dir.path().join("flood.txt")).expect("flood result");
+    let (sent, cut) = flood.split_once(' ').expect("two fields");
+    assert_eq!(cut, "True", "the client read all {sent} bytes");
+    assert!(
+        sent.parse::<u64>().expect("number") < 64 * 1024 * 1024,
+        "{sent} bytes sent"
+    );
+}
