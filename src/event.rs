@@ -16,11 +16,38 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: String,
     /// When the event happened (RFC 3339).
+    #[serde(deserialize_with = "event_time")]
     pub time: DateTime<Utc>,
     /// The event's fields: `event.caller_number` is `data.caller_number`.
     #[serde(default = "empty_object")]
     #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub data: serde_json::Value,
+}
+
+/// The earliest and latest `time` an event may carry, as written in errors.
+pub const TIME_RANGE: &str = "0000-01-01T00:00:00Z to 9999-12-31T23:59:59Z";
+
+/// `time` as chrono reads it, with an error that names the field, the
+/// value (cut to 64 characters) and the allowed range: chrono's own says
+/// only "input is out of range".
+fn event_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    use chrono::Datelike as _;
+    use serde::de::Error as _;
+    let text = String::deserialize(d)?;
+    let refuse = |why: String| {
+        let shown: String = text.chars().take(64).collect();
+        D::Error::custom(format!(
+            "`time` {shown:?} is not a usable RFC 3339 date-time ({why}): it must be from {TIME_RANGE}, each part a real date and time, e.g. `2026-11-24T14:03:11Z`"
+        ))
+    };
+    let time = text
+        .parse::<DateTime<chrono::FixedOffset>>()
+        .map_err(|e| refuse(e.to_string()))?
+        .with_timezone(&Utc);
+    if !(0..=9999).contains(&time.year()) {
+        return Err(refuse("input is out of range".to_owned()));
+    }
+    Ok(time)
 }
 
 fn empty_object() -> serde_json::Value {

@@ -593,12 +593,18 @@ fn check_target(cx: &mut Ctx<'_>, spec: &PushSpec, kind: TargetKind, compiled: &
                 (None, None) => cx.error("graph_mail", "a mail needs a body: `text` or `html`"),
                 _ => {}
             }
+            if let Some(html) = &t.html {
+                check_html_attributes(cx, "graph_mail.html", &html.0);
+            }
             for (i, a) in t.attachments.iter().enumerate() {
                 if a.path.is_some() == a.content_base64.is_some() {
                     cx.error(
                         &format!("graph_mail.attachments[{i}]"),
                         "an attachment needs exactly one of `path` or `content_base64`",
                     );
+                }
+                if let Some(path) = &a.path {
+                    check_attachment_folder(cx, i, &path.0);
                 }
             }
             for name in t.headers.keys() {
@@ -634,6 +640,9 @@ fn check_target(cx: &mut Ctx<'_>, spec: &PushSpec, kind: TargetKind, compiled: &
             }
             if t.text.is_none() && t.html.is_none() {
                 cx.error("smtp", "a mail needs a body: `text`, `html` or both");
+            }
+            if let Some(html) = &t.html {
+                check_html_attributes(cx, "smtp.html", &html.0);
             }
             if t.host.trim().is_empty() || t.host.contains(['/', ' ', ':']) {
                 cx.error(
@@ -751,6 +760,60 @@ fn fixed_origin(text: &str) -> bool {
         || fixed
             .split_once("://")
             .is_some_and(|(_, rest)| rest.contains(['/', '?', '#']))
+}
+
+/// A parameter in an `on*` handler or `srcdoc` of an HTML body is an
+/// error: HTML escaping does not neutralise a value there (the handler
+/// runs it as script after the entities are decoded, `srcdoc` renders it
+/// as a document). In `style` it is a warning: CSS can load URLs.
+fn check_html_attributes(cx: &mut Ctx<'_>, field: &str, source: &str) {
+    for (attr, value) in crate::dispatch::templated_attributes(source) {
+        if crate::dispatch::is_script_attribute(&attr) {
+            cx.error(
+                field,
+                format!(
+                    "a parameter in the `{attr}` attribute (`{attr}=\"{}\"`): HTML escaping does not make an event value safe in an event handler or `srcdoc`; move the value into a data attribute or the text",
+                    value.chars().take(80).collect::<String>()
+                ),
+            );
+        } else if attr == "style" {
+            cx.warning(
+                field,
+                format!(
+                    "a parameter in a `style` attribute (`style=\"{}\"`): an event value can change the layout or load a URL there; prefer fixed styles",
+                    value.chars().take(80).collect::<String>()
+                ),
+            );
+        }
+    }
+}
+
+/// An attachment path completed at render time (a parameter, statement or
+/// secret in it) must start with a literal folder below the push file's
+/// (`files/<< event.doc >>`): the rendered file is confined to that folder,
+/// and without one an event value could pick any file beside the push,
+/// `${file:…}` secrets included.
+fn check_attachment_folder(cx: &mut Ctx<'_>, i: usize, path: &str) {
+    use std::path::{Component, Path};
+    let completed = template::is_template(path) || path.contains("${");
+    if !completed {
+        return;
+    }
+    let fixed = crate::dispatch::graph_mail::fixed_folder(path);
+    let components: Vec<Component<'_>> = Path::new(fixed).components().collect();
+    let below = components
+        .iter()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && components.iter().any(|c| matches!(c, Component::Normal(_)));
+    if !below {
+        cx.error(
+            &format!("graph_mail.attachments[{i}].path"),
+            format!(
+                "an attachment path with a parameter must start with a fixed folder below the push file's, e.g. `files/{}`: the file is then read only from that folder, never from the push's own folder where definitions and `${{file:…}}` secrets live",
+                path.trim().trim_start_matches("./")
+            ),
+        );
+    }
 }
 
 #[cfg(test)]

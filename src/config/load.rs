@@ -256,6 +256,34 @@ fn yaml_message(err: &serde_yaml::Error) -> String {
     }
 }
 
+/// serde_yaml's words for an integer beyond 64 bits ("`in_flight`:
+/// invalid type: integer `1e23` as u128, expected any YAML value") said
+/// neither what is wrong nor what is allowed: name the field, the number's
+/// problem and, where one applies, the field's range.
+fn huge_integer(msg: &str) -> Option<String> {
+    let (path, rest) = match msg.split_once(": invalid type: integer `") {
+        Some((path, rest)) => (Some(path), rest),
+        None => (None, msg.strip_prefix("invalid type: integer `")?),
+    };
+    let (number, tail) = rest.split_once('`')?;
+    if !(tail.starts_with(" as u128") || tail.starts_with(" as i128")) {
+        return None;
+    }
+    let shown: String = number.chars().take(40).collect();
+    let range = match path.map(|p| p.rsplit('.').next().unwrap_or(p)) {
+        Some("in_flight") => "; `in_flight` is from 1 to 1024",
+        _ => "",
+    };
+    Some(match path {
+        Some(path) => format!(
+            "`{path}`: the number {shown} is out of range (whole numbers in definitions fit in 64 bits){range}"
+        ),
+        None => format!(
+            "the number {shown} is out of range (whole numbers in definitions fit in 64 bits)"
+        ),
+    })
+}
+
 fn yaml_position(err: &serde_yaml::Error) -> Position {
     err.location()
         .map(|l| Position {
@@ -298,7 +326,8 @@ fn parse_file(
             diagnostics.push(Diagnostic::error(
                 file,
                 yaml_position(&e),
-                format!("YAML syntax error: {}", yaml_message(&e)),
+                huge_integer(&yaml_message(&e))
+                    .unwrap_or_else(|| format!("YAML syntax error: {}", yaml_message(&e))),
             ));
             return;
         }

@@ -289,32 +289,154 @@ const URL_ATTRIBUTES: [&str; 11] = [
 
 /// Refuses an HTML mail body with a link or source whose scheme runs code
 /// or smuggles content: `javascript:`, `vbscript:`, and `data:` (except
-/// `data:image/…` other than SVG in `src`). Checked on the rendered body,
-/// so it holds however the value got there (an event value, `| safe`,
-/// entities or tabs inside the scheme).
+/// `data:image/…` other than SVG in `src` and `srcset`). Checked on the
+/// rendered body, so it holds however the value got there (an event value,
+/// `| safe`, entities or tabs inside the scheme). Besides the URL
+/// attributes, every candidate of a `srcset`, the `url=` of a `<meta
+/// http-equiv=refresh content="0;url=…">` and every `url(…)` in a `style`
+/// attribute are checked.
 pub fn check_html_links(field: &str, html: &str) -> Result<(), PrepareError> {
     for (attr, value) in html_attributes(html) {
-        if !URL_ATTRIBUTES.contains(&attr.as_str()) {
-            continue;
-        }
-        let url: String = decode_entities(&value)
-            .chars()
-            .filter(|c| !c.is_whitespace() && !c.is_control())
-            .collect::<String>()
-            .to_ascii_lowercase();
-        let scheme = ["javascript:", "vbscript:", "data:"]
-            .into_iter()
-            .find(|s| url.starts_with(s));
-        let image =
-            attr == "src" && url.starts_with("data:image/") && !url.starts_with("data:image/svg");
-        if let Some(scheme) = scheme.filter(|_| !image) {
-            return Err(PrepareError::InvalidField {
-                field: field.to_owned(),
-                reason: format!("`{attr}` with a `{scheme}` URL is refused in an HTML mail body (links must be http:, https:, mailto:, tel: or relative)"),
-            });
+        let value = decode_entities(&value);
+        let urls: Vec<(String, bool)> = match attr.as_str() {
+            a if URL_ATTRIBUTES.contains(&a) => vec![(value, a == "src")],
+            "srcset" | "imagesrcset" => value
+                .split(',')
+                .map(|c| (c.split_whitespace().next().unwrap_or("").to_owned(), true))
+                .collect(),
+            "content" => refresh_url(&value)
+                .map(|u| vec![(u, false)])
+                .unwrap_or_default(),
+            "style" => css_urls(&value).into_iter().map(|u| (u, true)).collect(),
+            _ => continue,
+        };
+        for (url, image_ok) in urls {
+            check_link(field, &attr, &url, image_ok)?;
         }
     }
     Ok(())
+}
+
+fn check_link(field: &str, attr: &str, url: &str, image_ok: bool) -> Result<(), PrepareError> {
+    let url: String = url
+        .chars()
+        .filter(|c| !c.is_whitespace() && !c.is_control())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let scheme = ["javascript:", "vbscript:", "data:"]
+        .into_iter()
+        .find(|s| url.starts_with(s));
+    let image = image_ok && url.starts_with("data:image/") && !url.starts_with("data:image/svg");
+    match scheme.filter(|_| !image) {
+        Some(scheme) => Err(PrepareError::InvalidField {
+            field: field.to_owned(),
+            reason: format!("`{attr}` with a `{scheme}` URL is refused in an HTML mail body (links must be http:, https:, mailto:, tel: or relative)"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The URL of a refresh `content` value (`0;url=…`, `5, URL='…'`), if any.
+fn refresh_url(content: &str) -> Option<String> {
+    let lower = content.to_ascii_lowercase();
+    let rest = lower
+        .trim_start()
+        .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+    let rest = rest.trim_start().strip_prefix([';', ','])?.trim_start();
+    let rest = rest
+        .strip_prefix("url")?
+        .trim_start()
+        .strip_prefix('=')?
+        .trim_start();
+    let start = content.len() - rest.len();
+    Some(
+        content[start..]
+            .trim_matches(|c: char| c == '\'' || c == '"' || c.is_whitespace())
+            .to_owned(),
+    )
+}
+
+/// Every `url(…)` argument in a CSS declaration list, CSS escapes
+/// (`\6a`, `\:`) and comments removed first.
+fn css_urls(style: &str) -> Vec<String> {
+    let css = css_unescape(style);
+    let lower = css.to_ascii_lowercase();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find("url(") {
+        let start = from + pos + 4;
+        let end = lower[start..].find(')').map_or(lower.len(), |e| start + e);
+        out.push(
+            css[start..end]
+                .trim_matches(|c: char| c == '\'' || c == '"' || c.is_whitespace())
+                .to_owned(),
+        );
+        from = end.min(lower.len());
+    }
+    out
+}
+
+fn css_unescape(css: &str) -> String {
+    let mut out = String::with_capacity(css.len());
+    let mut chars = css.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let mut hex = String::new();
+                while hex.len() < 6 && chars.peek().is_some_and(|c| c.is_ascii_hexdigit()) {
+                    hex.push(chars.next().unwrap_or('0'));
+                }
+                if hex.is_empty() {
+                    if let Some(next) = chars.next() {
+                        out.push(next);
+                    }
+                } else {
+                    if chars.peek().is_some_and(|c| c.is_whitespace()) {
+                        chars.next();
+                    }
+                    out.push(
+                        u32::from_str_radix(&hex, 16)
+                            .ok()
+                            .and_then(char::from_u32)
+                            .unwrap_or('\u{FFFD}'),
+                    );
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Attributes where an event value, even HTML-escaped, is code or a
+/// document: `on*` handlers run it as script (`&#39;` is a quote again by
+/// then), `srcdoc` renders it as HTML. `check` refuses a parameter there.
+pub fn is_script_attribute(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    (name.starts_with("on") && name.len() > 2) || name == "srcdoc"
+}
+
+/// The attributes of an HTML body template whose value holds a parameter
+/// or statement (`<< … >>`, `<% … %>`): `(attribute, value as written)`.
+/// For `check`, which refuses them in [`is_script_attribute`]s and warns
+/// in `style`.
+pub fn templated_attributes(source: &str) -> Vec<(String, String)> {
+    html_attributes(source)
+        .into_iter()
+        .filter(|(_, v)| {
+            v.contains(crate::template::VARIABLE_START) || v.contains(crate::template::BLOCK_START)
+        })
+        .collect()
 }
 
 /// `(attribute name in lower case, raw value)` of every attribute of every
@@ -402,6 +524,10 @@ fn decode_entities(text: &str) -> String {
         } else {
             match name.to_ascii_lowercase().as_str() {
                 "colon" => Some(':'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                "lpar" => Some('('),
+                "rpar" => Some(')'),
                 "tab" => Some('\t'),
                 "newline" => Some('\n'),
                 _ => None,
@@ -523,6 +649,12 @@ mod tests {
     fn html_links_with_script_schemes_are_refused() {
         let bad = [
             r#"<a href="javascript:alert(1)">x</a>"#,
+            r#"<img srcset="a.png 1x, javascript:alert(1) 2x">"#,
+            r#"<meta http-equiv="refresh" content="0;url=javascript:alert(1)">"#,
+            r#"<meta http-equiv="refresh" content="0; URL='data:text/html,x'">"#,
+            r#"<p style="background:url(&quot;javascript:alert(1)&quot;)">x</p>"#,
+            r#"<p style="background:u\72l(javascript:alert(1))">x</p>"#,
+            r#"<p style="background:url(/**/javascript:alert(1))">x</p>"#,
             r#"<a HREF = 'JavaScript:alert(1)'>x</a>"#,
             "<a href=\"java\tscript:alert(1)\">x</a>",
             r#"<a href="&#106;avascript&#x3A;alert(1)">x</a>"#,
@@ -536,6 +668,10 @@ mod tests {
         }
         let good = [
             r#"<a href="https://example.com/?q=javascript:x">x</a>"#,
+            r#"<img srcset="a.png 1x, data:image/png;base64,AAAA 2x">"#,
+            r#"<meta http-equiv="refresh" content="30">"#,
+            r#"<meta name="description" content="javascript: the good parts">"#,
+            r#"<p style="background:url(https://example.com/a.png); color: red">x</p>"#,
             r#"<a href="mailto:a@example.com">x</a><img src="data:image/png;base64,iVBO">"#,
             r#"<p title="javascript:">text javascript: here</p><!-- <a href="javascript:x"> -->"#,
             "<a href=\"/relative\">x</a> <b>unclosed <",

@@ -8,6 +8,7 @@ pub mod deliver;
 pub mod output;
 pub mod render;
 pub mod send;
+pub mod smtp_conn;
 
 pub use deliver::{Attempt, Deliverer, Delivery};
 pub use render::{render, RenderError, RenderInput, Rendered, TokenValues};

@@ -197,6 +197,7 @@ pub fn render(
     };
     if let RenderedTarget::GraphMail(mail) = &mut target {
         let base = push.file.parent().unwrap_or(Path::new("."));
+        let mut secrets = None;
         for (i, a) in mail.attachments.iter_mut().enumerate() {
             if let Some(path) = a.path.take() {
                 // Confined to the folder the path's fixed part names (issue #10.1).
@@ -208,12 +209,15 @@ pub fn render(
                 let source = source
                     .and_then(|a| a.path.as_ref())
                     .map_or("", |p| p.0.as_str());
-                let bytes = crate::dispatch::graph_mail::read_attachment(base, source, &path.0)
-                    .map_err(|e| RenderError::Attachment {
-                        field: format!("graph_mail.attachments[{i}].path"),
-                        path: path.0.clone(),
-                        reason: e.to_string(),
-                    })?;
+                let secrets = secrets
+                    .get_or_insert_with(|| crate::dispatch::graph_mail::secret_files(catalog));
+                let bytes =
+                    crate::dispatch::graph_mail::read_attachment(base, source, &path.0, secrets)
+                        .map_err(|e| RenderError::Attachment {
+                            field: format!("graph_mail.attachments[{i}].path"),
+                            path: path.0.clone(),
+                            reason: e.to_string(),
+                        })?;
                 a.content_base64 = Some(crate::config::TemplateText(
                     base64::engine::general_purpose::STANDARD.encode(bytes),
                 ));

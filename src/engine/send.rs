@@ -5,10 +5,8 @@
 use std::time::Duration;
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use crate::config::SmtpTls;
+use super::smtp_conn::{self, SessionError};
 use crate::dispatch::smtp::classify_reply;
 use crate::dispatch::{HttpRequest, Outcome, Response, RetryDelay, SmtpLogin, SmtpMail};
 
@@ -110,39 +108,20 @@ impl Sender {
     /// Sends a mail; the server's reply decides the outcome.
     pub async fn send_smtp(&self, mail: &SmtpMail, timeout: Option<Duration>) -> Outcome {
         let timeout = timeout.unwrap_or(self.timeout);
-        let builder = match mail.tls {
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&mail.host),
-            SmtpTls::Starttls | SmtpTls::Tls => {
-                let params = match TlsParameters::new(mail.host.clone()) {
-                    Ok(p) => p,
-                    Err(e) => return failed(format!("TLS setup for {}: {e}", mail.host)),
-                };
-                let tls = if mail.tls == SmtpTls::Tls {
-                    Tls::Wrapper(params)
-                } else {
-                    Tls::Required(params)
-                };
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&mail.host).tls(tls)
-            }
-        };
-        let mut builder = builder.port(mail.port).timeout(Some(timeout));
         let xoauth2 = matches!(mail.login, Some(SmtpLogin::Xoauth2 { .. }));
-        match &mail.login {
-            None => {}
-            Some(SmtpLogin::Password { username, password }) => {
-                builder = builder
-                    .credentials(Credentials::new(username.clone(), password.clone()))
-                    .authentication(vec![Mechanism::Plain, Mechanism::Login]);
-            }
+        let login = match &mail.login {
+            None => None,
+            Some(SmtpLogin::Password { username, password }) => Some(smtp_conn::Login {
+                credentials: Credentials::new(username.clone(), password.clone()),
+                mechanisms: &[Mechanism::Plain, Mechanism::Login],
+            }),
             Some(SmtpLogin::Xoauth2 {
                 username, token, ..
-            }) => {
-                builder = builder
-                    .credentials(Credentials::new(username.clone(), token.clone()))
-                    .authentication(vec![Mechanism::Xoauth2]);
-            }
-        }
-        let transport = builder.build();
+            }) => Some(smtp_conn::Login {
+                credentials: Credentials::new(username.clone(), token.clone()),
+                mechanisms: &[Mechanism::Xoauth2],
+            }),
+        };
         let envelope = match lettre::address::Envelope::new(
             mail.envelope_from.parse().ok(),
             mail.envelope_to
@@ -153,21 +132,31 @@ impl Sender {
             Ok(e) => e,
             Err(e) => return failed(format!("envelope: {e}")),
         };
-        match transport.send_raw(&envelope, &mail.message).await {
+        let sent = smtp_conn::send_bounded(
+            &mail.host,
+            mail.port,
+            mail.tls,
+            login,
+            &envelope,
+            &mail.message,
+            timeout,
+        )
+        .await;
+        let e = match sent {
             Ok(response) => {
                 let code: u16 = response.code().to_string().parse().unwrap_or(250);
-                classify_reply(
+                return classify_reply(
                     code,
                     &masked_reply(&response.message().collect::<Vec<_>>().join(" "), mail),
                     xoauth2,
-                )
+                );
             }
-            Err(e) => match e.status() {
-                Some(code) => {
-                    let code: u16 = code.to_string().parse().unwrap_or(554);
-                    classify_reply(code, &masked_reply(&e.to_string(), mail), xoauth2)
-                }
-                None => Outcome::Retry {
+            // A server that floods the connection is broken, not busy.
+            Err(e @ SessionError::TooLarge { .. }) => {
+                return failed(format!("SMTP server {}:{}: {e}", mail.host, mail.port));
+            }
+            Err(e @ (SessionError::Deadline(_) | SessionError::Connect(_))) => {
+                return Outcome::Retry {
                     delay: RetryDelay::Backoff,
                     status: None,
                     reason: format!(
@@ -177,7 +166,25 @@ impl Sender {
                         why(&e, &smtp_secrets(mail))
                     ),
                     reference: None,
-                },
+                };
+            }
+            Err(SessionError::Smtp(e)) => e,
+        };
+        match e.status() {
+            Some(code) => {
+                let code: u16 = code.to_string().parse().unwrap_or(554);
+                classify_reply(code, &masked_reply(&e.to_string(), mail), xoauth2)
+            }
+            None => Outcome::Retry {
+                delay: RetryDelay::Backoff,
+                status: None,
+                reason: format!(
+                    "SMTP connection to {}:{}: {}",
+                    mail.host,
+                    mail.port,
+                    why(&e, &smtp_secrets(mail))
+                ),
+                reference: None,
             },
         }
     }

@@ -34,6 +34,25 @@ pub struct TokenResponse {
     pub token_type: Option<String>,
 }
 
+impl TokenResponse {
+    /// Why the response cannot be used, if it cannot: an empty access
+    /// token, or a token (access or refresh) with a control character or
+    /// space, which would break or split the `Authorization: Bearer …`
+    /// header, an SMTP `AUTH` line or a stored record. Never names the token.
+    pub fn problem(&self) -> Option<&'static str> {
+        let bad = |t: &str| t.chars().any(|c| c.is_control() || c.is_whitespace());
+        if self.access_token.trim().is_empty() {
+            Some("an empty access_token")
+        } else if bad(&self.access_token) {
+            Some("an access_token containing a space or control character (CR, LF, …)")
+        } else if self.refresh_token.as_deref().is_some_and(bad) {
+            Some("a refresh_token containing a space or control character (CR, LF, …)")
+        } else {
+            None
+        }
+    }
+}
+
 impl std::fmt::Debug for TokenResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenResponse")
@@ -382,7 +401,7 @@ impl TokenClient {
             body.extend_from_slice(&chunk);
         }
         if status == 200 {
-            return serde_json::from_slice::<TokenResponse>(&body).map_err(|e| {
+            let mut response = serde_json::from_slice::<TokenResponse>(&body).map_err(|e| {
                 transient(
                     "malformed response",
                     format!(
@@ -391,7 +410,18 @@ impl TokenClient {
                         e.column()
                     ),
                 )
-            });
+            })?;
+            if let Some(problem) = response.problem() {
+                return Err(transient(
+                    "malformed response",
+                    format!("token endpoint answered 200 with {problem}; not taken as refreshed"),
+                ));
+            }
+            // An empty refresh token is no new one: keep the old.
+            if response.refresh_token.as_deref() == Some("") {
+                response.refresh_token = None;
+            }
+            return Ok(response);
         }
         Err(classify_error(status, retry_after, &body))
     }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -74,6 +75,21 @@ pub fn router_control(daemon: Arc<Daemon>, options: ServeOptions, control: Arc<C
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// A query string the handler cannot read, answered like every other
+/// `/v1/*` error: JSON `{"error": …}` with status 400 and axum's reason
+/// (axum's own rejection is plain text). Taken as a `Result` so that the
+/// token is checked first.
+// The error is the answer itself, built once on a rare path.
+#[allow(clippy::result_large_err)]
+fn query_or_400<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
+    query.map(|Query(q)| q).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("bad query string: {}", e.body_text()),
+        )
+    })
 }
 
 /// How long an ingest may wait for the store before it is answered 503:
@@ -299,11 +315,15 @@ async fn deliveries(
     State(daemon): State<Arc<Daemon>>,
     Extension(control): Extension<Arc<Control>>,
     headers: HeaderMap,
-    Query(q): Query<LogQuery>,
+    q: Result<Query<LogQuery>, QueryRejection>,
 ) -> Response {
     if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
         return refused;
     }
+    let q = match query_or_400(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
     match daemon.queue.log(
         q.push.as_deref(),
         q.status.as_deref(),
@@ -329,11 +349,15 @@ async fn jobs(
     State(daemon): State<Arc<Daemon>>,
     Extension(control): Extension<Arc<Control>>,
     headers: HeaderMap,
-    Query(q): Query<JobsQuery>,
+    q: Result<Query<JobsQuery>, QueryRejection>,
 ) -> Response {
     if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
         return refused;
     }
+    let q = match query_or_400(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
     let limit = q.limit.unwrap_or(100).min(10_000);
     match daemon.jobs(q.push, limit).await {
         Ok((jobs, more)) => Json(json!({ "jobs": jobs, "more": more })).into_response(),
@@ -345,11 +369,15 @@ async fn dead_letters(
     State(daemon): State<Arc<Daemon>>,
     Extension(control): Extension<Arc<Control>>,
     headers: HeaderMap,
-    Query(q): Query<LogQuery>,
+    q: Result<Query<LogQuery>, QueryRejection>,
 ) -> Response {
     if let Err(refused) = auth::require_ingest(control.auth(), &headers) {
         return refused;
     }
+    let q = match query_or_400(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
     match daemon.queue.dead_letters_report(q.push.as_deref()) {
         Ok(report) => {
             let items: Vec<Value> = report

@@ -160,8 +160,9 @@ pub(crate) const REDB_COMPACT: &str = "pushwerk.redb.compact";
 
 /// Makes `dir` ready to hold pushwerk's data without touching anything
 /// that is not pushwerk's: a new directory is created `0700`; an existing
-/// one keeps its mode and is refused if every user may write to it (such
-/// as `/tmp`) or if it holds anything but pushwerk's own files (a symlink
+/// one keeps its mode and is refused if every user or its group may write
+/// to it (such as `/tmp`), if it belongs to another user than the one
+/// running pushwerk, or if it holds anything but pushwerk's own files (a symlink
 /// included, even under one of pushwerk's names), so that no later chmod
 /// or write can reach a file outside the data directory.
 pub(crate) fn secure_dir(dir: &Path) -> Result<(), StoreError> {
@@ -192,6 +193,25 @@ pub(crate) fn secure_dir(dir: &Path) -> Result<(), StoreError> {
         return Err(err(format!(
             "is writable by every user (mode {mode:o}); pushwerk keeps token state in its data directory and changes no modes of a directory it did not create: name a directory of its own (a new one is created 0700), e.g. --data /var/lib/pushwerk"
         )));
+    }
+    if mode & 0o020 != 0 {
+        return Err(err(format!(
+            "is writable by its group (mode {mode:o}); another user of the group could replace pushwerk's files or plant a symlink: name a directory of its own (a new one is created 0700) or remove the group's write permission (chmod g-w)"
+        )));
+    }
+    // Owned by someone else (root included), the directory could be
+    // emptied, swapped or re-moded under pushwerk; for root running
+    // pushwerk, a directory of another user is refused for the same reason.
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(err(format!(
+                "belongs to uid {}, not to the user running pushwerk (uid {me}); the owner could replace pushwerk's files under it: run pushwerk as its owner, give it to this user (chown), or name a directory of this user's own",
+                meta.uid()
+            )));
+        }
     }
     let mut foreign = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| err(format!("cannot read: {e}")))?;

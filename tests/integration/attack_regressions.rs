@@ -519,16 +519,17 @@ fn a_malformed_event_file_is_explained_once() {
 
 #[test]
 fn an_event_cannot_pick_a_definitions_or_hidden_file_as_attachment() {
-    // With `path: "<< event.doc >>"` the folder is the push file's own: an
-    // event naming `accounts.yaml` (or `.env`) mailed it, client secret
-    // and all.
-    let push = "name: mail\non: call.ended\ngraph_mail:\n  account: acc\n  to: [\"a@example.com\"]\n  subject: s\n  text: t\n  attachments:\n    - name: doc\n      path: \"<< event.doc >>\"\n";
+    // With `path: "docs/<< event.doc >>"` an event naming a definitions
+    // file in that folder (`accounts.yaml`, or `.env`) mailed it, client
+    // secret and all. (A path starting with a parameter is a `check`
+    // error now: see attack_followup.)
+    let push = "name: mail\non: call.ended\ngraph_mail:\n  account: acc\n  to: [\"a@example.com\"]\n  subject: s\n  text: t\n  attachments:\n    - name: doc\n      path: \"docs/<< event.doc >>\"\n";
     let account = "kind: oauth_account\nname: acc\ntoken_url: https://login.example.com/token\nclient_id: c\nclient_secret: literal-secret-canary-J8\nscope: s\n";
     let dir = crate::util::folder(&[
         ("pushes/mail.yaml", push),
-        ("pushes/accounts.yaml", account),
-        ("pushes/.env", "SECRET=env-secret-canary-K3\n"),
-        ("pushes/offer.pdf", "%PDF-1.4 offer\n"),
+        ("pushes/docs/accounts.yaml", account),
+        ("pushes/docs/.env", "SECRET=env-secret-canary-K3\n"),
+        ("pushes/docs/offer.pdf", "%PDF-1.4 offer\n"),
     ]);
     let run = |doc: &str| {
         let event = format!(
