@@ -1,0 +1,216 @@
+//! Adversarial checks of the control plane and the console through the
+//! real binary on loopback: what a console page or an API answer must
+//! never show (literal secrets of a push file, in any YAML style), and
+//! what a hostile request must not achieve.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::EXAMPLE_ENV;
+
+const INGEST: &str = "attack-control-ingest-canary";
+
+/// A folder, a data directory and a config directory (for the key).
+struct World {
+    tmp: tempfile::TempDir,
+}
+
+impl World {
+    fn new(files: &[(&str, &str)]) -> World {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        for d in ["pushes", "data", "config"] {
+            std::fs::create_dir_all(tmp.path().join(d)).expect("mkdir");
+        }
+        for (name, text) in files {
+            std::fs::write(tmp.path().join("pushes").join(name), text).expect("write");
+        }
+        World { tmp }
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.tmp.path().join(sub)
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = crate::util::pushwerk_command();
+        cmd.arg("--dir")
+            .arg(self.path("pushes"))
+            .arg("--data")
+            .arg(self.path("data"))
+            .env("XDG_CONFIG_HOME", self.path("config"));
+        for name in EXAMPLE_ENV {
+            cmd.env_remove(name);
+        }
+        for name in [
+            "PUSHWERK_DATA",
+            "PUSHWERK_LISTEN",
+            "PUSHWERK_INGEST_TOKEN",
+            "PUSHWERK_ADMIN_TOKEN",
+            "PUSHWERK_PUBLIC_URL",
+            "PUSHWERK_SERVER",
+            "PUSHWERK_KEY",
+            "PUSHWERK_KEY_FILE",
+            "PUSHWERK_LOG",
+            "RUST_LOG",
+        ] {
+            cmd.env_remove(name);
+        }
+        cmd
+    }
+
+    /// `pushwerk serve` on a free loopback port, ready.
+    async fn serve(&self) -> Served {
+        for attempt in 0..3 {
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                l.local_addr().expect("address").port()
+            };
+            let log = self.path(&format!("serve-{attempt}.log"));
+            let mut cmd = self.command();
+            cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["--grace", "5s", "--log", "info"])
+                .env("PUSHWERK_INGEST_TOKEN", INGEST)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log"));
+            let mut served = Served {
+                child: Some(cmd.spawn().expect("serve starts")),
+                base: format!("http://127.0.0.1:{port}"),
+                log,
+                http: reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .expect("client"),
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(_)) = served.child.as_mut().expect("child").try_wait() {
+                    served.child = None;
+                    break;
+                }
+                if let Ok(r) = served.http.get(served.url("/readyz")).send().await {
+                    if r.status() == 200 {
+                        return served;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "not ready: {}",
+                    served.log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            assert!(
+                served.log_text().contains("cannot listen"),
+                "{}",
+                served.log_text()
+            );
+        }
+        panic!("no free port");
+    }
+
+    fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.path("data").join("admin-token"))
+            .expect("generated admin token")
+            .trim()
+            .to_owned()
+    }
+}
+
+struct Served {
+    child: Option<Child>,
+    base: String,
+    log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Served {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Signs in to the console with `admin`: the session cookie.
+    async fn console_login(&self, admin: &str) -> String {
+        let r = self
+            .http
+            .post(self.url("/login"))
+            .form(&[("token", admin)])
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), 303, "login refused");
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("a session cookie")
+            .split(';')
+            .next()
+            .expect("name=value")
+            .to_owned();
+        cookie
+    }
+
+    /// A console page with the session cookie: status and body.
+    async fn page(&self, cookie: &str, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("page");
+        (r.status().as_u16(), r.text().await.expect("body"))
+    }
+}
+
+/// A push page shows the push's YAML with literal secrets masked: not only
+/// `password: x` on one line (the case first covered) but every YAML
+/// style a user may write — a flow mapping (`auth: {username: u,
+/// password: x}`), a `|` or `>-` block scalar, a plain scalar continued on
+/// the next line — and a literal `Authorization` header. The canaries must
+/// not be on the page; the rest of the file must be.
+#[tokio::test(flavor = "multi_thread")]
+async fn push_page_masks_literal_secrets_in_every_yaml_style() {
+    let flow = "name: flow_mail\non: call.ended\nsmtp:\n  host: 127.0.0.1\n  port: 2525\n  tls: none\n  auth: {username: u, password: CANARY-FLOW-PW}\n  from: a@example.com\n  to: [b@example.com]\n  subject: hi\n  text: hello\n";
+    let block = "name: block_mail\non: call.ended\nsmtp:\n  host: 127.0.0.1\n  port: 2525\n  tls: none\n  auth:\n    username: u\n    password: |-\n      CANARY-BLOCK-PW\n  from: a@example.com\n  to: [b@example.com]\n  subject: hi\n  text: hello\n";
+    let plain = "name: plain_mail\non: call.ended\nsmtp:\n  host: 127.0.0.1\n  port: 2525\n  tls: none\n  auth:\n    username: u\n    password:\n      CANARY-PLAIN-PW\n  from: a@example.com\n  to: [b@example.com]\n  subject: hi\n  text: hello\n";
+    let header = "name: hook\non: call.ended\nhttp:\n  url: http://127.0.0.1:9/x\n  headers: {Authorization: \"Bearer CANARY-HEADER-TOKEN\", X-Shown: visible-value}\n  raw: '<< event.caller >>'\n";
+    let world = World::new(&[
+        ("flow.yaml", flow),
+        ("block.yaml", block),
+        ("plain.yaml", plain),
+        ("hook.yaml", header),
+    ]);
+    let served = world.serve().await;
+    let cookie = served.console_login(&world.admin_token()).await;
+    for (push, canary, shown) in [
+        ("flow_mail", "CANARY-FLOW-PW", "username: u"),
+        ("block_mail", "CANARY-BLOCK-PW", "username: u"),
+        ("plain_mail", "CANARY-PLAIN-PW", "username: u"),
+        ("hook", "CANARY-HEADER-TOKEN", "visible-value"),
+    ] {
+        let (status, html) = served.page(&cookie, &format!("/pushes/{push}")).await;
+        assert_eq!(status, 200, "{push}: {html}");
+        assert!(!html.contains(canary), "{push} shows {canary}:\n{html}");
+        assert!(
+            html.contains(shown),
+            "{push}: the YAML is not shown:\n{html}"
+        );
+        assert!(html.contains("‹hidden›"), "{push}: no mask:\n{html}");
+    }
+}
