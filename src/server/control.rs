@@ -769,8 +769,9 @@ async fn preview(
         Ok(crate::engine::Rendered::Skipped(reason)) => answer.skipped = Some(reason),
         Ok(crate::engine::Rendered::Ready(rendered)) => {
             match crate::dispatch::prepare(&rendered, &daemon.config.endpoints) {
-                Ok(prepared) => {
+                Ok(mut prepared) => {
                     use crate::engine::output::{format, Format};
+                    mask_literal_secrets(&mut prepared);
                     answer.request = serde_json::from_str(&format(&prepared, Format::Json)).ok();
                     answer.text = Some(format(&prepared, Format::Text));
                 }
@@ -780,6 +781,56 @@ async fn preview(
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     }
     Json(answer).into_response()
+}
+
+/// Header names whose values are credentials (compared without case).
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "developertoken",
+    "cookie",
+];
+
+/// What a preview shows instead of a secret written literally into a push.
+pub const LITERAL_SECRET: &str = "‹secret›";
+
+/// Masks the secrets a push file holds literally (not as `${env:…}` /
+/// `${file:…}`, which are placeholders already): an SMTP password, and the
+/// value of a credential header (`Authorization: Basic …`, `x-api-key`, a
+/// literal Bing `DeveloperToken`) unless it only holds placeholders
+/// (`Bearer ‹oauth.crm›`). A preview may be asked for with the ingest token
+/// alone, and the console shows it: neither may learn a credential.
+fn mask_literal_secrets(prepared: &mut crate::dispatch::Prepared) {
+    use crate::dispatch::{Prepared, SmtpLogin};
+    // Placeholders only, after an optional scheme (`Basic ‹env:AUTH›`).
+    let is_placeholder = |v: &str| {
+        let words: Vec<&str> = v.split_whitespace().collect();
+        let skip = usize::from(words.len() > 1);
+        !words.is_empty()
+            && words[skip..]
+                .iter()
+                .all(|w| w.starts_with('‹') && w.ends_with('›'))
+    };
+    match prepared {
+        Prepared::Smtp(m) => {
+            if let Some(SmtpLogin::Password { password, .. }) = &mut m.login {
+                if !is_placeholder(password) {
+                    *password = LITERAL_SECRET.to_owned();
+                }
+            }
+        }
+        Prepared::Http(r) => {
+            for (name, value) in &mut r.headers {
+                if SECRET_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+                    && !is_placeholder(value)
+                {
+                    *value = LITERAL_SECRET.to_owned();
+                }
+            }
+        }
+    }
 }
 
 /// The id of a webhook's event: `Idempotency-Key`, else `X-Request-Id`,

@@ -214,3 +214,42 @@ async fn push_page_masks_literal_secrets_in_every_yaml_style() {
         assert!(html.contains("‹hidden›"), "{push}: no mask:\n{html}");
     }
 }
+
+/// The preview may be asked for with the ingest token alone (an event
+/// sender's): it must not hand out a credential written literally into a
+/// push file — an SMTP password, an `Authorization` or `x-api-key` header —
+/// while `${env:…}` values and tokens stay placeholders and the rest of
+/// the request is shown as it would be sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn preview_with_the_ingest_token_shows_no_literal_credential() {
+    let smtp = "name: smtp_mail\non: call.ended\nsmtp:\n  host: 127.0.0.1\n  port: 2525\n  tls: none\n  auth: {username: mailer, password: CANARY-SMTP-PASSWORD}\n  from: a@example.com\n  to: [b@example.com]\n  subject: hi\n  text: hello << event.caller >>\n";
+    let http = "name: hook\non: call.ended\nhttp:\n  url: http://127.0.0.1:9/x\n  headers:\n    Authorization: Basic CANARY-BASIC-AUTH\n    x-api-key: CANARY-API-KEY\n    X-Shown: visible-value\n  raw: 'caller << event.caller >>'\n";
+    let world = World::new(&[("smtp.yaml", smtp), ("hook.yaml", http)]);
+    let served = world.serve().await;
+    let event = serde_json::json!({"event": {"id": "e1", "type": "call.ended", "time": "2026-11-25T14:00:00Z", "data": {"caller": "Erika"}}});
+    for (push, canaries, shown) in [
+        ("smtp_mail", &["CANARY-SMTP-PASSWORD"][..], "hello Erika"),
+        (
+            "hook",
+            &["CANARY-BASIC-AUTH", "CANARY-API-KEY"][..],
+            "visible-value",
+        ),
+    ] {
+        let r = served
+            .http
+            .post(served.url(&format!("/v1/pushes/{push}/preview")))
+            .bearer_auth(INGEST)
+            .json(&event)
+            .send()
+            .await
+            .expect("preview");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        assert_eq!(status, 200, "{push}: {text}");
+        for canary in canaries {
+            assert!(!text.contains(canary), "{push} shows {canary}: {text}");
+        }
+        assert!(text.contains(shown), "{push}: {text}");
+        assert!(text.contains("‹secret›"), "{push}: {text}");
+    }
+}
