@@ -822,6 +822,9 @@ fn mask_literal_secrets(prepared: &mut crate::dispatch::Prepared) {
             }
         }
         Prepared::Http(r) => {
+            if let Some(url) = masked_query(&r.url) {
+                r.url = url;
+            }
             for (name, value) in &mut r.headers {
                 if SECRET_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
                     && !is_placeholder(value)
@@ -831,6 +834,57 @@ fn mask_literal_secrets(prepared: &mut crate::dispatch::Prepared) {
             }
         }
     }
+}
+
+/// Query parameter names whose values are credentials (compared without
+/// case): an API key or signature written into a push's `url`.
+const SECRET_QUERY: &[&str] = &[
+    "key",
+    "apikey",
+    "api_key",
+    "api-key",
+    "token",
+    "access_token",
+    "secret",
+    "client_secret",
+    "password",
+    "sig",
+    "signature",
+    "code",
+];
+
+/// `url` with the values of credential query parameters replaced by
+/// [`LITERAL_SECRET`] (placeholders are left alone); `None` when there is
+/// nothing to mask.
+fn masked_query(url: &str) -> Option<String> {
+    let (base, query) = url.split_once('?')?;
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let mut changed = false;
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value))
+                if SECRET_QUERY.iter().any(|s| s.eq_ignore_ascii_case(name))
+                    && !value.is_empty()
+                    && !(value.starts_with('‹') && value.ends_with('›')) =>
+            {
+                changed = true;
+                format!("{name}={LITERAL_SECRET}")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    changed.then(|| {
+        let mut out = format!("{base}?{}", parts.join("&"));
+        if let Some(f) = fragment {
+            out.push('#');
+            out.push_str(f);
+        }
+        out
+    })
 }
 
 /// The id of a webhook's event: `Idempotency-Key`, else `X-Request-Id`,
@@ -1064,6 +1118,16 @@ mod tests {
             html_escape(r#"<a href="x">'&'</a>"#),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn credential_query_parameters_are_masked() {
+        assert_eq!(
+            masked_query("https://h.example/x?a=1&code=abc%2B&KEY=k#frag").as_deref(),
+            Some("https://h.example/x?a=1&code=‹secret›&KEY=‹secret›#frag")
+        );
+        assert_eq!(masked_query("https://h.example/x?a=1&key=‹env:K›"), None);
+        assert_eq!(masked_query("https://h.example/x"), None);
     }
 
     #[test]

@@ -223,7 +223,7 @@ async fn push_page_masks_literal_secrets_in_every_yaml_style() {
 #[tokio::test(flavor = "multi_thread")]
 async fn preview_with_the_ingest_token_shows_no_literal_credential() {
     let smtp = "name: smtp_mail\non: call.ended\nsmtp:\n  host: 127.0.0.1\n  port: 2525\n  tls: none\n  auth: {username: mailer, password: CANARY-SMTP-PASSWORD}\n  from: a@example.com\n  to: [b@example.com]\n  subject: hi\n  text: hello << event.caller >>\n";
-    let http = "name: hook\non: call.ended\nhttp:\n  url: http://127.0.0.1:9/x\n  headers:\n    Authorization: Basic CANARY-BASIC-AUTH\n    x-api-key: CANARY-API-KEY\n    X-Shown: visible-value\n  raw: 'caller << event.caller >>'\n";
+    let http = "name: hook\non: call.ended\nhttp:\n  url: http://127.0.0.1:9/x?shown=yes&code=CANARY-URL-CODE\n  headers:\n    Authorization: Basic CANARY-BASIC-AUTH\n    x-api-key: CANARY-API-KEY\n    X-Shown: visible-value\n  raw: 'caller << event.caller >>'\n";
     let world = World::new(&[("smtp.yaml", smtp), ("hook.yaml", http)]);
     let served = world.serve().await;
     let event = serde_json::json!({"event": {"id": "e1", "type": "call.ended", "time": "2026-11-25T14:00:00Z", "data": {"caller": "Erika"}}});
@@ -231,7 +231,7 @@ async fn preview_with_the_ingest_token_shows_no_literal_credential() {
         ("smtp_mail", &["CANARY-SMTP-PASSWORD"][..], "hello Erika"),
         (
             "hook",
-            &["CANARY-BASIC-AUTH", "CANARY-API-KEY"][..],
+            &["CANARY-BASIC-AUTH", "CANARY-API-KEY", "CANARY-URL-CODE"][..],
             "visible-value",
         ),
     ] {
