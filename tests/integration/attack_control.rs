@@ -253,3 +253,43 @@ async fn preview_with_the_ingest_token_shows_no_literal_credential() {
         assert!(text.contains("‹secret›"), "{push}: {text}");
     }
 }
+
+/// A key file other users may read (copied back from a backup with `cp`,
+/// mode 0644) decrypts every copy of the token state: using it is said,
+/// with the file and the fix, while the command still works; a private
+/// key file is used without a word.
+#[test]
+fn a_key_file_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new(&[]);
+    let key = world.path("config").join("pushwerk").join("key");
+    let status = |world: &World| {
+        let out = world
+            .command()
+            .args(["oauth", "status"])
+            .output()
+            .expect("pushwerk runs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // The first use generates the key, private.
+    let (ok, text) = status(&world);
+    assert!(ok, "{text}");
+    assert!(key.exists(), "no key generated: {text}");
+    assert!(!text.contains("chmod 600"), "{text}");
+    let (ok, text) = status(&world);
+    assert!(ok && !text.contains("chmod 600"), "{text}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (ok, text) = status(&world);
+    assert!(ok, "the command still works: {text}");
+    assert!(
+        text.contains("mode 644") && text.contains(&format!("chmod 600 {}", key.display())),
+        "no warning about the readable key file: {text}"
+    );
+}
