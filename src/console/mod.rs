@@ -89,6 +89,10 @@ pub struct Console {
     admin_token: std::sync::OnceLock<String>,
     /// The daemon's own router, for those calls (built on first use).
     api: std::sync::OnceLock<Router>,
+    /// The origin of `--public-url` (`https://push.example.com`), which
+    /// forms may come from besides the `Host` the daemon sees (behind a
+    /// proxy). Taken from the control plane at the first sign-in.
+    public_origin: std::sync::OnceLock<Option<String>>,
     /// (when, events accepted so far), sampled for the events-per-minute figure.
     samples: Mutex<VecDeque<(Instant, u64)>>,
 }
@@ -128,6 +132,7 @@ impl Console {
             sessions: Sessions::default(),
             admin_token: std::sync::OnceLock::new(),
             api: std::sync::OnceLock::new(),
+            public_origin: std::sync::OnceLock::new(),
             samples: Mutex::new(VecDeque::new()),
         }
     }
@@ -299,7 +304,8 @@ async fn checked_post(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Signed, BTreeMap<String, String>), Response> {
-    if let Err(why) = session::same_origin(headers) {
+    let public = console.public_origin.get().cloned().flatten();
+    if let Err(why) = session::same_origin(headers, public.as_deref()) {
         return Err(console.error_page(StatusCode::FORBIDDEN, why));
     }
     let signed = signed_in(console, headers)?;
@@ -332,13 +338,27 @@ fn secure_cookies(control: &Control) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
 }
 
+/// The origin (`scheme://host[:port]`) browsers reach the daemon at: that
+/// of `--public-url` (the sign-in redirect URI follows it), else the
+/// listen address's (`http://localhost:PORT`, the daemon itself).
+fn public_origin(control: &Control) -> Option<String> {
+    url::Url::parse(control.redirect_uri())
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
+        .filter(|o| o != "null")
+}
+
 async fn login(
     Extension(console): Extension<Arc<Console>>,
     Extension(control): Extension<Arc<Control>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(why) = session::same_origin(&headers) {
+    let public = console
+        .public_origin
+        .get_or_init(|| public_origin(&control))
+        .clone();
+    if let Err(why) = session::same_origin(&headers, public.as_deref()) {
         return console.error_page(StatusCode::FORBIDDEN, why);
     }
     let form = match read_form(body).await {

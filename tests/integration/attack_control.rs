@@ -61,6 +61,11 @@ impl World {
 
     /// `pushwerk serve` on a free loopback port, ready.
     async fn serve(&self) -> Served {
+        self.serve_with(&[]).await
+    }
+
+    /// `pushwerk serve` with `extra` flags on a free loopback port, ready.
+    async fn serve_with(&self, extra: &[&str]) -> Served {
         for attempt in 0..3 {
             let port = {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -70,6 +75,7 @@ impl World {
             let mut cmd = self.command();
             cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
                 .args(["--grace", "5s", "--log", "info"])
+                .args(extra)
                 .env("PUSHWERK_INGEST_TOKEN", INGEST)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -292,4 +298,41 @@ fn a_key_file_readable_by_others_is_warned_about() {
         text.contains("mode 644") && text.contains(&format!("chmod 600 {}", key.display())),
         "no warning about the readable key file: {text}"
     );
+}
+
+/// Behind a reverse proxy (`--public-url https://push.example.test`), the
+/// daemon sees the proxy's upstream as `Host` (nginx's default is the
+/// `proxy_pass` address) while the browser sends the public origin: the
+/// console's sign-in and forms must work there, and a form from any other
+/// origin must still be refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn console_forms_work_behind_a_proxy_with_public_url() {
+    let world = World::new(&[]);
+    let served = world
+        .serve_with(&["--public-url", "https://push.example.test/"])
+        .await;
+    let admin = world.admin_token();
+    let post_login = |origin: &'static str| {
+        served
+            .http
+            .post(served.url("/login"))
+            .header("origin", origin)
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("token", admin.as_str())])
+            .send()
+    };
+    let evil = post_login("https://evil.example").await.expect("login");
+    assert_eq!(evil.status(), 403, "a foreign origin is refused");
+    let ok = post_login("https://push.example.test")
+        .await
+        .expect("login");
+    let status = ok.status();
+    let text_headers = format!("{:?}", ok.headers());
+    assert_eq!(
+        status,
+        303,
+        "sign-in from the public origin refused: {}",
+        ok.text().await.unwrap_or_default()
+    );
+    assert!(text_headers.contains("pushwerk_session"), "{text_headers}");
 }
