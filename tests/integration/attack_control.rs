@@ -336,3 +336,61 @@ async fn console_forms_work_behind_a_proxy_with_public_url() {
     );
     assert!(text_headers.contains("pushwerk_session"), "{text_headers}");
 }
+
+/// A token response with an empty or blank `refresh_token` (a bad paste)
+/// is refused with a 400 and replaces nothing: the account keeps the
+/// tokens it had (here: its access token's expiry, an hour away, stays).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_refresh_token_is_refused_and_replaces_nothing() {
+    let account = "kind: oauth_account\nname: ms_mail\ntoken_url: http://127.0.0.1:9/token\nclient_id: abc\nclient_secret: ${env:ATTACK_CONTROL_UNSET}\nscope: offline_access https://graph.microsoft.com/Mail.Send\n";
+    let world = World::new(&[("account.yaml", account)]);
+    let served = world.serve().await;
+    let admin = world.admin_token();
+    let put = |body: &'static str| {
+        served
+            .http
+            .put(served.url("/v1/accounts/ms_mail/tokens"))
+            .bearer_auth(&admin)
+            .body(body)
+            .send()
+    };
+    let good = put(r#"{"refresh_token":"rt-good","access_token":"at-good","expires_in":3600}"#)
+        .await
+        .expect("put");
+    assert_eq!(good.status(), 200);
+    let expiry = |v: &serde_json::Value| v["account"]["access_token_expires"].clone();
+    let before: serde_json::Value = good.json().await.expect("json");
+    assert!(expiry(&before).is_string(), "{before}");
+    for bad in [
+        r#"{"refresh_token":""}"#,
+        r#"{"refresh_token":"   "}"#,
+        r#"{"refresh_token":"","access_token":"x","expires_in":60}"#,
+        r#"{"refresh_token":"rt","access_token":"","expires_in":60}"#,
+    ] {
+        let r = put(bad).await.expect("put");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        assert_eq!(status, 400, "{bad} accepted: {text}");
+        assert!(text.contains("refresh_token"), "{bad}: {text}");
+    }
+    let now: serde_json::Value = served
+        .http
+        .get(served.url("/v1/accounts/ms_mail"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let now_expiry = now["access_token_expires"]
+        .clone()
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| expiry(&now).as_str().map(str::to_owned));
+    assert_eq!(
+        now_expiry.as_deref(),
+        expiry(&before).as_str(),
+        "the good tokens were replaced: {now}"
+    );
+}
