@@ -55,7 +55,18 @@ pub enum ControlError {
     /// The admin token could not be set up.
     #[error(transparent)]
     Auth(#[from] super::auth::AuthError),
+    /// The admin token is the ingest token: every event sender would be
+    /// an admin (import tokens, send, start sign-ins).
+    #[error("the admin token is the ingest token: every event sender could manage accounts and send as them; give the admin token a value of its own (or leave --admin-token / PUSHWERK_ADMIN_TOKEN unset to have one generated into DATA/admin-token)")]
+    SameTokens,
+    /// The admin token is short enough to be guessed over the network.
+    #[error("the admin token is {0} characters long: give one of at least {MIN_ADMIN_TOKEN} (e.g. `pushwerk oauth keygen`), or leave --admin-token / PUSHWERK_ADMIN_TOKEN unset to have one generated into DATA/admin-token")]
+    WeakAdminToken(usize),
 }
+
+/// Characters an admin token given by hand has at least (a generated one
+/// has 64): the console's sign-in and the API take guesses without limit.
+pub const MIN_ADMIN_TOKEN: usize = 16;
 
 /// How the control plane is set up (`pushwerk serve` flags).
 #[derive(Debug, Clone, Default)]
@@ -132,6 +143,15 @@ impl Control {
         listen: SocketAddr,
         options: &ControlOptions,
     ) -> Result<Control, ControlError> {
+        if let Some(admin) = options.admin_token.as_deref() {
+            if admin.trim() == ingest_token.trim() {
+                return Err(ControlError::SameTokens);
+            }
+            let length = admin.trim().chars().count();
+            if length < MIN_ADMIN_TOKEN {
+                return Err(ControlError::WeakAdminToken(length));
+            }
+        }
         Ok(Control {
             auth: Auth::new(ingest_token, options.admin_token.as_deref()),
             redirect_uri: redirect_uri(listen, options.public_url.as_deref())?,

@@ -394,3 +394,47 @@ async fn an_empty_refresh_token_is_refused_and_replaces_nothing() {
         "the good tokens were replaced: {now}"
     );
 }
+
+/// `serve` refuses an admin token that is the ingest token (every event
+/// sender would manage accounts and send as them) or short enough to be
+/// guessed (the sign-in takes guesses without limit), saying what to do;
+/// a long one of its own is taken.
+#[test]
+fn serve_refuses_an_admin_token_equal_to_the_ingest_token_or_short() {
+    let world = World::new(&[]);
+    for (admin, expected) in [
+        (INGEST, "the admin token is the ingest token"),
+        ("secret", "the admin token is 6 characters long"),
+    ] {
+        let log = world.path("refused.log");
+        let mut child = world
+            .command()
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", admin])
+            .env("PUSHWERK_INGEST_TOKEN", INGEST)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("pushwerk runs");
+        // It must exit by itself; one that serves is stopped here.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{admin}: served:\n{text}"
+        );
+        assert!(text.contains(expected), "{admin}: {text}");
+        assert!(!text.contains("pushwerk serving"), "{text}");
+    }
+}
