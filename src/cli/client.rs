@@ -128,25 +128,44 @@ fn read_token(data: &Path, env: &str, file: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// A token for the ingest-level endpoints: `PUSHWERK_INGEST_TOKEN`,
-/// `PUSHWERK_ADMIN_TOKEN`, `DATA/admin-token` or `DATA/ingest-token`,
-/// the first that is set (the admin token is accepted there too).
-pub fn any_token(data: &Path) -> anyhow::Result<String> {
+/// Where `deliveries`, `jobs` and `replay` send their request, and with
+/// which token: `PUSHWERK_INGEST_TOKEN` or `PUSHWERK_ADMIN_TOKEN` (the
+/// first set) to the `--server` asked for (the default is the daemon
+/// announced in `DATA/daemon.json`); else a token read from the data
+/// directory (`ingest-token`, the least privilege that does, else
+/// `admin-token`), but only to the daemon that holds this data directory
+/// now. A token from DATA never goes to whatever happens to listen on the
+/// default port (a stopped daemon's port taken by another local user).
+pub fn api_target(data: &Path, given: &str) -> anyhow::Result<(String, String)> {
     for env in ["PUSHWERK_INGEST_TOKEN", "PUSHWERK_ADMIN_TOKEN"] {
         if let Some(t) = std::env::var(env).ok().filter(|t| !t.trim().is_empty()) {
-            return Ok(t.trim().to_owned());
+            return Ok((server_url(data, given), t.trim().to_owned()));
         }
     }
-    for file in ["admin-token", "ingest-token"] {
+    let Some(info) = running_daemon(data, StoreChoice::Auto)? else {
+        bail!(
+            "no daemon is serving {}: start `pushwerk serve`, or ask another daemon with --server URL and its token in PUSHWERK_INGEST_TOKEN",
+            data.display()
+        );
+    };
+    let given = given.trim_end_matches('/');
+    if given != DEFAULT_SERVER && given != info.url.trim_end_matches('/') {
+        bail!(
+            "the tokens in {} belong to the daemon at {}, not {given}: set PUSHWERK_INGEST_TOKEN to ask that one",
+            data.display(),
+            info.url
+        );
+    }
+    for file in ["ingest-token", "admin-token"] {
         if let Ok(t) = std::fs::read_to_string(data.join(file)) {
             if !t.trim().is_empty() {
-                return Ok(t.trim().to_owned());
+                return Ok((info.url, t.trim().to_owned()));
             }
         }
     }
     bail!(
         "no token for the daemon's API: set PUSHWERK_INGEST_TOKEN or PUSHWERK_ADMIN_TOKEN, or run where {} is readable",
-        data.join("admin-token").display()
+        data.join("ingest-token").display()
     )
 }
 

@@ -926,8 +926,7 @@ fn call_api(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
-    let token = client::any_token(data)?;
-    let server = client::server_url(data, server);
+    let (server, token) = client::api_target(data, server)?;
     let base = server.trim_end_matches('/');
     let client = crate::net::http_client()
         .build()

@@ -89,6 +89,10 @@ pub struct Console {
     admin_token: std::sync::OnceLock<String>,
     /// The daemon's own router, for those calls (built on first use).
     api: std::sync::OnceLock<Router>,
+    /// The origin of `--public-url` (`https://push.example.com`), which
+    /// forms may come from besides the `Host` the daemon sees (behind a
+    /// proxy). Taken from the control plane at the first sign-in.
+    public_origin: std::sync::OnceLock<Option<String>>,
     /// (when, events accepted so far), sampled for the events-per-minute figure.
     samples: Mutex<VecDeque<(Instant, u64)>>,
 }
@@ -128,6 +132,7 @@ impl Console {
             sessions: Sessions::default(),
             admin_token: std::sync::OnceLock::new(),
             api: std::sync::OnceLock::new(),
+            public_origin: std::sync::OnceLock::new(),
             samples: Mutex::new(VecDeque::new()),
         }
     }
@@ -299,7 +304,8 @@ async fn checked_post(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Signed, BTreeMap<String, String>), Response> {
-    if let Err(why) = session::same_origin(headers) {
+    let public = console.public_origin.get().cloned().flatten();
+    if let Err(why) = session::same_origin(headers, public.as_deref()) {
         return Err(console.error_page(StatusCode::FORBIDDEN, why));
     }
     let signed = signed_in(console, headers)?;
@@ -332,13 +338,27 @@ fn secure_cookies(control: &Control) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
 }
 
+/// The origin (`scheme://host[:port]`) browsers reach the daemon at: that
+/// of `--public-url` (the sign-in redirect URI follows it), else the
+/// listen address's (`http://localhost:PORT`, the daemon itself).
+fn public_origin(control: &Control) -> Option<String> {
+    url::Url::parse(control.redirect_uri())
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
+        .filter(|o| o != "null")
+}
+
 async fn login(
     Extension(console): Extension<Arc<Console>>,
     Extension(control): Extension<Arc<Control>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(why) = session::same_origin(&headers) {
+    let public = console
+        .public_origin
+        .get_or_init(|| public_origin(&control))
+        .clone();
+    if let Err(why) = session::same_origin(&headers, public.as_deref()) {
         return console.error_page(StatusCode::FORBIDDEN, why);
     }
     let form = match read_form(body).await {
@@ -697,7 +717,8 @@ async fn pushes(
 }
 
 /// Keys whose literal values are secrets: shown masked on a push page
-/// (a `${env:…}` / `${file:…}` reference is shown as written).
+/// (a `${env:…}` / `${file:…}` reference is shown as written). Compared
+/// without regard to case (`Authorization` is a header name).
 const SECRET_KEYS: &[&str] = &[
     "client_secret",
     "password",
@@ -705,29 +726,163 @@ const SECRET_KEYS: &[&str] = &[
     "secret",
     "refresh_token",
     "access_token",
+    "authorization",
+    "x-api-key",
+    "api_key",
+    "api-key",
 ];
 
-/// The push file's text with literal secret values masked.
+fn is_secret_key(key: &str) -> bool {
+    let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+    SECRET_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
+}
+
+/// The push file's text with literal secret values masked: values of a
+/// secret key in any YAML style (plain, quoted, `|`/`>` block scalars,
+/// plain scalars over several lines, flow mappings such as
+/// `auth: {username: u, password: x}`, or nested under the key), found with
+/// the YAML parser; then, line by line, `key: value` forms (which also
+/// covers a file the parser cannot read).
 fn masked_yaml(text: &str) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    for (first, last, value) in secret_scalars(text) {
+        let words: Vec<&str> = std::iter::once(value.trim())
+            .chain(value.split_whitespace())
+            .filter(|w| !w.is_empty())
+            .collect();
+        for line in lines.iter_mut().take(last).skip(first.saturating_sub(1)) {
+            for w in &words {
+                if line.contains(w) {
+                    *line = line.replace(w, "‹hidden›");
+                }
+            }
+        }
+    }
     let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        let trimmed = line.trim_start().trim_start_matches("- ");
-        let masked = trimmed.split_once(':').and_then(|(key, value)| {
-            let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
-            let value = value.trim();
-            (SECRET_KEYS.contains(&key)
-                && !value.is_empty()
-                && !value.starts_with("${")
-                && !value.starts_with('#'))
-            .then(|| {
-                let at = line.len() - trimmed.len() + trimmed.find(':').unwrap_or(0) + 1;
-                format!("{} ‹hidden›", &line[..at])
-            })
-        });
-        out.push_str(masked.as_deref().unwrap_or(line));
+    for line in &lines {
+        out.push_str(&masked_line(line));
         out.push('\n');
     }
     out
+}
+
+/// A `key: value` line with a secret key's literal value masked.
+fn masked_line(line: &str) -> String {
+    let trimmed = line.trim_start().trim_start_matches("- ");
+    trimmed
+        .split_once(':')
+        .and_then(|(key, value)| {
+            let value = value.trim();
+            (is_secret_key(key)
+                && !value.is_empty()
+                && !value.starts_with("${")
+                && !value.starts_with('#')
+                && value != "‹hidden›")
+                .then(|| {
+                    let at = line.len() - trimmed.len() + trimmed.find(':').unwrap_or(0) + 1;
+                    format!("{} ‹hidden›", &line[..at])
+                })
+        })
+        .unwrap_or_else(|| line.to_owned())
+}
+
+/// The literal scalar values under a secret key in `text`: (first line,
+/// last line, value), the lines 1-based and spanning from the value to the
+/// next node (a block scalar's lines follow its indicator). Empty when the
+/// text is not YAML.
+fn secret_scalars(text: &str) -> Vec<(usize, usize, String)> {
+    use saphyr_parser::{Event, Parser};
+    enum Frame {
+        /// A mapping: whether a key is awaited, whether the pending value
+        /// is a secret, whether the whole mapping is under a secret key.
+        Map {
+            want_key: bool,
+            secret_value: bool,
+            inside_secret: bool,
+        },
+        Seq {
+            inside_secret: bool,
+        },
+    }
+    let mut events = Vec::new();
+    for item in Parser::new_from_str(text) {
+        match item {
+            Ok((event, span)) => events.push((event, span.start.line())),
+            Err(_) => break,
+        }
+    }
+    let mut found = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    for i in 0..events.len() {
+        let next_line = events.get(i + 1).map(|e| e.1).unwrap_or(usize::MAX);
+        let line = events[i].1;
+        // Whether the node at this position is a secret value, and whether
+        // it is a mapping key.
+        let (secret, is_key) = match stack.last() {
+            Some(Frame::Map {
+                want_key: true,
+                inside_secret,
+                ..
+            }) => (*inside_secret, true),
+            Some(Frame::Map {
+                secret_value,
+                inside_secret,
+                ..
+            }) => (*secret_value || *inside_secret, false),
+            Some(Frame::Seq { inside_secret }) => (*inside_secret, false),
+            None => (false, false),
+        };
+        let after_node = |stack: &mut Vec<Frame>| {
+            if let Some(Frame::Map {
+                want_key,
+                secret_value,
+                ..
+            }) = stack.last_mut()
+            {
+                *want_key = !*want_key;
+                if *want_key {
+                    *secret_value = false;
+                }
+            }
+        };
+        match &events[i].0 {
+            Event::Scalar(value, ..) => {
+                if is_key {
+                    let secret_key = is_secret_key(value);
+                    if let Some(Frame::Map {
+                        want_key,
+                        secret_value,
+                        ..
+                    }) = stack.last_mut()
+                    {
+                        *want_key = false;
+                        *secret_value = secret_key;
+                    }
+                } else {
+                    if secret && !value.trim().is_empty() && !value.trim_start().starts_with("${") {
+                        found.push((line, next_line.max(line), value.to_string()));
+                    }
+                    after_node(&mut stack);
+                }
+            }
+            Event::Alias(_) => after_node(&mut stack),
+            Event::MappingStart(..) => stack.push(Frame::Map {
+                want_key: true,
+                secret_value: false,
+                inside_secret: secret,
+            }),
+            Event::SequenceStart(..) => stack.push(Frame::Seq {
+                inside_secret: secret,
+            }),
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+                after_node(&mut stack);
+            }
+            Event::DocumentStart(_) => stack.clear(),
+            _ => {}
+        }
+    }
+    found
 }
 
 fn read_push_file(path: &std::path::Path) -> String {
@@ -1350,5 +1505,32 @@ mod tests {
         assert!(!m.contains("hunter2") && !m.contains("abc"), "{m}");
         assert!(m.contains("password: ${env:P}"), "{m}");
         assert!(m.contains("client_secret: ‹hidden›"), "{m}");
+    }
+
+    #[test]
+    fn secrets_in_block_flow_and_multiline_yaml_are_masked() {
+        let text = "name: a\nsmtp:\n  auth: {username: u, password: FLOWPW}\n  other:\n    password: |\n      BLOCKPW\n    client_secret: >-\n      FOLDED1\n      FOLDED2\n    developer_token:\n      PLAINMULTI\n    secret:\n      - SEQPW\n  headers: {Authorization: \"Bearer HDRTOKEN\", X-Ok: shown}\n  password: ${env:PW}\n  subject: hi\n";
+        let m = masked_yaml(text);
+        for canary in [
+            "FLOWPW",
+            "BLOCKPW",
+            "FOLDED1",
+            "FOLDED2",
+            "PLAINMULTI",
+            "SEQPW",
+            "HDRTOKEN",
+        ] {
+            assert!(!m.contains(canary), "{canary} shown:\n{m}");
+        }
+        for kept in [
+            "username: u",
+            "X-Ok: shown",
+            "password: ${env:PW}",
+            "subject: hi",
+            "name: a",
+        ] {
+            assert!(m.contains(kept), "{kept} lost:\n{m}");
+        }
+        assert_eq!(m.lines().count(), text.lines().count());
     }
 }

@@ -157,8 +157,11 @@ pub fn clear_cookie(secure: bool) -> String {
 /// Whether a state-changing request comes from the console's own pages,
 /// as far as the browser tells: `Sec-Fetch-Site` (when sent) must be
 /// `same-origin` (or `none`: typed by the user), and `Origin` (when sent)
-/// must be this host. The CSRF field is checked besides.
-pub fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
+/// must be this host — or `public`, the origin of `--public-url`: behind a
+/// reverse proxy the `Host` the daemon sees is often the proxy's upstream
+/// (`127.0.0.1:8787`, nginx's default), not the one the browser used. The
+/// CSRF field is checked besides.
+pub fn same_origin(headers: &HeaderMap, public: Option<&str>) -> Result<(), &'static str> {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         if !matches!(site, "same-origin" | "none") {
             return Err("a form posted from another site is refused");
@@ -174,7 +177,8 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"))
             .unwrap_or("");
-        if origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
+        let is_public = public.is_some_and(|p| p.eq_ignore_ascii_case(origin));
+        if !is_public && (origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host)) {
             return Err("a form posted from another origin is refused");
         }
     }
@@ -189,18 +193,24 @@ mod tests {
     fn origin_checks_refuse_other_sites() {
         let mut h = HeaderMap::new();
         h.insert("host", "127.0.0.1:8787".parse().unwrap());
-        assert!(same_origin(&h).is_ok());
+        assert!(same_origin(&h, None).is_ok());
         h.insert("origin", "http://127.0.0.1:8787".parse().unwrap());
-        assert!(same_origin(&h).is_ok());
+        assert!(same_origin(&h, None).is_ok());
         h.insert("origin", "http://evil.example".parse().unwrap());
-        assert!(same_origin(&h).is_err());
+        assert!(same_origin(&h, None).is_err());
         h.insert("origin", "null".parse().unwrap());
-        assert!(same_origin(&h).is_err());
+        assert!(same_origin(&h, None).is_err());
         h.remove("origin");
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
-        assert!(same_origin(&h).is_err());
+        assert!(same_origin(&h, None).is_err());
         h.insert("sec-fetch-site", "same-origin".parse().unwrap());
-        assert!(same_origin(&h).is_ok());
+        assert!(same_origin(&h, None).is_ok());
+        // Behind a proxy: the browser's origin is the public URL's.
+        h.remove("sec-fetch-site");
+        h.insert("origin", "https://push.example.com".parse().unwrap());
+        assert!(same_origin(&h, None).is_err());
+        assert!(same_origin(&h, Some("https://push.example.com")).is_ok());
+        assert!(same_origin(&h, Some("https://other.example.com")).is_err());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::client::{expiry_after, TokenClient, TokenFailure, TokenResponse, MAX_LIFETIME_SECS};
@@ -123,9 +123,11 @@ impl Default for ResolverSettings {
 #[serde(deny_unknown_fields)]
 pub struct ImportedTokens {
     /// The access token (optional: with only a refresh token, the first use refreshes).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_token_or_none")]
     pub access_token: Option<String>,
-    /// The refresh token.
+    /// The refresh token (one word: an empty or blank one is refused, so
+    /// that a bad paste cannot replace a good token).
+    #[serde(deserialize_with = "one_token")]
     pub refresh_token: String,
     /// Lifetime of the access token in seconds, as the token endpoint says
     /// it (clamped to `0..=`[`MAX_LIFETIME_SECS`]).
@@ -146,6 +148,26 @@ pub struct ImportedTokens {
     /// Ignored fields of a pasted token response.
     #[serde(default)]
     pub id_token: Option<String>,
+}
+
+/// A token from outside: one word of printable characters, never empty
+/// (the value itself is never put in the error).
+fn one_token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    let token = text.trim();
+    if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(serde::de::Error::custom(
+            "a token must be one word of printable characters, not empty",
+        ));
+    }
+    Ok(token.to_owned())
+}
+
+/// [`one_token`] for an optional token (`null` or absent is none).
+fn one_token_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Token(#[serde(deserialize_with = "one_token")] String);
+    Ok(Option::<Token>::deserialize(d)?.map(|t| t.0))
 }
 
 impl std::fmt::Debug for ImportedTokens {

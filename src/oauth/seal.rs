@@ -100,6 +100,7 @@ impl Sealer {
         let mut text = String::new();
         let file = std::fs::File::open(path)
             .map_err(|e| SealError::KeyFile(shown.clone(), e.kind().to_string()))?;
+        warn_if_readable_by_others(path, &file);
         std::io::Read::read_to_string(&mut std::io::Read::take(file, 4096), &mut text)
             .map_err(|e| SealError::KeyFile(shown, e.kind().to_string()))?;
         Sealer::from_key_text(&text)
@@ -287,6 +288,24 @@ impl KeySpec {
         };
         write_new_key_file(path, &Sealer::generate_key())?;
         Sealer::from_key_file(path)
+    }
+}
+
+/// Says so when a key file may be read by other users (group or other
+/// permission bits set, e.g. copied from a backup with `cp`): whoever reads
+/// it can decrypt the tokens of any copy of the data directory. A warning,
+/// not a refusal, so that a running setup keeps working while it is fixed.
+fn warn_if_readable_by_others(path: &Path, file: &std::fs::File) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = file.metadata() {
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 {
+            tracing::warn!(
+                "the key file {} has mode {mode:03o}: other users may read it and decrypt the stored tokens; run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            );
+        }
     }
 }
 

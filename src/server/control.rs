@@ -55,7 +55,18 @@ pub enum ControlError {
     /// The admin token could not be set up.
     #[error(transparent)]
     Auth(#[from] super::auth::AuthError),
+    /// The admin token is the ingest token: every event sender would be
+    /// an admin (import tokens, send, start sign-ins).
+    #[error("the admin token is the ingest token: every event sender could manage accounts and send as them; give the admin token a value of its own (or leave --admin-token / PUSHWERK_ADMIN_TOKEN unset to have one generated into DATA/admin-token)")]
+    SameTokens,
+    /// The admin token is short enough to be guessed over the network.
+    #[error("the admin token is {0} characters long: give one of at least {MIN_ADMIN_TOKEN} (e.g. `pushwerk oauth keygen`), or leave --admin-token / PUSHWERK_ADMIN_TOKEN unset to have one generated into DATA/admin-token")]
+    WeakAdminToken(usize),
 }
+
+/// Characters an admin token given by hand has at least (a generated one
+/// has 64): the console's sign-in and the API take guesses without limit.
+pub const MIN_ADMIN_TOKEN: usize = 16;
 
 /// How the control plane is set up (`pushwerk serve` flags).
 #[derive(Debug, Clone, Default)]
@@ -132,6 +143,15 @@ impl Control {
         listen: SocketAddr,
         options: &ControlOptions,
     ) -> Result<Control, ControlError> {
+        if let Some(admin) = options.admin_token.as_deref() {
+            if admin.trim() == ingest_token.trim() {
+                return Err(ControlError::SameTokens);
+            }
+            let length = admin.trim().chars().count();
+            if length < MIN_ADMIN_TOKEN {
+                return Err(ControlError::WeakAdminToken(length));
+            }
+        }
         Ok(Control {
             auth: Auth::new(ingest_token, options.admin_token.as_deref()),
             redirect_uri: redirect_uri(listen, options.public_url.as_deref())?,
@@ -769,8 +789,9 @@ async fn preview(
         Ok(crate::engine::Rendered::Skipped(reason)) => answer.skipped = Some(reason),
         Ok(crate::engine::Rendered::Ready(rendered)) => {
             match crate::dispatch::prepare(&rendered, &daemon.config.endpoints) {
-                Ok(prepared) => {
+                Ok(mut prepared) => {
                     use crate::engine::output::{format, Format};
+                    mask_literal_secrets(&mut prepared);
                     answer.request = serde_json::from_str(&format(&prepared, Format::Json)).ok();
                     answer.text = Some(format(&prepared, Format::Text));
                 }
@@ -780,6 +801,110 @@ async fn preview(
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     }
     Json(answer).into_response()
+}
+
+/// Header names whose values are credentials (compared without case).
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "developertoken",
+    "cookie",
+];
+
+/// What a preview shows instead of a secret written literally into a push.
+pub const LITERAL_SECRET: &str = "‹secret›";
+
+/// Masks the secrets a push file holds literally (not as `${env:…}` /
+/// `${file:…}`, which are placeholders already): an SMTP password, and the
+/// value of a credential header (`Authorization: Basic …`, `x-api-key`, a
+/// literal Bing `DeveloperToken`) unless it only holds placeholders
+/// (`Bearer ‹oauth.crm›`). A preview may be asked for with the ingest token
+/// alone, and the console shows it: neither may learn a credential.
+fn mask_literal_secrets(prepared: &mut crate::dispatch::Prepared) {
+    use crate::dispatch::{Prepared, SmtpLogin};
+    // Placeholders only, after an optional scheme (`Basic ‹env:AUTH›`).
+    let is_placeholder = |v: &str| {
+        let words: Vec<&str> = v.split_whitespace().collect();
+        let skip = usize::from(words.len() > 1);
+        !words.is_empty()
+            && words[skip..]
+                .iter()
+                .all(|w| w.starts_with('‹') && w.ends_with('›'))
+    };
+    match prepared {
+        Prepared::Smtp(m) => {
+            if let Some(SmtpLogin::Password { password, .. }) = &mut m.login {
+                if !is_placeholder(password) {
+                    *password = LITERAL_SECRET.to_owned();
+                }
+            }
+        }
+        Prepared::Http(r) => {
+            if let Some(url) = masked_query(&r.url) {
+                r.url = url;
+            }
+            for (name, value) in &mut r.headers {
+                if SECRET_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+                    && !is_placeholder(value)
+                {
+                    *value = LITERAL_SECRET.to_owned();
+                }
+            }
+        }
+    }
+}
+
+/// Query parameter names whose values are credentials (compared without
+/// case): an API key or signature written into a push's `url`.
+const SECRET_QUERY: &[&str] = &[
+    "key",
+    "apikey",
+    "api_key",
+    "api-key",
+    "token",
+    "access_token",
+    "secret",
+    "client_secret",
+    "password",
+    "sig",
+    "signature",
+    "code",
+];
+
+/// `url` with the values of credential query parameters replaced by
+/// [`LITERAL_SECRET`] (placeholders are left alone); `None` when there is
+/// nothing to mask.
+fn masked_query(url: &str) -> Option<String> {
+    let (base, query) = url.split_once('?')?;
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let mut changed = false;
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value))
+                if SECRET_QUERY.iter().any(|s| s.eq_ignore_ascii_case(name))
+                    && !value.is_empty()
+                    && !(value.starts_with('‹') && value.ends_with('›')) =>
+            {
+                changed = true;
+                format!("{name}={LITERAL_SECRET}")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    changed.then(|| {
+        let mut out = format!("{base}?{}", parts.join("&"));
+        if let Some(f) = fragment {
+            out.push('#');
+            out.push_str(f);
+        }
+        out
+    })
 }
 
 /// The id of a webhook's event: `Idempotency-Key`, else `X-Request-Id`,
@@ -1013,6 +1138,16 @@ mod tests {
             html_escape(r#"<a href="x">'&'</a>"#),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn credential_query_parameters_are_masked() {
+        assert_eq!(
+            masked_query("https://h.example/x?a=1&code=abc%2B&KEY=k#frag").as_deref(),
+            Some("https://h.example/x?a=1&code=‹secret›&KEY=‹secret›#frag")
+        );
+        assert_eq!(masked_query("https://h.example/x?a=1&key=‹env:K›"), None);
+        assert_eq!(masked_query("https://h.example/x"), None);
     }
 
     #[test]

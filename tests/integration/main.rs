@@ -1,6 +1,7 @@
 //! pushwerk's integration tests, one binary (one link step) with a module
 //! per area.
 
+mod attack_control;
 mod attack_followup;
 mod attack_regressions;
 mod bing_batch;
