@@ -128,6 +128,25 @@ fn read_token(data: &Path, env: &str, file: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
+/// The queue of the data directory itself, for `deliveries`, `jobs` and
+/// `replay` when no daemon serves it (issue #13: the user never has to
+/// start or stop a daemon to look or mend): `None` when a daemon holds the
+/// store (its API answers), when a token in the environment names another
+/// daemon to ask, or when `data` holds no store.
+pub fn local_queue(data: &Path) -> anyhow::Result<Option<crate::delivery::Queue>> {
+    let token_given = ["PUSHWERK_INGEST_TOKEN", "PUSHWERK_ADMIN_TOKEN"]
+        .iter()
+        .any(|e| std::env::var(e).is_ok_and(|t| !t.trim().is_empty()));
+    if token_given || !crate::store::holds_store(data) {
+        return Ok(None);
+    }
+    match crate::store::open(data, StoreChoice::Auto) {
+        Ok(store) => Ok(Some(crate::delivery::Queue::new(store))),
+        Err(StoreError::Locked(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Where `deliveries`, `jobs` and `replay` send their request, and with
 /// which token: `PUSHWERK_INGEST_TOKEN` or `PUSHWERK_ADMIN_TOKEN` (the
 /// first set) to the `--server` asked for (the default is the daemon

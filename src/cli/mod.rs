@@ -969,7 +969,14 @@ fn deliveries(
         &[None]
     };
     let mut entries: Vec<(DateTime<Utc>, serde_json::Value)> = Vec::new();
+    let local = client::local_queue(data)?;
     for status in statuses {
+        if let Some(queue) = &local {
+            for e in queue.log(push.as_deref(), *status, limit)? {
+                entries.push((e.at, serde_json::to_value(&e)?));
+            }
+            continue;
+        }
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         query.append_pair("limit", &limit.to_string());
         if let Some(p) = &push {
@@ -1042,7 +1049,38 @@ fn jobs(data: &Path, server: &str, push: Option<String>, limit: usize) -> anyhow
     if let Some(p) = &push {
         query.append_pair("push", p);
     }
-    let body = call_api(data, server, &format!("/v1/jobs?{}", query.finish()), None)?;
+    let body = match client::local_queue(data)? {
+        // No daemon: what the store holds, next due first.
+        Some(queue) => {
+            let mut jobs = Vec::new();
+            let mut after: Option<Vec<u8>> = None;
+            let more = 'scan: loop {
+                let page = queue.jobs_page(after.as_deref(), 1000)?;
+                after = page.last_key;
+                for job in page.jobs {
+                    if push.as_deref().is_some_and(|p| p != job.push) {
+                        continue;
+                    }
+                    if jobs.len() == limit {
+                        break 'scan true;
+                    }
+                    jobs.push(serde_json::json!({
+                        "id": job.id,
+                        "push": job.push,
+                        "event_id": job.event_id,
+                        "due": job.due_at,
+                        "attempt": job.attempt,
+                        "state": if job.attempt > 1 { "retrying" } else { "queued" },
+                    }));
+                }
+                if !page.more {
+                    break false;
+                }
+            };
+            serde_json::json!({ "jobs": jobs, "more": more })
+        }
+        None => call_api(data, server, &format!("/v1/jobs?{}", query.finish()), None)?,
+    };
     for j in body["jobs"].as_array().into_iter().flatten() {
         println!(
             "{}  {:<8} {}  event {}  attempt {}  job {}{}",
@@ -1077,13 +1115,21 @@ fn replay(
         )
         .into());
     }
-    let answer = call_api(
-        data,
-        server,
-        "/v1/replay",
-        Some(serde_json::json!({ "job_id": job_id, "push": push })),
-    )?;
-    let replayed = answer["replayed"].as_u64().unwrap_or(0) as usize;
+    let replayed = if let Some(queue) = client::local_queue(data)? {
+        // No daemon: the jobs go back into the store, due now, and are
+        // delivered when the daemon next starts.
+        let jobs = queue.replay(job_id, push.as_deref(), Utc::now())?;
+        queue.store().flush()?;
+        jobs.len()
+    } else {
+        let answer = call_api(
+            data,
+            server,
+            "/v1/replay",
+            Some(serde_json::json!({ "job_id": job_id, "push": push })),
+        )?;
+        answer["replayed"].as_u64().unwrap_or(0) as usize
+    };
     if let (Some(id), 0) = (job_id, replayed) {
         bail!("no dead letter with job id {id} (the dead letters: `pushwerk deliveries --failed`)");
     }

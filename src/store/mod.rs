@@ -43,6 +43,12 @@ impl std::str::FromStr for StoreChoice {
     }
 }
 
+/// Whether `dir` holds a store (sled or redb): commands that only read
+/// (`deliveries`, `jobs`) must not make an empty one where there is none.
+pub fn holds_store(dir: &Path) -> bool {
+    dir.join("sled").is_dir() || dir.join(redb_store::FILE_NAME).is_file()
+}
+
 /// Opens the store of the data directory `dir`. With [`StoreChoice::Auto`]
 /// it is the one `dir` already holds (redb for a new directory: it stays
 /// bounded in size, syncs with fdatasync and reports damage as errors,

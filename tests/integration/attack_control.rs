@@ -516,3 +516,84 @@ fn tokens_from_the_data_directory_never_reach_a_listener_that_is_not_its_daemon(
         "a token reached the squatter: {received}"
     );
 }
+
+/// With no daemon serving the data directory, `deliveries`, `jobs` and
+/// `replay` read and mend its store directly (issue #13: nobody has to
+/// start a daemon to look at, or re-queue, what the last one left).
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_daemon_deliveries_jobs_and_replay_use_the_store() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let push = |name: &str, extra: &str| {
+        format!("name: {name}\non: t\nhttp:\n  url: http://127.0.0.1:{closed}/{name}\n{extra}")
+    };
+    let world = World::new(&[
+        ("later.yaml", &push("later", "delay: 1h\n")),
+        (
+            "doomed.yaml",
+            &push("doomed", "retry: { max_attempts: 1 }\n"),
+        ),
+    ]);
+    let served = world.serve().await;
+    let r = served
+        .http
+        .post(served.url("/v1/events"))
+        .bearer_auth(INGEST)
+        .json(&serde_json::json!({"id": "e1", "type": "t", "time": "2026-12-01T10:00:00Z", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dead: serde_json::Value = served
+            .http
+            .get(served.url("/v1/dead-letters"))
+            .bearer_auth(INGEST)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if dead["dead_letters"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no dead letter: {dead}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SIGTERM: the daemon flushes and exits.
+    let mut served = served;
+    let mut child = served.child.take().unwrap();
+    // SAFETY: sends SIGTERM to the daemon this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+
+    let run = |args: &[&str]| {
+        let out = world.command().args(args).output().expect("runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let failed = run(&["deliveries", "--failed"]);
+    assert!(
+        failed.contains("dead") && failed.contains("doomed"),
+        "{failed}"
+    );
+    let jobs = run(&["jobs"]);
+    assert!(jobs.contains("later") && !jobs.contains("doomed"), "{jobs}");
+    assert_eq!(
+        run(&["replay", "--failed"]).trim(),
+        "replayed 1 dead letter"
+    );
+    let jobs = run(&["jobs"]);
+    assert!(jobs.contains("later") && jobs.contains("doomed"), "{jobs}");
+}
