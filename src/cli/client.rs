@@ -65,6 +65,10 @@ pub fn running_daemon(data: &Path, store: StoreChoice) -> anyhow::Result<Option<
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
+    // No store, no daemon serving it (and no store made just to find out).
+    if !crate::store::holds_store(data) {
+        return Ok(None);
+    }
     match crate::store::open(data, store) {
         // Nobody holds the store: the announcement is left from a daemon
         // that was killed.

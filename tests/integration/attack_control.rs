@@ -496,6 +496,8 @@ fn tokens_from_the_data_directory_never_reach_a_listener_that_is_not_its_daemon(
         format!("{{\"url\":\"{url}\",\"pid\":{}}}", std::process::id()),
     )
     .unwrap();
+    // No store in DATA either (and none made by these commands): nothing
+    // to read locally, no daemon to ask.
     let runs: [&[&str]; 4] = [
         &["deliveries", "--server", &url],
         &["jobs", "--server", &url],
@@ -508,6 +510,10 @@ fn tokens_from_the_data_directory_never_reach_a_listener_that_is_not_its_daemon(
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains("no daemon is serving"), "{args:?}: {err}");
     }
+    assert!(
+        !pushwerk::store::holds_store(&data),
+        "a command made a store"
+    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     recorder.join().unwrap();
     let received = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
