@@ -717,6 +717,20 @@ fn sample_event(push: &crate::config::Push, now: chrono::DateTime<Utc>) -> Event
     }
 }
 
+/// An optional JSON request body: empty (or blank) is the type's default;
+/// else depth-checked like an event and parsed. The error is the reason
+/// for a 400, saying `expected` when the body is not what the endpoint takes.
+fn optional_json<T: Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+    expected: &str,
+) -> Result<T, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    crate::event::check_json(body, MAX_DEPTH + 1).map_err(|e| e.to_string())?;
+    serde_json::from_slice(body).map_err(|e| format!("{expected}: {e}"))
+}
+
 async fn preview(
     State(daemon): State<Arc<Daemon>>,
     Extension(control): Extension<Arc<Control>>,
@@ -732,23 +746,12 @@ async fn preview(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let request: api::PreviewRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        api::PreviewRequest::default()
-    } else {
-        if let Err(e) = crate::event::check_json(&body, MAX_DEPTH + 1) {
-            return error(StatusCode::BAD_REQUEST, e.to_string());
-        }
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "expected {{\"event\": {{…}}, \"now\": \"RFC 3339\"}} (both optional): {e}"
-                    ),
-                )
-            }
-        }
+    let request: api::PreviewRequest = match optional_json(
+        &body,
+        r#"expected {"event": {…}, "now": "RFC 3339"} (both optional)"#,
+    ) {
+        Ok(r) => r,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
     let catalog = daemon.catalog();
     let Some(push) = catalog.pushes.iter().find(|p| p.name() == name) else {
@@ -1002,21 +1005,12 @@ async fn send_now(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let request: api::SendRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        api::SendRequest::default()
-    } else {
-        if let Err(e) = crate::event::check_json(&body, MAX_DEPTH + 1) {
-            return error(StatusCode::BAD_REQUEST, e.to_string());
-        }
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("expected {{\"event\": {{…}}, \"attempts\": N}} (both optional): {e}"),
-                )
-            }
-        }
+    let request: api::SendRequest = match optional_json(
+        &body,
+        r#"expected {"event": {…}, "attempts": N} (both optional)"#,
+    ) {
+        Ok(r) => r,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
     let attempts = request.attempts.unwrap_or(1);
     if !(1..=MAX_SEND_ATTEMPTS).contains(&attempts) {
