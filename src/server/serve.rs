@@ -51,6 +51,12 @@ impl Default for ServeOptions {
 /// Largest request head accepted (request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
 
+/// How long a closing connection keeps reading (and discarding) what the
+/// client still sends, and how much of it at most. See [`WriteDeadline`].
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// See [`LINGER_TIME`].
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
+
 /// Serves the API of `daemon` on `listener` until `shutdown` completes,
 /// then stops accepting, lets open requests finish and the daemon shut down
 /// (deliveries in flight, final flush), all within `options.grace`;
@@ -167,11 +173,27 @@ pub async fn serve_router(
 /// the connection and frees its slot. Without it, clients that pipeline
 /// requests and never read the answers hold every connection slot for good
 /// (the head timeout does not run while an answer is being written).
+///
+/// It also closes connections the way RFC 9112 §9.6 asks ("lingering
+/// close"): when the server ends a connection whose client is still
+/// sending — an answer of 413 or 401 given before a large body was read —
+/// closing the socket at once makes the kernel answer the unread bytes with
+/// a reset, and a reset can destroy the answer before the client reads it
+/// (seen in CI: a 2 MiB event got a connection error instead of its 413).
+/// So the shutdown first half-closes (the client sees the end of the
+/// answer), then reads and discards what the client still sends until it
+/// closes too, for at most [`LINGER_TIME`] and [`LINGER_BYTES`].
 struct WriteDeadline<S> {
     inner: S,
     limit: Duration,
     /// Started when a write first blocks; cleared by any progress.
     stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Set once our side is half-closed; then the linger runs.
+    half_closed: bool,
+    /// The end of the linger, started with it.
+    linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes discarded while lingering.
+    lingered: usize,
 }
 
 impl<S> WriteDeadline<S> {
@@ -180,6 +202,9 @@ impl<S> WriteDeadline<S> {
             inner,
             limit,
             stalled: None,
+            half_closed: false,
+            linger: None,
+            lingered: 0,
         }
     }
 
@@ -219,7 +244,9 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> 
     }
 }
 
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite
+    for WriteDeadline<S>
+{
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -254,7 +281,36 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        let poll = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.watch(cx, poll)
+        use std::task::Poll;
+        if !self.half_closed {
+            let poll = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+            match self.watch(cx, poll) {
+                Poll::Ready(Ok(())) => self.half_closed = true,
+                other => return other,
+            }
+        }
+        // Lingering close: discard what the client still sends until it
+        // closes, errs, or the linger's bounds are reached.
+        let mut scratch = [0u8; 8192];
+        loop {
+            if self.lingered >= LINGER_BYTES {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match std::pin::Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => self.lingered += buf.filled().len(),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    let timer = self
+                        .linger
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(LINGER_TIME)));
+                    return match timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Ok(())),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            }
+        }
     }
 }

@@ -340,6 +340,55 @@ async fn unauthenticated_large_body_is_refused_from_the_head_alone() {
     assert_eq!(status, 401, "{body}");
 }
 
+/// A client that writes its whole (too large) body before it reads gets its
+/// 413, not a connection reset: the server reads and discards what is still
+/// coming before it closes (lingering close). Without it, the close with
+/// unread bytes resets the connection and the writer fails with a broken
+/// pipe (a 2 MiB event in CI; 8 MiB here makes it certain on loopback).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_writing_all_of_a_too_large_body_reads_its_413() {
+    let world = World::new(&[]);
+    let served = world.start(&[], &[]).await;
+    for authorization in ["Authorization: Bearer wrong-token\r\n", ""] {
+        let body = format!(
+            "{{\"id\":\"big\",\"type\":\"call.ended\",\"time\":\"2026-01-01T00:00:00Z\",\"data\":{{\"x\":\"{}\"}}}}",
+            "x".repeat(8 * 1024 * 1024)
+        );
+        let authorization = if authorization.is_empty() {
+            format!("Authorization: Bearer {TOKEN}\r\n")
+        } else {
+            authorization.to_string()
+        };
+        let head = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{authorization}Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut conn = served.connect().await;
+        conn.write_all(head.as_bytes()).await.expect("send head");
+        conn.write_all(body.as_bytes())
+            .await
+            .expect("the server reads what the client still sends until it has sent it all");
+        let (got, _) = read_until(
+            &mut conn,
+            "the answer to a body sent in full",
+            Duration::from_secs(10),
+            head_complete,
+        )
+        .await;
+        let expected = if authorization.contains("wrong-token") {
+            401
+        } else {
+            413
+        };
+        assert_eq!(
+            status_of(&got),
+            Some(expected),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn h2c_prior_knowledge_is_refused() {
     let world = World::new(&[]);
