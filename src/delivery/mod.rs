@@ -101,8 +101,8 @@ pub struct LogEntry {
     pub event_id: String,
     /// Attempt number, from 1.
     pub attempt: u32,
-    /// `delivered`, `retry`, `failed`, `dead` or `skipped`.
-    pub status: String,
+    /// What came of the attempt.
+    pub status: LogStatus,
     /// HTTP status or SMTP code.
     pub code: Option<u16>,
     /// The target's id for the request (Graph request-id, Bing TrackingId, SMTP queue id).
@@ -113,6 +113,63 @@ pub struct LogEntry {
     pub duration_ms: u64,
     /// From acceptance to delivery, for delivered attempts.
     pub latency_ms: Option<u64>,
+}
+
+/// What came of one attempt, as the delivery log, the API and the console
+/// show it: stored and answered as the lower-case word (`"delivered"`, …),
+/// as it always was, so that stored logs and API clients read it unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStatus {
+    /// The target accepted it.
+    Delivered,
+    /// Not now: the job is tried again.
+    Retry,
+    /// Refused (a permanent failure; the job is dead-lettered with it).
+    Failed,
+    /// Given up: the job is a dead letter.
+    Dead,
+    /// The push does not apply to the event (its `when:` or a skip rule).
+    Skipped,
+}
+
+impl LogStatus {
+    /// Every status, in the order the console offers them.
+    pub const ALL: [LogStatus; 5] = [
+        LogStatus::Delivered,
+        LogStatus::Retry,
+        LogStatus::Failed,
+        LogStatus::Dead,
+        LogStatus::Skipped,
+    ];
+
+    /// The word stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStatus::Delivered => "delivered",
+            LogStatus::Retry => "retry",
+            LogStatus::Failed => "failed",
+            LogStatus::Dead => "dead",
+            LogStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for LogStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for LogStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogStatus, String> {
+        LogStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown delivery status `{s}`"))
+    }
 }
 
 /// What to do with a finished attempt.
@@ -588,7 +645,9 @@ impl Queue {
                         continue;
                     }
                 };
-                if push.is_some_and(|p| p != e.push) || status.is_some_and(|s| s != e.status) {
+                if push.is_some_and(|p| p != e.push)
+                    || status.is_some_and(|s| s != e.status.as_str())
+                {
                     continue;
                 }
                 out.push(e);
@@ -777,20 +836,46 @@ mod tests {
         .unwrap()
     }
 
-    fn entry(job: &Job, attempt: u32, status: &str, at: DateTime<Utc>) -> LogEntry {
+    fn entry(job: &Job, attempt: u32, status: LogStatus, at: DateTime<Utc>) -> LogEntry {
         LogEntry {
             at,
             job_id: job.id,
             push: job.push.clone(),
             event_id: job.event_id.clone(),
             attempt,
-            status: status.into(),
+            status,
             code: Some(503),
             reference: None,
             error: Some("down".into()),
             duration_ms: 1,
             latency_ms: None,
         }
+    }
+
+    #[test]
+    fn log_statuses_are_stored_and_answered_as_the_words_they_always_were() {
+        // Logs written before the status was an enum read back, and new
+        // ones are written the same way (the API and the console show them).
+        let stored = r#"{"at":"2026-01-01T00:00:00Z","job_id":7,"push":"p","event_id":"a","attempt":2,"status":"dead","code":503,"reference":null,"error":"down","duration_ms":1,"latency_ms":null}"#;
+        let e: LogEntry = serde_json::from_str(stored).unwrap();
+        assert_eq!(e.status, LogStatus::Dead);
+        assert_eq!(serde_json::to_string(&e).unwrap(), stored);
+        let words: Vec<String> = LogStatus::ALL
+            .iter()
+            .map(|s| {
+                serde_json::to_value(s)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(words, ["delivered", "retry", "failed", "dead", "skipped"]);
+        for s in LogStatus::ALL {
+            assert_eq!(s.as_str().parse::<LogStatus>(), Ok(s));
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        assert!("gone".parse::<LogStatus>().is_err());
     }
 
     #[test]
@@ -870,7 +955,7 @@ mod tests {
             ..job.clone()
         };
         q.complete(Finished {
-            entry: entry(&job, 1, "retry", now),
+            entry: entry(&job, 1, LogStatus::Retry, now),
             job,
             completion: Completion::Retry(next),
         })
@@ -879,7 +964,7 @@ mod tests {
         let job = q.due(retry_at, 10).unwrap().remove(0);
         assert_eq!(job.attempt, 2);
         q.complete(Finished {
-            entry: entry(&job, 2, "dead", now),
+            entry: entry(&job, 2, LogStatus::Dead, now),
             job,
             completion: Completion::Dead("gave up".into()),
         })
@@ -891,8 +976,8 @@ mod tests {
         assert_eq!(q.dead_letter_count().unwrap(), 1);
         let log = q.log(Some("p"), None, 10).unwrap();
         assert_eq!(
-            log.iter().map(|e| e.status.as_str()).collect::<Vec<_>>(),
-            ["dead", "retry"]
+            log.iter().map(|e| e.status).collect::<Vec<_>>(),
+            [LogStatus::Dead, LogStatus::Retry]
         );
         let replayed = q.replay(None, Some("p"), now).unwrap();
         assert_eq!(replayed.len(), 1);
@@ -914,7 +999,7 @@ mod tests {
         let finished: Vec<Finished> = jobs
             .into_iter()
             .map(|job| Finished {
-                entry: entry(&job, 1, "delivered", now),
+                entry: entry(&job, 1, LogStatus::Delivered, now),
                 job,
                 completion: Completion::Done,
             })
@@ -1019,7 +1104,7 @@ mod tests {
                     event: None,
                 };
                 Finished {
-                    entry: entry(&job, 1, "delivered", at),
+                    entry: entry(&job, 1, LogStatus::Delivered, at),
                     job,
                     completion: Completion::Done,
                 }

@@ -32,7 +32,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::engine::daemon::{Daemon, DaemonError};
+use crate::daemon::{Daemon, DaemonError};
 use crate::event::{Event, MAX_DEPTH};
 
 /// The router over `daemon`, with the default [`ServeOptions`].
