@@ -87,7 +87,7 @@ fn token_file(data: &Path) -> PathBuf {
 }
 
 /// The API token: configured, or read from / generated into the data directory.
-pub fn api_token(
+pub(super) fn api_token(
     data: &Path,
     configured: Option<String>,
 ) -> Result<(String, Option<PathBuf>), DaemonError> {

@@ -35,7 +35,7 @@ enum CommitRequest {
 /// The committer is a thread of its own, so that waiting for the disk costs
 /// the async workers nothing.
 #[derive(Clone)]
-pub struct GroupCommit {
+pub(super) struct GroupCommit {
     tx: std::sync::mpsc::Sender<CommitRequest>,
 }
 

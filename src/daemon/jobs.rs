@@ -1,10 +1,13 @@
-//! The queued and retrying jobs as the API lists them.
+//! The queue as the API reads it (the queued and retrying jobs, the
+//! delivery log, dead letters), always on a blocking thread: a store read
+//! may wait for the disk and must not hold up an async worker.
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
 use super::{Daemon, DaemonError};
+use crate::delivery::{Queue, QueueError};
 
 /// A queued or retrying job as `GET /v1/jobs` and `pushwerk jobs` show it:
 /// work that waits (a `delay:`, a retry) is visible before it happens.
@@ -29,6 +32,17 @@ pub struct JobView {
 }
 
 impl Daemon {
+    /// Runs `read` on the queue on a blocking thread (for the API's reads
+    /// of the delivery log and dead letters); a queue error stays a
+    /// [`DaemonError::Queue`].
+    pub async fn read_queue<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Queue) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, DaemonError> {
+        let queue = self.queue.clone();
+        Ok(tokio::task::spawn_blocking(move || read(&queue)).await??)
+    }
+
     /// Queued and retrying jobs (those of `push`, if given), the next due
     /// first, at most `limit`, and whether more are queued. Each carries
     /// the error of its last attempt, if it had one.

@@ -35,9 +35,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-pub use config::{api_token, DaemonConfig};
+pub use config::DaemonConfig;
 pub use error::{CommitError, DaemonError};
-pub use ingest::GroupCommit;
 pub use jobs::JobView;
 pub use reload::FileState;
 
@@ -50,6 +49,8 @@ use crate::metrics::Metrics;
 use crate::oauth::{Resolver, ResolverSettings, TokenStore};
 use crate::store::Store;
 use completions::{CompletionWriter, OutcomeHealth};
+use config::api_token;
+use ingest::GroupCommit;
 use reload::Sources;
 
 /// The running daemon's state, shared by its tasks and the HTTP API.
