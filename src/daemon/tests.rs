@@ -92,3 +92,50 @@ async fn a_missed_tick_fires_once_at_start_only_with_catch_up() {
     );
     cron.abort();
 }
+
+#[tokio::test]
+async fn run_starts_the_workers_beside_the_server_and_returns_once_it_stops() {
+    // Nothing listens on port 9: the attempt fails at once, to be retried.
+    let push = "name: hook\non: call.ended\nhttp:\n  url: http://127.0.0.1:9/hook\n";
+    let (_dir, daemon) = daemon(&[("hook.yaml", push)], Clock::system());
+    let event = crate::event::Event::from_json(
+        r#"{"id":"e1","type":"call.ended","time":"2026-01-01T00:00:00Z","data":{}}"#,
+    )
+    .unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    let d = daemon.clone();
+    // The "server": ingests an event, waits for its attempt, shuts down.
+    let server = async move {
+        d.ingest(vec![event]).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let log = loop {
+            let log = d.read_queue(|q| q.log(None, None, 10)).await.unwrap();
+            if !log.is_empty() || tokio::time::Instant::now() > deadline {
+                break log;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let jobs = d.jobs(None, 10).await.unwrap().0;
+        d.shutdown().await;
+        let _ = seen_tx.send((log, jobs));
+    };
+    tokio::time::timeout(Duration::from_secs(30), daemon.clone().run(server))
+        .await
+        .expect("run returns once the server is done")
+        .unwrap();
+    let (log, jobs) = seen_rx.await.unwrap();
+    // The workers ran: one attempt, logged as a retry …
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].status, crate::delivery::LogStatus::Retry);
+    // … and the job waits for its second attempt, later, with the error.
+    assert_eq!(jobs.len(), 1);
+    assert_eq!((jobs[0].attempt, jobs[0].state), (2, "retrying"));
+    assert!(
+        jobs[0].due > log[0].at,
+        "{:?} after {:?}",
+        jobs[0].due,
+        log[0].at
+    );
+    assert!(jobs[0].last_error.is_some());
+    assert!(!daemon.is_ready(), "shut down");
+}
