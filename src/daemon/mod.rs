@@ -6,13 +6,13 @@
 //! [`Daemon::open`] opens the store and loads the folder; [`Daemon::run`]
 //! starts every task (the folder watch, workers, cron, housekeeping) beside
 //! the caller's API server and is the only place that does. The parts:
-//! - [`ingest`](self::ingest): events matched to pushes, made durable by group commit;
-//! - [`workers`](self::workers): due jobs started, the schedule refilled, per-target slots;
-//! - [`attempt`](self::attempt): one attempt delivered, decided and recorded;
-//! - [`completions`](self::completions): finished attempts written in batches, confirmed durable;
-//! - [`reload`](self::reload): the folder read, last good versions, watch and SIGHUP;
-//! - [`cron`](self::cron) and [`housekeeping`](self::housekeeping): time-driven tasks;
-//! - [`config`](self::config) and [`error`](self::error): options and typed errors.
+//! - `ingest`: events matched to pushes, made durable by group commit;
+//! - `workers`: due jobs started, the schedule refilled, per-target slots;
+//! - `attempt`: one attempt delivered, decided and recorded;
+//! - `completions`: finished attempts written in batches, confirmed durable;
+//! - `reload`: the folder read, last good versions, watch and SIGHUP;
+//! - `cron` and `housekeeping`: time-driven tasks;
+//! - `config` and `error`: options and typed errors.
 //!
 //! Every time the daemon reads comes from its [`Clock`] (`config.clock`).
 
