@@ -15,8 +15,10 @@
 pub mod api;
 pub mod backoff;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod console;
+pub mod daemon;
 pub mod delivery;
 pub mod dispatch;
 pub mod engine;
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod net;
 pub mod oauth;
 pub mod params;
+pub mod retry;
 pub mod schedule;
 pub mod schema;
 pub mod server;

@@ -836,7 +836,7 @@ fn serve(
     options: crate::server::ServeOptions,
 ) -> anyhow::Result<ExitCode> {
     let grace = options.grace;
-    use crate::engine::daemon::{watch, Daemon, DaemonConfig};
+    use crate::daemon::{Daemon, DaemonConfig};
     let rt = runtime()?;
     rt.block_on(async move {
         let mut config = DaemonConfig::new(dir, data);
@@ -868,7 +868,6 @@ fn serve(
             );
         }
         control.admin_token = Some(admin);
-        let _watcher = watch(daemon.clone())?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -895,14 +894,11 @@ fn serve(
             crate::config::diagnostic::counted(catalog.accounts.len(), "account", "accounts"),
             daemon.config.dir.display(),
         );
-        let workers = tokio::spawn(daemon.clone().run_workers());
-        tokio::spawn(daemon.clone().run_cron());
-        tokio::spawn(daemon.clone().run_housekeeping());
         // Serves until SIGTERM/SIGINT, then shuts the daemon down within --grace.
         let app = crate::server::router_control(daemon.clone(), options, control);
-        crate::server::serve_router(listener, app, daemon.clone(), options, shutdown_signal())
-            .await;
-        workers.abort();
+        let server =
+            crate::server::serve_router(listener, app, daemon.clone(), options, shutdown_signal());
+        daemon.run(server).await?;
         tracing::info!(target: STATUS, "stopped");
         anyhow::Ok(ExitCode::SUCCESS)
     })

@@ -33,7 +33,8 @@ use minijinja::{context, AutoEscape, Environment, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Trigger;
-use crate::engine::daemon::Daemon;
+use crate::daemon::Daemon;
+use crate::delivery::LogStatus;
 use crate::server::Control;
 use session::Sessions;
 
@@ -561,10 +562,13 @@ async fn overview(
         let hour_ago = now - chrono::Duration::hours(1);
         let last_minute = log.iter().filter(|e| e.at >= minute_ago).count();
         let last_hour: Vec<_> = log.iter().filter(|e| e.at >= hour_ago).collect();
-        let delivered = last_hour.iter().filter(|e| e.status == "delivered").count();
+        let delivered = last_hour
+            .iter()
+            .filter(|e| e.status == LogStatus::Delivered)
+            .count();
         let failed = last_hour
             .iter()
-            .filter(|e| matches!(e.status.as_str(), "failed" | "dead"))
+            .filter(|e| matches!(e.status, LogStatus::Failed | LogStatus::Dead))
             .count();
         let pending = d.queue.pending().ok();
         let dead = d.queue.dead_letter_count().ok();
@@ -1289,7 +1293,7 @@ async fn deliveries(
             push: x.push,
             event_id: x.event_id,
             attempt: x.attempt,
-            status: x.status,
+            status: x.status.to_string(),
             code: x.code,
             reference: x.reference,
             error: x.error,

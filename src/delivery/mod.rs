@@ -22,8 +22,10 @@
 //! [`Scheduler`] is the in-memory side: what is due, in flight, and waiting
 //! for its target.
 
+mod history;
 mod scheduler;
 
+pub use history::{LogEntry, LogStatus};
 pub use scheduler::{Scheduler, TargetSlot};
 
 use std::sync::{Arc, Mutex};
@@ -86,33 +88,6 @@ pub struct DeadLetter {
     pub reason: String,
     /// When.
     pub at: DateTime<Utc>,
-}
-
-/// One delivery attempt, as the delivery log keeps it. Never a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogEntry {
-    /// When the attempt ended.
-    pub at: DateTime<Utc>,
-    /// The job.
-    pub job_id: u64,
-    /// The push.
-    pub push: String,
-    /// The event.
-    pub event_id: String,
-    /// Attempt number, from 1.
-    pub attempt: u32,
-    /// `delivered`, `retry`, `failed`, `dead` or `skipped`.
-    pub status: String,
-    /// HTTP status or SMTP code.
-    pub code: Option<u16>,
-    /// The target's id for the request (Graph request-id, Bing TrackingId, SMTP queue id).
-    pub reference: Option<String>,
-    /// What went wrong.
-    pub error: Option<String>,
-    /// How long the attempt took.
-    pub duration_ms: u64,
-    /// From acceptance to delivery, for delivered attempts.
-    pub latency_ms: Option<u64>,
 }
 
 /// What to do with a finished attempt.
@@ -489,274 +464,6 @@ impl Queue {
         let key = log_key(finished.entry.at, finished.job.id, finished.entry.attempt);
         Ok(self.store.get(TREE, &key)?.is_some())
     }
-
-    /// Dead letters, optionally of one push. Records that cannot be read
-    /// are skipped (see [`Queue::dead_letters_report`]).
-    pub fn dead_letters(&self, push: Option<&str>) -> Result<Vec<DeadLetter>, QueueError> {
-        Ok(self.dead_letters_report(push)?.dead_letters)
-    }
-
-    /// Dead letters, optionally of one push, and how many dead-letter
-    /// records could not be read: one damaged record (written by an older
-    /// build, or by hand) must not hide all the others. Each one skipped is
-    /// logged with its key.
-    pub fn dead_letters_report(&self, push: Option<&str>) -> Result<DeadLetters, QueueError> {
-        let mut report = DeadLetters::default();
-        for (k, v) in self.store.scan_prefix(TREE, b"d:")? {
-            match parse::<DeadLetter>(&v) {
-                Ok(d) => {
-                    if push.is_none_or(|p| p == d.job.push) {
-                        report.dead_letters.push(d);
-                    }
-                }
-                Err(e) => {
-                    report.damaged += 1;
-                    damaged("dead letter", &k, &e);
-                }
-            }
-        }
-        Ok(report)
-    }
-
-    /// How many dead letters wait.
-    pub fn dead_letter_count(&self) -> Result<usize, QueueError> {
-        Ok(self.store.count(TREE, b"d:", &prefix_end(b"d:"))?)
-    }
-
-    /// Re-queues dead letters (by job id, or all of a push, or all), due
-    /// now, from attempt 1, each with its event. Returns the jobs queued.
-    pub fn replay(
-        &self,
-        job_id: Option<u64>,
-        push: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Job>, QueueError> {
-        let mut ops = Vec::new();
-        let mut jobs = Vec::new();
-        for (k, v) in self.store.scan_prefix(TREE, b"d:")? {
-            // A damaged dead letter stays where it is (and is counted by
-            // `dead_letters_report`); the others are replayed.
-            let d: DeadLetter = match parse(&v) {
-                Ok(d) => d,
-                Err(e) => {
-                    damaged("dead letter", &k, &e);
-                    continue;
-                }
-            };
-            if job_id.is_some_and(|id| id != d.job.id) || push.is_some_and(|p| p != d.job.push) {
-                continue;
-            }
-            // A new id: the old one may still be known to the schedule
-            // (its dead letter's completion on its way).
-            let job = Job {
-                id: self.store.next_id()?,
-                attempt: 1,
-                first_attempt_at: None,
-                due_at: now,
-                accepted_at: now,
-                event: d.event.map(Arc::new).or(d.job.event),
-                ..d.job
-            };
-            ops.push((k, None));
-            ops.push((job.key(), Some(json(&job))));
-            jobs.push(job);
-        }
-        if !ops.is_empty() {
-            self.store.apply_batch(TREE, ops)?;
-        }
-        Ok(jobs)
-    }
-
-    /// The newest delivery-log entries first, filtered, at most `limit`.
-    pub fn log(
-        &self,
-        push: Option<&str>,
-        status: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<LogEntry>, QueueError> {
-        let mut out = Vec::new();
-        let mut end = prefix_end(b"l:");
-        loop {
-            let page = self.store.range(TREE, b"l:", &end, 1000, true)?;
-            let Some((last, _)) = page.last() else { break };
-            end = last.clone();
-            for (k, v) in &page {
-                let e: LogEntry = match parse(v) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        damaged("delivery-log entry", k, &e);
-                        continue;
-                    }
-                };
-                if push.is_some_and(|p| p != e.push) || status.is_some_and(|s| s != e.status) {
-                    continue;
-                }
-                out.push(e);
-                if out.len() >= limit {
-                    return Ok(out);
-                }
-            }
-            if page.len() < 1000 {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Drops log entries older than `max_age` or beyond the newest
-    /// `max_count`, and the ids of events accepted longer than
-    /// `event_window` ago (a resent id is then new again). Reads keys only,
-    /// and removes them in small batches with a pause between, so that a
-    /// large removal never holds the store's writer for long (ingest waits
-    /// for it). Returns the records removed.
-    pub fn retain(
-        &self,
-        now: DateTime<Utc>,
-        max_age: chrono::Duration,
-        max_count: usize,
-        event_window: chrono::Duration,
-    ) -> Result<usize, QueueError> {
-        const CHUNK: usize = 1_000;
-        let mut removed = 0;
-        let mut remove = |keys: Vec<Vec<u8>>| -> Result<(), QueueError> {
-            if keys.is_empty() {
-                return Ok(());
-            }
-            removed += keys.len();
-            self.store
-                .apply_batch(TREE, keys.into_iter().map(|k| (k, None)).collect())?;
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            Ok(())
-        };
-        // Log entries older than the cutoff …
-        // A window longer than the calendar reaches (`--event-window
-        // 100000000y`) keeps everything: no overflow, no panic.
-        let before = |window: chrono::Duration| {
-            now.checked_sub_signed(window)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC)
-        };
-        let cutoff = log_key(before(max_age), 0, 0);
-        loop {
-            let old = self.store.keys(TREE, b"l:", &cutoff, CHUNK)?;
-            let done = old.len() < CHUNK;
-            remove(old)?;
-            if done {
-                break;
-            }
-        }
-        // … and beyond the newest max_count.
-        let mut extra = self
-            .store
-            .count(TREE, b"l:", &prefix_end(b"l:"))?
-            .saturating_sub(max_count);
-        while extra > 0 {
-            let oldest = self
-                .store
-                .keys(TREE, b"l:", &prefix_end(b"l:"), extra.min(CHUNK))?;
-            extra -= oldest.len();
-            let done = oldest.is_empty();
-            remove(oldest)?;
-            if done {
-                break;
-            }
-        }
-        // Event ids past the idempotency window (queued jobs carry their
-        // own events, so none is needed here any more).
-        let event_cutoff = time_index_key(before(event_window), "");
-        loop {
-            let expired = self.store.keys(TREE, b"t:", &event_cutoff, CHUNK)?;
-            let done = expired.len() < CHUNK;
-            let mut keys = Vec::with_capacity(expired.len() * 2);
-            for k in expired {
-                keys.push([b"e:".as_slice(), &k[10..]].concat());
-                keys.push(k);
-            }
-            remove(keys)?;
-            if done {
-                break;
-            }
-        }
-        Ok(removed)
-    }
-    /// The last cron tick fired for `push`.
-    pub fn last_tick(&self, push: &str) -> Result<Option<DateTime<Utc>>, QueueError> {
-        let key = [b"c:".as_slice(), push.as_bytes()].concat();
-        match self.store.get(TREE, &key)? {
-            Some(v) => Ok(Some(parse(&v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Records the last cron tick fired for `push`.
-    pub fn set_last_tick(&self, push: &str, at: DateTime<Utc>) -> Result<(), QueueError> {
-        let key = [b"c:".as_slice(), push.as_bytes()].concat();
-        self.store.put(TREE, &key, &json(&at))?;
-        Ok(())
-    }
-}
-
-/// What became of one event (`GET /v1/events/{id}`).
-impl Queue {
-    /// The event's jobs still queued or retrying, its dead letters and its
-    /// attempts in the delivery log (oldest first). Reads the whole queue
-    /// and log (bounded by their retention), page by page; damaged records
-    /// are skipped as elsewhere.
-    pub fn event_history(&self, event_id: &str) -> Result<crate::api::EventHistory, QueueError> {
-        let mut jobs = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self.jobs_page(after.as_deref(), 1000)?;
-            for job in page.jobs.iter().filter(|j| j.event_id == event_id) {
-                jobs.push(crate::api::QueuedJob {
-                    job_id: job.id,
-                    push: job.push.clone(),
-                    attempt: job.attempt,
-                    due: job.due_at,
-                });
-            }
-            if !page.more {
-                break;
-            }
-            after = page.last_key;
-        }
-        let dead_letters = self
-            .dead_letters(None)?
-            .into_iter()
-            .filter(|d| d.job.event_id == event_id)
-            .map(|d| crate::api::DeadJob {
-                job_id: d.job.id,
-                push: d.job.push,
-                attempt: d.job.attempt,
-                reason: d.reason,
-                at: d.at,
-            })
-            .collect();
-        let mut attempts = Vec::new();
-        let mut start = b"l:".to_vec();
-        let end = prefix_end(b"l:");
-        loop {
-            let page = self.store.range(TREE, &start, &end, 1000, false)?;
-            let Some((last, _)) = page.last() else { break };
-            start = [last.as_slice(), &[0]].concat();
-            for (k, v) in &page {
-                match parse::<LogEntry>(v) {
-                    Ok(e) if e.event_id == event_id => attempts.push(e),
-                    Ok(_) => {}
-                    Err(e) => damaged("delivery-log entry", k, &e),
-                }
-            }
-            if page.len() < 1000 {
-                break;
-            }
-        }
-        Ok(crate::api::EventHistory {
-            id: event_id.to_owned(),
-            known: self.is_known(event_id)?,
-            jobs,
-            dead_letters,
-            attempts,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -777,20 +484,46 @@ mod tests {
         .unwrap()
     }
 
-    fn entry(job: &Job, attempt: u32, status: &str, at: DateTime<Utc>) -> LogEntry {
+    fn entry(job: &Job, attempt: u32, status: LogStatus, at: DateTime<Utc>) -> LogEntry {
         LogEntry {
             at,
             job_id: job.id,
             push: job.push.clone(),
             event_id: job.event_id.clone(),
             attempt,
-            status: status.into(),
+            status,
             code: Some(503),
             reference: None,
             error: Some("down".into()),
             duration_ms: 1,
             latency_ms: None,
         }
+    }
+
+    #[test]
+    fn log_statuses_are_stored_and_answered_as_the_words_they_always_were() {
+        // Logs written before the status was an enum read back, and new
+        // ones are written the same way (the API and the console show them).
+        let stored = r#"{"at":"2026-01-01T00:00:00Z","job_id":7,"push":"p","event_id":"a","attempt":2,"status":"dead","code":503,"reference":null,"error":"down","duration_ms":1,"latency_ms":null}"#;
+        let e: LogEntry = serde_json::from_str(stored).unwrap();
+        assert_eq!(e.status, LogStatus::Dead);
+        assert_eq!(serde_json::to_string(&e).unwrap(), stored);
+        let words: Vec<String> = LogStatus::ALL
+            .iter()
+            .map(|s| {
+                serde_json::to_value(s)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(words, ["delivered", "retry", "failed", "dead", "skipped"]);
+        for s in LogStatus::ALL {
+            assert_eq!(s.as_str().parse::<LogStatus>(), Ok(s));
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        assert!("gone".parse::<LogStatus>().is_err());
     }
 
     #[test]
@@ -870,7 +603,7 @@ mod tests {
             ..job.clone()
         };
         q.complete(Finished {
-            entry: entry(&job, 1, "retry", now),
+            entry: entry(&job, 1, LogStatus::Retry, now),
             job,
             completion: Completion::Retry(next),
         })
@@ -879,7 +612,7 @@ mod tests {
         let job = q.due(retry_at, 10).unwrap().remove(0);
         assert_eq!(job.attempt, 2);
         q.complete(Finished {
-            entry: entry(&job, 2, "dead", now),
+            entry: entry(&job, 2, LogStatus::Dead, now),
             job,
             completion: Completion::Dead("gave up".into()),
         })
@@ -891,8 +624,8 @@ mod tests {
         assert_eq!(q.dead_letter_count().unwrap(), 1);
         let log = q.log(Some("p"), None, 10).unwrap();
         assert_eq!(
-            log.iter().map(|e| e.status.as_str()).collect::<Vec<_>>(),
-            ["dead", "retry"]
+            log.iter().map(|e| e.status).collect::<Vec<_>>(),
+            [LogStatus::Dead, LogStatus::Retry]
         );
         let replayed = q.replay(None, Some("p"), now).unwrap();
         assert_eq!(replayed.len(), 1);
@@ -914,7 +647,7 @@ mod tests {
         let finished: Vec<Finished> = jobs
             .into_iter()
             .map(|job| Finished {
-                entry: entry(&job, 1, "delivered", now),
+                entry: entry(&job, 1, LogStatus::Delivered, now),
                 job,
                 completion: Completion::Done,
             })
@@ -1019,7 +752,7 @@ mod tests {
                     event: None,
                 };
                 Finished {
-                    entry: entry(&job, 1, "delivered", at),
+                    entry: entry(&job, 1, LogStatus::Delivered, at),
                     job,
                     completion: Completion::Done,
                 }

@@ -271,7 +271,14 @@ impl Deliverer {
         backoff: &crate::backoff::Backoff,
         mut on_attempt: impl FnMut(u32, &Attempt),
     ) -> Delivery {
-        let first = Instant::now();
+        let clock = crate::clock::Clock::system();
+        let policy = crate::retry::Policy {
+            max_attempts,
+            max_age,
+            backoff: *backoff,
+            retry_after_cap: self.retry_after_cap,
+        };
+        let first_at = clock.now();
         let mut attempt = 1;
         loop {
             let delivery = self.deliver(catalog, push, event, attempt).await;
@@ -279,14 +286,11 @@ impl Deliverer {
                 return delivery;
             };
             on_attempt(attempt, a);
-            let Outcome::Retry { delay, .. } = &a.outcome else {
-                return delivery;
-            };
-            let wait = backoff.wait(*delay, attempt);
-            if attempt >= max_attempts || first.elapsed() + wait > max_age {
-                return delivery;
+            let tries = crate::retry::Tries { attempt, first_at };
+            match crate::retry::decide(&a.outcome, tries, &policy, clock.now()) {
+                crate::retry::Decision::Retry(at) => clock.sleep_until(at).await,
+                crate::retry::Decision::Done | crate::retry::Decision::Dead(_) => return delivery,
             }
-            tokio::time::sleep(wait).await;
             attempt += 1;
         }
     }

@@ -3,7 +3,6 @@
 //! path stopped at the prepared request.
 
 pub mod bing_batch;
-pub mod daemon;
 pub mod deliver;
 pub mod output;
 pub mod render;

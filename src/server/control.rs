@@ -27,7 +27,7 @@ use serde::Deserialize;
 use super::auth::{require_admin, require_ingest, Auth};
 use super::{error, read_body, BodyTimeout};
 use crate::api;
-use crate::engine::daemon::Daemon;
+use crate::daemon::Daemon;
 use crate::event::{Event, MAX_DEPTH};
 use crate::oauth::login::LoginRequest;
 use crate::oauth::OAuthError;

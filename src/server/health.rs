@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::engine::daemon::Daemon;
+use crate::daemon::Daemon;
 use crate::store::trees;
 
 /// The key of the probe record (a prefix no queue scan reads).

@@ -32,7 +32,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::engine::daemon::{Daemon, DaemonError};
+use crate::daemon::{Daemon, DaemonError};
 use crate::event::{Event, MAX_DEPTH};
 
 /// The router over `daemon`, with the default [`ServeOptions`].
@@ -324,16 +324,18 @@ async fn deliveries(
         Ok(q) => q,
         Err(r) => return r,
     };
-    match daemon.queue.log(
-        q.push.as_deref(),
-        q.status.as_deref(),
-        q.limit.unwrap_or(100).min(10_000),
-    ) {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let (push, status) = (q.push, q.status);
+    match daemon
+        .read_queue(move |queue| queue.log(push.as_deref(), status.as_deref(), limit))
+        .await
+    {
         Ok(entries) => Json(crate::api::Deliveries {
             deliveries: entries,
         })
         .into_response(),
-        Err(e) => read_failed(e),
+        Err(DaemonError::Queue(e)) => read_failed(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -378,7 +380,11 @@ async fn dead_letters(
         Ok(q) => q,
         Err(r) => return r,
     };
-    match daemon.queue.dead_letters_report(q.push.as_deref()) {
+    let push = q.push;
+    match daemon
+        .read_queue(move |queue| queue.dead_letters_report(push.as_deref()))
+        .await
+    {
         Ok(report) => {
             let items: Vec<Value> = report
                 .dead_letters
@@ -387,7 +393,8 @@ async fn dead_letters(
                 .collect();
             Json(json!({ "dead_letters": items, "damaged": report.damaged })).into_response()
         }
-        Err(e) => read_failed(e),
+        Err(DaemonError::Queue(e)) => read_failed(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -426,8 +433,8 @@ async fn replay(
             // Damaged dead letters are skipped by the replay and stay in
             // the store: say how many, so that they are not missed.
             let damaged = daemon
-                .queue
-                .dead_letters_report(None)
+                .read_queue(|queue| queue.dead_letters_report(None))
+                .await
                 .map(|r| r.damaged)
                 .unwrap_or(0);
             (

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::engine::daemon::Daemon;
+use crate::daemon::Daemon;
 
 /// How the HTTP server bounds its clients (`pushwerk serve` flags).
 #[derive(Debug, Clone, Copy)]
