@@ -3,6 +3,7 @@
 //! is reported with its file, line and column. A broken document is left out;
 //! the rest load.
 
+mod account;
 mod compile;
 pub mod diagnostic;
 mod folder;
@@ -11,7 +12,7 @@ pub mod locate;
 pub mod model;
 pub mod secret;
 
-pub use compile::{did_you_mean, CompiledPush, Slot, TargetKind, Trigger, PUSH_PARAMS};
+pub use compile::{did_you_mean, CheckCx, CompiledPush, Slot, Trigger, PUSH_PARAMS};
 pub use diagnostic::{Diagnostic, Severity};
 pub use folder::{collect_files, is_blank, read_source, MAX_FILE_BYTES, MAX_NESTING};
 pub use load::{Catalog, LoadError, LoadOptions, OAuthAccount, Push};

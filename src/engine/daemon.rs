@@ -17,16 +17,16 @@ use super::deliver::{Deliverer, Delivery};
 use super::render::applies;
 use super::send::Sender;
 use crate::backoff::Backoff;
-use crate::config::{Catalog, Diagnostic, LoadOptions, Push, Severity, TargetKind, Trigger};
+use crate::config::{Catalog, Diagnostic, LoadOptions, Push, Severity, Trigger};
 use crate::delivery::{
     Accepted, Completion, Finished, Job, LogEntry, Queue, QueueError, Scheduler, TargetSlot,
 };
-use crate::dispatch::{Endpoints, Outcome};
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::oauth::seal::Sealer;
 use crate::oauth::{Resolver, ResolverSettings, TokenStore};
 use crate::store::{Store, StoreChoice};
+use crate::targets::{Endpoints, Outcome};
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -1130,57 +1130,7 @@ impl Daemon {
     }
 
     fn target_slot(&self, push: &Push) -> TargetSlot {
-        let (key, limit) = match push.target {
-            TargetKind::GraphMail => (
-                format!(
-                    "graph:{}",
-                    push.spec
-                        .graph_mail
-                        .as_ref()
-                        .map(|g| g.account.as_str())
-                        .unwrap_or("")
-                ),
-                4.min(self.config.per_target),
-            ),
-            TargetKind::BingAds => (
-                format!(
-                    "bing:{}",
-                    push.spec
-                        .bing_ads
-                        .as_ref()
-                        .map(|b| b.account.as_str())
-                        .unwrap_or("")
-                ),
-                self.config.per_target,
-            ),
-            TargetKind::Smtp => (
-                format!(
-                    "smtp:{}",
-                    push.spec
-                        .smtp
-                        .as_ref()
-                        .map(|s| s.host.as_str())
-                        .unwrap_or("")
-                ),
-                self.config.per_target,
-            ),
-            TargetKind::Http => {
-                let url = push
-                    .spec
-                    .http
-                    .as_ref()
-                    .map(|h| h.url.as_str())
-                    .unwrap_or("");
-                let host = url
-                    .split("://")
-                    .nth(1)
-                    .unwrap_or(url)
-                    .split(['/', '?', '<'])
-                    .next()
-                    .unwrap_or("");
-                (format!("http:{host}"), self.config.per_target)
-            }
-        };
+        let (key, limit) = push.spec.target.slot(self.config.per_target);
         TargetSlot {
             key: Arc::from(key),
             limit: push

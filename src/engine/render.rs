@@ -15,9 +15,9 @@ use minijinja::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::secret::placeholder;
-use crate::config::{Catalog, Push, SecretError, TargetKind, Trigger};
-use crate::dispatch::{RenderedPush, RenderedTarget};
+use crate::config::{Catalog, Push, SecretError, Trigger};
 use crate::event::Event;
+use crate::targets::{RenderedPush, SecretMode, TargetSpec};
 use crate::template;
 
 /// Access tokens by account, or placeholders for a dry-run.
@@ -32,10 +32,10 @@ pub struct RenderInput<'a> {
     /// The render time (`now`).
     pub now: DateTime<Utc>,
     /// Access token per account; missing accounts render as placeholders when
-    /// `show_secrets` is false and are an error otherwise.
+    /// `secrets` is masked and are an error otherwise.
     pub tokens: &'a TokenValues,
-    /// Put real `${env:…}` / `${file:…}` values in, not placeholders.
-    pub show_secrets: bool,
+    /// Placeholders or real `${env:…}` / `${file:…}` values and tokens.
+    pub secrets: SecretMode,
 }
 
 /// What rendering decided.
@@ -120,14 +120,14 @@ pub fn render(
     for account in &compiled.accounts {
         let token = match input.tokens.get(account) {
             Some(t) => t.clone(),
-            None if !input.show_secrets => placeholder(&format!("oauth.{account}")),
+            None if input.secrets.is_masked() => placeholder(&format!("oauth.{account}")),
             None => return Err(RenderError::MissingToken(account.clone())),
         };
         tokens.insert(account.clone(), token);
     }
     let mut secrets = BTreeMap::new();
     for (label, value) in &compiled.secrets {
-        let shown = if input.show_secrets {
+        let shown = if !input.secrets.is_masked() {
             match value {
                 Ok(s) => s.expose().to_owned(),
                 Err(e) => {
@@ -174,7 +174,7 @@ pub fn render(
         }
     }
 
-    let root = push.target.key();
+    let root = push.spec.target.key();
     let tree = render_tree(
         catalog,
         push,
@@ -184,35 +184,28 @@ pub fn render(
         input.event,
         root,
     )?;
-    let shape = |e: serde_json::Error| RenderError::Shape(e.to_string());
-    let mut target = match push.target {
-        TargetKind::Http => RenderedTarget::Http(serde_json::from_value(tree).map_err(shape)?),
-        TargetKind::GraphMail => {
-            RenderedTarget::GraphMail(serde_json::from_value(tree).map_err(shape)?)
-        }
-        TargetKind::BingAds => {
-            RenderedTarget::BingAds(serde_json::from_value(tree).map_err(shape)?)
-        }
-        TargetKind::Smtp => RenderedTarget::Smtp(serde_json::from_value(tree).map_err(shape)?),
-    };
-    if let RenderedTarget::GraphMail(mail) = &mut target {
+    let mut target = push
+        .spec
+        .target
+        .same_kind_from_tree(tree)
+        .map_err(|e| RenderError::Shape(e.to_string()))?;
+    if let TargetSpec::GraphMail(mail) = &mut target {
         let base = push.file.parent().unwrap_or(Path::new("."));
         let mut secrets = None;
         for (i, a) in mail.attachments.iter_mut().enumerate() {
             if let Some(path) = a.path.take() {
                 // Confined to the folder the path's fixed part names (issue #10.1).
-                let source = push
-                    .spec
-                    .graph_mail
-                    .as_ref()
-                    .and_then(|g| g.attachments.get(i));
+                let source = match &push.spec.target {
+                    TargetSpec::GraphMail(g) => g.attachments.get(i),
+                    _ => None,
+                };
                 let source = source
                     .and_then(|a| a.path.as_ref())
                     .map_or("", |p| p.0.as_str());
                 let secrets = secrets
-                    .get_or_insert_with(|| crate::dispatch::graph_mail::secret_files(catalog));
+                    .get_or_insert_with(|| crate::targets::graph_mail::secret_files(catalog));
                 let bytes =
-                    crate::dispatch::graph_mail::read_attachment(base, source, &path.0, secrets)
+                    crate::targets::graph_mail::read_attachment(base, source, &path.0, secrets)
                         .map_err(|e| RenderError::Attachment {
                             field: format!("graph_mail.attachments[{i}].path"),
                             path: path.0.clone(),
@@ -230,6 +223,7 @@ pub fn render(
         tokens,
         now: input.now,
         idempotency_key: idempotency_key(push.name(), &input.event.id),
+        secrets: input.secrets,
     })))
 }
 
@@ -268,7 +262,7 @@ pub fn applies(
         attempt: 1,
         now,
         tokens: &tokens,
-        show_secrets: false,
+        secrets: SecretMode::Masked,
     };
     let ctx = context(push, &input, &tokens, secrets);
     Ok(condition(catalog, push, when, &ctx, event)?.0)

@@ -7,8 +7,8 @@ use std::time::Duration;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 
 use super::smtp_conn::{self, SessionError};
-use crate::dispatch::smtp::classify_reply;
-use crate::dispatch::{HttpRequest, Outcome, Response, RetryDelay, SmtpLogin, SmtpMail};
+use crate::targets::smtp::classify_reply;
+use crate::targets::{HttpRequest, Outcome, Response, RetryDelay, SmtpLogin, SmtpMail};
 
 /// Most of a response body kept for classification and the delivery log.
 const MAX_BODY: usize = 64 * 1024;

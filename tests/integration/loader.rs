@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use chrono::{Datelike, TimeZone, Timelike, Utc, Weekday};
 use pushwerk::config::{Catalog, Diagnostic, LoadOptions, Severity, Trigger};
-use pushwerk::dispatch::{prepare, Endpoints, HttpRequest, Prepared};
 use pushwerk::engine::{render, RenderError, RenderInput, Rendered, TokenValues};
 use pushwerk::event::Event;
+use pushwerk::targets::{prepare, Endpoints, HttpRequest, Prepared};
 use serde_json::{json, Value};
 
 use crate::util::NOW;
@@ -122,7 +122,11 @@ fn render_push(
         attempt: 1,
         now: NOW.parse().expect("NOW is RFC 3339"),
         tokens: &tokens,
-        show_secrets,
+        secrets: if show_secrets {
+            pushwerk::targets::SecretMode::Real
+        } else {
+            pushwerk::targets::SecretMode::Masked
+        },
     };
     render(c, push, &input)
 }
