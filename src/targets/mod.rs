@@ -55,6 +55,8 @@ macro_rules! registry {
             bing_ads => BingAds(bing_ads::spec::BingAdsTarget),
             /// Target: a mail sent over SMTP.
             smtp => Smtp(smtp::spec::SmtpTarget),
+            /// Target: a message to a Microsoft Teams channel or chat, sent through Microsoft Graph.
+            teams_message => TeamsMessage(teams_message::spec::TeamsMessageTarget),
         }
     };
 }
