@@ -31,6 +31,7 @@ pub mod params;
 pub mod pipeline;
 pub mod schedule;
 pub mod schema;
+pub mod secret;
 pub mod server;
 pub mod store;
 pub mod targets;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::locate::Position;
 use super::model::OAuthAccountSpec;
-use super::secret::{Secret, SecretError};
+use crate::secret::{Secret, SecretError};
 
 /// An OAuth account as loaded: its form, with secrets resolved (or the reason
 /// they could not be).

@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::account::OAuthAccount;
+pub use super::check_cx::CheckCx;
 use super::diagnostic::Diagnostic;
 use super::locate::DocumentMap;
 use super::model::{PushDoc, PushSpec};
-use super::secret::{self, EnvLookup, Secret, SecretError};
 use crate::schedule::Schedule;
+use crate::secret::{self, EnvLookup, Secret, SecretError};
 use crate::template;
 
 /// The fields of the `push` namespace.
@@ -43,9 +44,7 @@ pub struct Slot {
 /// A push ready to render.
 #[derive(Debug, Clone)]
 pub struct CompiledPush {
-    /// The target as a JSON tree (rooted at the target, e.g. `{"url": …}`).
-    pub target_tree: serde_json::Value,
-    /// The templated leaves of `target_tree`, by path (`to[0]`, `json.phone`).
+    /// The templated leaves of the target, by path (`to[0]`, `json.phone`).
     pub slots: HashMap<String, Slot>,
     /// The condition's template name; it renders `true` or `false`.
     pub when: Option<String>,
@@ -57,63 +56,6 @@ pub struct CompiledPush {
     pub params: BTreeSet<String>,
     /// Secrets referenced with `${env:…}` / `${file:…}`, by label.
     pub secrets: BTreeMap<String, Result<Secret, SecretError>>,
-}
-
-/// What a target's load-time check reports to: errors and warnings at the
-/// position of a YAML path (`graph_mail.to[0]`), and the accounts it uses.
-pub struct CheckCx<'a> {
-    file: &'a Path,
-    map: &'a DocumentMap,
-    base_dir: &'a Path,
-    accounts: &'a BTreeMap<String, OAuthAccount>,
-    env_lookup: &'a EnvLookup,
-    diagnostics: &'a mut Vec<Diagnostic>,
-    used: BTreeSet<String>,
-}
-
-impl CheckCx<'_> {
-    /// An error at the value of `path`.
-    pub fn error(&mut self, path: &str, message: impl Into<String>) {
-        let pos = self.map.value(path);
-        self.diagnostics
-            .push(Diagnostic::error(self.file, pos, message));
-    }
-    /// An error at the key of `path` (for "this field should not be here").
-    pub fn error_at_key(&mut self, path: &str, message: impl Into<String>) {
-        let pos = self.map.key(path);
-        self.diagnostics
-            .push(Diagnostic::error(self.file, pos, message));
-    }
-    /// A warning at the value of `path`.
-    pub fn warning(&mut self, path: &str, message: impl Into<String>) {
-        let pos = self.map.value(path);
-        self.diagnostics
-            .push(Diagnostic::warning(self.file, pos, message));
-    }
-    /// The push uses account `name` (written at `path`): an error unless
-    /// the folder defines it.
-    pub fn use_account(&mut self, path: &str, name: &str) {
-        if self.accounts.contains_key(name) {
-            self.used.insert(name.to_owned());
-        } else {
-            let hint = did_you_mean(name, self.accounts.keys().cloned());
-            let known = if self.accounts.is_empty() {
-                " (no accounts are defined: add a document with `kind: oauth_account`)".to_owned()
-            } else {
-                String::new()
-            };
-            self.error(path, format!("unknown OAuth account `{name}`{hint}{known}"));
-        }
-    }
-    /// Checks a URL field (`http.url`, `…base_url`): http(s), and for a
-    /// templated URL, who decides its host and what enters its path.
-    pub fn url(&mut self, path: &str, text: &str) {
-        check_url(self, path, text)
-    }
-    /// Checks an HTML body template's attributes (`on*`, `srcdoc`, `style`).
-    pub fn html_body(&mut self, field: &str, source: &str) {
-        check_html_attributes(self, field, source)
-    }
 }
 
 /// Checks and compiles `spec`. Problems go to `diagnostics`; `None` when the
@@ -261,11 +203,8 @@ pub(crate) fn compile_push(
             return None;
         }
     };
-    let tree = target.to_tree();
-    let is_http = matches!(target, crate::targets::TargetSpec::Http(_));
 
     let mut compiled = CompiledPush {
-        target_tree: tree.clone(),
         slots: HashMap::new(),
         when: None,
         when_params: BTreeSet::new(),
@@ -309,8 +248,18 @@ pub(crate) fn compile_push(
 
     // Every string leaf of the target.
     let root = target.key();
-    let mut leaves = Vec::new();
-    collect_leaves(&tree, String::new(), false, is_http, &mut leaves);
+    let mut leaves: Vec<(String, String, bool)> = Vec::new();
+    let mut probe = target.clone();
+    let _ = probe.leaves(&mut |path, leaf| {
+        match leaf {
+            crate::targets::Leaf::Text(t) => leaves.push((path.to_owned(), t.0.clone(), false)),
+            crate::targets::Leaf::Json(serde_json::Value::String(s)) => {
+                leaves.push((path.to_owned(), s.clone(), true))
+            }
+            crate::targets::Leaf::Json(_) => {}
+        }
+        Ok::<(), std::convert::Infallible>(())
+    });
     for (rel, text, typed_ctx) in leaves {
         let yaml_path = if rel.is_empty() {
             root.to_owned()
@@ -319,9 +268,6 @@ pub(crate) fn compile_push(
         } else {
             format!("{root}.{rel}")
         };
-        if is_reference_field(&rel) {
-            continue;
-        }
         let refs = match secret::find_refs(&text) {
             Ok(r) => r,
             Err(e) => {
@@ -425,44 +371,6 @@ fn report_unknown_filters(
     }
 }
 
-/// Fields that name things rather than hold templates.
-fn is_reference_field(rel: &str) -> bool {
-    matches!(
-        rel,
-        "account" | "auth.account" | "base_url" | "method" | "host" | "tls" | "content_type"
-    )
-}
-
-/// Collects `(path, text, inside a structured body)` for every string leaf.
-fn collect_leaves(
-    value: &serde_json::Value,
-    path: String,
-    typed: bool,
-    is_http: bool,
-    out: &mut Vec<(String, String, bool)>,
-) {
-    match value {
-        serde_json::Value::String(s) => out.push((path, s.clone(), typed)),
-        serde_json::Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                collect_leaves(item, format!("{path}[{i}]"), typed, is_http, out);
-            }
-        }
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                let child = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                let typed_child = typed || (is_http && path.is_empty() && k == "json");
-                collect_leaves(v, child, typed_child, is_http, out);
-            }
-        }
-        _ => {}
-    }
-}
-
 /// Checks one parameter reference against the catalogue.
 fn check_param(cx: &mut CheckCx<'_>, path: &str, var: &str, compiled: &mut CompiledPush) {
     compiled.params.insert(var.to_owned());
@@ -527,138 +435,9 @@ pub fn did_you_mean(word: &str, candidates: impl Iterator<Item = String>) -> Str
     }
 }
 
-fn check_url(cx: &mut CheckCx<'_>, path: &str, text: &str) {
-    // A templated URL is checked once rendered; a fixed one now.
-    if template::is_template(text) || text.contains("${") {
-        let prefix = text
-            .split(template::VARIABLE_START)
-            .next()
-            .unwrap_or_default();
-        if path == "http.url" && template::is_template(text) && !fixed_origin(text) {
-            cx.warning(
-                path,
-                "a parameter decides the scheme, host or user:password of this URL: an event value could send the request (and its headers) to another host; write `https://host/` literally and put values in the path with `| path` or in `query:`",
-            );
-        }
-        if path == "http.url" && fixed_origin(text) {
-            if let Some(expr) = unencoded_path_parameter(text) {
-                cx.warning(
-                    path,
-                    format!("`<< {expr} >>` is put into the URL's path unencoded: an event value with `/`, `..`, `\\`, `?` or `#` changes the path and query (`../../admin?x=1` reaches `/admin?x=1`); write `<< {expr} | path >>` (one encoded segment) or pass it in `query:`"),
-                );
-            }
-        }
-        if !(prefix.is_empty() || prefix.starts_with("http://") || prefix.starts_with("https://")) {
-            cx.error(path, "URL must start with `http://` or `https://`");
-        }
-        return;
-    }
-    match url::Url::parse(text) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        Ok(u) => cx.error(
-            path,
-            format!("URL scheme must be http or https, found `{}`", u.scheme()),
-        ),
-        Err(e) => cx.error(path, format!("not a URL: {e}")),
-    }
-}
-
-/// The first parameter of a URL template that takes an event value (it
-/// names `event`) into the path — before any literal `?` or `#` — without
-/// a last `| path` or `| urlencode` filter, as written (trimmed).
-fn unencoded_path_parameter(text: &str) -> Option<&str> {
-    let mut rest = text;
-    let mut offset = 0;
-    while let Some(start) = rest.find(template::VARIABLE_START) {
-        let before = &text[..offset + start];
-        if before.contains(['?', '#']) {
-            return None;
-        }
-        let inner_start = start + template::VARIABLE_START.len();
-        let end = rest[inner_start..].find(template::VARIABLE_END)?;
-        let expr = rest[inner_start..inner_start + end].trim();
-        let last_filter = expr
-            .rsplit('|')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .split(['(', ' '])
-            .next()
-            .unwrap_or_default();
-        let encoded = expr.contains('|') && matches!(last_filter, "path" | "urlencode");
-        if expr.contains("event") && !encoded {
-            return Some(expr);
-        }
-        let next = inner_start + end + template::VARIABLE_END.len();
-        offset += next;
-        rest = &rest[next..];
-    }
-    None
-}
-
-/// Whether the text before a URL's first parameter or statement fixes its
-/// scheme, user:password and host: it has `://` and then the end of the
-/// authority (`/`, `?` or `#`). A URL starting with a `${env:…}` secret is
-/// the operator's choice, not an event's.
-fn fixed_origin(text: &str) -> bool {
-    let cut = [
-        template::VARIABLE_START,
-        template::BLOCK_START,
-        template::COMMENT_START,
-    ]
-    .iter()
-    .filter_map(|d| text.find(d))
-    .min()
-    .unwrap_or(text.len());
-    let fixed = text[..cut].trim_start();
-    fixed.starts_with("${")
-        || fixed
-            .split_once("://")
-            .is_some_and(|(_, rest)| rest.contains(['/', '?', '#']))
-}
-
-/// A parameter in an `on*` handler or `srcdoc` of an HTML body is an
-/// error: HTML escaping does not neutralise a value there (the handler
-/// runs it as script after the entities are decoded, `srcdoc` renders it
-/// as a document). In `style` it is a warning: CSS can load URLs.
-fn check_html_attributes(cx: &mut CheckCx<'_>, field: &str, source: &str) {
-    for (attr, value) in crate::targets::templated_attributes(source) {
-        if crate::targets::is_script_attribute(&attr) {
-            cx.error(
-                field,
-                format!(
-                    "a parameter in the `{attr}` attribute (`{attr}=\"{}\"`): HTML escaping does not make an event value safe in an event handler or `srcdoc`; move the value into a data attribute or the text",
-                    value.chars().take(80).collect::<String>()
-                ),
-            );
-        } else if attr == "style" {
-            cx.warning(
-                field,
-                format!(
-                    "a parameter in a `style` attribute (`style=\"{}\"`): an event value can change the layout or load a URL there; prefer fixed styles",
-                    value.chars().take(80).collect::<String>()
-                ),
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn origin_is_fixed_only_when_the_authority_ends_before_a_parameter() {
-        assert!(fixed_origin(
-            "https://api.example.com/v1/<< event.id | path >>"
-        ));
-        assert!(fixed_origin("https://api.example.com?x=<< event.id >>"));
-        assert!(fixed_origin("${env:CRM_URL}/<< event.id >>"));
-        assert!(!fixed_origin("https://<< event.host >>/x"));
-        assert!(!fixed_origin("https://api.example.com<< event.path >>"));
-        assert!(!fixed_origin("<< event.url >>"));
-        assert!(!fixed_origin("https://<< event.user >>@api.example.com/"));
-    }
 
     #[test]
     fn suggestions_pick_the_closest_name() {

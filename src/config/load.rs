@@ -12,7 +12,7 @@ use super::diagnostic::Diagnostic;
 use super::folder::{check_nesting, collect_files, read_source};
 use super::locate::{map_documents, DocumentMap, Position};
 use super::model::{OAuthAccountSpec, PushDoc, PushSpec};
-use super::secret::{self, EnvLookup, Secret, SecretError};
+use crate::secret::{self, EnvLookup, Secret, SecretError};
 
 /// What stops a folder from loading at all (a broken file never does).
 #[derive(Debug, thiserror::Error)]

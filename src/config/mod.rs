@@ -4,13 +4,16 @@
 //! the rest load.
 
 mod account;
+mod check_cx;
 mod compile;
 pub mod diagnostic;
 mod folder;
 mod load;
 pub mod locate;
 pub mod model;
-pub mod secret;
+/// `${env:…}` / `${file:…}` references: a leaf module at the crate root,
+/// re-exported here where callers have always found it.
+pub use crate::secret;
 
 pub use compile::{did_you_mean, CheckCx, CompiledPush, Slot, Trigger, PUSH_PARAMS};
 pub use diagnostic::{Diagnostic, Severity};

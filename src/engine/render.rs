@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::config::secret::placeholder;
 use crate::config::{Catalog, Push, SecretError, Trigger};
 use crate::event::Event;
-use crate::targets::{RenderedPush, SecretMode, TargetSpec};
+use crate::targets::{Leaf, RenderedPush, SecretMode, TargetSpec};
 use crate::template;
 
 /// Access tokens by account, or placeholders for a dry-run.
@@ -79,9 +79,6 @@ pub enum RenderError {
         /// The I/O error.
         reason: String,
     },
-    /// The rendered target no longer has its shape (a bug or an odd template).
-    #[error("rendered target is malformed: {0}")]
-    Shape(String),
 }
 
 /// A stable key per push and event: the same on every retry.
@@ -175,20 +172,25 @@ pub fn render(
     }
 
     let root = push.spec.target.key();
-    let tree = render_tree(
-        catalog,
-        push,
-        &ctx,
-        &compiled.target_tree,
-        String::new(),
-        input.event,
-        root,
-    )?;
-    let mut target = push
-        .spec
-        .target
-        .same_kind_from_tree(tree)
-        .map_err(|e| RenderError::Shape(e.to_string()))?;
+    let mut target = push.spec.target.clone();
+    target.leaves(&mut |path, leaf| {
+        let Some(slot) = compiled.slots.get(path) else {
+            return Ok(());
+        };
+        let field = format!("{root}.{path}");
+        let out = render_template(catalog, &slot.template, &ctx, &field, None, input.event)?;
+        match leaf {
+            Leaf::Text(t) => t.0 = out,
+            Leaf::Json(v) if slot.typed => {
+                *v = serde_json::from_str(&out).map_err(|e| RenderError::Template {
+                    field,
+                    message: format!("value is not JSON-serialisable: {e}"),
+                })?
+            }
+            Leaf::Json(v) => *v = serde_json::Value::String(out),
+        }
+        Ok(())
+    })?;
     if let TargetSpec::GraphMail(mail) = &mut target {
         let base = push.file.parent().unwrap_or(Path::new("."));
         let mut secrets = None;
@@ -449,61 +451,4 @@ fn fill_path_with(data: &mut serde_json::Value, path: &str, value: serde_json::V
             .entry(part.to_owned())
             .or_insert_with(|| serde_json::Value::Object(Default::default()));
     }
-}
-
-fn render_tree(
-    catalog: &Catalog,
-    push: &Push,
-    ctx: &Value,
-    value: &serde_json::Value,
-    path: String,
-    event: &Event,
-    root: &str,
-) -> Result<serde_json::Value, RenderError> {
-    Ok(match value {
-        serde_json::Value::String(s) => match push.compiled.slots.get(&path) {
-            None => serde_json::Value::String(s.clone()),
-            Some(slot) => {
-                let field = if path.is_empty() {
-                    root.to_owned()
-                } else {
-                    format!("{root}.{path}")
-                };
-                let out = render_template(catalog, &slot.template, ctx, &field, None, event)?;
-                if slot.typed {
-                    serde_json::from_str(&out).map_err(|e| RenderError::Template {
-                        field,
-                        message: format!("value is not JSON-serialisable: {e}"),
-                    })?
-                } else {
-                    serde_json::Value::String(out)
-                }
-            }
-        },
-        serde_json::Value::Array(items) => serde_json::Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    render_tree(catalog, push, ctx, v, format!("{path}[{i}]"), event, root)
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        serde_json::Value::Object(map) => {
-            let mut out = serde_json::Map::new();
-            for (k, v) in map {
-                let child = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                out.insert(
-                    k.clone(),
-                    render_tree(catalog, push, ctx, v, child, event, root)?,
-                );
-            }
-            serde_json::Value::Object(out)
-        }
-        other => other.clone(),
-    })
 }

@@ -10,6 +10,7 @@
 //!
 //! - `spec::<Type>`: the section as written (serde + JSON Schema);
 //! - `HTML_FIELDS`: its fields whose parameters are HTML-escaped;
+//! - `leaves(&mut Type, &mut Walk)`: its template fields, by YAML path;
 //! - `check(&Type, &mut CheckCx)`: rules serde cannot express;
 //! - `accounts(&Type, used) -> BTreeSet<String>`: the accounts whose token it presents;
 //! - `slot(&Type, per_target) -> (String, u32)`: its in-flight slot and limit;
@@ -20,6 +21,7 @@
 //! engine sends it.
 
 pub mod checks;
+pub mod leaves;
 pub mod outcome;
 pub mod request;
 
@@ -33,6 +35,7 @@ pub use checks::{
     check_header_text, check_html_links, is_script_attribute, one_line_subject, parse_recipient,
     templated_attributes,
 };
+pub use leaves::{Leaf, Walk};
 pub use outcome::{ItemError, Outcome, Response, RetryDelay};
 pub use request::{
     find_header, Endpoints, HttpRequest, PrepareError, Prepared, RenderedPush, RenderedTarget,
@@ -89,16 +92,12 @@ macro_rules! target_spec {
                 match self { $( TargetSpec::$variant(_) => stringify!($key), )* }
             }
 
-            /// The section as a JSON tree (its YAML field names), the form
-            /// templates are compiled and rendered in.
-            pub fn to_tree(&self) -> serde_json::Value {
-                let tree = match self { $( TargetSpec::$variant(t) => serde_json::to_value(t), )* };
-                tree.expect("target sections serialise")
-            }
-
-            /// A target of the same kind read back from a rendered tree.
-            pub fn same_kind_from_tree(&self, tree: serde_json::Value) -> Result<TargetSpec, serde_json::Error> {
-                Ok(match self { $( TargetSpec::$variant(_) => TargetSpec::$variant(serde_json::from_value(tree)?), )* })
+            /// Calls `f` with every template leaf of the section and its
+            /// YAML path relative to the section (`to[0]`, `json.lead.id`):
+            /// `check` compiles them, a render replaces them in a copy.
+            pub fn leaves<E>(&mut self, f: &mut dyn FnMut(&str, Leaf<'_>) -> Result<(), E>) -> Result<(), E> {
+                let mut walk = Walk::new(f);
+                match self { $( TargetSpec::$variant(t) => $module::leaves(t, &mut walk), )* }
             }
 
             /// Load-time checks serde cannot express.

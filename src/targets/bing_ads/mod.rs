@@ -23,6 +23,29 @@ use crate::config::TemplateText;
 /// No HTML fields.
 pub const HTML_FIELDS: &[&str] = &[];
 
+/// The template leaves: the developer token, ids and the conversion's fields.
+pub fn leaves<E>(t: &mut BingAdsTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
+    w.text("developer_token", &mut t.developer_token)?;
+    w.text("customer_id", &mut t.customer_id)?;
+    w.text("customer_account_id", &mut t.customer_account_id)?;
+    let c = &mut t.conversion;
+    w.text("conversion.name", &mut c.name)?;
+    w.text("conversion.time", &mut c.time)?;
+    w.opt("conversion.click_id", &mut c.click_id)?;
+    w.opt("conversion.value", &mut c.value)?;
+    w.opt("conversion.currency", &mut c.currency)?;
+    w.opt("conversion.hashed_email", &mut c.hashed_email)?;
+    w.opt("conversion.hashed_phone", &mut c.hashed_phone)?;
+    w.opt(
+        "conversion.external_attribution_credit",
+        &mut c.external_attribution_credit,
+    )?;
+    w.opt(
+        "conversion.external_attribution_model",
+        &mut c.external_attribution_model,
+    )
+}
+
 /// The account whose token authorises the upload.
 pub fn accounts(t: &BingAdsTarget, _used: &BTreeSet<String>) -> BTreeSet<String> {
     BTreeSet::from([t.account.clone()])

@@ -25,6 +25,27 @@ use crate::config::TemplateText;
 /// The HTML body escapes its parameters.
 pub const HTML_FIELDS: &[&str] = &["html"];
 
+/// The template leaves: mailbox, addresses, subject, body, attachments, headers.
+pub fn leaves<E>(t: &mut GraphMailTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
+    w.opt("user", &mut t.user)?;
+    w.opt("from", &mut t.from)?;
+    w.list("to", &mut t.to)?;
+    w.list("cc", &mut t.cc)?;
+    w.list("bcc", &mut t.bcc)?;
+    w.list("reply_to", &mut t.reply_to)?;
+    w.text("subject", &mut t.subject)?;
+    w.opt("text", &mut t.text)?;
+    w.opt("html", &mut t.html)?;
+    for (i, a) in t.attachments.iter_mut().enumerate() {
+        let at = format!("attachments[{i}]");
+        w.text(&format!("{at}.name"), &mut a.name)?;
+        w.opt(&format!("{at}.content_type"), &mut a.content_type)?;
+        w.opt(&format!("{at}.path"), &mut a.path)?;
+        w.opt(&format!("{at}.content_base64"), &mut a.content_base64)?;
+    }
+    w.map("headers", &mut t.headers)
+}
+
 /// The account whose token authorises `sendMail`.
 pub fn accounts(t: &GraphMailTarget, _used: &BTreeSet<String>) -> BTreeSet<String> {
     BTreeSet::from([t.account.clone()])

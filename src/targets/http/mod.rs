@@ -17,6 +17,24 @@ use super::{check_header, Endpoints, HttpRequest, PrepareError, Prepared, Render
 /// No HTML fields: nothing in an HTTP request is escaped for HTML.
 pub const HTML_FIELDS: &[&str] = &[];
 
+/// The template leaves: URL, headers, query, body, signing secret.
+pub fn leaves<E>(t: &mut HttpTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
+    w.text("url", &mut t.url)?;
+    w.map("headers", &mut t.headers)?;
+    w.map("query", &mut t.query)?;
+    if let Some(json) = &mut t.json {
+        w.json("json", json)?;
+    }
+    if let Some(form) = &mut t.form {
+        w.map("form", form)?;
+    }
+    w.opt("raw", &mut t.raw)?;
+    if let Some(signing) = &mut t.signing {
+        w.text("signing.secret", &mut signing.secret)?;
+    }
+    Ok(())
+}
+
 /// The accounts an HTTP push presents: every `oauth.*` its templates name.
 pub fn accounts(_t: &HttpTarget, used: &BTreeSet<String>) -> BTreeSet<String> {
     used.clone()

@@ -25,6 +25,22 @@ use crate::config::TemplateText;
 /// The HTML body escapes its parameters.
 pub const HTML_FIELDS: &[&str] = &["html"];
 
+/// The template leaves: login, addresses, subject and bodies.
+pub fn leaves<E>(t: &mut SmtpTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
+    if let Some(auth) = &mut t.auth {
+        w.text("auth.username", &mut auth.username)?;
+        w.opt("auth.password", &mut auth.password)?;
+    }
+    w.text("from", &mut t.from)?;
+    w.list("to", &mut t.to)?;
+    w.list("cc", &mut t.cc)?;
+    w.list("bcc", &mut t.bcc)?;
+    w.list("reply_to", &mut t.reply_to)?;
+    w.text("subject", &mut t.subject)?;
+    w.opt("text", &mut t.text)?;
+    w.opt("html", &mut t.html)
+}
+
 /// The XOAUTH2 account, if the server is logged into with a token.
 pub fn accounts(t: &SmtpTarget, _used: &BTreeSet<String>) -> BTreeSet<String> {
     t.auth.iter().filter_map(|a| a.account.clone()).collect()

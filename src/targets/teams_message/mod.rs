@@ -44,6 +44,16 @@ use super::{
 /// The HTML body escapes its parameters.
 pub const HTML_FIELDS: &[&str] = &["html"];
 
+/// The template leaves: the ids, the subject and the body.
+pub fn leaves<E>(t: &mut TeamsMessageTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
+    w.opt("team", &mut t.team)?;
+    w.opt("channel", &mut t.channel)?;
+    w.opt("chat", &mut t.chat)?;
+    w.opt("subject", &mut t.subject)?;
+    w.opt("text", &mut t.text)?;
+    w.opt("html", &mut t.html)
+}
+
 /// Teams refuses a message over about 28 KB.
 pub const MAX_REQUEST_BYTES: usize = 28 * 1024;
 
