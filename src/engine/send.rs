@@ -24,7 +24,7 @@ pub struct Sender {
 /// known (the connection failed, an SMTP server replied).
 #[derive(Debug)]
 pub enum Sent {
-    /// An HTTP answer, to be classified by the target's dispatcher.
+    /// An HTTP answer, to be classified by its target.
     Http(Response),
     /// The outcome is known without classification.
     Known(Outcome),

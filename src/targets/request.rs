@@ -32,7 +32,7 @@ impl Default for Endpoints {
 
 impl Endpoints {
     /// The defaults, overridden by `PUSHWERK_GRAPH_URL` / `PUSHWERK_BING_ADS_URL`.
-    pub fn from_env(lookup: &crate::config::secret::EnvLookup) -> Endpoints {
+    pub fn from_env(lookup: &crate::secret::EnvLookup) -> Endpoints {
         let d = Endpoints::default();
         Endpoints {
             graph: lookup("PUSHWERK_GRAPH_URL").unwrap_or(d.graph),
@@ -140,7 +140,7 @@ pub struct SmtpMail {
     pub message: Vec<u8>,
 }
 
-/// What a dispatcher produced.
+/// What a target's `prepare` produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prepared {
     /// An HTTP request (http, graph_mail, bing_ads).
@@ -174,7 +174,7 @@ pub enum PrepareError {
     /// No token (or placeholder) was given for an account.
     #[error("no access token for OAuth account `{0}`")]
     MissingToken(String),
-    /// A dispatcher (or a library it calls) panicked on this push's values:
+    /// A target's `prepare` (or a library it calls) panicked on this push's values:
     /// reported as a failed delivery instead of taking the worker down.
     #[error("cannot build the request from these values (internal error in the {0} dispatcher)")]
     Internal(&'static str),

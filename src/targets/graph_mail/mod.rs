@@ -140,7 +140,7 @@ pub fn fixed_folder(source: &str) -> &str {
 /// catalog (valid or not, accounts included). An attachment path that an
 /// event value completes must never pick one of them.
 pub fn secret_files(catalog: &crate::config::Catalog) -> Vec<std::path::PathBuf> {
-    use crate::config::secret::{find_refs, SecretSource};
+    use crate::secret::{find_refs, SecretSource};
     let mut out = Vec::new();
     let mut add = |base: &std::path::Path, path: &str| {
         if let Ok(c) = base.join(path).canonicalize() {
