@@ -21,12 +21,12 @@ use crate::config::{Catalog, Diagnostic, LoadOptions, Push, Severity, Trigger};
 use crate::delivery::{
     Accepted, Completion, Finished, Job, LogEntry, Queue, QueueError, Scheduler, TargetSlot,
 };
+use crate::dispatch::{Endpoints, Outcome};
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::oauth::seal::Sealer;
 use crate::oauth::{Resolver, ResolverSettings, TokenStore};
 use crate::store::{Store, StoreChoice};
-use crate::targets::{Endpoints, Outcome};
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
