@@ -22,12 +22,12 @@ use std::time::Duration;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use pushwerk::config::{Catalog, LoadOptions, Push, Trigger};
-use pushwerk::dispatch::{prepare, Endpoints};
 use pushwerk::engine::{render, RenderInput, Rendered, TokenValues};
 use pushwerk::event::Event;
 use pushwerk::oauth::seal::Sealer;
 use pushwerk::oauth::{ImportedTokens, Resolver, ResolverSettings, TokenStore};
 use pushwerk::store::SledStore;
+use pushwerk::targets::{prepare, Endpoints};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -74,7 +74,7 @@ fn input<'a>(event: &'a Event, tokens: &'a TokenValues) -> RenderInput<'a> {
         attempt: 1,
         now: Utc::now(),
         tokens,
-        show_secrets: true,
+        secrets: pushwerk::targets::SecretMode::Real,
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::dispatch::RetryDelay;
+use crate::targets::RetryDelay;
 
 /// Backoff steps: `base`, `2·base`, `4·base`, … up to `max`; each step is
 /// drawn from its upper half, so many retries spread out but none comes

@@ -6,10 +6,10 @@
 //! conversion, an SMTP mail), with fields filled from `<< parameters >>`.
 //!
 //! The flow runs one way: [`config`] loads and checks the folder into a
-//! [`config::Catalog`]; [`engine`] renders a push for an event with
-//! [`template`] and the parameters of [`params`]; a [`dispatch`]er's pure
-//! `prepare` turns the result into the exact request. Dry-run prints that
-//! request; the daemon will send it.
+//! [`config::Catalog`]; [`pipeline`] renders a push for an event with
+//! [`template`] and the parameters of [`params`], and the pure `prepare` of
+//! one of the [`targets`] turns the result into the exact request. Dry-run
+//! and the preview print that request; `send` and the daemon send it.
 #![deny(missing_docs)]
 
 pub mod api;
@@ -20,16 +20,22 @@ pub mod config;
 pub mod console;
 pub mod daemon;
 pub mod delivery;
-pub mod dispatch;
+/// The former name of [`targets`], kept so that branches written against it
+/// still build; new code uses `targets`.
+#[doc(hidden)]
+pub use targets as dispatch;
 pub mod engine;
 pub mod event;
 pub mod metrics;
 pub mod net;
 pub mod oauth;
 pub mod params;
+pub mod pipeline;
 pub mod retry;
 pub mod schedule;
 pub mod schema;
+pub mod secret;
 pub mod server;
 pub mod store;
+pub mod targets;
 pub mod template;

@@ -13,13 +13,13 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
 use crate::config::{Catalog, LoadOptions, Severity, Trigger};
-use crate::dispatch::{self, Endpoints};
 use crate::engine::output::{self, Format};
-use crate::engine::{render, RenderInput, Rendered, TokenValues};
+use crate::engine::TokenValues;
 use crate::event::Event;
 use crate::oauth::seal::Sealer;
 use crate::oauth::Resolver;
 use crate::store::StoreChoice;
+use crate::targets::{self, Endpoints, SecretMode};
 use std::sync::Arc;
 
 pub mod install;
@@ -608,22 +608,28 @@ fn dry_run(
             tokens.insert(account.clone(), token.expose().to_owned());
         }
     }
-    let input = RenderInput {
+    let endpoints = Endpoints::from_env(&crate::config::secret::process_env);
+    let input = crate::pipeline::Input {
+        catalog: &catalog,
+        push,
         event: &event,
         attempt: 1,
         now,
         tokens: &tokens,
-        show_secrets,
+        secrets: if show_secrets {
+            SecretMode::Shown
+        } else {
+            SecretMode::Masked
+        },
+        endpoints: &endpoints,
     };
-    let rendered = match render(&catalog, push, &input)? {
-        Rendered::Skipped(reason) => {
+    let prepared = match crate::pipeline::run(input)? {
+        crate::pipeline::Outcome::Skipped(reason) => {
             println!("skipped: {reason}");
             return Ok(ExitCode::SUCCESS);
         }
-        Rendered::Ready(r) => r,
+        crate::pipeline::Outcome::Prepared(p) => p.request,
     };
-    let endpoints = Endpoints::from_env(&crate::config::secret::process_env);
-    let prepared = dispatch::prepare(&rendered, &endpoints)?;
     let text = output::format(&prepared, format);
     let mut out = std::io::stdout().lock();
     if format == Format::Text {
@@ -635,7 +641,7 @@ fn dry_run(
             eprintln!("# {n}");
         }
     }
-    if format == Format::Curl && matches!(prepared, dispatch::Prepared::Smtp(_)) {
+    if format == Format::Curl && matches!(prepared, targets::Prepared::Smtp(_)) {
         eprintln!("# curl cannot send this SMTP mail; showing the SMTP dialogue instead");
     }
     out.write_all(text.as_bytes())?;
@@ -812,8 +818,8 @@ fn send(
                 0
             }
             crate::engine::Delivery::Attempted(a) => match a.outcome {
-                crate::dispatch::Outcome::Delivered { .. } => 0,
-                crate::dispatch::Outcome::Retry { .. } => 75,
+                crate::targets::Outcome::Delivered { .. } => 0,
+                crate::targets::Outcome::Retry { .. } => 75,
                 _ => 1,
             },
         };

@@ -4,12 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+use super::account::OAuthAccount;
+pub use super::check_cx::CheckCx;
 use super::diagnostic::Diagnostic;
-use super::load::OAuthAccount;
 use super::locate::DocumentMap;
-use super::model::PushSpec;
-use super::secret::{self, EnvLookup, Secret, SecretError};
+use super::model::{PushDoc, PushSpec};
 use crate::schedule::Schedule;
+use crate::secret::{self, EnvLookup, Secret, SecretError};
 use crate::template;
 
 /// The fields of the `push` namespace.
@@ -30,31 +31,6 @@ pub enum Trigger {
     Schedule(Schedule),
 }
 
-/// Which kind of target a push sends to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetKind {
-    /// Any HTTP endpoint.
-    Http,
-    /// Microsoft Graph `sendMail`.
-    GraphMail,
-    /// Microsoft Advertising offline conversion.
-    BingAds,
-    /// SMTP.
-    Smtp,
-}
-
-impl TargetKind {
-    /// The YAML key of the target.
-    pub fn key(self) -> &'static str {
-        match self {
-            TargetKind::Http => "http",
-            TargetKind::GraphMail => "graph_mail",
-            TargetKind::BingAds => "bing_ads",
-            TargetKind::Smtp => "smtp",
-        }
-    }
-}
-
 /// One string leaf of the target that is a template.
 #[derive(Debug, Clone)]
 pub struct Slot {
@@ -68,9 +44,7 @@ pub struct Slot {
 /// A push ready to render.
 #[derive(Debug, Clone)]
 pub struct CompiledPush {
-    /// The target as a JSON tree (rooted at the target, e.g. `{"url": …}`).
-    pub target_tree: serde_json::Value,
-    /// The templated leaves of `target_tree`, by path (`to[0]`, `json.phone`).
+    /// The templated leaves of the target, by path (`to[0]`, `json.phone`).
     pub slots: HashMap<String, Slot>,
     /// The condition's template name; it renders `true` or `false`.
     pub when: Option<String>,
@@ -84,38 +58,11 @@ pub struct CompiledPush {
     pub secrets: BTreeMap<String, Result<Secret, SecretError>>,
 }
 
-struct Ctx<'a> {
-    file: &'a Path,
-    map: &'a DocumentMap,
-    base_dir: &'a Path,
-    accounts: &'a BTreeMap<String, OAuthAccount>,
-    env_lookup: &'a EnvLookup,
-    diagnostics: &'a mut Vec<Diagnostic>,
-}
-
-impl Ctx<'_> {
-    fn error(&mut self, path: &str, message: impl Into<String>) {
-        let pos = self.map.value(path);
-        self.diagnostics
-            .push(Diagnostic::error(self.file, pos, message));
-    }
-    fn error_at_key(&mut self, path: &str, message: impl Into<String>) {
-        let pos = self.map.key(path);
-        self.diagnostics
-            .push(Diagnostic::error(self.file, pos, message));
-    }
-    fn warning(&mut self, path: &str, message: impl Into<String>) {
-        let pos = self.map.value(path);
-        self.diagnostics
-            .push(Diagnostic::warning(self.file, pos, message));
-    }
-}
-
 /// Checks and compiles `spec`. Problems go to `diagnostics`; `None` when the
 /// push cannot be compiled at all.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn compile_push(
-    spec: &PushSpec,
+    doc: PushDoc,
     file: &Path,
     map: &DocumentMap,
     base_dir: &PathBuf,
@@ -123,15 +70,17 @@ pub(crate) fn compile_push(
     env_lookup: &EnvLookup,
     env: &mut minijinja::Environment<'static>,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<(Trigger, TargetKind, CompiledPush)> {
-    let mut cx = Ctx {
+) -> Option<(PushSpec, Trigger, CompiledPush)> {
+    let mut cx = CheckCx {
         file,
         map,
         base_dir,
         accounts,
         env_lookup,
         diagnostics,
+        used: BTreeSet::new(),
     };
+    let spec = &doc;
     if spec.name.trim().is_empty()
         || spec
             .name
@@ -212,7 +161,7 @@ pub(crate) fn compile_push(
     }
     match spec.in_flight {
         Some(0) | Some(1025..) => cx.error("in_flight", "`in_flight` is from 1 to 1024"),
-        Some(n) if n > 4 && spec.graph_mail.is_some() => cx.warning(
+        Some(n) if n > 4 && doc.graph_mail.is_some() => cx.warning(
             "in_flight",
             "Microsoft Graph allows 4 concurrent requests per mailbox; more are answered 429 (MailboxConcurrency)",
         ),
@@ -225,38 +174,25 @@ pub(crate) fn compile_push(
         cx.error_at_key("catch_up", "`catch_up` applies to `schedule:` pushes only");
     }
 
-    let targets: Vec<(TargetKind, serde_json::Value)> = [
-        (
-            TargetKind::Http,
-            spec.http.as_ref().map(serde_json::to_value),
-        ),
-        (
-            TargetKind::GraphMail,
-            spec.graph_mail.as_ref().map(serde_json::to_value),
-        ),
-        (
-            TargetKind::BingAds,
-            spec.bing_ads.as_ref().map(serde_json::to_value),
-        ),
-        (
-            TargetKind::Smtp,
-            spec.smtp.as_ref().map(serde_json::to_value),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.and_then(Result::ok).map(|v| (k, v)))
-    .collect();
-    let (kind, tree) = match targets.len() {
+    let targets = doc.targets();
+    let target = match targets.len() {
         1 => targets.into_iter().next().expect("one target"),
         0 => {
             cx.error(
                 "",
-                "push has no target: add one of `http`, `graph_mail`, `bing_ads`, `smtp`",
+                format!(
+                    "push has no target: add one of {}",
+                    crate::targets::KEYS
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             );
             return None;
         }
         _ => {
-            let names: Vec<&str> = targets.iter().map(|(k, _)| k.key()).collect();
+            let names: Vec<&str> = targets.iter().map(|t| t.key()).collect();
             cx.error_at_key(
                 names[1],
                 format!(
@@ -269,7 +205,6 @@ pub(crate) fn compile_push(
     };
 
     let mut compiled = CompiledPush {
-        target_tree: tree.clone(),
         slots: HashMap::new(),
         when: None,
         when_params: BTreeSet::new(),
@@ -312,9 +247,19 @@ pub(crate) fn compile_push(
     }
 
     // Every string leaf of the target.
-    let root = kind.key();
-    let mut leaves = Vec::new();
-    collect_leaves(&tree, String::new(), false, kind, &mut leaves);
+    let root = target.key();
+    let mut leaves: Vec<(String, String, bool)> = Vec::new();
+    let mut probe = target.clone();
+    let _ = probe.leaves(&mut |path, leaf| {
+        match leaf {
+            crate::targets::Leaf::Text(t) => leaves.push((path.to_owned(), t.0.clone(), false)),
+            crate::targets::Leaf::Json(serde_json::Value::String(s)) => {
+                leaves.push((path.to_owned(), s.clone(), true))
+            }
+            crate::targets::Leaf::Json(_) => {}
+        }
+        Ok::<(), std::convert::Infallible>(())
+    });
     for (rel, text, typed_ctx) in leaves {
         let yaml_path = if rel.is_empty() {
             root.to_owned()
@@ -323,9 +268,6 @@ pub(crate) fn compile_push(
         } else {
             format!("{root}.{rel}")
         };
-        if is_reference_field(&rel) {
-            continue;
-        }
         let refs = match secret::find_refs(&text) {
             Ok(r) => r,
             Err(e) => {
@@ -401,15 +343,16 @@ pub(crate) fn compile_push(
         );
     }
 
-    check_target(&mut cx, spec, kind, &mut compiled);
+    target.check(&mut cx);
+    compiled.accounts.extend(std::mem::take(&mut cx.used));
     let trigger = trigger?;
-    Some((trigger, kind, compiled))
+    Some((doc.into_spec(target), trigger, compiled))
 }
 
 /// Errors for filters and tests the template `name` uses that do not exist
 /// (minijinja would report them only when a render reaches them).
 fn report_unknown_filters(
-    cx: &mut Ctx<'_>,
+    cx: &mut CheckCx<'_>,
     path: &str,
     env: &minijinja::Environment<'static>,
     name: &str,
@@ -428,47 +371,8 @@ fn report_unknown_filters(
     }
 }
 
-/// Fields that name things rather than hold templates.
-fn is_reference_field(rel: &str) -> bool {
-    matches!(
-        rel,
-        "account" | "auth.account" | "base_url" | "method" | "host" | "tls" | "content_type"
-    )
-}
-
-/// Collects `(path, text, inside a structured body)` for every string leaf.
-fn collect_leaves(
-    value: &serde_json::Value,
-    path: String,
-    typed: bool,
-    kind: TargetKind,
-    out: &mut Vec<(String, String, bool)>,
-) {
-    match value {
-        serde_json::Value::String(s) => out.push((path, s.clone(), typed)),
-        serde_json::Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                collect_leaves(item, format!("{path}[{i}]"), typed, kind, out);
-            }
-        }
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                let child = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                let typed_child =
-                    typed || (kind == TargetKind::Http && path.is_empty() && k == "json");
-                collect_leaves(v, child, typed_child, kind, out);
-            }
-        }
-        _ => {}
-    }
-}
-
 /// Checks one parameter reference against the catalogue.
-fn check_param(cx: &mut Ctx<'_>, path: &str, var: &str, compiled: &mut CompiledPush) {
+fn check_param(cx: &mut CheckCx<'_>, path: &str, var: &str, compiled: &mut CompiledPush) {
     compiled.params.insert(var.to_owned());
     let mut parts = var.splitn(3, '.');
     let head = parts.next().unwrap_or_default();
@@ -484,7 +388,7 @@ fn check_param(cx: &mut Ctx<'_>, path: &str, var: &str, compiled: &mut CompiledP
                 if parts.next().is_some() {
                     cx.error(path, format!("`{var}`: `oauth.{name}` is the access token itself and has no fields"));
                 }
-                use_account(cx, path, name, compiled);
+                cx.use_account(path, name);
             }
         },
         "push" => {
@@ -518,20 +422,6 @@ fn check_param(cx: &mut Ctx<'_>, path: &str, var: &str, compiled: &mut CompiledP
     }
 }
 
-fn use_account(cx: &mut Ctx<'_>, path: &str, name: &str, compiled: &mut CompiledPush) {
-    if cx.accounts.contains_key(name) {
-        compiled.accounts.insert(name.to_owned());
-    } else {
-        let hint = did_you_mean(name, cx.accounts.keys().cloned());
-        let known = if cx.accounts.is_empty() {
-            " (no accounts are defined: add a document with `kind: oauth_account`)".to_owned()
-        } else {
-            String::new()
-        };
-        cx.error(path, format!("unknown OAuth account `{name}`{hint}{known}"));
-    }
-}
-
 /// `; did you mean `x`?` for the closest candidate, or nothing: the hint
 /// appended to "unknown name" errors.
 pub fn did_you_mean(word: &str, candidates: impl Iterator<Item = String>) -> String {
@@ -545,293 +435,9 @@ pub fn did_you_mean(word: &str, candidates: impl Iterator<Item = String>) -> Str
     }
 }
 
-/// Target-specific rules serde cannot express.
-fn check_target(cx: &mut Ctx<'_>, spec: &PushSpec, kind: TargetKind, compiled: &mut CompiledPush) {
-    match kind {
-        TargetKind::Http => {
-            let t = spec.http.as_ref().expect("http target");
-            let method = t.method.to_ascii_uppercase();
-            if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-                .contains(&method.as_str())
-            {
-                cx.error("http.method", format!("unknown HTTP method `{}`: expected GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS", t.method));
-            }
-            check_url(cx, "http.url", t.url.as_str());
-            let bodies = [t.json.is_some(), t.form.is_some(), t.raw.is_some()];
-            if bodies.iter().filter(|b| **b).count() > 1 {
-                cx.error("http", "give at most one body: `json`, `form` or `raw`");
-            }
-            if t.content_type.is_some() && t.raw.is_none() {
-                cx.error_at_key(
-                    "http.content_type",
-                    "`content_type` goes with a `raw` body (`json` and `form` set their own)",
-                );
-            }
-            if let Some(codes) = &t.success {
-                if codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)) {
-                    cx.error(
-                        "http.success",
-                        "`success` lists HTTP status codes between 100 and 599",
-                    );
-                }
-            }
-        }
-        TargetKind::GraphMail => {
-            let t = spec.graph_mail.as_ref().expect("graph_mail target");
-            use_account(cx, "graph_mail.account", &t.account, compiled);
-            if t.to.is_empty() && t.cc.is_empty() && t.bcc.is_empty() {
-                cx.error(
-                    "graph_mail",
-                    "a mail needs at least one recipient in `to`, `cc` or `bcc`",
-                );
-            }
-            match (&t.text, &t.html) {
-                (Some(_), Some(_)) => cx.error_at_key(
-                    "graph_mail.html",
-                    "Graph mail has one body: give `text` or `html`, not both",
-                ),
-                (None, None) => cx.error("graph_mail", "a mail needs a body: `text` or `html`"),
-                _ => {}
-            }
-            if let Some(html) = &t.html {
-                check_html_attributes(cx, "graph_mail.html", &html.0);
-            }
-            for (i, a) in t.attachments.iter().enumerate() {
-                if a.path.is_some() == a.content_base64.is_some() {
-                    cx.error(
-                        &format!("graph_mail.attachments[{i}]"),
-                        "an attachment needs exactly one of `path` or `content_base64`",
-                    );
-                }
-                if let Some(path) = &a.path {
-                    check_attachment_folder(cx, i, &path.0);
-                }
-            }
-            for name in t.headers.keys() {
-                if !name.to_ascii_lowercase().starts_with("x-") {
-                    cx.error_at_key(
-                        &format!("graph_mail.headers.{name}"),
-                        format!("Graph allows only custom `x-` message headers, found `{name}`"),
-                    );
-                }
-            }
-            if let Some(base) = &t.base_url {
-                check_url(cx, "graph_mail.base_url", base);
-            }
-        }
-        TargetKind::BingAds => {
-            let t = spec.bing_ads.as_ref().expect("bing_ads target");
-            use_account(cx, "bing_ads.account", &t.account, compiled);
-            let c = &t.conversion;
-            if c.click_id.is_none() && c.hashed_email.is_none() && c.hashed_phone.is_none() {
-                cx.error("bing_ads.conversion", "a conversion needs `click_id` (the MSCLKID), or `hashed_email` / `hashed_phone` for enhanced conversions");
-            }
-            if let Some(base) = &t.base_url {
-                check_url(cx, "bing_ads.base_url", base);
-            }
-        }
-        TargetKind::Smtp => {
-            let t = spec.smtp.as_ref().expect("smtp target");
-            if t.to.is_empty() && t.cc.is_empty() && t.bcc.is_empty() {
-                cx.error(
-                    "smtp",
-                    "a mail needs at least one recipient in `to`, `cc` or `bcc`",
-                );
-            }
-            if t.text.is_none() && t.html.is_none() {
-                cx.error("smtp", "a mail needs a body: `text`, `html` or both");
-            }
-            if let Some(html) = &t.html {
-                check_html_attributes(cx, "smtp.html", &html.0);
-            }
-            if t.host.trim().is_empty() || t.host.contains(['/', ' ', ':']) {
-                cx.error(
-                    "smtp.host",
-                    "`host` is a host name such as `smtp.office365.com` (the port goes in `port`)",
-                );
-            }
-            if let Some(auth) = &t.auth {
-                match (&auth.password, &auth.account) {
-                    (Some(_), None) => {}
-                    (None, Some(account)) => {
-                        use_account(cx, "smtp.auth.account", account, compiled)
-                    }
-                    _ => cx.error(
-                        "smtp.auth",
-                        "give exactly one of `password` or `account` (XOAUTH2)",
-                    ),
-                }
-                if t.tls == super::model::SmtpTls::None {
-                    cx.warning(
-                        "smtp.tls",
-                        "credentials over an unencrypted connection: only for a relay on this host",
-                    );
-                }
-            }
-        }
-    }
-}
-
-fn check_url(cx: &mut Ctx<'_>, path: &str, text: &str) {
-    // A templated URL is checked once rendered; a fixed one now.
-    if template::is_template(text) || text.contains("${") {
-        let prefix = text
-            .split(template::VARIABLE_START)
-            .next()
-            .unwrap_or_default();
-        if path == "http.url" && template::is_template(text) && !fixed_origin(text) {
-            cx.warning(
-                path,
-                "a parameter decides the scheme, host or user:password of this URL: an event value could send the request (and its headers) to another host; write `https://host/` literally and put values in the path with `| path` or in `query:`",
-            );
-        }
-        if path == "http.url" && fixed_origin(text) {
-            if let Some(expr) = unencoded_path_parameter(text) {
-                cx.warning(
-                    path,
-                    format!("`<< {expr} >>` is put into the URL's path unencoded: an event value with `/`, `..`, `\\`, `?` or `#` changes the path and query (`../../admin?x=1` reaches `/admin?x=1`); write `<< {expr} | path >>` (one encoded segment) or pass it in `query:`"),
-                );
-            }
-        }
-        if !(prefix.is_empty() || prefix.starts_with("http://") || prefix.starts_with("https://")) {
-            cx.error(path, "URL must start with `http://` or `https://`");
-        }
-        return;
-    }
-    match url::Url::parse(text) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        Ok(u) => cx.error(
-            path,
-            format!("URL scheme must be http or https, found `{}`", u.scheme()),
-        ),
-        Err(e) => cx.error(path, format!("not a URL: {e}")),
-    }
-}
-
-/// The first parameter of a URL template that takes an event value (it
-/// names `event`) into the path — before any literal `?` or `#` — without
-/// a last `| path` or `| urlencode` filter, as written (trimmed).
-fn unencoded_path_parameter(text: &str) -> Option<&str> {
-    let mut rest = text;
-    let mut offset = 0;
-    while let Some(start) = rest.find(template::VARIABLE_START) {
-        let before = &text[..offset + start];
-        if before.contains(['?', '#']) {
-            return None;
-        }
-        let inner_start = start + template::VARIABLE_START.len();
-        let end = rest[inner_start..].find(template::VARIABLE_END)?;
-        let expr = rest[inner_start..inner_start + end].trim();
-        let last_filter = expr
-            .rsplit('|')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .split(['(', ' '])
-            .next()
-            .unwrap_or_default();
-        let encoded = expr.contains('|') && matches!(last_filter, "path" | "urlencode");
-        if expr.contains("event") && !encoded {
-            return Some(expr);
-        }
-        let next = inner_start + end + template::VARIABLE_END.len();
-        offset += next;
-        rest = &rest[next..];
-    }
-    None
-}
-
-/// Whether the text before a URL's first parameter or statement fixes its
-/// scheme, user:password and host: it has `://` and then the end of the
-/// authority (`/`, `?` or `#`). A URL starting with a `${env:…}` secret is
-/// the operator's choice, not an event's.
-fn fixed_origin(text: &str) -> bool {
-    let cut = [
-        template::VARIABLE_START,
-        template::BLOCK_START,
-        template::COMMENT_START,
-    ]
-    .iter()
-    .filter_map(|d| text.find(d))
-    .min()
-    .unwrap_or(text.len());
-    let fixed = text[..cut].trim_start();
-    fixed.starts_with("${")
-        || fixed
-            .split_once("://")
-            .is_some_and(|(_, rest)| rest.contains(['/', '?', '#']))
-}
-
-/// A parameter in an `on*` handler or `srcdoc` of an HTML body is an
-/// error: HTML escaping does not neutralise a value there (the handler
-/// runs it as script after the entities are decoded, `srcdoc` renders it
-/// as a document). In `style` it is a warning: CSS can load URLs.
-fn check_html_attributes(cx: &mut Ctx<'_>, field: &str, source: &str) {
-    for (attr, value) in crate::dispatch::templated_attributes(source) {
-        if crate::dispatch::is_script_attribute(&attr) {
-            cx.error(
-                field,
-                format!(
-                    "a parameter in the `{attr}` attribute (`{attr}=\"{}\"`): HTML escaping does not make an event value safe in an event handler or `srcdoc`; move the value into a data attribute or the text",
-                    value.chars().take(80).collect::<String>()
-                ),
-            );
-        } else if attr == "style" {
-            cx.warning(
-                field,
-                format!(
-                    "a parameter in a `style` attribute (`style=\"{}\"`): an event value can change the layout or load a URL there; prefer fixed styles",
-                    value.chars().take(80).collect::<String>()
-                ),
-            );
-        }
-    }
-}
-
-/// An attachment path completed at render time (a parameter, statement or
-/// secret in it) must start with a literal folder below the push file's
-/// (`files/<< event.doc >>`): the rendered file is confined to that folder,
-/// and without one an event value could pick any file beside the push,
-/// `${file:…}` secrets included.
-fn check_attachment_folder(cx: &mut Ctx<'_>, i: usize, path: &str) {
-    use std::path::{Component, Path};
-    let completed = template::is_template(path) || path.contains("${");
-    if !completed {
-        return;
-    }
-    let fixed = crate::dispatch::graph_mail::fixed_folder(path);
-    let components: Vec<Component<'_>> = Path::new(fixed).components().collect();
-    let below = components
-        .iter()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-        && components.iter().any(|c| matches!(c, Component::Normal(_)));
-    if !below {
-        cx.error(
-            &format!("graph_mail.attachments[{i}].path"),
-            format!(
-                "an attachment path with a parameter must start with a fixed folder below the push file's, e.g. `files/{}`: the file is then read only from that folder, never from the push's own folder where definitions and `${{file:…}}` secrets live",
-                path.trim().trim_start_matches("./")
-            ),
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn origin_is_fixed_only_when_the_authority_ends_before_a_parameter() {
-        assert!(fixed_origin(
-            "https://api.example.com/v1/<< event.id | path >>"
-        ));
-        assert!(fixed_origin("https://api.example.com?x=<< event.id >>"));
-        assert!(fixed_origin("${env:CRM_URL}/<< event.id >>"));
-        assert!(!fixed_origin("https://<< event.host >>/x"));
-        assert!(!fixed_origin("https://api.example.com<< event.path >>"));
-        assert!(!fixed_origin("<< event.url >>"));
-        assert!(!fixed_origin("https://<< event.user >>@api.example.com/"));
-    }
 
     #[test]
     fn suggestions_pick_the_closest_name() {

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::compile::{compile_push, CompiledPush, TargetKind, Trigger};
+pub use super::account::OAuthAccount;
+use super::compile::{compile_push, CompiledPush, Trigger};
 use super::diagnostic::Diagnostic;
 use super::folder::{check_nesting, collect_files, read_source};
 use super::locate::{map_documents, DocumentMap, Position};
-use super::model::{OAuthAccountSpec, PushSpec};
-use super::secret::{self, EnvLookup, Secret, SecretError};
+use super::model::{OAuthAccountSpec, PushDoc, PushSpec};
+use crate::secret::{self, EnvLookup, Secret, SecretError};
 
 /// What stops a folder from loading at all (a broken file never does).
 #[derive(Debug, thiserror::Error)]
@@ -40,22 +41,6 @@ impl Default for LoadOptions<'_> {
     }
 }
 
-/// An OAuth account as loaded: its form, with secrets resolved (or the reason
-/// they could not be).
-#[derive(Debug, Clone)]
-pub struct OAuthAccount {
-    /// The account as written (secret fields hold their `${…}` references).
-    pub spec: OAuthAccountSpec,
-    /// The file it was read from.
-    pub file: PathBuf,
-    /// Where its document starts.
-    pub position: Position,
-    /// The resolved client secret, if one is configured.
-    pub client_secret: Option<Result<Secret, SecretError>>,
-    /// The resolved extra post-body values.
-    pub extra: BTreeMap<String, Result<Secret, SecretError>>,
-}
-
 /// A push as loaded: its definition, trigger and compiled templates.
 #[derive(Debug, Clone)]
 pub struct Push {
@@ -67,8 +52,6 @@ pub struct Push {
     pub position: Position,
     /// What fires it.
     pub trigger: Trigger,
-    /// Which target it sends to.
-    pub target: TargetKind,
     /// Its templates, ready to render.
     pub compiled: CompiledPush,
 }
@@ -131,7 +114,7 @@ impl Catalog {
         options: &LoadOptions<'_>,
     ) -> Catalog {
         let mut diagnostics = Vec::new();
-        let mut raw_pushes: Vec<RawDoc<PushSpec>> = Vec::new();
+        let mut raw_pushes: Vec<RawDoc<PushDoc>> = Vec::new();
         let mut raw_accounts: Vec<RawDoc<OAuthAccountSpec>> = Vec::new();
         let files: Vec<PathBuf> = sources.iter().map(|(f, _)| f.clone()).collect();
         for (file, text) in sources {
@@ -172,7 +155,7 @@ impl Catalog {
             }
         }
 
-        let mut env = crate::template::environment();
+        let mut env = crate::template::environment(crate::targets::html_fields());
         let mut pushes: Vec<Push> = Vec::new();
         for raw in raw_pushes {
             if let Some(first) = pushes.iter().find(|p| p.spec.name == raw.spec.name) {
@@ -191,7 +174,7 @@ impl Catalog {
             let base_dir = raw.file.parent().unwrap_or(Path::new(".")).to_path_buf();
             let before = diagnostics.len();
             let compiled = compile_push(
-                &raw.spec,
+                raw.spec,
                 &raw.file,
                 &raw.map,
                 &base_dir,
@@ -203,13 +186,12 @@ impl Catalog {
             let failed = diagnostics[before..]
                 .iter()
                 .any(|d| d.severity == super::Severity::Error);
-            if let (Some((trigger, target, compiled)), false) = (compiled, failed) {
+            if let (Some((spec, trigger, compiled)), false) = (compiled, failed) {
                 pushes.push(Push {
-                    spec: raw.spec,
+                    spec,
                     file: raw.file,
                     position: raw.map.start,
                     trigger,
-                    target,
                     compiled,
                 });
             }
@@ -299,7 +281,7 @@ fn yaml_position(err: &serde_yaml::Error) -> Position {
 fn parse_checked(
     file: &Path,
     text: &str,
-    pushes: &mut Vec<RawDoc<PushSpec>>,
+    pushes: &mut Vec<RawDoc<PushDoc>>,
     accounts: &mut Vec<RawDoc<OAuthAccountSpec>>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
@@ -312,7 +294,7 @@ fn parse_checked(
 fn parse_file(
     file: &Path,
     text: &str,
-    pushes: &mut Vec<RawDoc<PushSpec>>,
+    pushes: &mut Vec<RawDoc<PushDoc>>,
     accounts: &mut Vec<RawDoc<OAuthAccountSpec>>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
@@ -369,15 +351,15 @@ fn parse_file(
                     file, &map, value, &e, "account",
                 )),
             },
-            "push" => match PushSpec::deserialize(de) {
+            "push" => match PushDoc::deserialize(de) {
                 Ok(spec) => pushes.push(RawDoc {
                     spec,
                     file: file.to_path_buf(),
                     map,
                 }),
-                Err(e) => diagnostics.extend(deserialize_errors::<PushSpec>(
-                    file, &map, value, &e, "push",
-                )),
+                Err(e) => {
+                    diagnostics.extend(deserialize_errors::<PushDoc>(file, &map, value, &e, "push"))
+                }
             },
             other => diagnostics.push(Diagnostic::error(
                 file,

@@ -3,15 +3,19 @@
 //! is reported with its file, line and column. A broken document is left out;
 //! the rest load.
 
+mod account;
+mod check_cx;
 mod compile;
 pub mod diagnostic;
 mod folder;
 mod load;
 pub mod locate;
 pub mod model;
-pub mod secret;
+/// `${env:…}` / `${file:…}` references: a leaf module at the crate root,
+/// re-exported here where callers have always found it.
+pub use crate::secret;
 
-pub use compile::{did_you_mean, CompiledPush, Slot, TargetKind, Trigger, PUSH_PARAMS};
+pub use compile::{did_you_mean, CheckCx, CompiledPush, Slot, Trigger, PUSH_PARAMS};
 pub use diagnostic::{Diagnostic, Severity};
 pub use folder::{collect_files, is_blank, read_source, MAX_FILE_BYTES, MAX_NESTING};
 pub use load::{Catalog, LoadError, LoadOptions, OAuthAccount, Push};

@@ -667,7 +667,7 @@ fn push_rows(daemon: &Daemon) -> Vec<PushRow> {
                 Trigger::Event(on) => format!("on {on}"),
                 Trigger::Schedule(s) => format!("schedule {}", s.source()),
             },
-            target: p.target.key(),
+            target: p.spec.target.key(),
             condition: p.spec.when.clone(),
             file: shown_path(daemon, &p.file),
             line: p.position.line,

@@ -7,65 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Daemon, DaemonError};
-use crate::config::{Push, TargetKind};
+use crate::config::Push;
 use crate::delivery::{Job, TargetSlot};
 
 /// Where a push's jobs queue for their target: the key shared by pushes
 /// that reach the same mailbox, account, SMTP host or HTTP host, and the
 /// default number in flight there (`per_target`, at most 4 for a Graph
-/// mailbox). The one place that matches on target kinds for slots.
+/// mailbox). Each target knows its own slot (`TargetSpec::slot`).
 pub(super) fn slot_key(push: &Push, per_target: usize) -> (String, usize) {
-    match push.target {
-        TargetKind::GraphMail => (
-            format!(
-                "graph:{}",
-                push.spec
-                    .graph_mail
-                    .as_ref()
-                    .map(|g| g.account.as_str())
-                    .unwrap_or("")
-            ),
-            4.min(per_target),
-        ),
-        TargetKind::BingAds => (
-            format!(
-                "bing:{}",
-                push.spec
-                    .bing_ads
-                    .as_ref()
-                    .map(|b| b.account.as_str())
-                    .unwrap_or("")
-            ),
-            per_target,
-        ),
-        TargetKind::Smtp => (
-            format!(
-                "smtp:{}",
-                push.spec
-                    .smtp
-                    .as_ref()
-                    .map(|s| s.host.as_str())
-                    .unwrap_or("")
-            ),
-            per_target,
-        ),
-        TargetKind::Http => {
-            let url = push
-                .spec
-                .http
-                .as_ref()
-                .map(|h| h.url.as_str())
-                .unwrap_or("");
-            let host = url
-                .split("://")
-                .nth(1)
-                .unwrap_or(url)
-                .split(['/', '?', '<'])
-                .next()
-                .unwrap_or("");
-            (format!("http:{host}"), per_target)
-        }
-    }
+    push.spec.target.slot(per_target)
 }
 
 impl Daemon {

@@ -27,10 +27,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::send::{Sender, Sent};
-use crate::config::{Catalog, Push, TargetKind};
+use crate::config::{Catalog, Push};
 use crate::delivery::{Job, Scheduler};
-use crate::dispatch::bing_ads::{classify_batch, prepare_batch, MAX_BATCH};
-use crate::dispatch::{Endpoints, HttpRequest, Outcome, RenderedPush, RenderedTarget};
+use crate::targets::bing_ads::{classify_batch, prepare_batch, MAX_BATCH};
+use crate::targets::{Endpoints, HttpRequest, Outcome, RenderedPush, RenderedTarget};
 
 /// How conversions are packed: at most `max` per request, and a batch
 /// waits at most `linger` after its first conversion for more.
@@ -229,7 +229,7 @@ impl Batcher {
             Ok(answer) => answer,
             Err(_) => (
                 Outcome::Retry {
-                    delay: crate::dispatch::RetryDelay::Backoff,
+                    delay: crate::targets::RetryDelay::Backoff,
                     status: None,
                     reason: "the batch request was abandoned".into(),
                     reference: None,
@@ -295,10 +295,9 @@ fn strip_query(url: &str) -> &str {
 /// them is templated. `None` for other pushes and for templated fields (the
 /// batcher still joins their requests when they render the same).
 fn static_head(push: &Push) -> Option<String> {
-    if push.target != TargetKind::BingAds {
+    let crate::targets::TargetSpec::BingAds(t) = &push.spec.target else {
         return None;
-    }
-    let t = push.spec.bing_ads.as_ref()?;
+    };
     let fields = [
         t.developer_token.as_str(),
         t.customer_id.as_str(),

@@ -3,19 +3,18 @@
 //! send → classify, with one refresh-and-retry when a target refuses the
 //! access token.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
 use super::bing_batch::{BatchSettings, Batcher};
-use super::render::{render, RenderInput, Rendered};
 use super::send::{Sender, Sent};
-use crate::config::{Catalog, Push, TargetKind};
-use crate::dispatch::{self, Endpoints, Outcome, Prepared, RenderedTarget, RetryDelay};
+use crate::config::{Catalog, Push};
 use crate::event::Event;
 use crate::oauth::{OAuthError, Resolver};
+use crate::pipeline::{self, PreparedPush, SecretMode};
+use crate::targets::{Endpoints, Outcome, Prepared, RetryDelay, TargetSpec};
 
 /// What an attempt came to.
 #[derive(Debug, Clone)]
@@ -90,21 +89,6 @@ fn token_outcome(e: OAuthError) -> Outcome {
     }
 }
 
-/// The accounts whose token the target presents.
-fn presented_accounts(push: &Push) -> BTreeSet<String> {
-    let t = &push.spec;
-    match push.target {
-        TargetKind::GraphMail => t.graph_mail.iter().map(|g| g.account.clone()).collect(),
-        TargetKind::BingAds => t.bing_ads.iter().map(|b| b.account.clone()).collect(),
-        TargetKind::Smtp => t
-            .smtp
-            .iter()
-            .filter_map(|s| s.auth.as_ref().and_then(|a| a.account.clone()))
-            .collect(),
-        TargetKind::Http => push.compiled.accounts.clone(),
-    }
-}
-
 impl Deliverer {
     /// A deliverer with its resolver, transports and endpoints. Bing
     /// conversions are batched as `PUSHWERK_BING_BATCH_MAX` and
@@ -173,36 +157,34 @@ impl Deliverer {
                 Ok(t) => t,
                 Err(e) => return self.done(token_outcome(e), requests, None, started),
             };
-            let input = RenderInput {
+            let input = pipeline::Input {
+                catalog,
+                push,
                 event,
                 attempt,
                 now: Utc::now(),
                 tokens: &tokens,
-                show_secrets: true,
+                secrets: SecretMode::Real,
+                endpoints: &self.endpoints,
             };
-            let rendered = match render(catalog, push, &input) {
-                Ok(Rendered::Skipped(reason)) => return Delivery::Skipped(reason),
-                Ok(Rendered::Ready(r)) => r,
+            let PreparedPush { rendered, request } = match pipeline::run(input) {
+                Ok(pipeline::Outcome::Skipped(reason)) => return Delivery::Skipped(reason),
+                Ok(pipeline::Outcome::Prepared(p)) => *p,
                 Err(e) => {
-                    return self.done(failed("render", e.to_string()), requests, None, started)
-                }
-            };
-            let prepared = match dispatch::prepare(&rendered, &self.endpoints) {
-                Ok(p) => p,
-                Err(e) => {
-                    return self.done(failed("prepare", e.to_string()), requests, None, started)
+                    return self.done(failed(e.step(), e.to_string()), requests, None, started)
                 }
             };
             requests += 1;
-            let (outcome, target) = match (&rendered.target, &prepared) {
+            let (outcome, target) = match (&rendered.target, &request) {
                 // Joins the batch of its request; the outcome is its own.
-                (RenderedTarget::BingAds(_), Prepared::Http(request)) => {
-                    self.bing.submit(*rendered, request).await
+                (TargetSpec::BingAds(_), Prepared::Http(http)) => {
+                    let http = http.clone();
+                    self.bing.submit(rendered, &http).await
                 }
                 _ => {
                     self.send(
                         &rendered.target,
-                        &prepared,
+                        &request,
                         !push.compiled.accounts.is_empty(),
                     )
                     .await
@@ -223,12 +205,12 @@ impl Deliverer {
                     reason,
                     reference,
                 } => {
-                    let presented = presented_accounts(push);
+                    let presented = push.spec.target.presented_accounts(&push.compiled.accounts);
                     if refreshed {
                         // A freshly refreshed token was refused too: a
                         // credential problem no retry can mend.
                         let message = format!("the target refused a freshly refreshed access token ({status}): {reason}");
-                        if push.target == TargetKind::BingAds {
+                        if matches!(push.spec.target, TargetSpec::BingAds(_)) {
                             for account in &presented {
                                 let _ = self.resolver.mark_needs_reauth(account, &message).await;
                             }
@@ -342,20 +324,20 @@ impl Deliverer {
 
     async fn send(
         &self,
-        target: &RenderedTarget,
+        target: &TargetSpec,
         prepared: &Prepared,
         uses_token: bool,
     ) -> (Outcome, String) {
         match (prepared, target) {
             (Prepared::Http(request), _) => {
                 let timeout = match target {
-                    RenderedTarget::Http(t) => t.timeout.map(|d| d.0),
+                    TargetSpec::Http(t) => t.timeout.map(|d| d.0),
                     _ => None,
                 };
                 // A generic HTTP URL may carry a secret in its path (webhook
                 // keys): only its origin is shown. Microsoft's paths are not.
                 let shown = match target {
-                    RenderedTarget::Http(_) => origin(&request.url),
+                    TargetSpec::Http(_) => origin(&request.url),
                     _ => strip_query(&request.url).to_owned(),
                 };
                 let label = format!("{} {shown}", request.method);
@@ -364,17 +346,9 @@ impl Deliverer {
                     Sent::Http(r) => r,
                 };
                 let cap = self.retry_after_cap;
-                let outcome = match target {
-                    RenderedTarget::GraphMail(_) => dispatch::graph_mail::classify(&response, cap),
-                    RenderedTarget::BingAds(_) => dispatch::bing_ads::classify(&response, cap),
-                    RenderedTarget::Http(t) => {
-                        dispatch::http::classify(t, uses_token, &response, cap)
-                    }
-                    RenderedTarget::Smtp(_) => unreachable!("SMTP targets prepare SMTP mails"),
-                };
-                (outcome, label)
+                (target.classify_http(uses_token, &response, cap), label)
             }
-            (Prepared::Smtp(mail), RenderedTarget::Smtp(t)) => {
+            (Prepared::Smtp(mail), TargetSpec::Smtp(t)) => {
                 let label = format!("SMTP {}:{}", mail.host, mail.port);
                 (
                     self.sender.send_smtp(mail, t.timeout.map(|d| d.0)).await,

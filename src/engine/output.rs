@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::config::SmtpTls;
-use crate::dispatch::{HttpRequest, Prepared, SmtpLogin, SmtpMail};
+use crate::targets::{HttpRequest, Prepared, SmtpLogin, SmtpMail};
 
 /// Output formats of dry-run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -15,9 +15,9 @@ use minijinja::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::secret::placeholder;
-use crate::config::{Catalog, Push, SecretError, TargetKind, Trigger};
-use crate::dispatch::{RenderedPush, RenderedTarget};
+use crate::config::{Catalog, Push, SecretError, Trigger};
 use crate::event::Event;
+use crate::targets::{Leaf, RenderedPush, SecretMode, TargetSpec};
 use crate::template;
 
 /// Access tokens by account, or placeholders for a dry-run.
@@ -32,10 +32,10 @@ pub struct RenderInput<'a> {
     /// The render time (`now`).
     pub now: DateTime<Utc>,
     /// Access token per account; missing accounts render as placeholders when
-    /// `show_secrets` is false and are an error otherwise.
+    /// `secrets` is masked and are an error otherwise.
     pub tokens: &'a TokenValues,
-    /// Put real `${env:…}` / `${file:…}` values in, not placeholders.
-    pub show_secrets: bool,
+    /// Placeholders or real `${env:…}` / `${file:…}` values and tokens.
+    pub secrets: SecretMode,
 }
 
 /// What rendering decided.
@@ -79,9 +79,6 @@ pub enum RenderError {
         /// The I/O error.
         reason: String,
     },
-    /// The rendered target no longer has its shape (a bug or an odd template).
-    #[error("rendered target is malformed: {0}")]
-    Shape(String),
 }
 
 /// A stable key per push and event: the same on every retry.
@@ -120,14 +117,14 @@ pub fn render(
     for account in &compiled.accounts {
         let token = match input.tokens.get(account) {
             Some(t) => t.clone(),
-            None if !input.show_secrets => placeholder(&format!("oauth.{account}")),
+            None if input.secrets.is_masked() => placeholder(&format!("oauth.{account}")),
             None => return Err(RenderError::MissingToken(account.clone())),
         };
         tokens.insert(account.clone(), token);
     }
     let mut secrets = BTreeMap::new();
     for (label, value) in &compiled.secrets {
-        let shown = if input.show_secrets {
+        let shown = if !input.secrets.is_masked() {
             match value {
                 Ok(s) => s.expose().to_owned(),
                 Err(e) => {
@@ -174,45 +171,43 @@ pub fn render(
         }
     }
 
-    let root = push.target.key();
-    let tree = render_tree(
-        catalog,
-        push,
-        &ctx,
-        &compiled.target_tree,
-        String::new(),
-        input.event,
-        root,
-    )?;
-    let shape = |e: serde_json::Error| RenderError::Shape(e.to_string());
-    let mut target = match push.target {
-        TargetKind::Http => RenderedTarget::Http(serde_json::from_value(tree).map_err(shape)?),
-        TargetKind::GraphMail => {
-            RenderedTarget::GraphMail(serde_json::from_value(tree).map_err(shape)?)
+    let root = push.spec.target.key();
+    let mut target = push.spec.target.clone();
+    target.leaves(&mut |path, leaf| {
+        let Some(slot) = compiled.slots.get(path) else {
+            return Ok(());
+        };
+        let field = format!("{root}.{path}");
+        let out = render_template(catalog, &slot.template, &ctx, &field, None, input.event)?;
+        match leaf {
+            Leaf::Text(t) => t.0 = out,
+            Leaf::Json(v) if slot.typed => {
+                *v = serde_json::from_str(&out).map_err(|e| RenderError::Template {
+                    field,
+                    message: format!("value is not JSON-serialisable: {e}"),
+                })?
+            }
+            Leaf::Json(v) => *v = serde_json::Value::String(out),
         }
-        TargetKind::BingAds => {
-            RenderedTarget::BingAds(serde_json::from_value(tree).map_err(shape)?)
-        }
-        TargetKind::Smtp => RenderedTarget::Smtp(serde_json::from_value(tree).map_err(shape)?),
-    };
-    if let RenderedTarget::GraphMail(mail) = &mut target {
+        Ok(())
+    })?;
+    if let TargetSpec::GraphMail(mail) = &mut target {
         let base = push.file.parent().unwrap_or(Path::new("."));
         let mut secrets = None;
         for (i, a) in mail.attachments.iter_mut().enumerate() {
             if let Some(path) = a.path.take() {
                 // Confined to the folder the path's fixed part names (issue #10.1).
-                let source = push
-                    .spec
-                    .graph_mail
-                    .as_ref()
-                    .and_then(|g| g.attachments.get(i));
+                let source = match &push.spec.target {
+                    TargetSpec::GraphMail(g) => g.attachments.get(i),
+                    _ => None,
+                };
                 let source = source
                     .and_then(|a| a.path.as_ref())
                     .map_or("", |p| p.0.as_str());
                 let secrets = secrets
-                    .get_or_insert_with(|| crate::dispatch::graph_mail::secret_files(catalog));
+                    .get_or_insert_with(|| crate::targets::graph_mail::secret_files(catalog));
                 let bytes =
-                    crate::dispatch::graph_mail::read_attachment(base, source, &path.0, secrets)
+                    crate::targets::graph_mail::read_attachment(base, source, &path.0, secrets)
                         .map_err(|e| RenderError::Attachment {
                             field: format!("graph_mail.attachments[{i}].path"),
                             path: path.0.clone(),
@@ -230,6 +225,7 @@ pub fn render(
         tokens,
         now: input.now,
         idempotency_key: idempotency_key(push.name(), &input.event.id),
+        secrets: input.secrets,
     })))
 }
 
@@ -268,7 +264,7 @@ pub fn applies(
         attempt: 1,
         now,
         tokens: &tokens,
-        show_secrets: false,
+        secrets: SecretMode::Masked,
     };
     let ctx = context(push, &input, &tokens, secrets);
     Ok(condition(catalog, push, when, &ctx, event)?.0)
@@ -455,61 +451,4 @@ fn fill_path_with(data: &mut serde_json::Value, path: &str, value: serde_json::V
             .entry(part.to_owned())
             .or_insert_with(|| serde_json::Value::Object(Default::default()));
     }
-}
-
-fn render_tree(
-    catalog: &Catalog,
-    push: &Push,
-    ctx: &Value,
-    value: &serde_json::Value,
-    path: String,
-    event: &Event,
-    root: &str,
-) -> Result<serde_json::Value, RenderError> {
-    Ok(match value {
-        serde_json::Value::String(s) => match push.compiled.slots.get(&path) {
-            None => serde_json::Value::String(s.clone()),
-            Some(slot) => {
-                let field = if path.is_empty() {
-                    root.to_owned()
-                } else {
-                    format!("{root}.{path}")
-                };
-                let out = render_template(catalog, &slot.template, ctx, &field, None, event)?;
-                if slot.typed {
-                    serde_json::from_str(&out).map_err(|e| RenderError::Template {
-                        field,
-                        message: format!("value is not JSON-serialisable: {e}"),
-                    })?
-                } else {
-                    serde_json::Value::String(out)
-                }
-            }
-        },
-        serde_json::Value::Array(items) => serde_json::Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    render_tree(catalog, push, ctx, v, format!("{path}[{i}]"), event, root)
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        serde_json::Value::Object(map) => {
-            let mut out = serde_json::Map::new();
-            for (k, v) in map {
-                let child = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                out.insert(
-                    k.clone(),
-                    render_tree(catalog, push, ctx, v, child, event, root)?,
-                );
-            }
-            serde_json::Value::Object(out)
-        }
-        other => other.clone(),
-    })
 }

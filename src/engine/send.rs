@@ -7,8 +7,8 @@ use std::time::Duration;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 
 use super::smtp_conn::{self, SessionError};
-use crate::dispatch::smtp::classify_reply;
-use crate::dispatch::{HttpRequest, Outcome, Response, RetryDelay, SmtpLogin, SmtpMail};
+use crate::targets::smtp::classify_reply;
+use crate::targets::{HttpRequest, Outcome, Response, RetryDelay, SmtpLogin, SmtpMail};
 
 /// Most of a response body kept for classification and the delivery log.
 const MAX_BODY: usize = 64 * 1024;
@@ -24,7 +24,7 @@ pub struct Sender {
 /// known (the connection failed, an SMTP server replied).
 #[derive(Debug)]
 pub enum Sent {
-    /// An HTTP answer, to be classified by the target's dispatcher.
+    /// An HTTP answer, to be classified by its target.
     Http(Response),
     /// The outcome is known without classification.
     Known(Outcome),

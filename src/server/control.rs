@@ -774,12 +774,15 @@ async fn preview(
         None => (sample_event(push, now), true),
     };
     let tokens = crate::engine::TokenValues::new();
-    let input = crate::engine::RenderInput {
+    let input = crate::pipeline::Input {
+        catalog: &catalog,
+        push,
         event: &event,
         attempt: 1,
         now,
         tokens: &tokens,
-        show_secrets: false,
+        secrets: crate::pipeline::SecretMode::Masked,
+        endpoints: &daemon.config.endpoints,
     };
     let mut answer = api::Preview {
         push: name.clone(),
@@ -788,18 +791,14 @@ async fn preview(
         request: None,
         text: None,
     };
-    match crate::engine::render(&catalog, push, &input) {
-        Ok(crate::engine::Rendered::Skipped(reason)) => answer.skipped = Some(reason),
-        Ok(crate::engine::Rendered::Ready(rendered)) => {
-            match crate::dispatch::prepare(&rendered, &daemon.config.endpoints) {
-                Ok(mut prepared) => {
-                    use crate::engine::output::{format, Format};
-                    mask_literal_secrets(&mut prepared);
-                    answer.request = serde_json::from_str(&format(&prepared, Format::Json)).ok();
-                    answer.text = Some(format(&prepared, Format::Text));
-                }
-                Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-            }
+    match crate::pipeline::run(input) {
+        Ok(crate::pipeline::Outcome::Skipped(reason)) => answer.skipped = Some(reason),
+        Ok(crate::pipeline::Outcome::Prepared(p)) => {
+            use crate::engine::output::{format, Format};
+            let mut prepared = p.request;
+            mask_literal_secrets(&mut prepared);
+            answer.request = serde_json::from_str(&format(&prepared, Format::Json)).ok();
+            answer.text = Some(format(&prepared, Format::Text));
         }
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     }

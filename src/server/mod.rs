@@ -297,7 +297,7 @@ async fn pushes(
                 crate::config::Trigger::Event(on) => json!({ "on": on }),
                 crate::config::Trigger::Schedule(s) => json!({ "schedule": s.source() }),
             };
-            json!({ "name": p.name(), "file": p.file, "trigger": trigger, "target": p.target.key() })
+            json!({ "name": p.name(), "file": p.file, "trigger": trigger, "target": p.spec.target.key() })
         })
         .collect();
     let accounts: Vec<&String> = catalog.accounts.keys().collect();

@@ -31,8 +31,10 @@ pub const COMMENT_END: &str = "#>";
 const FUEL: u64 = 100_000;
 
 /// A new environment with pushwerk's syntax, strictness and filters, and
-/// without any way to print the render context.
-pub fn environment() -> Environment<'static> {
+/// without any way to print the render context. Templates whose names end
+/// in one of `html_fields` (`#graph_mail.html`; the targets say which)
+/// HTML-escape their parameters.
+pub fn environment(html_fields: Vec<String>) -> Environment<'static> {
     let mut env = Environment::new();
     let syntax = SyntaxConfig::builder()
         .variable_delimiters(VARIABLE_START, VARIABLE_END)
@@ -50,8 +52,8 @@ pub fn environment() -> Environment<'static> {
     // Escaping is chosen deliberately, not from what looks like a file
     // extension at the end of a template's name: HTML mail bodies escape
     // parameters (`| safe` inserts markup), nothing else does.
-    env.set_auto_escape_callback(|name| {
-        if HTML_FIELDS.iter().any(|f| name.ends_with(f)) {
+    env.set_auto_escape_callback(move |name| {
+        if html_fields.iter().any(|f| name.ends_with(f.as_str())) {
             AutoEscape::Html
         } else {
             AutoEscape::None
@@ -71,9 +73,6 @@ pub fn environment() -> Environment<'static> {
     filters::register(&mut env);
     env
 }
-
-/// Template names (as `<push>#<field>`) whose parameters are HTML-escaped.
-pub const HTML_FIELDS: [&str; 2] = ["#graph_mail.html", "#smtp.html"];
 
 /// If `text` is exactly one parameter (`<< event.duration >>`, surrounding
 /// blanks allowed), the expression inside it. Such a leaf of a structured body
@@ -257,7 +256,7 @@ mod tests {
 
     #[test]
     fn uses_angle_delimiters_and_leaves_braces_alone() {
-        let env = environment();
+        let env = environment(Vec::new());
         let out = env
             .render_str(
                 "{{ x }} << x >> <% if x %>y<% endif %><# c #>",
@@ -269,7 +268,7 @@ mod tests {
 
     #[test]
     fn undefined_parameter_is_an_error_and_default_still_works() {
-        let env = environment();
+        let env = environment(Vec::new());
         let err = env
             .render_str(
                 "<< event.nope >>",
@@ -288,7 +287,7 @@ mod tests {
 
     #[test]
     fn render_errors_never_show_context_values() {
-        let env = environment();
+        let env = environment(Vec::new());
         let err = env
             .render_str(
                 "<< oauth.tok >> << missing >>",
@@ -304,7 +303,7 @@ mod tests {
 
     #[test]
     fn html_mail_bodies_escape_and_nothing_else_does() {
-        let mut env = environment();
+        let mut env = environment(crate::targets::html_fields());
         env.add_template_owned("p#graph_mail.html", "<b><< x >></b>")
             .unwrap();
         env.add_template_owned("p#http.json.html", "<< x >>")
@@ -336,7 +335,7 @@ mod tests {
 
     #[test]
     fn booleans_print_lower_case_and_none_prints_nothing() {
-        let env = environment();
+        let env = environment(Vec::new());
         let out = env
             .render_str(
                 "<< a >>/<< b >>/<< n >>",

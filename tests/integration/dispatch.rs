@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use pushwerk::backoff::Backoff;
 use pushwerk::config::{Catalog, LoadOptions};
-use pushwerk::dispatch::{Outcome, RetryDelay};
 use pushwerk::engine::{Attempt, Deliverer, Delivery, Sender};
 use pushwerk::event::Event;
 use pushwerk::oauth::seal::Sealer;
 use pushwerk::oauth::{ImportedTokens, Resolver, ResolverSettings, TokenStore};
 use pushwerk::store::SledStore;
+use pushwerk::targets::{Outcome, RetryDelay};
 
 use crate::mock_identity::{IdentityMock, MockConfig};
 use crate::mock_microsoft::{BingMock, GraphMock, HttpReceiver, Scripted};
@@ -394,7 +394,7 @@ async fn bing_one_partial_error_among_three_conversions_fails_exactly_that_one()
             attempt: 1,
             now: chrono::Utc::now(),
             tokens: &tokens,
-            show_secrets: true,
+            secrets: pushwerk::targets::SecretMode::Real,
         };
         let pushwerk::engine::Rendered::Ready(r) =
             pushwerk::engine::render(&w.catalog, push, &input).unwrap()
@@ -406,11 +406,11 @@ async fn bing_one_partial_error_among_three_conversions_fails_exactly_that_one()
     let items: Vec<_> = rendered
         .iter()
         .map(|r| match &r.target {
-            pushwerk::dispatch::RenderedTarget::BingAds(t) => (t, r),
+            pushwerk::targets::RenderedTarget::BingAds(t) => (t, r),
             _ => unreachable!(),
         })
         .collect();
-    let request = pushwerk::dispatch::bing_ads::prepare_batch(&items, &Default::default()).unwrap();
+    let request = pushwerk::targets::bing_ads::prepare_batch(&items, &Default::default()).unwrap();
     let pushwerk::engine::send::Sent::Http(response) = Sender::new(Duration::from_secs(10))
         .send_http(&request, None)
         .await
@@ -419,7 +419,7 @@ async fn bing_one_partial_error_among_three_conversions_fails_exactly_that_one()
     };
     assert_eq!(response.status, 200, "partial errors come with HTTP 200");
     let outcomes =
-        pushwerk::dispatch::bing_ads::classify_batch(&response, 3, Duration::from_secs(600));
+        pushwerk::targets::bing_ads::classify_batch(&response, 3, Duration::from_secs(600));
     assert!(outcomes[0].is_delivered() && outcomes[2].is_delivered());
     match &outcomes[1] {
         Outcome::Failed {
@@ -651,7 +651,7 @@ async fn http_idempotency_key_is_stable_across_retries_and_signature_verifies() 
         let ts = r.header("x-pushwerk-timestamp").unwrap();
         let expected = format!(
             "sha256={}",
-            pushwerk::dispatch::http::sign(b"shared-secret", ts, &r.body)
+            pushwerk::targets::http::sign(b"shared-secret", ts, &r.body)
         );
         assert_eq!(r.header("x-pushwerk-signature"), Some(expected.as_str()));
     }

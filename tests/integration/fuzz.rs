@@ -8,9 +8,9 @@ use std::sync::OnceLock;
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use pushwerk::config::{Catalog, LoadOptions};
-use pushwerk::dispatch::{prepare, Endpoints, Prepared};
 use pushwerk::engine::{render, RenderInput, Rendered, TokenValues};
 use pushwerk::event::Event;
+use pushwerk::targets::{prepare, Endpoints, Prepared};
 use serde_json::{json, Value};
 
 use crate::util::NOW;
@@ -86,7 +86,11 @@ fn render_and_prepare(
             attempt: 1,
             now: now(),
             tokens: &tokens,
-            show_secrets,
+            secrets: if show_secrets {
+                pushwerk::targets::SecretMode::Real
+            } else {
+                pushwerk::targets::SecretMode::Masked
+            },
         };
         match render(catalog, push, &input) {
             Err(e) => outputs.push(format!("render error: {e} {e:?}")),
@@ -670,7 +674,7 @@ proptest! {
             attempt: 1,
             now: now(),
             tokens: &tokens,
-            show_secrets: false,
+            secrets: pushwerk::targets::SecretMode::Masked,
         };
         if let Ok(Rendered::Ready(r)) = render(catalog, push, &input) {
             if let Ok(Prepared::Http(h)) = prepare(&r, &Endpoints::default()) {
@@ -728,7 +732,7 @@ fn typed_json_leaf_keeps_a_float_bit_exact() {
         attempt: 1,
         now: now(),
         tokens: &tokens,
-        show_secrets: false,
+        secrets: pushwerk::targets::SecretMode::Masked,
     };
     let Ok(Rendered::Ready(r)) = render(catalog, push, &input) else {
         panic!("crm-lead renders");

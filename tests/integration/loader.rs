@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use chrono::{Datelike, TimeZone, Timelike, Utc, Weekday};
 use pushwerk::config::{Catalog, Diagnostic, LoadOptions, Severity, Trigger};
-use pushwerk::dispatch::{prepare, Endpoints, HttpRequest, Prepared};
 use pushwerk::engine::{render, RenderError, RenderInput, Rendered, TokenValues};
 use pushwerk::event::Event;
+use pushwerk::targets::{prepare, Endpoints, HttpRequest, Prepared};
 use serde_json::{json, Value};
 
 use crate::util::NOW;
@@ -122,7 +122,11 @@ fn render_push(
         attempt: 1,
         now: NOW.parse().expect("NOW is RFC 3339"),
         tokens: &tokens,
-        show_secrets,
+        secrets: if show_secrets {
+            pushwerk::targets::SecretMode::Real
+        } else {
+            pushwerk::targets::SecretMode::Masked
+        },
     };
     render(c, push, &input)
 }
@@ -877,4 +881,36 @@ fn account_name_must_be_a_parameter_name() {
 fn position_helper_counts_characters() {
     assert_eq!(position_of("ab\nüx: y", "y"), (2, 5));
     assert_eq!(position_of("a", "a"), (1, 1));
+}
+
+#[test]
+fn a_literal_bing_id_that_is_no_number_is_a_check_error_and_a_secret_one_waits_for_its_value() {
+    let account = "kind: oauth_account\nname: ms_ads\ntoken_url: https://login.microsoftonline.com/common/oauth2/v2.0/token\nclient_id: x\nscope: https://ads.microsoft.com/msads.manage\n---\n";
+    let push = |customer: &str| {
+        format!(
+            "{account}name: conv\non: call.ended\nbing_ads:\n  account: ms_ads\n  developer_token: t\n  customer_id: \"{customer}\"\n  customer_account_id: '2'\n  conversion:\n    name: Phone Call\n    time: << event.ended_at | iso8601 >>\n    click_id: << event.msclkid >>\n"
+        )
+    };
+    let text = push("12-34");
+    let c = load(&[("conv.yaml", &text)]);
+    let d = error(&c, "is not a numeric Microsoft Advertising id");
+    assert_at(d, "conv.yaml", &text, "\"12-34\"");
+    // From a secret, the value is known only when it is rendered: a masked
+    // dry-run shows its placeholder, a real render checks it.
+    let text = push("${env:BING_CUSTOMER}");
+    let c = load_with_env(&[("conv.yaml", &text)], &[("BING_CUSTOMER", "12-34")]);
+    assert_eq!(c.error_count(), 0, "{}", shown(&c));
+    let tokens = [("ms_ads", "tok")];
+    let data = json!({"ended_at": "2026-11-24T14:03:11Z", "msclkid": "clk"});
+    let prepared = |real: bool| match render_push(&c, "conv", data.clone(), &tokens, real) {
+        Ok(Rendered::Ready(r)) => prepare(&r, &Endpoints::default()),
+        other => panic!("expected a rendered push, got {other:?}"),
+    };
+    let masked = prepared(false);
+    assert!(masked.is_ok(), "{masked:?}");
+    let real = prepared(true);
+    assert!(
+        matches!(&real, Err(e) if e.to_string().contains("is not a numeric Microsoft Advertising id")),
+        "{real:?}"
+    );
 }

@@ -28,5 +28,6 @@ mod schemas;
 mod snapshots;
 mod store_default;
 mod store_safety;
+mod teams;
 mod util;
 mod webdriver;

@@ -107,7 +107,7 @@ async fn two_hundred_concurrent_renders_with_an_expired_token_make_one_token_req
                 attempt: 1,
                 now: chrono::Utc::now(),
                 tokens: &tokens,
-                show_secrets: true,
+                secrets: pushwerk::targets::SecretMode::Real,
             };
             let pushwerk::engine::Rendered::Ready(rendered) =
                 pushwerk::engine::render(&catalog, push, &input).unwrap()
@@ -115,9 +115,9 @@ async fn two_hundred_concurrent_renders_with_an_expired_token_make_one_token_req
                 panic!("skipped")
             };
             let prepared =
-                pushwerk::dispatch::prepare(&rendered, &pushwerk::dispatch::Endpoints::default())
+                pushwerk::targets::prepare(&rendered, &pushwerk::targets::Endpoints::default())
                     .unwrap();
-            let pushwerk::dispatch::Prepared::Http(request) = prepared else {
+            let pushwerk::targets::Prepared::Http(request) = prepared else {
                 panic!("http")
             };
             request.header("Authorization").unwrap().to_owned()

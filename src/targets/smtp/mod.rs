@@ -6,12 +6,76 @@ use std::time::SystemTime;
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 
-use super::outcome::{Outcome, RetryDelay};
+mod check;
+pub mod spec;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+pub use check::check;
+pub use spec::{SmtpAuth, SmtpTarget, SmtpTls};
+
+use super::outcome::{Outcome, Response, RetryDelay};
 use super::{
-    check_html_links, one_line_subject, parse_recipient, PrepareError, RenderedPush, SmtpLogin,
-    SmtpMail,
+    check_html_links, one_line_subject, parse_recipient, Endpoints, PrepareError, Prepared,
+    RenderedPush, SmtpLogin, SmtpMail,
 };
-use crate::config::{SmtpTarget, SmtpTls, TemplateText};
+use crate::config::TemplateText;
+
+/// The HTML body escapes its parameters.
+pub const HTML_FIELDS: &[&str] = &["html"];
+
+/// The template leaves: login, addresses, subject and bodies.
+pub fn leaves<E>(t: &mut SmtpTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
+    if let Some(auth) = &mut t.auth {
+        w.text("auth.username", &mut auth.username)?;
+        w.opt("auth.password", &mut auth.password)?;
+    }
+    w.text("from", &mut t.from)?;
+    w.list("to", &mut t.to)?;
+    w.list("cc", &mut t.cc)?;
+    w.list("bcc", &mut t.bcc)?;
+    w.list("reply_to", &mut t.reply_to)?;
+    w.text("subject", &mut t.subject)?;
+    w.opt("text", &mut t.text)?;
+    w.opt("html", &mut t.html)
+}
+
+/// The XOAUTH2 account, if the server is logged into with a token.
+pub fn accounts(t: &SmtpTarget, _used: &BTreeSet<String>) -> BTreeSet<String> {
+    t.auth.iter().filter_map(|a| a.account.clone()).collect()
+}
+
+/// One slot per server.
+pub fn slot(t: &SmtpTarget, per_target: usize) -> (String, usize) {
+    (format!("smtp:{}", t.host), per_target)
+}
+
+/// [`prepare`] for the registry.
+pub fn build(
+    t: &SmtpTarget,
+    push: &RenderedPush,
+    _endpoints: &Endpoints,
+) -> Result<Prepared, PrepareError> {
+    prepare(t, push).map(Prepared::Smtp)
+}
+
+/// SMTP answers are replies inside the session, classified there by
+/// [`classify_reply`]; an SMTP target never gets an HTTP answer.
+pub fn classify_http(
+    _t: &SmtpTarget,
+    _uses_token: bool,
+    response: &Response,
+    _retry_after_cap: Duration,
+) -> Outcome {
+    Outcome::Failed {
+        status: Some(response.status),
+        code: Some("internal".to_owned()),
+        message: "an SMTP target got an HTTP answer".to_owned(),
+        items: Vec::new(),
+        reference: None,
+    }
+}
 
 /// Builds the mail.
 pub fn prepare(t: &SmtpTarget, push: &RenderedPush) -> Result<SmtpMail, PrepareError> {

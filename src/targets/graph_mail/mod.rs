@@ -7,13 +7,74 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use super::outcome::{retry_after, Outcome, Response, RetryDelay};
+mod check;
+pub mod spec;
 
+use std::collections::BTreeSet;
+
+pub use check::check;
+pub use spec::{AttachmentSpec, GraphMailTarget};
+
+use super::outcome::{retry_after, Outcome, Response, RetryDelay};
 use super::{
     check_header, check_header_text, check_html_links, join_url, one_line_subject, parse_recipient,
-    Endpoints, HttpRequest, PrepareError, RenderedPush,
+    Endpoints, HttpRequest, PrepareError, Prepared, RenderedPush,
 };
-use crate::config::{GraphMailTarget, TemplateText};
+use crate::config::TemplateText;
+
+/// The HTML body escapes its parameters.
+pub const HTML_FIELDS: &[&str] = &["html"];
+
+/// The template leaves: mailbox, addresses, subject, body, attachments, headers.
+pub fn leaves<E>(t: &mut GraphMailTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
+    w.opt("user", &mut t.user)?;
+    w.opt("from", &mut t.from)?;
+    w.list("to", &mut t.to)?;
+    w.list("cc", &mut t.cc)?;
+    w.list("bcc", &mut t.bcc)?;
+    w.list("reply_to", &mut t.reply_to)?;
+    w.text("subject", &mut t.subject)?;
+    w.opt("text", &mut t.text)?;
+    w.opt("html", &mut t.html)?;
+    for (i, a) in t.attachments.iter_mut().enumerate() {
+        let at = format!("attachments[{i}]");
+        w.text(&format!("{at}.name"), &mut a.name)?;
+        w.opt(&format!("{at}.content_type"), &mut a.content_type)?;
+        w.opt(&format!("{at}.path"), &mut a.path)?;
+        w.opt(&format!("{at}.content_base64"), &mut a.content_base64)?;
+    }
+    w.map("headers", &mut t.headers)
+}
+
+/// The account whose token authorises `sendMail`.
+pub fn accounts(t: &GraphMailTarget, _used: &BTreeSet<String>) -> BTreeSet<String> {
+    BTreeSet::from([t.account.clone()])
+}
+
+/// One slot per account, at most 4 in flight: Microsoft allows 4
+/// concurrent requests per mailbox.
+pub fn slot(t: &GraphMailTarget, per_target: usize) -> (String, usize) {
+    (format!("graph:{}", t.account), 4.min(per_target))
+}
+
+/// [`prepare`] for the registry.
+pub fn build(
+    t: &GraphMailTarget,
+    push: &RenderedPush,
+    endpoints: &Endpoints,
+) -> Result<Prepared, PrepareError> {
+    prepare(t, push, endpoints).map(Prepared::Http)
+}
+
+/// [`classify`] for the registry.
+pub fn classify_http(
+    _t: &GraphMailTarget,
+    _uses_token: bool,
+    response: &Response,
+    retry_after_cap: Duration,
+) -> Outcome {
+    classify(response, retry_after_cap)
+}
 
 /// Graph refuses a `sendMail` request over about 4 MB.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -79,7 +140,7 @@ pub fn fixed_folder(source: &str) -> &str {
 /// catalog (valid or not, accounts included). An attachment path that an
 /// event value completes must never pick one of them.
 pub fn secret_files(catalog: &crate::config::Catalog) -> Vec<std::path::PathBuf> {
-    use crate::config::secret::{find_refs, SecretSource};
+    use crate::secret::{find_refs, SecretSource};
     let mut out = Vec::new();
     let mut add = |base: &std::path::Path, path: &str| {
         if let Ok(c) = base.join(path).canonicalize() {

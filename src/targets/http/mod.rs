@@ -3,9 +3,69 @@
 
 use std::time::Duration;
 
+mod check;
+pub mod spec;
+
+use std::collections::BTreeSet;
+
+pub use check::check;
+pub use spec::{HttpTarget, SigningSpec};
+
 use super::outcome::{retry_after, Outcome, Response, RetryDelay};
-use super::{check_header, HttpRequest, PrepareError, RenderedPush};
-use crate::config::HttpTarget;
+use super::{check_header, Endpoints, HttpRequest, PrepareError, Prepared, RenderedPush};
+
+/// No HTML fields: nothing in an HTTP request is escaped for HTML.
+pub const HTML_FIELDS: &[&str] = &[];
+
+/// The template leaves: URL, headers, query, body, signing secret.
+pub fn leaves<E>(t: &mut HttpTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
+    w.text("url", &mut t.url)?;
+    w.map("headers", &mut t.headers)?;
+    w.map("query", &mut t.query)?;
+    if let Some(json) = &mut t.json {
+        w.json("json", json)?;
+    }
+    if let Some(form) = &mut t.form {
+        w.map("form", form)?;
+    }
+    w.opt("raw", &mut t.raw)?;
+    if let Some(signing) = &mut t.signing {
+        w.text("signing.secret", &mut signing.secret)?;
+    }
+    Ok(())
+}
+
+/// The accounts an HTTP push presents: every `oauth.*` its templates name.
+pub fn accounts(_t: &HttpTarget, used: &BTreeSet<String>) -> BTreeSet<String> {
+    used.clone()
+}
+
+/// One slot per host (as written, up to its first parameter).
+pub fn slot(t: &HttpTarget, per_target: usize) -> (String, usize) {
+    (
+        format!("http:{}", super::url_host(t.url.as_str())),
+        per_target,
+    )
+}
+
+/// [`prepare`] for the registry.
+pub fn build(
+    t: &HttpTarget,
+    push: &RenderedPush,
+    _endpoints: &Endpoints,
+) -> Result<Prepared, PrepareError> {
+    prepare(t, push).map(Prepared::Http)
+}
+
+/// [`classify`] for the registry.
+pub fn classify_http(
+    t: &HttpTarget,
+    uses_token: bool,
+    response: &Response,
+    retry_after_cap: Duration,
+) -> Outcome {
+    classify(t, uses_token, response, retry_after_cap)
+}
 
 /// Builds the request. The `Idempotency-Key` header is the same on every
 /// retry of one push for one event, so a receiver can drop duplicates.
@@ -67,9 +127,9 @@ pub fn prepare(t: &HttpTarget, push: &RenderedPush) -> Result<HttpRequest, Prepa
     if let Some(signing) = &t.signing {
         let timestamp = push.now.timestamp().to_string();
         let secret = signing.secret.0.as_str();
-        // In a dry-run the secret is a placeholder: show that the header is
+        // Masked, the secret is a placeholder: show that the header is
         // there, not a signature made with the placeholder.
-        let signature = if secret.starts_with('‹') && secret.ends_with('›') {
+        let signature = if push.secrets.is_masked() {
             "sha256=‹hmac›".to_owned()
         } else {
             format!("sha256={}", sign(secret.as_bytes(), &timestamp, &body))

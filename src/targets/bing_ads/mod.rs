@@ -8,9 +8,72 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
+mod check;
+pub mod spec;
+
+use std::collections::BTreeSet;
+
+pub use check::check;
+pub use spec::{BingAdsTarget, ConversionSpec};
+
 use super::outcome::{retry_after, ItemError, Outcome, Response, RetryDelay};
-use super::{join_url, Endpoints, HttpRequest, PrepareError, RenderedPush};
-use crate::config::{BingAdsTarget, TemplateText};
+use super::{join_url, Endpoints, HttpRequest, PrepareError, Prepared, RenderedPush};
+use crate::config::TemplateText;
+
+/// No HTML fields.
+pub const HTML_FIELDS: &[&str] = &[];
+
+/// The template leaves: the developer token, ids and the conversion's fields.
+pub fn leaves<E>(t: &mut BingAdsTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
+    w.text("developer_token", &mut t.developer_token)?;
+    w.text("customer_id", &mut t.customer_id)?;
+    w.text("customer_account_id", &mut t.customer_account_id)?;
+    let c = &mut t.conversion;
+    w.text("conversion.name", &mut c.name)?;
+    w.text("conversion.time", &mut c.time)?;
+    w.opt("conversion.click_id", &mut c.click_id)?;
+    w.opt("conversion.value", &mut c.value)?;
+    w.opt("conversion.currency", &mut c.currency)?;
+    w.opt("conversion.hashed_email", &mut c.hashed_email)?;
+    w.opt("conversion.hashed_phone", &mut c.hashed_phone)?;
+    w.opt(
+        "conversion.external_attribution_credit",
+        &mut c.external_attribution_credit,
+    )?;
+    w.opt(
+        "conversion.external_attribution_model",
+        &mut c.external_attribution_model,
+    )
+}
+
+/// The account whose token authorises the upload.
+pub fn accounts(t: &BingAdsTarget, _used: &BTreeSet<String>) -> BTreeSet<String> {
+    BTreeSet::from([t.account.clone()])
+}
+
+/// One slot per account.
+pub fn slot(t: &BingAdsTarget, per_target: usize) -> (String, usize) {
+    (format!("bing:{}", t.account), per_target)
+}
+
+/// [`prepare`] for the registry.
+pub fn build(
+    t: &BingAdsTarget,
+    push: &RenderedPush,
+    endpoints: &Endpoints,
+) -> Result<Prepared, PrepareError> {
+    prepare(t, push, endpoints).map(Prepared::Http)
+}
+
+/// [`classify`] for the registry.
+pub fn classify_http(
+    _t: &BingAdsTarget,
+    _uses_token: bool,
+    response: &Response,
+    retry_after_cap: Duration,
+) -> Outcome {
+    classify(response, retry_after_cap)
+}
 
 /// The REST path of the operation.
 pub const APPLY_PATH: &str = "CampaignManagement/v13/OfflineConversions/Apply";
@@ -69,8 +132,10 @@ pub fn prepare_batch(
         ("customer_account_id", &t.customer_account_id),
     ] {
         let v = value.0.trim();
-        // Placeholders of a dry-run are allowed through; real ids are numbers.
-        if !(v.starts_with('‹') || (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))) {
+        // Masked, an id from a secret is a placeholder (a literal id was
+        // checked when the file loaded); real ids are numbers.
+        let numeric = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+        if !(numeric || push.secrets.is_masked()) {
             return Err(invalid(
                 &format!("bing_ads.{field}"),
                 // Not echoed: the value may come from `${env:…}`.
