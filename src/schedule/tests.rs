@@ -1,4 +1,3 @@
-
 use super::parse::*;
 use super::*;
 use chrono::{Duration, Timelike, Weekday};

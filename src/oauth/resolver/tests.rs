@@ -1,4 +1,3 @@
-
 use super::refresh::refresh_scope;
 use super::*;
 

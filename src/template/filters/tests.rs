@@ -1,4 +1,3 @@
-
 use super::*;
 
 // printf %s test@example.com | sha256sum
