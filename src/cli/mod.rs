@@ -2,6 +2,7 @@
 //! command over the library. `main` only calls [`main_entry`].
 
 pub mod client;
+mod format;
 mod remote;
 
 use std::io::Write;
