@@ -79,10 +79,12 @@ pub struct RenderedPush {
 
 impl RenderedPush {
     fn token(&self, account: &str) -> Result<&str, PrepareError> {
-        self.tokens
-            .get(account)
-            .map(String::as_str)
-            .ok_or_else(|| PrepareError::MissingToken(account.to_owned()))
+        self.tokens.get(account).map(String::as_str).ok_or_else(|| {
+            crate::oauth::MissingToken {
+                account: account.to_owned(),
+            }
+            .into()
+        })
     }
 }
 
@@ -186,8 +188,8 @@ pub enum PrepareError {
         service: &'static str,
     },
     /// No token (or placeholder) was given for an account.
-    #[error("no access token for OAuth account `{0}`")]
-    MissingToken(String),
+    #[error(transparent)]
+    MissingToken(#[from] crate::oauth::MissingToken),
     /// A dispatcher (or a library it calls) panicked on this push's values:
     /// reported as a failed delivery instead of taking the worker down.
     #[error("cannot build the request from these values (internal error in the {0} dispatcher)")]

@@ -67,8 +67,8 @@ pub enum RenderError {
         source: SecretError,
     },
     /// No access token for an account the push needs.
-    #[error("no access token for OAuth account `{0}`")]
-    MissingToken(String),
+    #[error(transparent)]
+    MissingToken(#[from] crate::oauth::MissingToken),
     /// An attachment file cannot be read.
     #[error("`{field}`: cannot read attachment {path}: {reason}")]
     Attachment {
@@ -121,7 +121,12 @@ pub fn render(
         let token = match input.tokens.get(account) {
             Some(t) => t.clone(),
             None if !input.show_secrets => placeholder(&format!("oauth.{account}")),
-            None => return Err(RenderError::MissingToken(account.clone())),
+            None => {
+                return Err(crate::oauth::MissingToken {
+                    account: account.clone(),
+                }
+                .into())
+            }
         };
         tokens.insert(account.clone(), token);
     }
