@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Extension;
 use minijinja::{context, Value};
 
-use super::calls::api_error;
 use super::overview::account_rows;
 use super::pushes::path_segment;
 use super::{checked_post, redirect, signed_in, Console};
@@ -55,14 +54,8 @@ pub(super) async fn signin(
         .call_api(&daemon, &control, axum::http::Method::GET, &path, None)
         .await
     {
-        Ok((status, answer)) if status.is_success() => match answer["authorize_url"].as_str() {
-            Some(url) => redirect(url),
-            None => {
-                console.error_page(StatusCode::BAD_GATEWAY, "the sign-in gave no authorize URL")
-            }
-        },
-        Ok((status, answer)) => console.error_page(status, &api_error(status, &answer)),
-        Err(e) => console.error_page(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Ok(crate::api::LoginStart { authorize_url, .. }) => redirect(&authorize_url),
+        Err((status, reason)) => console.error_page(status, &reason),
     }
 }
 

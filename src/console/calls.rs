@@ -13,20 +13,22 @@ use crate::server::Control;
 
 impl Console {
     /// Calls the daemon's API as the admin (for a signed-in user): the
-    /// status and the JSON answer.
-    pub(super) async fn call_api(
+    /// answer read as its wire type `T` (from [`crate::api`]), or the status
+    /// and reason to show when the call fails.
+    pub(super) async fn call_api<T: serde::de::DeserializeOwned>(
         &self,
         daemon: &Arc<Daemon>,
         control: &Arc<Control>,
         method: axum::http::Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<(StatusCode, serde_json::Value), String> {
+    ) -> Result<T, (StatusCode, String)> {
+        let internal = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
         use hyper::service::Service as _;
         let token = self
             .admin_token
             .get()
-            .ok_or("sign in again: the daemon restarted")?;
+            .ok_or_else(|| internal("sign in again: the daemon restarted".into()))?;
         let router = self
             .api
             .get_or_init(|| {
@@ -48,22 +50,27 @@ impl Console {
             }
             None => Body::empty(),
         };
-        let request = request.body(body).map_err(|e| e.to_string())?;
+        let request = request.body(body).map_err(|e| internal(e.to_string()))?;
         let service = hyper_util::service::TowerToHyperService::new(router);
-        let response = service.call(request).await.map_err(|e| e.to_string())?;
+        let response = service
+            .call(request)
+            .await
+            .map_err(|e| internal(e.to_string()))?;
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 4 * 1024 * 1024)
             .await
-            .map_err(|e| e.to_string())?;
-        let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        Ok((status, value))
+            .map_err(|e| internal(e.to_string()))?;
+        if !status.is_success() {
+            let reason = serde_json::from_slice::<crate::api::ErrorBody>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| format!("the API answered {status}"));
+            return Err((status, reason));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            (
+                StatusCode::BAD_GATEWAY,
+                format!("the API's answer to {path} is not what the console expects: {e}"),
+            )
+        })
     }
-}
-
-/// The answer's `error`, or a generic text.
-pub(super) fn api_error(status: StatusCode, value: &serde_json::Value) -> String {
-    value["error"]
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("the API answered {status}"))
 }

@@ -12,7 +12,6 @@ use chrono::Utc;
 use minijinja::{context, Value};
 use serde::{Deserialize, Serialize};
 
-use super::calls::api_error;
 use super::mask::masked_yaml;
 use super::{checked_post, iso, plain, signed_in, Console, Signed, MAX_YAML};
 use crate::config::Trigger;
@@ -226,7 +225,7 @@ pub(super) async fn preview_text(
     let event: serde_json::Value =
         serde_json::from_str(event_json).map_err(|e| format!("the event is not JSON: {e}"))?;
     let path = format!("/v1/pushes/{}/preview", path_segment(push));
-    let (status, answer) = console
+    let answer: crate::api::Preview = console
         .call_api(
             daemon,
             control,
@@ -234,16 +233,13 @@ pub(super) async fn preview_text(
             &path,
             Some(serde_json::json!({ "event": event })),
         )
-        .await?;
-    if !status.is_success() {
-        return Err(api_error(status, &answer));
-    }
-    if let Some(reason) = answer["skipped"].as_str() {
+        .await
+        .map_err(|(_, reason)| reason)?;
+    if let Some(reason) = answer.skipped {
         return Ok(format!("skipped: {reason}\n"));
     }
-    answer["text"]
-        .as_str()
-        .map(str::to_owned)
+    answer
+        .text
         .ok_or_else(|| "the preview holds no request".to_owned())
 }
 
