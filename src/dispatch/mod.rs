@@ -80,7 +80,7 @@ pub struct RenderedPush {
 impl RenderedPush {
     fn token(&self, account: &str) -> Result<&str, PrepareError> {
         self.tokens.get(account).map(String::as_str).ok_or_else(|| {
-            crate::oauth::MissingToken {
+            MissingToken {
                 account: account.to_owned(),
             }
             .into()
@@ -189,11 +189,22 @@ pub enum PrepareError {
     },
     /// No token (or placeholder) was given for an account.
     #[error(transparent)]
-    MissingToken(#[from] crate::oauth::MissingToken),
+    MissingToken(#[from] MissingToken),
     /// A dispatcher (or a library it calls) panicked on this push's values:
     /// reported as a failed delivery instead of taking the worker down.
     #[error("cannot build the request from these values (internal error in the {0} dispatcher)")]
     Internal(&'static str),
+}
+
+/// No access token (nor a placeholder) at hand for an account a push uses.
+///
+/// One definition for the two places that can find a token missing:
+/// rendering a push for sending, and preparing its request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no access token for OAuth account `{account}`")]
+pub struct MissingToken {
+    /// The account's name (never a token).
+    pub account: String,
 }
 
 /// Builds the request for `push`.

@@ -68,7 +68,7 @@ pub enum RenderError {
     },
     /// No access token for an account the push needs.
     #[error(transparent)]
-    MissingToken(#[from] crate::oauth::MissingToken),
+    MissingToken(#[from] crate::dispatch::MissingToken),
     /// An attachment file cannot be read.
     #[error("`{field}`: cannot read attachment {path}: {reason}")]
     Attachment {
@@ -122,7 +122,7 @@ pub fn render(
             Some(t) => t.clone(),
             None if !input.show_secrets => placeholder(&format!("oauth.{account}")),
             None => {
-                return Err(crate::oauth::MissingToken {
+                return Err(crate::dispatch::MissingToken {
                     account: account.clone(),
                 }
                 .into())

@@ -22,17 +22,6 @@ pub use token_store::{KeyUse, TokenStore};
 use crate::config::SecretError;
 use crate::store::StoreError;
 
-/// No access token (nor a placeholder) at hand for an account a push uses.
-///
-/// One definition for the two places that can find a token missing:
-/// rendering a push for sending, and preparing its request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no access token for OAuth account `{account}`")]
-pub struct MissingToken {
-    /// The account's name (never a token).
-    pub account: String,
-}
-
 /// Why an access token could not be had. Never contains a token or secret.
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {
