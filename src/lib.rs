@@ -16,7 +16,6 @@ pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod config;
-pub mod console;
 pub mod delivery;
 pub mod dispatch;
 pub mod engine;
@@ -30,3 +29,9 @@ pub mod schema;
 pub mod server;
 pub mod store;
 pub mod template;
+
+/// The tracing target of the daemon's status lines (ingest token, serving,
+/// shutting down, stopped): shown at the default level, and in the chosen
+/// log format like every other line. At the root because the CLI sets the
+/// filter and the server and daemon write the lines.
+pub(crate) const STATUS: &str = "pushwerk::status";

@@ -295,10 +295,9 @@ pub enum ListFormat {
     Json,
 }
 
-/// The tracing target of the daemon's status lines (ingest token, serving,
-/// shutting down, stopped): shown at the default level, and in the chosen
-/// log format like every other line.
-pub(crate) const STATUS: &str = "pushwerk::status";
+/// The status lines' tracing target (defined at the crate root, so that the
+/// server and the daemon use it without depending on the CLI).
+pub(crate) use crate::STATUS;
 
 /// Runs the command line; errors are printed once, here.
 pub fn main_entry() -> ExitCode {
@@ -1130,26 +1129,7 @@ fn read_secret_input(file: Option<&Path>) -> anyhow::Result<String> {
 
 /// Parses what `oauth import` reads: a token response as JSON, or a bare refresh token.
 pub fn parse_import(text: &str) -> anyhow::Result<crate::oauth::ImportedTokens> {
-    let text = text.trim();
-    if text.is_empty() {
-        bail!("nothing to import: give a token response as JSON (with `refresh_token`) or a refresh token on stdin");
-    }
-    if text.starts_with('{') {
-        // serde's message could quote a value: keep only its position.
-        return serde_json::from_str(text).map_err(|e| {
-            anyhow::anyhow!(
-                "not a token response at line {} column {}: expected JSON with `refresh_token` and optionally `access_token`, `expires_in` (seconds) or `expires_at` (RFC 3339), `scope`",
-                e.line(),
-                e.column()
-            )
-        });
-    }
-    if text.split_whitespace().count() != 1 {
-        bail!("expected one refresh token or a JSON token response");
-    }
-    Ok(serde_json::from_value(
-        serde_json::json!({ "refresh_token": text }),
-    )?)
+    Ok(crate::oauth::ImportedTokens::parse(text)?)
 }
 
 fn oauth_command(

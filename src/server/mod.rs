@@ -10,6 +10,7 @@
 //! connections, head and body deadlines, shutdown within the grace period).
 
 pub mod auth;
+pub mod console;
 pub mod control;
 mod health;
 mod serve;
@@ -66,7 +67,7 @@ pub fn router_control(daemon: Arc<Daemon>, options: ServeOptions, control: Arc<C
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::console::router(&daemon))
+        .merge(console::router(&daemon))
         .layer(Extension(control))
         .layer(Extension(BodyTimeout(options.body_timeout)))
         .layer(Extension(Arc::new(StoreHealth::default())))

@@ -40,7 +40,7 @@ mod types;
 
 pub use refresh::is_microsoft_identity;
 use refresh::{Flight, Want};
-pub use types::{AccountStatus, ImportedTokens, ResolverSettings};
+pub use types::{AccountStatus, ImportError, ImportedTokens, ResolverSettings};
 
 /// Hands out access tokens; see the module documentation.
 pub struct Resolver {

@@ -95,6 +95,54 @@ fn one_token_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<St
     Ok(Option::<Token>::deserialize(d)?.map(|t| t.0))
 }
 
+/// Why text given to `oauth import` (or `PUT /v1/accounts/{name}/tokens`,
+/// or the console's import form) is not tokens. Never quotes the text: it
+/// may be a token.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// Nothing but whitespace.
+    #[error("nothing to import: give a token response as JSON (with `refresh_token`) or a refresh token on stdin")]
+    Empty,
+    /// JSON that is not a token response; only the position is kept
+    /// (serde's message could quote a value).
+    #[error("not a token response at line {line} column {column}: expected JSON with `refresh_token` and optionally `access_token`, `expires_in` (seconds) or `expires_at` (RFC 3339), `scope`")]
+    NotATokenResponse {
+        /// Line of the error, from 1.
+        line: usize,
+        /// Column of the error, from 1.
+        column: usize,
+    },
+    /// More than one word and not JSON.
+    #[error("expected one refresh token or a JSON token response")]
+    NotOneToken,
+    /// A bare token with characters a token cannot have.
+    #[error("{0}")]
+    BadToken(String),
+}
+
+impl ImportedTokens {
+    /// Reads what `oauth import` takes: a token response as JSON, or a bare
+    /// refresh token. One reading for the CLI, the control API and the
+    /// console, so all three accept and refuse the same text.
+    pub fn parse(text: &str) -> Result<ImportedTokens, ImportError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ImportError::Empty);
+        }
+        if text.starts_with('{') {
+            return serde_json::from_str(text).map_err(|e| ImportError::NotATokenResponse {
+                line: e.line(),
+                column: e.column(),
+            });
+        }
+        if text.split_whitespace().count() != 1 {
+            return Err(ImportError::NotOneToken);
+        }
+        serde_json::from_value(serde_json::json!({ "refresh_token": text }))
+            .map_err(|e| ImportError::BadToken(e.to_string()))
+    }
+}
+
 impl std::fmt::Debug for ImportedTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ImportedTokens")

@@ -150,9 +150,9 @@ pub(super) async fn put_tokens(
     };
     // The same reading as `oauth import`: a token response or a bare
     // refresh token; its errors never quote a value.
-    let tokens = match crate::cli::parse_import(text) {
+    let tokens = match crate::oauth::ImportedTokens::parse(text) {
         Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let resolver = daemon.resolver().clone();
     let handle = tokio::runtime::Handle::current();

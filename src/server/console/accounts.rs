@@ -71,7 +71,7 @@ pub(super) async fn import(
         Err(r) => return r,
     };
     let text = form.get("tokens").map(String::as_str).unwrap_or("");
-    let message = match crate::cli::parse_import(text) {
+    let message = match crate::oauth::ImportedTokens::parse(text) {
         Err(e) => format!("`{name}`: nothing imported: {e}"),
         Ok(tokens) => match daemon.resolver().import(&name, tokens).await {
             Ok(()) => format!("`{name}`: tokens stored"),
