@@ -21,7 +21,7 @@ mod listener;
 pub use listener::{Callback, RedirectListener};
 
 use super::client::{TokenClient, TokenFailure, TokenResponse};
-use super::{OAuthError, Resolver};
+use super::{ImportedTokens, OAuthError, Resolver};
 use crate::config::OAuthAccount;
 
 /// Why a login failed. Never contains a code, token or secret.
@@ -375,6 +375,39 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
+}
+
+/// Storing what a sign-in obtained: here, with the login flow, so that the
+/// resolver knows nothing of logins (the flow depends on it, not back).
+impl Resolver {
+    /// Stores the answer of an authorization-code exchange that asked for
+    /// `requested_scope`. A response without `scope` granted exactly what
+    /// was asked (RFC 6749 §5.1).
+    pub async fn store_login(
+        &self,
+        account: &str,
+        response: TokenResponse,
+        requested_scope: &str,
+    ) -> Result<(), OAuthError> {
+        let refresh_token = response
+            .refresh_token
+            .clone()
+            .ok_or_else(|| OAuthError::Login(LoginError::NoRefreshToken(account.to_owned())))?;
+        self.import(
+            account,
+            ImportedTokens {
+                access_token: Some(response.access_token),
+                refresh_token,
+                expires_in: Some(response.expires_in.unwrap_or(3600)),
+                expires_at: None,
+                scope: Some(response.scope.unwrap_or_else(|| requested_scope.to_owned())),
+                token_type: None,
+                ext_expires_in: None,
+                id_token: None,
+            },
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio::time::Instant;
 
-use super::client::{expiry_after, TokenClient, TokenResponse, MAX_LIFETIME_SECS};
+use super::client::{expiry_after, TokenClient, MAX_LIFETIME_SECS};
 use super::record::{AccountState, TokenRecord};
 use super::token_store::TokenStore;
 use super::OAuthError;
@@ -298,34 +298,6 @@ impl Resolver {
         *flight = Flight::default();
         tracing::info!(account, "tokens imported");
         Ok(())
-    }
-
-    /// Stores the answer of an authorization-code exchange that asked for
-    /// `requested_scope`. A response without `scope` granted exactly what
-    /// was asked (RFC 6749 §5.1).
-    pub async fn store_login(
-        &self,
-        account: &str,
-        response: TokenResponse,
-        requested_scope: &str,
-    ) -> Result<(), OAuthError> {
-        let refresh_token = response.refresh_token.clone().ok_or_else(|| {
-            OAuthError::Login(super::login::LoginError::NoRefreshToken(account.to_owned()))
-        })?;
-        self.import(
-            account,
-            ImportedTokens {
-                access_token: Some(response.access_token),
-                refresh_token,
-                expires_in: Some(response.expires_in.unwrap_or(3600)),
-                expires_at: None,
-                scope: Some(response.scope.unwrap_or_else(|| requested_scope.to_owned())),
-                token_type: None,
-                ext_expires_in: None,
-                id_token: None,
-            },
-        )
-        .await
     }
 
     /// Accounts due for a keep-alive refresh at `now`.
