@@ -194,7 +194,7 @@ fn redirect(to: &str) -> Response {
 
 /// The console's routes (merged into the API router by `server`).
 ///
-/// Its handlers use the control plane's [`Control`] (admin token, sign-in
+/// Its handlers use the control plane's [`Control`](super::Control) (admin token, sign-in
 /// redirect URI), which the API router adds as a layer over these routes.
 /// Inside a tokio runtime, a task samples the accepted-events counter every
 /// few seconds (for the overview's events per minute) while `daemon` lives.
