@@ -281,6 +281,66 @@ pub struct Deliveries {
     pub deliveries: Vec<LogEntry>,
 }
 
+/// Whether a listed job has had an attempt yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// No attempt yet.
+    Queued,
+    /// At least one attempt failed; the next is due later.
+    Retrying,
+}
+
+impl JobState {
+    /// The state of a job whose next attempt has this number (from 1).
+    pub fn of_attempt(attempt: u32) -> JobState {
+        if attempt > 1 {
+            JobState::Retrying
+        } else {
+            JobState::Queued
+        }
+    }
+
+    /// The state's name, as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Retrying => "retrying",
+        }
+    }
+}
+
+/// A queued or retrying job, as `GET /v1/jobs` and `pushwerk jobs` show
+/// it: work that waits (a `delay:`, a retry) is visible before it happens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job's id (as in the delivery log).
+    pub id: u64,
+    /// The push.
+    pub push: String,
+    /// The event.
+    pub event_id: String,
+    /// When it is due.
+    pub due: DateTime<Utc>,
+    /// The number of its next attempt, from 1.
+    pub attempt: u32,
+    /// When its event was accepted.
+    pub accepted_at: DateTime<Utc>,
+    /// `queued` (no attempt yet) or `retrying`.
+    pub state: JobState,
+    /// The error of its last attempt, if it had one.
+    pub last_error: Option<String>,
+}
+
+/// `GET /v1/jobs`: the next due first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jobs {
+    /// The jobs, at most the `limit` asked for.
+    pub jobs: Vec<Job>,
+    /// Whether the list was cut (more jobs wait than were listed).
+    pub more: bool,
+}
+
 /// `POST /v1/replay` request body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -367,5 +427,15 @@ mod tests {
         assert_eq!(reauth.status, "needs_reauth");
         assert_eq!(reauth.problem.unwrap().code, "invalid_grant AADSTS70008");
         assert!(view(status("ok", &[], 1)).encrypted);
+    }
+
+    #[test]
+    fn job_states_are_spelled_alike_on_the_wire_and_on_screen() {
+        for (attempt, state) in [(1, JobState::Queued), (2, JobState::Retrying)] {
+            assert_eq!(JobState::of_attempt(attempt), state);
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+        assert_eq!(JobState::Queued.as_str(), "queued");
+        assert_eq!(JobState::Retrying.as_str(), "retrying");
     }
 }

@@ -17,7 +17,6 @@ pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod console;
 pub mod daemon;
 pub mod delivery;
 /// The former name of [`targets`], kept so that branches written against it
@@ -39,3 +38,9 @@ pub mod server;
 pub mod store;
 pub mod targets;
 pub mod template;
+
+/// The tracing target of the daemon's status lines (ingest token, serving,
+/// shutting down, stopped): shown at the default level, and in the chosen
+/// log format like every other line. At the root because the CLI sets the
+/// filter and the server and daemon write the lines.
+pub(crate) const STATUS: &str = "pushwerk::status";

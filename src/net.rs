@@ -38,6 +38,42 @@ pub fn http_client() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
 }
 
+/// `Retry-After` in seconds or as an HTTP date, capped at a day.
+///
+/// Here, next to the HTTP client, because targets and token endpoints
+/// both send it and must be read the same way.
+pub fn parse_retry_after(
+    value: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<std::time::Duration> {
+    let value = value.trim();
+    // Bounded here already, whatever the caller's own cap: no number from
+    // outside reaches an `Instant` addition unclamped.
+    const MAX: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More seconds than a u64 holds is still "a long time", not "no
+        // advice" (which would retry at once and hammer a busy server).
+        return Some(
+            value
+                .parse::<u64>()
+                .map_or(MAX, std::time::Duration::from_secs)
+                .min(MAX),
+        );
+    }
+    if value.len() > 64 {
+        return None;
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&chrono::Utc);
+    Some(
+        (at - now)
+            .to_std()
+            .unwrap_or(std::time::Duration::ZERO)
+            .min(MAX),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

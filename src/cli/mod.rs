@@ -2,6 +2,7 @@
 //! command over the library. `main` only calls [`main_entry`].
 
 pub mod client;
+mod format;
 mod remote;
 
 use std::io::Write;
@@ -294,10 +295,9 @@ pub enum ListFormat {
     Json,
 }
 
-/// The tracing target of the daemon's status lines (ingest token, serving,
-/// shutting down, stopped): shown at the default level, and in the chosen
-/// log format like every other line.
-pub(crate) const STATUS: &str = "pushwerk::status";
+/// The status lines' tracing target (defined at the crate root, so that the
+/// server and the daemon use it without depending on the CLI).
+pub(crate) use crate::STATUS;
 
 /// Runs the command line; errors are printed once, here.
 pub fn main_entry() -> ExitCode {
@@ -922,12 +922,12 @@ async fn shutdown_signal() {
 /// Calls the running daemon's API: `GET path` without a body, `POST path`
 /// with one; the token is the first of PUSHWERK_INGEST_TOKEN,
 /// PUSHWERK_ADMIN_TOKEN, DATA/admin-token, DATA/ingest-token.
-fn call_api(
+fn call_api<T: serde::de::DeserializeOwned>(
     data: &Path,
     server: &str,
     path: &str,
     body: Option<serde_json::Value>,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<T> {
     let (server, token) = client::api_target(data, server)?;
     let base = server.trim_end_matches('/');
     let client = crate::net::http_client()
@@ -945,15 +945,13 @@ fn call_api(
             .with_context(|| format!("cannot reach the daemon at {base}"))?;
         let status = r.status();
         let text = r.text().await.context("cannot read the daemon's answer")?;
-        let v: Option<serde_json::Value> = serde_json::from_str(&text).ok();
         if !status.is_success() {
-            let reason = v
-                .as_ref()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| text.chars().take(200).collect());
+            let reason = serde_json::from_str::<crate::api::ErrorBody>(&text)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| text.chars().take(200).collect());
             bail!("the daemon answered {status}: {reason}");
         }
-        v.context("the daemon's answer is not JSON")
+        serde_json::from_str(&text).context("the daemon's answer is not what this pushwerk expects")
     })
 }
 
@@ -970,13 +968,11 @@ fn deliveries(
     } else {
         &[None]
     };
-    let mut entries: Vec<(DateTime<Utc>, serde_json::Value)> = Vec::new();
+    let mut entries: Vec<crate::delivery::LogEntry> = Vec::new();
     let local = client::local_queue(data)?;
     for status in statuses {
         if let Some(queue) = &local {
-            for e in queue.log(push.as_deref(), *status, limit)? {
-                entries.push((e.at, serde_json::to_value(&e)?));
-            }
+            entries.extend(queue.log(push.as_deref(), *status, limit)?);
             continue;
         }
         let mut query = url::form_urlencoded::Serializer::new(String::new());
@@ -987,61 +983,38 @@ fn deliveries(
         if let Some(s) = status {
             query.append_pair("status", s);
         }
-        let mut body = call_api(
+        let body: crate::api::Deliveries = call_api(
             data,
             server,
             &format!("/v1/deliveries?{}", query.finish()),
             None,
         )?;
-        if let serde_json::Value::Array(list) = body["deliveries"].take() {
-            for e in list {
-                let at = e["at"]
-                    .as_str()
-                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&Utc))
-                    .unwrap_or_default();
-                entries.push((at, e));
-            }
-        }
+        entries.extend(body.deliveries);
     }
     // Newest first across the statuses, as the log itself is.
-    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.at));
     entries.truncate(limit);
-    for (at, e) in &entries {
+    for e in &entries {
         println!(
             "{}  {:<8} {}  event {}  attempt {}  job {}{}{}{}",
-            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            e["status"].as_str().unwrap_or_default(),
-            e["push"].as_str().unwrap_or_default(),
-            e["event_id"].as_str().unwrap_or_default(),
-            e["attempt"],
-            e["job_id"],
-            e["code"]
-                .as_u64()
-                .map(|c| format!("  ({c})"))
-                .unwrap_or_default(),
-            e["reference"]
-                .as_str()
+            e.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            e.status,
+            e.push,
+            e.event_id,
+            e.attempt,
+            e.job_id,
+            e.code.map(|c| format!("  ({c})")).unwrap_or_default(),
+            e.reference
+                .as_deref()
                 .map(|r| format!("  [{r}]"))
                 .unwrap_or_default(),
-            e["error"]
-                .as_str()
+            e.error
+                .as_deref()
                 .map(|r| format!("  {r}"))
                 .unwrap_or_default(),
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// An RFC 3339 time from the API to the second, as `deliveries` prints
-/// times (text that is not a time is printed as it is).
-fn seconds(time: &str) -> String {
-    DateTime::parse_from_rfc3339(time)
-        .map(|t| {
-            t.with_timezone(&Utc)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        })
-        .unwrap_or_else(|_| time.to_owned())
 }
 
 /// `pushwerk jobs`: `GET /v1/jobs`, one line per job.
@@ -1066,39 +1039,41 @@ fn jobs(data: &Path, server: &str, push: Option<String>, limit: usize) -> anyhow
                     if jobs.len() == limit {
                         break 'scan true;
                     }
-                    jobs.push(serde_json::json!({
-                        "id": job.id,
-                        "push": job.push,
-                        "event_id": job.event_id,
-                        "due": job.due_at,
-                        "attempt": job.attempt,
-                        "state": if job.attempt > 1 { "retrying" } else { "queued" },
-                    }));
+                    jobs.push(crate::api::Job {
+                        state: crate::api::JobState::of_attempt(job.attempt),
+                        id: job.id,
+                        push: job.push,
+                        event_id: job.event_id,
+                        due: job.due_at,
+                        attempt: job.attempt,
+                        accepted_at: job.accepted_at,
+                        last_error: None,
+                    });
                 }
                 if !page.more {
                     break false;
                 }
             };
-            serde_json::json!({ "jobs": jobs, "more": more })
+            crate::api::Jobs { jobs, more }
         }
         None => call_api(data, server, &format!("/v1/jobs?{}", query.finish()), None)?,
     };
-    for j in body["jobs"].as_array().into_iter().flatten() {
+    for j in &body.jobs {
         println!(
             "{}  {:<8} {}  event {}  attempt {}  job {}{}",
-            seconds(j["due"].as_str().unwrap_or_default()),
-            j["state"].as_str().unwrap_or_default(),
-            j["push"].as_str().unwrap_or_default(),
-            j["event_id"].as_str().unwrap_or_default(),
-            j["attempt"],
-            j["id"],
-            j["last_error"]
-                .as_str()
+            j.due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            j.state.as_str(),
+            j.push,
+            j.event_id,
+            j.attempt,
+            j.id,
+            j.last_error
+                .as_deref()
                 .map(|e| format!("  last error: {e}"))
                 .unwrap_or_default(),
         );
     }
-    if body["more"].as_bool() == Some(true) {
+    if body.more {
         println!("… more queued (raise --limit)");
     }
     Ok(ExitCode::SUCCESS)
@@ -1124,13 +1099,14 @@ fn replay(
         queue.store().flush()?;
         jobs.len()
     } else {
-        let answer = call_api(
+        let request = crate::api::ReplayRequest { job_id, push };
+        let answer: crate::api::Replayed = call_api(
             data,
             server,
             "/v1/replay",
-            Some(serde_json::json!({ "job_id": job_id, "push": push })),
+            Some(serde_json::to_value(&request)?),
         )?;
-        answer["replayed"].as_u64().unwrap_or(0) as usize
+        answer.replayed
     };
     if let (Some(id), 0) = (job_id, replayed) {
         bail!("no dead letter with job id {id} (the dead letters: `pushwerk deliveries --failed`)");
@@ -1155,26 +1131,7 @@ fn read_secret_input(file: Option<&Path>) -> anyhow::Result<String> {
 
 /// Parses what `oauth import` reads: a token response as JSON, or a bare refresh token.
 pub fn parse_import(text: &str) -> anyhow::Result<crate::oauth::ImportedTokens> {
-    let text = text.trim();
-    if text.is_empty() {
-        bail!("nothing to import: give a token response as JSON (with `refresh_token`) or a refresh token on stdin");
-    }
-    if text.starts_with('{') {
-        // serde's message could quote a value: keep only its position.
-        return serde_json::from_str(text).map_err(|e| {
-            anyhow::anyhow!(
-                "not a token response at line {} column {}: expected JSON with `refresh_token` and optionally `access_token`, `expires_in` (seconds) or `expires_at` (RFC 3339), `scope`",
-                e.line(),
-                e.column()
-            )
-        });
-    }
-    if text.split_whitespace().count() != 1 {
-        bail!("expected one refresh token or a JSON token response");
-    }
-    Ok(serde_json::from_value(
-        serde_json::json!({ "refresh_token": text }),
-    )?)
+    Ok(crate::oauth::ImportedTokens::parse(text)?)
 }
 
 fn oauth_command(

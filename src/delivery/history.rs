@@ -81,8 +81,10 @@ impl LogStatus {
 }
 
 impl std::fmt::Display for LogStatus {
+    /// The stored word, honouring width and alignment (`{:<8}` in the
+    /// CLI's delivery lines).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

@@ -8,7 +8,7 @@ use crate::config::SmtpTls;
 use crate::targets::{HttpRequest, Prepared, SmtpLogin, SmtpMail};
 
 /// Output formats of dry-run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// The request as HTTP/1.1 text (or the SMTP dialogue's essentials).
     Text,

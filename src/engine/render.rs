@@ -67,8 +67,8 @@ pub enum RenderError {
         source: SecretError,
     },
     /// No access token for an account the push needs.
-    #[error("no access token for OAuth account `{0}`")]
-    MissingToken(String),
+    #[error(transparent)]
+    MissingToken(#[from] crate::targets::MissingToken),
     /// An attachment file cannot be read.
     #[error("`{field}`: cannot read attachment {path}: {reason}")]
     Attachment {
@@ -118,7 +118,12 @@ pub fn render(
         let token = match input.tokens.get(account) {
             Some(t) => t.clone(),
             None if input.secrets.is_masked() => placeholder(&format!("oauth.{account}")),
-            None => return Err(RenderError::MissingToken(account.clone())),
+            None => {
+                return Err(crate::targets::MissingToken {
+                    account: account.clone(),
+                }
+                .into())
+            }
         };
         tokens.insert(account.clone(), token);
     }
@@ -189,7 +194,7 @@ pub fn render(
             }
             Leaf::Json(v) => *v = serde_json::Value::String(out),
         }
-        Ok(())
+        Ok::<(), RenderError>(())
     })?;
     if let TargetSpec::GraphMail(mail) = &mut target {
         let base = push.file.parent().unwrap_or(Path::new("."));

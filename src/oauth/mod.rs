@@ -13,7 +13,7 @@ mod token_store;
 use std::time::Duration;
 
 pub use record::{AccountState, TokenError, TokenRecord};
-pub use resolver::{AccountStatus, ImportedTokens, Resolver, ResolverSettings};
+pub use resolver::{AccountStatus, ImportError, ImportedTokens, Resolver, ResolverSettings};
 pub(crate) use token_store::{
     reseal_records as token_store_reseal, seal_plain_records as token_store_seal_plain,
 };

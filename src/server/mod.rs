@@ -10,6 +10,7 @@
 //! connections, head and body deadlines, shutdown within the grace period).
 
 pub mod auth;
+pub mod console;
 pub mod control;
 mod health;
 mod serve;
@@ -66,7 +67,7 @@ pub fn router_control(daemon: Arc<Daemon>, options: ServeOptions, control: Arc<C
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::console::router(&daemon))
+        .merge(console::router(&daemon))
         .layer(Extension(control))
         .layer(Extension(BodyTimeout(options.body_timeout)))
         .layer(Extension(Arc::new(StoreHealth::default())))
@@ -74,7 +75,10 @@ pub fn router_control(daemon: Arc<Daemon>, options: ServeOptions, control: Arc<C
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    let body = crate::api::ErrorBody {
+        error: message.into(),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// A query string the handler cannot read, answered like every other
@@ -362,7 +366,22 @@ async fn jobs(
     };
     let limit = q.limit.unwrap_or(100).min(10_000);
     match daemon.jobs(q.push, limit).await {
-        Ok((jobs, more)) => Json(json!({ "jobs": jobs, "more": more })).into_response(),
+        Ok((jobs, more)) => {
+            let jobs = jobs
+                .into_iter()
+                .map(|j| crate::api::Job {
+                    state: crate::api::JobState::of_attempt(j.attempt),
+                    id: j.id,
+                    push: j.push,
+                    event_id: j.event_id,
+                    due: j.due,
+                    attempt: j.attempt,
+                    accepted_at: j.accepted_at,
+                    last_error: j.last_error,
+                })
+                .collect();
+            Json(crate::api::Jobs { jobs, more }).into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

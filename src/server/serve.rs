@@ -133,7 +133,7 @@ pub async fn serve_router(
     let _ = closing_tx.send(true);
     let deadline = tokio::time::Instant::now() + options.grace;
     tracing::info!(
-        target: crate::cli::STATUS,
+        target: crate::STATUS,
         "shutting down: finishing requests and deliveries in flight (up to {})",
         humantime::format_duration(options.grace)
     );

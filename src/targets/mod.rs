@@ -38,8 +38,8 @@ pub use checks::{
 pub use leaves::{Leaf, Walk};
 pub use outcome::{ItemError, Outcome, Response, RetryDelay};
 pub use request::{
-    find_header, Endpoints, HttpRequest, PrepareError, Prepared, RenderedPush, RenderedTarget,
-    SmtpLogin, SmtpMail,
+    find_header, Endpoints, HttpRequest, MissingToken, PrepareError, Prepared, RenderedPush,
+    RenderedTarget, SmtpLogin, SmtpMail,
 };
 
 use crate::config::CheckCx;

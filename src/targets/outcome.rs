@@ -226,5 +226,5 @@ impl Outcome {
 /// `Retry-After` (seconds or HTTP date), capped at `cap`.
 pub fn retry_after(response: &Response, cap: Duration) -> Option<Duration> {
     let value = response.header("retry-after")?;
-    crate::oauth::client::parse_retry_after(value, chrono::Utc::now()).map(|d| d.min(cap))
+    crate::net::parse_retry_after(value, chrono::Utc::now()).map(|d| d.min(cap))
 }

@@ -65,11 +65,24 @@ pub struct RenderedPush {
 
 impl RenderedPush {
     pub(crate) fn token(&self, account: &str) -> Result<&str, PrepareError> {
-        self.tokens
-            .get(account)
-            .map(String::as_str)
-            .ok_or_else(|| PrepareError::MissingToken(account.to_owned()))
+        self.tokens.get(account).map(String::as_str).ok_or_else(|| {
+            MissingToken {
+                account: account.to_owned(),
+            }
+            .into()
+        })
     }
+}
+
+/// No access token (nor a placeholder) at hand for an account a push uses.
+///
+/// One definition for the two places that can find a token missing:
+/// rendering a push for sending, and preparing its request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no access token for OAuth account `{account}`")]
+pub struct MissingToken {
+    /// The account's name (never a token).
+    pub account: String,
 }
 
 /// An HTTP request, byte for byte.
@@ -172,8 +185,8 @@ pub enum PrepareError {
         service: &'static str,
     },
     /// No token (or placeholder) was given for an account.
-    #[error("no access token for OAuth account `{0}`")]
-    MissingToken(String),
+    #[error(transparent)]
+    MissingToken(#[from] MissingToken),
     /// A target's `prepare` (or a library it calls) panicked on this push's values:
     /// reported as a failed delivery instead of taking the worker down.
     #[error("cannot build the request from these values (internal error in the {0} dispatcher)")]

@@ -328,6 +328,24 @@ async fn replay_of_an_unknown_job_fails_and_deliveries_failed_shows_failed_attem
             "{at}"
         );
     }
+
+    // The retried job waits in the daemon's queue: `jobs` reads the API's
+    // answer (its job list) and shows the job as retrying, due to the second.
+    let out = run_async(
+        tmp.path(),
+        vec!["jobs".into(), "--server".into(), server.clone()],
+        env.clone(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jobs = stdout(&out);
+    let line = jobs
+        .lines()
+        .find(|l| l.contains("event evt-failing"))
+        .unwrap_or_else(|| panic!("`jobs` does not list the retried job:\n{jobs}"));
+    assert!(line.contains(" retrying "), "{line}");
+    let due = line.split_whitespace().next().unwrap();
+    assert_eq!(due.len(), 20, "due time `{due}` is not to the second");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

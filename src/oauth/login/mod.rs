@@ -14,11 +14,14 @@ use std::time::Duration;
 use base64::Engine as _;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncReadExt;
+
+mod listener;
+
+pub use listener::{Callback, RedirectListener};
 
 use super::client::{TokenClient, TokenFailure, TokenResponse};
-use super::{OAuthError, Resolver};
+use super::{ImportedTokens, OAuthError, Resolver};
 use crate::config::OAuthAccount;
 
 /// Why a login failed. Never contains a code, token or secret.
@@ -288,168 +291,6 @@ impl LoginRequest {
     }
 }
 
-/// A loopback listener for the redirect.
-pub struct RedirectListener {
-    listener: TcpListener,
-    /// `http://localhost:PORT/callback`.
-    pub redirect_uri: String,
-}
-
-/// The browser's request that carried the code, kept open until the login
-/// has an outcome: the page says "signed in" only once tokens are stored.
-pub struct Callback {
-    socket: TcpStream,
-    /// The authorization code (state checked).
-    pub code: String,
-}
-
-impl std::fmt::Debug for Callback {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Callback").finish_non_exhaustive()
-    }
-}
-
-impl Callback {
-    /// Answers the browser: success, or why the login failed (escaped).
-    pub async fn answer(mut self, outcome: Result<(), String>) {
-        let (status, page) = match outcome {
-            Ok(()) => (
-                "200 OK",
-                "<h1>pushwerk: signed in</h1><p>The tokens are stored. You can close this window.</p>"
-                    .to_owned(),
-            ),
-            Err(reason) => (
-                "500 Internal Server Error",
-                format!(
-                    "<h1>pushwerk: login failed</h1><p>{}</p>",
-                    html_escape(&reason)
-                ),
-            ),
-        };
-        respond(&mut self.socket, status, &page).await;
-    }
-}
-
-async fn respond(socket: &mut TcpStream, status: &str, page: &str) {
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{page}",
-        page.len()
-    );
-    let _ = tokio::time::timeout(READ_TIMEOUT, socket.write_all(response.as_bytes())).await;
-    let _ = socket.shutdown().await;
-}
-
-/// Reads a request head (at most [`MAX_HEAD`] bytes, within
-/// [`READ_TIMEOUT`]) and returns the request target; `None` for a client
-/// that sends nothing usable in time.
-async fn read_target(socket: &mut TcpStream) -> Option<String> {
-    let read = async {
-        let mut buf = vec![0u8; MAX_HEAD];
-        let mut len = 0;
-        while len < buf.len() {
-            let n = socket.read(&mut buf[len..]).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            len += n;
-            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-        let head = String::from_utf8_lossy(&buf[..len]).into_owned();
-        let mut line = head.lines().next()?.split_whitespace();
-        let (_method, target) = (line.next()?, line.next()?);
-        Some(target.to_owned())
-    };
-    tokio::time::timeout(READ_TIMEOUT, read)
-        .await
-        .ok()
-        .flatten()
-}
-
-impl RedirectListener {
-    /// Listens on 127.0.0.1:`port` (0: any free port).
-    pub async fn bind(port: u16) -> Result<RedirectListener, LoginError> {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .map_err(|e| LoginError::Listen(e.to_string()))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| LoginError::Listen(e.to_string()))?
-            .port();
-        Ok(RedirectListener {
-            listener,
-            redirect_uri: format!("http://localhost:{port}/callback"),
-        })
-    }
-
-    /// Serves requests until one to `/callback` carries a code with the
-    /// right `state`, and returns it with the browser's connection still
-    /// open (answer it with [`Callback::answer`]).
-    ///
-    /// Connections are read side by side, each within [`READ_TIMEOUT`], so
-    /// a client that connects and sends nothing holds up nothing. Another
-    /// path gets 404; a `/callback` without a code, garbage, or a `state`
-    /// other than the one sent gets 400 and the login keeps waiting. A
-    /// wrong `state` is refused and logged as a warning but does not end
-    /// the login: ending it would let any web page the browser shows abort
-    /// a sign-in by requesting `localhost:PORT/callback?state=x`, while
-    /// refusing it already keeps a foreign code out. An `error` redirect
-    /// with the right `state` (or none) ends the login: the user or the
-    /// provider said no. Gives up after [`LOGIN_TIMEOUT`].
-    pub async fn wait(&self, login: &LoginRequest) -> Result<Callback, LoginError> {
-        self.wait_for(login, LOGIN_TIMEOUT).await
-    }
-
-    async fn wait_for(
-        &self,
-        login: &LoginRequest,
-        timeout: Duration,
-    ) -> Result<Callback, LoginError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut reading = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept(), if reading.len() < MAX_CONNECTIONS => {
-                    let (mut socket, _) = accepted.map_err(|e| LoginError::Listen(e.to_string()))?;
-                    reading.spawn(async move {
-                        let target = read_target(&mut socket).await;
-                        (socket, target)
-                    });
-                }
-                Some(done) = reading.join_next(), if !reading.is_empty() => {
-                    let Ok((mut socket, Some(target))) = done else { continue };
-                    let path = target.split('?').next().unwrap_or_default();
-                    if path != "/callback" {
-                        let page = "<h1>pushwerk: not found</h1><p>This listener only takes the sign-in redirect.</p>";
-                        respond(&mut socket, "404 Not Found", page).await;
-                        continue;
-                    }
-                    match login.code_from_redirect(&format!("http://localhost{target}")) {
-                        Ok(code) => return Ok(Callback { socket, code }),
-                        Err(e @ LoginError::Denied { .. }) => {
-                            let page = format!("<h1>pushwerk: login failed</h1><p>{}</p>", html_escape(&e.to_string()));
-                            respond(&mut socket, "400 Bad Request", &page).await;
-                            return Err(e);
-                        }
-                        Err(e) => {
-                            if matches!(e, LoginError::StateMismatch) {
-                                tracing::warn!("refused a redirect with a `state` pushwerk did not send (forged, or from an older login); still waiting for the real one");
-                            }
-                            let page = format!(
-                                "<h1>pushwerk: not the sign-in redirect</h1><p>{}</p><p>pushwerk is still waiting for the redirect of the sign-in it started.</p>",
-                                html_escape(&e.to_string())
-                            );
-                            respond(&mut socket, "400 Bad Request", &page).await;
-                        }
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => return Err(LoginError::Timeout),
-            }
-        }
-    }
-}
-
 /// `text` with every occurrence of each of `secrets` masked.
 fn scrub(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_owned();
@@ -536,131 +377,38 @@ fn html_escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pkce_challenge_is_unpadded_base64url_of_sha256() {
-        // Expected value computed independently:
-        // printf %s VERIFIER | openssl dgst -sha256 -binary | base64, then
-        // made URL-safe without padding.
-        assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW-gFwTxXk-c"),
-            "wLdixbQ6MGfCE9oosLNDxwoyNgF-IogBo7mvOOoFhUI"
-        );
-    }
-
-    fn account() -> OAuthAccount {
-        let spec: crate::config::OAuthAccountSpec = serde_yaml::from_str(
-            "kind: oauth_account\nname: ms_mail\ntoken_url: https://login.microsoftonline.com/common/oauth2/v2.0/token\nclient_id: cid\nscope: https://graph.microsoft.com/Mail.Send\n",
+/// Storing what a sign-in obtained: here, with the login flow, so that the
+/// resolver knows nothing of logins (the flow depends on it, not back).
+impl Resolver {
+    /// Stores the answer of an authorization-code exchange that asked for
+    /// `requested_scope`. A response without `scope` granted exactly what
+    /// was asked (RFC 6749 §5.1).
+    pub async fn store_login(
+        &self,
+        account: &str,
+        response: TokenResponse,
+        requested_scope: &str,
+    ) -> Result<(), OAuthError> {
+        let refresh_token = response
+            .refresh_token
+            .clone()
+            .ok_or_else(|| OAuthError::Login(LoginError::NoRefreshToken(account.to_owned())))?;
+        self.import(
+            account,
+            ImportedTokens {
+                access_token: Some(response.access_token),
+                refresh_token,
+                expires_in: Some(response.expires_in.unwrap_or(3600)),
+                expires_at: None,
+                scope: Some(response.scope.unwrap_or_else(|| requested_scope.to_owned())),
+                token_type: None,
+                ext_expires_in: None,
+                id_token: None,
+            },
         )
-        .unwrap();
-        OAuthAccount {
-            spec,
-            file: "a.yaml".into(),
-            position: Default::default(),
-            client_secret: None,
-            extra: Default::default(),
-        }
-    }
-
-    #[test]
-    fn authorize_url_has_pkce_state_and_offline_access() {
-        let login = begin(&account(), "http://localhost:8400/callback").unwrap();
-        let url = url::Url::parse(&login.authorize_url).unwrap();
-        assert_eq!(url.path(), "/common/oauth2/v2.0/authorize");
-        let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
-        assert_eq!(
-            q["scope"],
-            "https://graph.microsoft.com/Mail.Send offline_access"
-        );
-        assert_eq!(q["code_challenge_method"], "S256");
-        assert_eq!(q["code_challenge"], pkce_challenge(&login.verifier));
-        assert_eq!(q["state"], login.state);
-        assert_eq!(q["redirect_uri"], "http://localhost:8400/callback");
-        assert_ne!(
-            begin(&account(), "x").unwrap().state,
-            login.state,
-            "a fresh state per login"
-        );
-    }
-
-    #[test]
-    fn consent_is_asked_outside_microsoft_and_authorize_params_are_added() {
-        let q = |a: &OAuthAccount| -> BTreeMap<String, String> {
-            let login = begin(a, "http://localhost:1/callback").unwrap();
-            url::Url::parse(&login.authorize_url)
-                .unwrap()
-                .query_pairs()
-                .into_owned()
-                .collect()
-        };
-        let microsoft = account();
-        assert!(
-            !q(&microsoft).contains_key("prompt"),
-            "Microsoft: as before"
-        );
-        let mut oidc = account();
-        oidc.spec.token_url = "https://id.example/oauth/token".into();
-        assert_eq!(q(&oidc)["prompt"], "consent");
-        oidc.spec.authorize_params = [
-            ("prompt".to_owned(), String::new()),
-            ("login_hint".to_owned(), "me@example.com".to_owned()),
-        ]
-        .into();
-        let params = q(&oidc);
-        assert!(
-            !params.contains_key("prompt"),
-            "an empty value leaves it out"
-        );
-        assert_eq!(params["login_hint"], "me@example.com");
-        oidc.spec.authorize_params = [("code_challenge".to_owned(), "x".to_owned())].into();
-        assert!(matches!(
-            begin(&oidc, "http://localhost:1/callback"),
-            Err(LoginError::NotReady { .. })
-        ));
-    }
-
-    #[test]
-    fn html_escape_covers_attributes_too() {
-        assert_eq!(
-            html_escape(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-    }
-
-    #[test]
-    fn pasted_redirects_are_checked() {
-        let login = begin(&account(), "http://localhost:8400/callback").unwrap();
-        let ok = format!(
-            "http://localhost:8400/callback?code=abc&state={}",
-            login.state
-        );
-        assert_eq!(login.code_from_redirect(&ok).unwrap(), "abc");
-        assert_eq!(
-            login
-                .code_from_redirect(&format!("?code=abc&state={}", login.state))
-                .unwrap(),
-            "abc"
-        );
-        assert!(matches!(
-            login.code_from_redirect("http://localhost:8400/callback?code=abc&state=forged"),
-            Err(LoginError::StateMismatch)
-        ));
-        let denied = format!("http://localhost:8400/callback?error=access_denied&error_description=the+user+canceled&state={}", login.state);
-        let err = login.code_from_redirect(&denied).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "authorization failed: access_denied: the user canceled"
-        );
-        assert!(matches!(
-            login.code_from_redirect(&format!("http://localhost/?state={}", login.state)),
-            Err(LoginError::NoCode)
-        ));
-        assert!(matches!(
-            login.code_from_redirect("not a url"),
-            Err(LoginError::BadRedirect(_))
-        ));
+        .await
     }
 }
+
+#[cfg(test)]
+mod tests;

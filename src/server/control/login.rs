@@ -1,0 +1,235 @@
+//! Browser sign-in through the daemon: `/oauth/{name}/start` sends the
+//! browser to the provider with PKCE and a random `state`, and
+//! `/oauth/callback` exchanges the code and stores the tokens. The pages
+//! are small and escaped; the `state` is single use and bound in memory
+//! to its verifier.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::Utc;
+
+use super::accounts::{requeue_account, Requeue};
+use super::{
+    blocking, checked_name, unknown_account, Control, Pending, LOGIN_TTL, MAX_PENDING_LOGINS,
+};
+use crate::api;
+use crate::daemon::Daemon;
+use crate::server::auth::require_admin;
+use crate::server::error;
+
+/// Whether the client asked for a page rather than JSON (a browser).
+pub(super) fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+pub(super) async fn login_start(
+    State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
+    Path(name): Path<String>,
+    query: Result<Query<Requeue>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = require_admin(&control.auth, &headers) {
+        return r;
+    }
+    let requeue = match query {
+        Ok(Query(r)) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the only query parameter is `requeue=true|false`: {e}"),
+            )
+        }
+    };
+    if let Err(r) = checked_name("an account name", &name) {
+        return r;
+    }
+    let catalog = daemon.catalog();
+    let Some(account) = catalog.accounts.get(&name) else {
+        return unknown_account(&daemon, &name);
+    };
+    // Everything the exchange needs (secret, URLs) is checked before a URL
+    // is handed out: a sign-in that cannot end well does not start.
+    let login = match crate::oauth::login::begin(account, &control.redirect_uri) {
+        Ok(login) => login,
+        Err(e) => return error(StatusCode::CONFLICT, e.to_string()),
+    };
+    let Some(state) = url::Url::parse(&login.authorize_url).ok().and_then(|u| {
+        u.query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+    }) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the authorize URL carries no state",
+        );
+    };
+    let answer = api::LoginStart {
+        account: name.clone(),
+        authorize_url: login.authorize_url.clone(),
+        redirect_uri: control.redirect_uri.clone(),
+        expires_at: Utc::now() + chrono::Duration::from_std(LOGIN_TTL).unwrap_or_default(),
+    };
+    {
+        let mut logins = control.logins.lock().expect("logins lock");
+        logins.retain(|_, p| p.started.elapsed() < LOGIN_TTL);
+        while logins.len() >= MAX_PENDING_LOGINS {
+            let oldest = logins
+                .iter()
+                .min_by_key(|(_, p)| p.started)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => logins.remove(&k),
+                None => break,
+            };
+        }
+        logins.insert(
+            state,
+            Pending {
+                account: name.clone(),
+                login,
+                started: Instant::now(),
+                requeue: requeue.requeue,
+            },
+        );
+    }
+    tracing::info!(account = %name, "browser sign-in started");
+    if wants_html(&headers) {
+        let mut r = StatusCode::SEE_OTHER.into_response();
+        if let Ok(v) = HeaderValue::from_str(&answer.authorize_url) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return r;
+    }
+    Json(answer).into_response()
+}
+
+/// Escapes text for HTML content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A small page; nothing on it comes unescaped from a request.
+pub(super) fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>pushwerk: {t}</title></head><body><h1>pushwerk: {t}</h1><p>{m}</p></body></html>",
+        t = html_escape(title),
+        m = html_escape(message)
+    );
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The callback URL holds the code: no referrer, no scripts, no framing.
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    r
+}
+
+pub(super) async fn login_callback(
+    State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let failed = |status: StatusCode, message: String| page(status, "sign-in failed", &message);
+    let query = query.unwrap_or_default();
+    let state = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned());
+    let Some(state) = state else {
+        return failed(
+            StatusCode::BAD_REQUEST,
+            "the redirect carries no `state`: start the sign-in again".into(),
+        );
+    };
+    // Single use: the sign-in is taken out whatever happens next.
+    let pending = {
+        let mut logins = control.logins.lock().expect("logins lock");
+        logins.retain(|_, p| p.started.elapsed() < LOGIN_TTL);
+        logins.remove(&state)
+    };
+    let Some(pending) = pending else {
+        return failed(
+            StatusCode::BAD_REQUEST,
+            "unknown, used or expired sign-in (it is valid for 10 minutes, once): start it again"
+                .into(),
+        );
+    };
+    let name = pending.account.clone();
+    let code = match pending.login.code_from_redirect(&format!("?{query}")) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(account = %name, error = %e, "browser sign-in failed");
+            return failed(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let catalog = daemon.catalog();
+    let Some(account) = catalog.accounts.get(&name) else {
+        return failed(
+            StatusCode::BAD_REQUEST,
+            format!("OAuth account `{name}` is no longer defined in the folder"),
+        );
+    };
+    let response = match pending
+        .login
+        .exchange(&control.client, account, &code)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(account = %name, error = %e, "browser sign-in failed");
+            return failed(StatusCode::BAD_GATEWAY, e.to_string());
+        }
+    };
+    let resolver = daemon.resolver().clone();
+    let handle = tokio::runtime::Handle::current();
+    let account_name = name.clone();
+    let requested = crate::oauth::login::login_scope(account);
+    if let Err(e) =
+        blocking(move || handle.block_on(resolver.store_login(&account_name, response, &requested)))
+            .await
+    {
+        tracing::warn!(account = %name, error = %e, "browser sign-in failed");
+        return failed(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    tracing::info!(account = %name, "signed in through the browser; tokens stored");
+    let mut message = format!("stored new tokens of `{name}`.");
+    if pending.requeue {
+        match requeue_account(&daemon, &name).await {
+            Ok(n) => message.push_str(&format!(
+                " Re-queued {}.",
+                crate::config::diagnostic::counted(n, "dead letter", "dead letters")
+            )),
+            Err(e) => message.push_str(&format!(" Re-queueing the dead letters failed: {e}")),
+        }
+    }
+    message.push_str(" You can close this window.");
+    page(StatusCode::OK, "signed in", &message)
+}
