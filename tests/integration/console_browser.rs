@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::mock_identity::{IdentityMock, MockConfig, Mode};
-use crate::mock_microsoft::GraphMock;
 use crate::util::EXAMPLE_ENV;
 use crate::webdriver::{Browser, Driver};
+use pushwerk_testkit::identity::{IdentityMock, MockConfig, Mode};
+use pushwerk_testkit::microsoft::GraphMock;
 
 const INGEST_TOKEN: &str = "console-test-ingest-token";
 const GRAPH_PREFIX: &str = "mock-at.graph.microsoft.com.";

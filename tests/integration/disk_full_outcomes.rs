@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::mock_microsoft::HttpReceiver;
 use crate::util::EXAMPLE_ENV;
+use pushwerk_testkit::microsoft::HttpReceiver;
 
 const TOKEN: &str = "disk-full-outcomes-token";
 

@@ -22,8 +22,8 @@ use pushwerk::store::SledStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::mock_identity::{IdentityMock, MockConfig};
 use crate::util::{folder, pushwerk_in, stderr, stdout};
+use pushwerk_testkit::identity::{IdentityMock, MockConfig};
 
 const SECRET: &str = "mock-secret";
 

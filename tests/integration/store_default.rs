@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::mock_microsoft::HttpReceiver;
 use crate::util::{folder, stderr, stdout, EXAMPLE_ENV};
+use pushwerk_testkit::microsoft::HttpReceiver;
 
 const REFRESH: &str = "CANARY-rt-store-default-5b1e9f";
 

@@ -49,6 +49,17 @@ pub fn pushwerk_command() -> Command {
     cmd
 }
 
+/// The binary under test for the kit's harness
+/// ([`World`](pushwerk_testkit::daemon::World)), with the same
+/// [`config_home`] as [`pushwerk_command`].
+pub fn kit() -> &'static pushwerk_testkit::daemon::Pushwerk {
+    static KIT: std::sync::OnceLock<pushwerk_testkit::daemon::Pushwerk> =
+        std::sync::OnceLock::new();
+    KIT.get_or_init(|| {
+        pushwerk_testkit::daemon::Pushwerk::new(env!("CARGO_BIN_EXE_pushwerk"), config_home())
+    })
+}
+
 /// Runs `pushwerk args…` in `dir` with `env` set.
 pub fn pushwerk_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = pushwerk_command();

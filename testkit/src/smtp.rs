@@ -17,8 +17,6 @@
 //! Every accepted connection is served by its own tokio task; dropping the
 //! [`SmtpMock`] aborts the listener and all connections.
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
