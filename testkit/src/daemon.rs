@@ -149,6 +149,7 @@ pub struct World {
     tmp: tempfile::TempDir,
     pushwerk: Pushwerk,
     starts: AtomicUsize,
+    env: Vec<(String, String)>,
 }
 
 impl World {
@@ -161,11 +162,34 @@ impl World {
             tmp,
             pushwerk: pushwerk.clone(),
             starts: AtomicUsize::new(0),
+            env: Vec::new(),
         };
         for (name, text) in files {
             world.write(name, text);
         }
         world
+    }
+
+    /// A new world whose commands get their own config directory
+    /// (`config/` beside `pushes/` and `data/`): a token key of their own,
+    /// for tests about the key.
+    pub fn with_config_home(pushwerk: &Pushwerk, files: &[(&str, &str)]) -> World {
+        let mut world = World::new(pushwerk, files);
+        let config = world.root().join("config");
+        world.pushwerk = Pushwerk::new(pushwerk.bin(), config);
+        world
+    }
+
+    /// Sets an environment variable for every command of this world (e.g.
+    /// `PUSHWERK_STORE`), the daemon's included.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.push((name.to_owned(), value.to_owned()));
+    }
+
+    /// Keeps the temporary directory (pushes, data, daemon logs) instead of
+    /// removing it, and returns its path.
+    pub fn keep(self) -> PathBuf {
+        self.tmp.keep()
     }
 
     /// The temporary directory holding `pushes/`, `data/` and the logs.
@@ -195,6 +219,9 @@ impl World {
             .arg(self.pushes())
             .arg("--data")
             .arg(self.data());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         cmd
     }
 
@@ -256,6 +283,7 @@ impl World {
             env: Vec::new(),
             token: INGEST_TOKEN.to_owned(),
             client: None,
+            ready_within: Duration::from_secs(15),
         }
     }
 }
@@ -268,6 +296,7 @@ pub struct ServeBuilder<'w> {
     env: Vec<(String, String)>,
     token: String,
     client: Option<reqwest::ClientBuilder>,
+    ready_within: Duration,
 }
 
 impl ServeBuilder<'_> {
@@ -299,6 +328,12 @@ impl ServeBuilder<'_> {
     /// redirects followed is not assumed; reqwest's defaults).
     pub fn client(mut self, client: reqwest::ClientBuilder) -> Self {
         self.client = Some(client);
+        self
+    }
+
+    /// How long it may take to become ready (default 15 s).
+    pub fn ready_within(mut self, limit: Duration) -> Self {
+        self.ready_within = limit;
         self
     }
 
@@ -334,7 +369,7 @@ impl ServeBuilder<'_> {
                 token: self.token.clone(),
                 data: self.world.data(),
             };
-            if served.wait_ready().await {
+            if served.wait_ready(self.ready_within).await {
                 return served;
             }
             assert!(
@@ -410,8 +445,8 @@ impl Served {
             .expect("DATA/admin-token")
     }
 
-    async fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(15);
+    async fn wait_ready(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child().try_wait() {
                 self.child = None;
@@ -424,7 +459,10 @@ impl Served {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("the daemon was not ready within 15 s:\n{}", self.log_text());
+        panic!(
+            "the daemon was not ready within {limit:?}:\n{}",
+            self.log_text()
+        );
     }
 
     /// Sends `signal` to the process.
@@ -432,6 +470,36 @@ impl Served {
         let pid = self.child().id() as libc::pid_t;
         // SAFETY: `pid` is our own child, not yet reaped.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({signal})");
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon runs").id()
+    }
+
+    /// SIGTERM, then up to `within` for a clean exit: its status, or `None`
+    /// when it had to be killed.
+    pub async fn stop(&mut self, within: Duration) -> Option<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child().try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                let mut child = self.child.take().expect("the daemon runs");
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Takes the process over (it is then no longer killed on drop).
+    pub fn take_child(&mut self) -> Child {
+        self.child.take().expect("the daemon runs")
     }
 
     /// `kill -9`, and reaps the process.
@@ -547,6 +615,39 @@ impl Served {
             .expect("GET /metrics");
         assert_eq!(r.status(), 200);
         r.text().await.expect("metrics text")
+    }
+
+    /// Signs in to the console with `admin`: the session cookie (expects
+    /// `303`; needs a client that follows no redirects).
+    pub async fn console_login(&self, admin: &str) -> String {
+        let r = self
+            .http
+            .post(self.url("/login"))
+            .form(&[("token", admin)])
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), 303, "login refused");
+        r.headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("a session cookie")
+            .split(';')
+            .next()
+            .expect("name=value")
+            .to_owned()
+    }
+
+    /// A console page with the session `cookie`: status and body.
+    pub async fn page(&self, cookie: &str, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("page");
+        (r.status().as_u16(), r.text().await.expect("body"))
     }
 
     /// The value of one series of `/metrics` (e.g. `pushwerk_reloads_total`),

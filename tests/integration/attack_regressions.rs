@@ -22,11 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use crate::util::{pushwerk_in, stderr, stdout, EXAMPLE_ENV};
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
-}
+use pushwerk_testkit::daemon::free_port;
 
 /// A `pushwerk serve` child, killed when dropped.
 struct Daemon {

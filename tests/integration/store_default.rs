@@ -557,8 +557,10 @@ fn log_of(v: &Value) -> Vec<(u64, String, u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_migrate_moves_queue_dead_letters_log_and_tokens_sled_to_redb_and_back() {
     let sink = HttpReceiver::start().await;
+    // Long enough to still be queued when the first daemon stops (it takes
+    // about a second), short enough not to wait long for it afterwards.
     let later = format!(
-        "name: later\non: call.ended\ndelay: 20s\nhttp:\n  url: {}\n  json:\n    n: << event.n >>\n",
+        "name: later\non: call.ended\ndelay: 10s\nhttp:\n  url: {}\n  json:\n    n: << event.n >>\n",
         sink.url("/later")
     );
     let now = format!(
