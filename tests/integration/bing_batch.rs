@@ -82,6 +82,27 @@ impl World {
         self.start_with(&[]).await
     }
 
+    /// [`World::start`] with batches that go as soon as they hold `n`
+    /// conversions (`PUSHWERK_BING_BATCH_MAX`): a test that posts `n`
+    /// together then does not wait out the linger, which stays the
+    /// fallback if they arrive apart.
+    async fn start_full_at(&self, n: usize) -> Served {
+        self.start_with(&[("PUSHWERK_BING_BATCH_MAX", &n.to_string())])
+            .await
+    }
+
+    /// [`World::run`] with batches that go as soon as they hold `n` conversions.
+    async fn run_full_at(&self, args: &[&str], n: usize) -> std::process::Output {
+        self.pushwerk(
+            args,
+            &[
+                ("PUSHWERK_BING_LINGER", LINGER),
+                ("PUSHWERK_BING_BATCH_MAX", &n.to_string()),
+            ],
+        )
+        .await
+    }
+
     /// [`World::start`] with more environment variables.
     async fn start_with(&self, env: &[(&str, &str)]) -> Served {
         let mut serve = self
@@ -188,7 +209,7 @@ async fn five_events_posted_together_go_out_as_one_request_and_all_are_delivered
     let bing = BingMock::start().await;
     bing.accept_token_prefix(ADS_PREFIX);
     let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
-    let served = world.start().await;
+    let served = world.start_full_at(5).await;
     let all = ["b1", "b2", "b3", "b4", "b5"];
     served.ingest(&json!(events(&all))).await;
     let log = served
@@ -221,7 +242,7 @@ async fn more_jobs_than_the_accounts_in_flight_limit_still_share_one_request() {
     let bing = BingMock::start().await;
     bing.accept_token_prefix(ADS_PREFIX);
     let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
-    let served = world.start().await;
+    let served = world.start_full_at(40).await;
     let all: Vec<String> = (1..=40).map(|i| format!("m{i}")).collect();
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     served.ingest(&json!(events(&all))).await;
@@ -297,7 +318,10 @@ async fn call_rate_117_retries_every_job_of_the_batch_after_the_wait() {
     // Microsoft asks for 60 s; the wait is `PUSHWERK_BING_CALL_RATE_WAIT`
     // (default 60 s), shortened here so the test does not wait a minute.
     let served = world
-        .start_with(&[("PUSHWERK_BING_CALL_RATE_WAIT", "2s")])
+        .start_with(&[
+            ("PUSHWERK_BING_CALL_RATE_WAIT", "2s"),
+            ("PUSHWERK_BING_BATCH_MAX", "3"),
+        ])
         .await;
     let all = ["r1", "r2", "r3"];
     served.ingest(&json!(events(&all))).await;
@@ -334,7 +358,7 @@ async fn an_expired_token_is_refreshed_once_for_the_whole_batch() {
     bing.accept_token_prefix(ADS_PREFIX);
     bing.expire_token("mock-at.ads.microsoft.com.old");
     let world = World::new(&bing, "mock-at.ads.microsoft.com.old").await;
-    let served = world.start().await;
+    let served = world.start_full_at(4).await;
     let all = ["t1", "t2", "t3", "t4"];
     served.ingest(&json!(events(&all))).await;
     let log = served
@@ -368,7 +392,7 @@ async fn send_of_several_events_goes_out_as_one_request() {
     for f in &files {
         args.extend(["--event", f.as_str()]);
     }
-    let out = world.run(&args).await;
+    let out = world.run_full_at(&args, 3).await;
     let output = text(&out);
     assert!(out.status.success(), "{output}");
     let requests = bing.requests();
@@ -508,7 +532,7 @@ async fn the_batch_body_conforms_to_the_bingads_sdk_definition() {
         args.extend(["--event".to_owned(), world.event_file(&e)]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = world.run(&args).await;
+    let out = world.run_full_at(&args, 2).await;
     let requests = bing.requests();
     assert_eq!(requests.len(), 1, "{}", text(&out));
     assert_eq!(clicks(&requests[0]).len(), 2);
