@@ -20,6 +20,8 @@
 //! without `#![allow(dead_code)]`, and its own unit tests run with
 //! `cargo test` (it is a default member of the workspace).
 
+#![warn(missing_docs)]
+
 pub mod daemon;
 pub mod identity;
 pub mod load;
