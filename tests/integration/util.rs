@@ -1,7 +1,5 @@
 //! Shared helpers: running the real `pushwerk` binary, loading folders.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
