@@ -281,7 +281,7 @@ impl World {
             global: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
-            token: INGEST_TOKEN.to_owned(),
+            token: Some(INGEST_TOKEN.to_owned()),
             client: None,
             ready_within: Duration::from_secs(15),
         }
@@ -294,7 +294,7 @@ pub struct ServeBuilder<'w> {
     global: Vec<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
-    token: String,
+    token: Option<String>,
     client: Option<reqwest::ClientBuilder>,
     ready_within: Duration,
 }
@@ -320,7 +320,14 @@ impl ServeBuilder<'_> {
 
     /// The ingest token (`PUSHWERK_INGEST_TOKEN`; default [`INGEST_TOKEN`]).
     pub fn token(mut self, token: &str) -> Self {
-        self.token = token.to_owned();
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    /// No ingest token given: the daemon generates one into
+    /// `DATA/ingest-token`, which [`Served::token`] then holds.
+    pub fn generated_token(mut self) -> Self {
+        self.token = None;
         self
     }
 
@@ -354,10 +361,12 @@ impl ServeBuilder<'_> {
             cmd.args(&self.global)
                 .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
                 .args(&self.args)
-                .env("PUSHWERK_INGEST_TOKEN", &self.token)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).expect("log file"));
+            if let Some(token) = &self.token {
+                cmd.env("PUSHWERK_INGEST_TOKEN", token);
+            }
             for (k, v) in &self.env {
                 cmd.env(k, v);
             }
@@ -366,10 +375,16 @@ impl ServeBuilder<'_> {
                 port,
                 log,
                 http: http.clone(),
-                token: self.token.clone(),
+                token: self.token.clone().unwrap_or_default(),
                 data: self.world.data(),
             };
             if served.wait_ready(self.ready_within).await {
+                if self.token.is_none() {
+                    served.token = std::fs::read_to_string(served.data.join("ingest-token"))
+                        .expect("DATA/ingest-token")
+                        .trim()
+                        .to_owned();
+                }
                 return served;
             }
             assert!(
