@@ -18,7 +18,7 @@ use serde_json::Value;
 /// Environment variables that change what the binary does: removed from
 /// every command the kit builds, so a developer's shell cannot change what a
 /// test sees (a test sets what it needs afterwards).
-pub const CLEARED_ENV: [&str; 23] = [
+pub const CLEARED_ENV: [&str; 24] = [
     "MS_MAIL_CLIENT_SECRET",
     "MS_ADS_CLIENT_SECRET",
     "CRM_CLIENT_SECRET",
@@ -36,6 +36,7 @@ pub const CLEARED_ENV: [&str; 23] = [
     "PUSHWERK_KEY",
     "PUSHWERK_KEY_FILE",
     "PUSHWERK_LOG",
+    "PUSHWERK_LOG_FORMAT",
     "PUSHWERK_GRAPH_URL",
     "PUSHWERK_BING_ADS_URL",
     "PUSHWERK_BING_BATCH_MAX",
@@ -58,13 +59,12 @@ pub struct Pushwerk {
 
 impl Pushwerk {
     /// The binary at `bin` (in a test: `env!("CARGO_BIN_EXE_pushwerk")`)
-    /// with `config_home` as its `XDG_CONFIG_HOME` (created if missing).
+    /// with `config_home` as its `XDG_CONFIG_HOME` (not made here: pushwerk
+    /// makes it when it first writes its key, which some tests check).
     pub fn new(bin: impl Into<PathBuf>, config_home: impl Into<PathBuf>) -> Pushwerk {
-        let config_home = config_home.into();
-        std::fs::create_dir_all(&config_home).expect("config home");
         Pushwerk {
             bin: bin.into(),
-            config_home,
+            config_home: config_home.into(),
         }
     }
 
@@ -170,12 +170,26 @@ impl World {
         world
     }
 
+    /// A world in `tmp` as the test made it (`pushes/` and `data/` inside
+    /// it, or not yet: the daemon makes its data directory), its commands
+    /// with `config/` there as their config directory.
+    pub fn in_dir(pushwerk: &Pushwerk, tmp: tempfile::TempDir) -> World {
+        let config = tmp.path().join("config");
+        World {
+            tmp,
+            pushwerk: Pushwerk::new(pushwerk.bin(), config),
+            starts: AtomicUsize::new(0),
+            env: Vec::new(),
+        }
+    }
+
     /// A new world whose commands get their own config directory
-    /// (`config/` beside `pushes/` and `data/`): a token key of their own,
+    /// (`config/` beside `pushes/` and `data/`, made here): a token key of their own,
     /// for tests about the key.
     pub fn with_config_home(pushwerk: &Pushwerk, files: &[(&str, &str)]) -> World {
         let mut world = World::new(pushwerk, files);
         let config = world.root().join("config");
+        std::fs::create_dir_all(&config).expect("mkdir config");
         world.pushwerk = Pushwerk::new(pushwerk.bin(), config);
         world
     }
