@@ -11,7 +11,9 @@
 //!
 //! It starts, all on 127.0.0.1: a sink answering Graph `sendMail` (and any
 //! other POST) with 202, a token-endpoint stand-in, and `pushwerk serve` as a
-//! child process with tokens imported beforehand (`pushwerk oauth import`).
+//! child process with tokens imported beforehand (`pushwerk oauth import`);
+//! the sink, the token endpoint and the daemon harness are the test kit's
+//! (`testkit/`, `pushwerk_testkit::{load, daemon}`).
 //! Every event carries the client's send time (`event.sent_ns`, unix nanos),
 //! which the push puts into the mail subject, so the sink measures
 //! ingest → delivery latency. In the same run the tool measures the sink's
@@ -23,18 +25,19 @@
 //! (SIGTERM, then kill).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use clap::{Parser, ValueEnum};
+use pushwerk_testkit::daemon::{Pushwerk, Served, World as KitWorld};
+use pushwerk_testkit::load::{serve, unix_ns, Sink, TokenEndpoint};
 
 /// Drives the release daemon with events and measures deliveries at a local sink.
 #[derive(Debug, Parser)]
@@ -106,108 +109,6 @@ enum Target {
 
 const INGEST_TOKEN: &str = "load-test-ingest-token-0123456789abcdef";
 const EXPIRED_TOKEN: &str = "at-imported-expired";
-const MAX_LATENCIES: usize = 5_000_000;
-
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default()
-}
-
-// ---------------------------------------------------------------- the sink
-
-#[derive(Default)]
-struct Sink {
-    count: AtomicU64,
-    first_ns: AtomicU64,
-    last_ns: AtomicU64,
-    latencies_ns: Mutex<Vec<u64>>,
-    expired_token_seen: AtomicU64,
-}
-
-impl Sink {
-    fn reset(&self) {
-        self.count.store(0, Ordering::SeqCst);
-        self.first_ns.store(u64::MAX, Ordering::SeqCst);
-        self.last_ns.store(0, Ordering::SeqCst);
-        self.latencies_ns.lock().unwrap().clear();
-        self.expired_token_seen.store(0, Ordering::SeqCst);
-    }
-}
-
-/// The send time an event put into the pushed body: the Graph mail's
-/// subject, or the HTTP push's `sent_ns`.
-fn sent_ns(body: &[u8]) -> Option<u64> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let field = v.pointer("/message/subject").or_else(|| v.get("sent_ns"))?;
-    match field {
-        serde_json::Value::String(s) => s.trim().parse().ok(),
-        serde_json::Value::Number(n) => n.as_u64(),
-        _ => None,
-    }
-}
-
-async fn sink_handler(
-    State(sink): State<Arc<Sink>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    let now = unix_ns();
-    sink.count.fetch_add(1, Ordering::Relaxed);
-    sink.first_ns.fetch_min(now, Ordering::Relaxed);
-    sink.last_ns.fetch_max(now, Ordering::Relaxed);
-    if headers
-        .get("authorization")
-        .is_some_and(|v| v.as_bytes() == format!("Bearer {EXPIRED_TOKEN}").as_bytes())
-    {
-        sink.expired_token_seen.fetch_add(1, Ordering::Relaxed);
-    }
-    if let Some(sent) = sent_ns(&body) {
-        let mut l = sink.latencies_ns.lock().unwrap();
-        if l.len() < MAX_LATENCIES {
-            l.push(now.saturating_sub(sent));
-        }
-    }
-    (StatusCode::ACCEPTED, [("request-id", "sink")])
-}
-
-// ------------------------------------------------- the token endpoint stand-in
-
-struct TokenEndpoint {
-    requests: AtomicU64,
-    delay: Duration,
-}
-
-async fn token_handler(State(t): State<Arc<TokenEndpoint>>, body: Bytes) -> impl IntoResponse {
-    let n = t.requests.fetch_add(1, Ordering::SeqCst) + 1;
-    tokio::time::sleep(t.delay).await;
-    if !String::from_utf8_lossy(&body).contains("grant_type=refresh_token") {
-        return (
-            StatusCode::BAD_REQUEST,
-            [("content-type", "application/json")],
-            r#"{"error":"unsupported_grant_type"}"#.to_owned(),
-        );
-    }
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        format!(
-            r#"{{"token_type":"Bearer","scope":"offline_access bench","expires_in":3600,"ext_expires_in":3600,"access_token":"at-refreshed-{n}","refresh_token":"rt-rotated-{n}"}}"#
-        ),
-    )
-}
-
-async fn serve(app: Router) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1");
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
-}
 
 // ------------------------------------------------------------- the relay
 
@@ -233,43 +134,6 @@ async fn relay_handler(State(r): State<Arc<Relay>>, body: Bytes) -> StatusCode {
 }
 
 // ------------------------------------------------------------- the daemon
-
-/// The child daemon; killed on drop if still running.
-struct Daemon {
-    child: Child,
-    url: String,
-}
-
-impl Daemon {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM, up to `wait` for a clean exit, then kill.
-    fn stop(&mut self, wait: Duration) -> String {
-        // SAFETY: sending a signal to our own child process by its pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return format!("exited after SIGTERM ({status})");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        format!("did not exit within {wait:?} of SIGTERM: killed")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -365,33 +229,25 @@ fn locate_binary(args: &Args) -> PathBuf {
     target.join("release/pushwerk")
 }
 
+/// The run's folder and data directory (the test kit's [`KitWorld`], kept
+/// with `--keep`) and what the tool needs to know of it.
 struct World {
-    dir: tempfile::TempDir,
-    pushes: PathBuf,
-    data: PathBuf,
+    kit: KitWorld,
     /// Deliveries each event makes.
     per_event: u64,
-    /// `sled` or `redb`.
-    store: String,
     /// More arguments for `serve`.
     serve_args: Vec<String>,
 }
 
-fn write_world(args: &Args, sink: std::net::SocketAddr, token: std::net::SocketAddr) -> World {
-    let dir = tempfile::Builder::new()
-        .prefix("pushwerk-load-")
-        .tempdir()
-        .expect("temp dir");
-    let pushes = dir.path().join("pushes");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&pushes).unwrap();
-    std::fs::write(
-        pushes.join("accounts.yaml"),
-        format!(
-            "kind: oauth_account\nname: bench\ntoken_url: http://{token}/token\nclient_id: bench\nclient_secret: x\nscope: offline_access bench\n"
-        ),
-    )
-    .unwrap();
+fn write_world(
+    bin: &Path,
+    args: &Args,
+    sink: std::net::SocketAddr,
+    token: std::net::SocketAddr,
+) -> World {
+    let account = format!(
+        "kind: oauth_account\nname: bench\ntoken_url: http://{token}/token\nclient_id: bench\nclient_secret: x\nscope: offline_access bench\n"
+    );
     // In a token storm every delivery comes due at once, a few seconds after
     // the last event was accepted.
     let mut delay = if args.token_storm { "delay: 5s\n" } else { "" }.to_owned();
@@ -404,43 +260,28 @@ fn write_world(args: &Args, sink: std::net::SocketAddr, token: std::net::SocketA
     let http = format!(
         "name: bench-http\non: bench.event\n{delay}http:\n  method: POST\n  url: http://{sink}/hook\n  headers:\n    Authorization: Bearer << oauth.bench >>\n  json:\n    sent_ns: << event.sent_ns >>\n    event: << push.event_id >>\n"
     );
-    let mut per_event = 0;
+    let mut files = vec![("accounts.yaml", account.as_str())];
     if args.token_storm || args.target == Target::Graph {
-        std::fs::write(pushes.join("bench-mail.yaml"), graph).unwrap();
-        per_event += 1;
+        files.push(("bench-mail.yaml", &graph));
     }
     if args.token_storm || args.target == Target::Http {
-        std::fs::write(pushes.join("bench-http.yaml"), http).unwrap();
-        per_event += 1;
+        files.push(("bench-http.yaml", &http));
     }
+    // The generated key stays in this run's directory, not in the user's
+    // ~/.config.
+    let pushwerk = Pushwerk::new(bin, std::env::temp_dir());
+    let mut kit = KitWorld::with_config_home(&pushwerk, &files);
+    kit.set_env("PUSHWERK_STORE", &args.store);
+    kit.set_env("PUSHWERK_LOG", "warn");
     World {
-        dir,
-        pushes,
-        data,
-        per_event,
-        store: args.store.clone(),
+        kit,
+        per_event: files.len() as u64 - 1,
         serve_args: args.serve_arg.clone(),
     }
 }
 
-fn pushwerk(bin: &Path, world: &World) -> Command {
-    let mut c = Command::new(bin);
-    c.env("PUSHWERK_STORE", &world.store)
-        .arg("--dir")
-        .arg(&world.pushes)
-        .arg("--data")
-        .arg(&world.data)
-        .args(["--log", "warn"])
-        .env_remove("PUSHWERK_KEY")
-        .env_remove("PUSHWERK_KEY_FILE")
-        // The generated key stays in this run's directory, not in the
-        // user's ~/.config.
-        .env("XDG_CONFIG_HOME", world.dir.path().join("config"));
-    c
-}
-
-fn import_tokens(bin: &Path, world: &World, expired: bool) {
-    let file = world.dir.path().join("token.json");
+fn import_tokens(world: &World, expired: bool) {
+    let file = world.kit.root().join("token.json");
     let json = if expired {
         format!(
             r#"{{"access_token":"{EXPIRED_TOKEN}","refresh_token":"rt-imported","expires_in":0}}"#
@@ -450,7 +291,9 @@ fn import_tokens(bin: &Path, world: &World, expired: bool) {
             .to_owned()
     };
     std::fs::write(&file, json).unwrap();
-    let out = pushwerk(bin, world)
+    let out = world
+        .kit
+        .command()
         .args(["oauth", "import", "bench", "--file"])
         .arg(&file)
         .output()
@@ -462,49 +305,17 @@ fn import_tokens(bin: &Path, world: &World, expired: bool) {
     );
 }
 
-async fn start_daemon(bin: &Path, world: &World, client: &reqwest::Client) -> Daemon {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::fs::File::create(world.dir.path().join("daemon.log")).unwrap();
-    let child = pushwerk(bin, world)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--grace", "5s"])
-        .args(&world.serve_args)
-        .env("PUSHWERK_INGEST_TOKEN", INGEST_TOKEN)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start pushwerk serve");
-    let mut daemon = Daemon {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!(
-                "the daemon exited ({status}): {}",
-                std::fs::read_to_string(world.dir.path().join("daemon.log")).unwrap_or_default()
-            );
-        }
-        let ready = client
-            .get(format!("{}/readyz", daemon.url))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return daemon;
-        }
-        if Instant::now() > deadline {
-            daemon.stop(Duration::ZERO);
-            panic!("the daemon was not ready within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn start_daemon(world: &World) -> Served {
+    let serve_args: Vec<&str> = world.serve_args.iter().map(String::as_str).collect();
+    world
+        .kit
+        .serve()
+        .token(INGEST_TOKEN)
+        .args(&["--grace", "5s"])
+        .args(&serve_args)
+        .ready_within(Duration::from_secs(60))
+        .start()
+        .await
 }
 
 // ------------------------------------------------------------- the driver
@@ -666,11 +477,11 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 async fn metrics_lines(
     client: &reqwest::Client,
-    daemon: &Daemon,
+    daemon: &Served,
     prefixes: &[&str],
 ) -> Vec<String> {
     let Ok(r) = client
-        .get(format!("{}/metrics", daemon.url))
+        .get(daemon.url("/metrics"))
         .bearer_auth(INGEST_TOKEN)
         .send()
         .await
@@ -729,25 +540,14 @@ async fn main() {
         load_avg()
     );
 
-    let sink = Arc::new(Sink::default());
-    sink.reset();
-    let sink_addr = serve(
-        Router::new()
-            .route("/v1.0/me/sendMail", post(sink_handler))
-            .fallback(post(sink_handler))
-            .with_state(sink.clone()),
-    )
-    .await;
-    let tokens = Arc::new(TokenEndpoint {
-        requests: AtomicU64::new(0),
-        delay: Duration::from_millis(args.token_delay_ms),
-    });
-    let token_addr = serve(
-        Router::new()
-            .route("/token", post(token_handler))
-            .with_state(tokens.clone()),
-    )
-    .await;
+    // The sink (Graph `sendMail` and any other POST: 202) and the token
+    // endpoint stand-in come from the test kit.
+    let sink = Arc::new(Sink::new(EXPIRED_TOKEN));
+    let sink_addr = sink.start().await;
+    let tokens = Arc::new(TokenEndpoint::new(Duration::from_millis(
+        args.token_delay_ms,
+    )));
+    let token_addr = tokens.start().await;
     let client = pushwerk::net::http_client()
         .pool_max_idle_per_host(args.concurrency.max(1))
         .timeout(Duration::from_secs(30))
@@ -789,12 +589,12 @@ async fn main() {
         args.concurrency, args.sink_secs
     );
 
-    let world = write_world(&args, sink_addr, token_addr);
-    import_tokens(&bin, &world, args.token_storm);
-    let mut daemon = start_daemon(&bin, &world, &client).await;
+    let world = write_world(&bin, &args, sink_addr, token_addr);
+    import_tokens(&world, args.token_storm);
+    let mut daemon = start_daemon(&world).await;
     let pid = daemon.pid();
     let start_rss = status_kb(pid, "VmRSS:").unwrap_or(0);
-    let start_disk = disk_use(&world.data);
+    let start_disk = disk_use(&world.kit.data());
     if args.soak.is_some() {
         println!(
             "start: daemon RSS {} (VmRSS), store data {} (allocated {})",
@@ -805,7 +605,7 @@ async fn main() {
     }
 
     let plan = Arc::new(Plan {
-        url: format!("{}/v1/events", daemon.url),
+        url: daemon.url("/v1/events"),
         events,
         batch: if args.token_storm {
             args.batch.max(500)
@@ -830,7 +630,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if args.soak.is_some() && Instant::now() >= next_report {
             next_report = Instant::now() + Duration::from_secs(30);
-            let d = disk_use(&world.data);
+            let d = disk_use(&world.kit.data());
             println!(
                 "  … {} events accepted, {} delivered, RSS {}, store {} (load {})",
                 stats.accepted.load(Ordering::Relaxed),
@@ -970,7 +770,7 @@ async fn main() {
         // after the last delivery, bounded.
         println!("waiting 35 s for the daemon's retention to run …");
         tokio::time::sleep(Duration::from_secs(35)).await;
-        let d = disk_use(&world.data);
+        let d = disk_use(&world.kit.data());
         let rss = status_kb(pid, "VmRSS:").unwrap_or(0);
         println!(
             "soak: RSS start {} → end {}; store data start {} → end {} (allocated {} → {}), {:.0} bytes per accepted event",
@@ -984,7 +784,7 @@ async fn main() {
         );
     }
     let hwm = status_kb(pid, "VmHWM:").unwrap_or(0);
-    let disk = disk_use(&world.data);
+    let disk = disk_use(&world.kit.data());
     println!("daemon peak RSS:     {} (VmHWM)", mb(hwm * 1024));
     println!(
         "store disk use:      {} (sum of file sizes under DATA; allocated {})",
@@ -992,9 +792,13 @@ async fn main() {
         mb(disk.1)
     );
     println!("load average:        start/end of deliveries {load_at_end}");
-    let stopped = daemon.stop(Duration::from_secs(args.stop_wait_secs));
+    let wait = Duration::from_secs(args.stop_wait_secs);
+    let stopped = match daemon.stop(wait).await {
+        Some(status) => format!("exited after SIGTERM ({status})"),
+        None => format!("did not exit within {wait:?} of SIGTERM: killed"),
+    };
     println!("daemon: {stopped}");
-    let log = std::fs::read_to_string(world.dir.path().join("daemon.log")).unwrap_or_default();
+    let log = daemon.log_text();
     let problems: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("ERROR") || l.contains("WARN"))
@@ -1010,7 +814,7 @@ async fn main() {
             .unwrap_or_default()
     );
     if args.keep {
-        let path = world.dir.keep();
+        let path = world.kit.keep();
         println!("kept {}", path.display());
     }
 }

@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use super::send::{Sender, Sent};
 use crate::config::{Catalog, Push};
 use crate::delivery::{Job, Scheduler};
-use crate::targets::bing_ads::{classify_batch, prepare_batch, MAX_BATCH};
+use crate::targets::bing_ads::{classify_batch, prepare_batch, CALL_RATE_WAIT, MAX_BATCH};
 use crate::targets::{Endpoints, HttpRequest, Outcome, RenderedPush, RenderedTarget};
 
 /// How conversions are packed: at most `max` per request, and a batch
@@ -40,6 +40,10 @@ pub struct BatchSettings {
     pub max: usize,
     /// How long a batch waits for more after its first conversion (default 200 ms; at most 10 s).
     pub linger: Duration,
+    /// The wait after a `CallRateExceeded` (117) before the batch goes again
+    /// (default Microsoft's 60 s; 1 s to 10 min): a policy, set shorter by
+    /// `PUSHWERK_BING_CALL_RATE_WAIT` where 60 s is too long to wait (tests).
+    pub call_rate_wait: Duration,
 }
 
 impl Default for BatchSettings {
@@ -47,6 +51,7 @@ impl Default for BatchSettings {
         BatchSettings {
             max: MAX_BATCH,
             linger: Duration::from_millis(200),
+            call_rate_wait: CALL_RATE_WAIT,
         }
     }
 }
@@ -63,11 +68,17 @@ pub enum BatchSettingsError {
     /// `PUSHWERK_BING_LINGER` is not a duration up to 10 s.
     #[error("PUSHWERK_BING_LINGER={0:?}: expected a duration from 0ms to 10s, such as `200ms`")]
     Linger(String),
+    /// `PUSHWERK_BING_CALL_RATE_WAIT` is not a duration from 1 s to 10 min.
+    #[error(
+        "PUSHWERK_BING_CALL_RATE_WAIT={0:?}: expected a duration from 1s to 10m, such as `60s`"
+    )]
+    CallRateWait(String),
 }
 
 impl BatchSettings {
-    /// The defaults, overridden by `PUSHWERK_BING_BATCH_MAX` and
-    /// `PUSHWERK_BING_LINGER` (`0ms` sends each conversion at once).
+    /// The defaults, overridden by `PUSHWERK_BING_BATCH_MAX`,
+    /// `PUSHWERK_BING_LINGER` (`0ms` sends each conversion at once) and
+    /// `PUSHWERK_BING_CALL_RATE_WAIT`.
     pub fn from_env(
         lookup: &crate::config::secret::EnvLookup,
     ) -> Result<BatchSettings, BatchSettingsError> {
@@ -85,6 +96,12 @@ impl BatchSettings {
                 .ok()
                 .filter(|d| *d <= MAX_LINGER)
                 .ok_or_else(|| BatchSettingsError::Linger(bounded(&v)))?;
+        }
+        if let Some(v) = lookup("PUSHWERK_BING_CALL_RATE_WAIT") {
+            s.call_rate_wait = humantime::parse_duration(v.trim())
+                .ok()
+                .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(600)).contains(d))
+                .ok_or_else(|| BatchSettingsError::CallRateWait(bounded(&v)))?;
         }
         Ok(s)
     }
@@ -257,9 +274,12 @@ impl Batcher {
                     tracing::debug!(conversions = batch.len(), "sending a Bing Ads batch");
                     match self.sender.send_http(&request, None).await {
                         Sent::Known(outcome) => vec![outcome; batch.len()],
-                        Sent::Http(response) => {
-                            classify_batch(&response, batch.len(), self.retry_after_cap)
-                        }
+                        Sent::Http(response) => classify_batch(
+                            &response,
+                            batch.len(),
+                            self.retry_after_cap,
+                            self.settings.call_rate_wait,
+                        ),
                     }
                 }
             }
@@ -366,13 +386,20 @@ mod tests {
         assert_eq!(
             from(&[
                 ("PUSHWERK_BING_BATCH_MAX", "50"),
-                ("PUSHWERK_BING_LINGER", "0ms")
+                ("PUSHWERK_BING_LINGER", "0ms"),
+                ("PUSHWERK_BING_CALL_RATE_WAIT", "2s")
             ]),
             Ok(BatchSettings {
                 max: 50,
-                linger: Duration::ZERO
+                linger: Duration::ZERO,
+                call_rate_wait: Duration::from_secs(2)
             })
         );
+        assert_eq!(BatchSettings::default().call_rate_wait, CALL_RATE_WAIT);
+        for bad in ["0s", "999ms", "11m", "soon"] {
+            let e = from(&[("PUSHWERK_BING_CALL_RATE_WAIT", bad)]).unwrap_err();
+            assert_eq!(e, BatchSettingsError::CallRateWait(bad.to_owned()));
+        }
         for bad in ["0", "1001", "many"] {
             assert!(matches!(
                 from(&[("PUSHWERK_BING_BATCH_MAX", bad)]),

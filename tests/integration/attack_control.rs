@@ -4,59 +4,31 @@
 //! what a hostile request must not achieve.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::EXAMPLE_ENV;
+use pushwerk_testkit::daemon::{http_client, Served, World as KitWorld};
 
 const INGEST: &str = "attack-control-ingest-canary";
 
-/// A folder, a data directory and a config directory (for the key).
-struct World {
-    tmp: tempfile::TempDir,
+/// A folder, a data directory and a config directory (for the key): the
+/// kit's [`KitWorld::with_config_home`].
+struct World(KitWorld);
+
+impl std::ops::Deref for World {
+    type Target = KitWorld;
+    fn deref(&self) -> &KitWorld {
+        &self.0
+    }
 }
 
 impl World {
     fn new(files: &[(&str, &str)]) -> World {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        for d in ["pushes", "data", "config"] {
-            std::fs::create_dir_all(tmp.path().join(d)).expect("mkdir");
-        }
-        for (name, text) in files {
-            std::fs::write(tmp.path().join("pushes").join(name), text).expect("write");
-        }
-        World { tmp }
+        World(KitWorld::with_config_home(crate::util::kit(), files))
     }
 
     fn path(&self, sub: &str) -> PathBuf {
-        self.tmp.path().join(sub)
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = crate::util::pushwerk_command();
-        cmd.arg("--dir")
-            .arg(self.path("pushes"))
-            .arg("--data")
-            .arg(self.path("data"))
-            .env("XDG_CONFIG_HOME", self.path("config"));
-        for name in EXAMPLE_ENV {
-            cmd.env_remove(name);
-        }
-        for name in [
-            "PUSHWERK_DATA",
-            "PUSHWERK_LISTEN",
-            "PUSHWERK_INGEST_TOKEN",
-            "PUSHWERK_ADMIN_TOKEN",
-            "PUSHWERK_PUBLIC_URL",
-            "PUSHWERK_SERVER",
-            "PUSHWERK_KEY",
-            "PUSHWERK_KEY_FILE",
-            "PUSHWERK_LOG",
-            "RUST_LOG",
-        ] {
-            cmd.env_remove(name);
-        }
-        cmd
+        self.root().join(sub)
     }
 
     /// `pushwerk serve` on a free loopback port, ready.
@@ -66,54 +38,14 @@ impl World {
 
     /// `pushwerk serve` with `extra` flags on a free loopback port, ready.
     async fn serve_with(&self, extra: &[&str]) -> Served {
-        for attempt in 0..3 {
-            let port = {
-                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-                l.local_addr().expect("address").port()
-            };
-            let log = self.path(&format!("serve-{attempt}.log"));
-            let mut cmd = self.command();
-            cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .args(["--grace", "5s", "--log", "info"])
-                .args(extra)
-                .env("PUSHWERK_INGEST_TOKEN", INGEST)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log"));
-            let mut served = Served {
-                child: Some(cmd.spawn().expect("serve starts")),
-                base: format!("http://127.0.0.1:{port}"),
-                log,
-                http: pushwerk::net::http_client()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .expect("client"),
-            };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(_)) = served.child.as_mut().expect("child").try_wait() {
-                    served.child = None;
-                    break;
-                }
-                if let Ok(r) = served.http.get(served.url("/readyz")).send().await {
-                    if r.status() == 200 {
-                        return served;
-                    }
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "not ready: {}",
-                    served.log_text()
-                );
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            assert!(
-                served.log_text().contains("cannot listen"),
-                "{}",
-                served.log_text()
-            );
-        }
-        panic!("no free port");
+        self.0
+            .serve()
+            .token(INGEST)
+            .args(&["--grace", "5s", "--log", "info"])
+            .args(extra)
+            .client(http_client().redirect(reqwest::redirect::Policy::none()))
+            .start()
+            .await
     }
 
     fn admin_token(&self) -> String {
@@ -121,66 +53,6 @@ impl World {
             .expect("generated admin token")
             .trim()
             .to_owned()
-    }
-}
-
-struct Served {
-    child: Option<Child>,
-    base: String,
-    log: PathBuf,
-    http: reqwest::Client,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Served {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Signs in to the console with `admin`: the session cookie.
-    async fn console_login(&self, admin: &str) -> String {
-        let r = self
-            .http
-            .post(self.url("/login"))
-            .form(&[("token", admin)])
-            .send()
-            .await
-            .expect("login");
-        assert_eq!(r.status(), 303, "login refused");
-        let cookie = r
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .expect("a session cookie")
-            .split(';')
-            .next()
-            .expect("name=value")
-            .to_owned();
-        cookie
-    }
-
-    /// A console page with the session cookie: status and body.
-    async fn page(&self, cookie: &str, path: &str) -> (u16, String) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .expect("page");
-        (r.status().as_u16(), r.text().await.expect("body"))
     }
 }
 
@@ -242,7 +114,7 @@ async fn preview_with_the_ingest_token_shows_no_literal_credential() {
         ),
     ] {
         let r = served
-            .http
+            .http()
             .post(served.url(&format!("/v1/pushes/{push}/preview")))
             .bearer_auth(INGEST)
             .json(&event)
@@ -314,7 +186,7 @@ async fn console_forms_work_behind_a_proxy_with_public_url() {
     let admin = world.admin_token();
     let post_login = |origin: &'static str| {
         served
-            .http
+            .http()
             .post(served.url("/login"))
             .header("origin", origin)
             .header("sec-fetch-site", "same-origin")
@@ -348,7 +220,7 @@ async fn an_empty_refresh_token_is_refused_and_replaces_nothing() {
     let admin = world.admin_token();
     let put = |body: &'static str| {
         served
-            .http
+            .http()
             .put(served.url("/v1/accounts/ms_mail/tokens"))
             .bearer_auth(&admin)
             .body(body)
@@ -374,7 +246,7 @@ async fn an_empty_refresh_token_is_refused_and_replaces_nothing() {
         assert!(text.contains("refresh_token"), "{bad}: {text}");
     }
     let now: serde_json::Value = served
-        .http
+        .http()
         .get(served.url("/v1/accounts/ms_mail"))
         .bearer_auth(&admin)
         .send()
@@ -544,7 +416,7 @@ async fn without_a_daemon_deliveries_jobs_and_replay_use_the_store() {
     ]);
     let served = world.serve().await;
     let r = served
-        .http
+        .http()
         .post(served.url("/v1/events"))
         .bearer_auth(INGEST)
         .json(&serde_json::json!({"id": "e1", "type": "t", "time": "2026-12-01T10:00:00Z", "data": {}}))
@@ -555,7 +427,7 @@ async fn without_a_daemon_deliveries_jobs_and_replay_use_the_store() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let dead: serde_json::Value = served
-            .http
+            .http()
             .get(served.url("/v1/dead-letters"))
             .bearer_auth(INGEST)
             .send()
@@ -575,7 +447,7 @@ async fn without_a_daemon_deliveries_jobs_and_replay_use_the_store() {
     }
     // SIGTERM: the daemon flushes and exits.
     let mut served = served;
-    let mut child = served.child.take().unwrap();
+    let mut child = served.take_child();
     // SAFETY: sends SIGTERM to the daemon this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());

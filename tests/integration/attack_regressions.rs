@@ -22,11 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use crate::util::{pushwerk_in, stderr, stdout, EXAMPLE_ENV};
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
-}
+use pushwerk_testkit::daemon::free_port;
 
 /// A `pushwerk serve` child, killed when dropped.
 struct Daemon {
@@ -312,7 +308,7 @@ fn event(id: &str) -> String {
 async fn a_target_echoing_the_access_token_does_not_get_it_into_the_delivery_log() {
     const ACCESS_TOKEN: &str = "access-token-canary-M2P";
     const API_KEY: &str = "api-key-canary-Z5T";
-    let target = crate::mock_microsoft::HttpReceiver::start().await;
+    let target = pushwerk_testkit::microsoft::HttpReceiver::start().await;
     target.respond_next(
         1,
         400,
@@ -387,7 +383,7 @@ async fn a_target_echoing_the_access_token_does_not_get_it_into_the_delivery_log
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retry_after_beyond_64_bits_waits_the_capped_time() {
-    let target = crate::mock_microsoft::HttpReceiver::start().await;
+    let target = pushwerk_testkit::microsoft::HttpReceiver::start().await;
     target.respond_next(
         1,
         503,

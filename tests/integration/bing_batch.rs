@@ -9,27 +9,32 @@
 //! Every daemon test starts its own `pushwerk serve` (own folder, data
 //! directory and port) against a [`BingMock`] and kills it when done.
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::mock_identity::{IdentityMock, MockConfig};
-use crate::mock_microsoft::{BingMock, Recorded, Scripted};
-use crate::util::EXAMPLE_ENV;
+use pushwerk_testkit::daemon::{poll, text, Served, World as KitWorld};
+use pushwerk_testkit::identity::{IdentityMock, MockConfig};
+use pushwerk_testkit::microsoft::{BingMock, Recorded, Scripted};
 
 const TOKEN: &str = "bing-batch-test-ingest-token";
 const ADS_PREFIX: &str = "mock-at.ads.microsoft.com.";
 const ADS_SCOPE: &str = "offline_access https://ads.microsoft.com/msads.manage";
 
 // ---------------------------------------------------------------------------
-// A folder, a data directory and the daemon
+// A folder, a data directory and the daemon (the kit's harness)
 
 struct World {
-    tmp: tempfile::TempDir,
+    kit: KitWorld,
     identity: IdentityMock,
+}
+
+impl std::ops::Deref for World {
+    type Target = KitWorld;
+    fn deref(&self) -> &KitWorld {
+        &self.kit
+    }
 }
 
 impl World {
@@ -38,216 +43,96 @@ impl World {
     /// sending to `bing`.
     async fn new(bing: &BingMock, access_token: &str) -> World {
         let identity = IdentityMock::start(MockConfig::default()).await;
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let pushes = tmp.path().join("pushes");
-        std::fs::create_dir_all(&pushes).expect("mkdir pushes");
-        std::fs::create_dir_all(tmp.path().join("data")).expect("mkdir data");
         let account = format!(
             "kind: oauth_account\nname: ms_ads\ntoken_url: {}\nclient_id: {}\nclient_secret: mock-secret\nscope: {ADS_SCOPE}\n",
             identity.token_url(),
             MockConfig::default().client_id
         );
-        std::fs::write(pushes.join("accounts.yaml"), account).expect("write account");
-        std::fs::write(pushes.join("conv.yaml"), bing_push(&bing.base_url())).expect("write push");
-        let world = World { tmp, identity };
-        world.identity.seed_refresh_token("rt-ms_ads", ADS_SCOPE);
-        let file = world.tmp.path().join("tokens.json");
+        let kit = KitWorld::new(
+            crate::util::kit(),
+            &[
+                ("accounts.yaml", &account),
+                ("conv.yaml", &bing_push(&bing.base_url())),
+            ],
+        );
+        identity.seed_refresh_token("rt-ms_ads", ADS_SCOPE);
         let tokens =
             json!({"access_token": access_token, "refresh_token": "rt-ms_ads", "expires_in": 3600});
-        std::fs::write(&file, tokens.to_string()).expect("write tokens");
-        let out = world
-            .pushwerk(&[
-                "oauth",
-                "import",
-                "ms_ads",
-                "--file",
-                file.to_str().unwrap(),
-            ])
-            .await;
-        assert!(out.status.success(), "oauth import: {}", text(&out));
-        world
-    }
-
-    fn pushes(&self) -> PathBuf {
-        self.tmp.path().join("pushes")
-    }
-
-    fn data(&self) -> PathBuf {
-        self.tmp.path().join("data")
+        kit.import("ms_ads", &tokens).await;
+        World { kit, identity }
     }
 
     /// Writes an event file and returns its path.
     fn event_file(&self, event: &Value) -> String {
         let path = self
-            .tmp
-            .path()
+            .root()
             .join(format!("{}.json", event["id"].as_str().unwrap()));
         std::fs::write(&path, event.to_string()).expect("write event");
         path.to_str().unwrap().to_owned()
     }
 
-    /// `pushwerk --dir … --data … args…`, off the async workers.
-    async fn pushwerk(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = base_command(&self.pushes(), &self.data());
-        cmd.args(args).stdin(Stdio::null());
-        tokio::task::spawn_blocking(move || cmd.output().expect("pushwerk runs"))
+    /// `pushwerk --dir … --data … args…` (batch linger as [`LINGER`]).
+    async fn run(&self, args: &[&str]) -> std::process::Output {
+        self.pushwerk(args, &[("PUSHWERK_BING_LINGER", LINGER)])
             .await
-            .expect("join")
     }
 
-    /// Starts `pushwerk serve` on a free port and waits until it is ready.
-    async fn serve(&self) -> Served {
-        for n in 0..3 {
-            let log = self.tmp.path().join(format!("serve-{n}.log"));
-            let port = free_port();
-            let mut cmd = base_command(&self.pushes(), &self.data());
-            cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .env("PUSHWERK_INGEST_TOKEN", TOKEN)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log file"));
-            let mut served = Served {
-                child: Some(cmd.spawn().expect("pushwerk serve starts")),
-                base: format!("http://127.0.0.1:{port}"),
-                log,
-                http: pushwerk::net::http_client().build().unwrap(),
-            };
-            if served.wait_ready().await {
-                return served;
-            }
-            assert!(
-                served.log_text().contains("cannot listen"),
-                "the daemon did not become ready:\n{}",
-                served.log_text()
-            );
-        }
-        panic!("no free port for the daemon after 3 tries");
-    }
-}
-
-fn base_command(dir: &Path, data: &Path) -> Command {
-    let mut cmd = crate::util::pushwerk_command();
-    cmd.arg("--dir").arg(dir).arg("--data").arg(data);
-    for name in EXAMPLE_ENV {
-        cmd.env_remove(name);
-    }
-    for name in [
-        "PUSHWERK_DATA",
-        "PUSHWERK_LISTEN",
-        "PUSHWERK_INGEST_TOKEN",
-        "PUSHWERK_SERVER",
-        "PUSHWERK_KEY",
-        "PUSHWERK_KEY_FILE",
-        "PUSHWERK_LOG",
-        "PUSHWERK_GRAPH_URL",
-        "PUSHWERK_BING_ADS_URL",
-        "PUSHWERK_BING_BATCH_MAX",
-        "PUSHWERK_BING_LINGER",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(name);
-    }
-    // A linger long enough that conversions posted together share a batch
-    // even on a loaded machine (with the default 200 ms, a 2-core CI box
-    // busy with the rest of the suite split 3 events into 2 requests).
-    cmd.env("PUSHWERK_BING_LINGER", "2s");
-    cmd
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local address").port()
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// A running `pushwerk serve`; killed when dropped.
-struct Served {
-    child: Option<Child>,
-    base: String,
-    log: PathBuf,
-    http: reqwest::Client,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Served {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    /// Starts `pushwerk serve` (batch linger as [`LINGER`]) and waits until it is ready.
+    async fn start(&self) -> Served {
+        self.start_with(&[]).await
     }
 
-    async fn wait_ready(&mut self) -> bool {
-        for _ in 0..400 {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    self.child = None;
-                    return false;
-                }
-            }
-            if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await {
-                if r.status() == 200 {
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the daemon was not ready within 10 s:\n{}", self.log_text());
-    }
-
-    /// Posts events (one JSON array: one ingest) and expects 202.
-    async fn ingest(&self, events: &[Value]) {
-        let r = self
-            .http
-            .post(format!("{}/v1/events", self.base))
-            .bearer_auth(TOKEN)
-            .json(&events)
-            .send()
+    /// [`World::start`] with batches that go as soon as they hold `n`
+    /// conversions (`PUSHWERK_BING_BATCH_MAX`): a test that posts `n`
+    /// together then does not wait out the linger, which stays the
+    /// fallback if they arrive apart.
+    async fn start_full_at(&self, n: usize) -> Served {
+        self.start_with(&[("PUSHWERK_BING_BATCH_MAX", &n.to_string())])
             .await
-            .expect("POST /v1/events");
-        let status = r.status();
-        assert_eq!(status, 202, "{}", r.text().await.unwrap_or_default());
     }
 
-    async fn get(&self, path: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        assert_eq!(r.status(), 200, "GET {path}");
-        r.json().await.expect("JSON")
+    /// [`World::run`] with batches that go as soon as they hold `n` conversions.
+    async fn run_full_at(&self, args: &[&str], n: usize) -> std::process::Output {
+        self.pushwerk(
+            args,
+            &[
+                ("PUSHWERK_BING_LINGER", LINGER),
+                ("PUSHWERK_BING_BATCH_MAX", &n.to_string()),
+            ],
+        )
+        .await
     }
 
-    async fn deliveries(&self) -> Vec<Value> {
-        self.get("/v1/deliveries?limit=10000&push=conv").await["deliveries"]
-            .as_array()
-            .expect("deliveries array")
-            .clone()
+    /// [`World::start`] with more environment variables.
+    async fn start_with(&self, env: &[(&str, &str)]) -> Served {
+        let mut serve = self
+            .serve()
+            .token(TOKEN)
+            .env("PUSHWERK_BING_LINGER", LINGER);
+        for (k, v) in env {
+            serve = serve.env(k, v);
+        }
+        serve.start().await
     }
+}
 
-    async fn dead_letters(&self) -> Vec<Value> {
-        self.get("/v1/dead-letters?push=conv").await["dead_letters"]
-            .as_array()
-            .expect("dead letters array")
-            .clone()
-    }
+/// A linger long enough that conversions posted together share a batch
+/// even on a loaded machine (with the default 200 ms, a 2-core CI box
+/// busy with the rest of the suite split 3 events into 2 requests).
+const LINGER: &str = "2s";
 
+/// The delivery log of the push `conv`, polled.
+trait ConvLog {
     /// Polls the delivery log until `done` holds for it, or panics after `timeout`.
+    async fn log_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value>;
+}
+
+impl ConvLog for Served {
     async fn log_until(
         &self,
         what: &str,
@@ -255,29 +140,10 @@ impl Served {
         done: impl Fn(&[Value]) -> bool,
     ) -> Vec<Value> {
         poll(what, timeout, || async {
-            let log = self.deliveries().await;
+            let log = self.deliveries("push=conv").await;
             done(&log).then_some(log)
         })
         .await
-    }
-}
-
-/// Polls `check` every 50 ms until it gives `Some`, or panics after `timeout`.
-async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -343,9 +209,9 @@ async fn five_events_posted_together_go_out_as_one_request_and_all_are_delivered
     let bing = BingMock::start().await;
     bing.accept_token_prefix(ADS_PREFIX);
     let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
-    let served = world.serve().await;
+    let served = world.start_full_at(5).await;
     let all = ["b1", "b2", "b3", "b4", "b5"];
-    served.ingest(&events(&all)).await;
+    served.ingest(&json!(events(&all))).await;
     let log = served
         .log_until("5 delivered entries", Duration::from_secs(15), |log| {
             ids(log, "delivered").len() == 5
@@ -376,10 +242,10 @@ async fn more_jobs_than_the_accounts_in_flight_limit_still_share_one_request() {
     let bing = BingMock::start().await;
     bing.accept_token_prefix(ADS_PREFIX);
     let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
-    let served = world.serve().await;
+    let served = world.start_full_at(40).await;
     let all: Vec<String> = (1..=40).map(|i| format!("m{i}")).collect();
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    served.ingest(&events(&all)).await;
+    served.ingest(&json!(events(&all))).await;
     let log = served
         .log_until("40 delivered entries", Duration::from_secs(15), |log| {
             ids(log, "delivered").len() == 40
@@ -409,9 +275,9 @@ async fn a_partial_error_at_index_1_dead_letters_exactly_that_job() {
         },
     );
     let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
-    let served = world.serve().await;
+    let served = world.start().await;
     let all = ["p1", "p2", "p3"];
-    served.ingest(&events(&all)).await;
+    served.ingest(&json!(events(&all))).await;
     let log = served
         .log_until("3 final entries", Duration::from_secs(15), |log| {
             ids(log, "delivered").len() + ids(log, "dead").len() == 3
@@ -430,7 +296,7 @@ async fn a_partial_error_at_index_1_dead_letters_exactly_that_job() {
         .map(|s| s.to_string())
         .collect();
     assert_eq!(ids(&log, "delivered"), sorted(delivered), "{log:?}");
-    let dead = served.dead_letters().await;
+    let dead = served.dead_letters("push=conv").await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["event_id"], refused.as_str());
     let reason = dead[0]["reason"].as_str().unwrap();
@@ -449,9 +315,16 @@ async fn call_rate_117_retries_every_job_of_the_batch_after_the_wait() {
     bing.accept_token_prefix(ADS_PREFIX);
     bing.call_rate_exceeded_next(1);
     let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
-    let served = world.serve().await;
+    // Microsoft asks for 60 s; the wait is `PUSHWERK_BING_CALL_RATE_WAIT`
+    // (default 60 s), shortened here so the test does not wait a minute.
+    let served = world
+        .start_with(&[
+            ("PUSHWERK_BING_CALL_RATE_WAIT", "2s"),
+            ("PUSHWERK_BING_BATCH_MAX", "3"),
+        ])
+        .await;
     let all = ["r1", "r2", "r3"];
-    served.ingest(&events(&all)).await;
+    served.ingest(&json!(events(&all))).await;
     let log = served
         .log_until("3 retry entries", Duration::from_secs(15), |log| {
             ids(log, "retry").len() == 3
@@ -463,9 +336,9 @@ async fn call_rate_117_retries_every_job_of_the_batch_after_the_wait() {
             .all(|e| e["error"].as_str().unwrap_or_default().contains("117")),
         "{log:?}"
     );
-    // Microsoft asks for 60 s; then all three go again, together.
+    // After the wait all three go again, together.
     let log = served
-        .log_until("3 delivered entries", Duration::from_secs(90), |log| {
+        .log_until("3 delivered entries", Duration::from_secs(30), |log| {
             ids(log, "delivered").len() == 3
         })
         .await;
@@ -476,7 +349,7 @@ async fn call_rate_117_retries_every_job_of_the_batch_after_the_wait() {
     assert_eq!(requests[1].status, 200);
     assert_eq!(sorted(clicks(&requests[1])).len(), 3);
     let gap = requests[1].at.duration_since(requests[0].at);
-    assert!(gap >= Duration::from_secs(60), "retried after {gap:?}");
+    assert!(gap >= Duration::from_secs(2), "retried after {gap:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -485,9 +358,9 @@ async fn an_expired_token_is_refreshed_once_for_the_whole_batch() {
     bing.accept_token_prefix(ADS_PREFIX);
     bing.expire_token("mock-at.ads.microsoft.com.old");
     let world = World::new(&bing, "mock-at.ads.microsoft.com.old").await;
-    let served = world.serve().await;
+    let served = world.start_full_at(4).await;
     let all = ["t1", "t2", "t3", "t4"];
-    served.ingest(&events(&all)).await;
+    served.ingest(&json!(events(&all))).await;
     let log = served
         .log_until("4 delivered entries", Duration::from_secs(15), |log| {
             ids(log, "delivered").len() == 4
@@ -519,7 +392,7 @@ async fn send_of_several_events_goes_out_as_one_request() {
     for f in &files {
         args.extend(["--event", f.as_str()]);
     }
-    let out = world.pushwerk(&args).await;
+    let out = world.run_full_at(&args, 3).await;
     let output = text(&out);
     assert!(out.status.success(), "{output}");
     let requests = bing.requests();
@@ -564,7 +437,7 @@ async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
 async fn connection_errors_in_the_delivery_log_say_refused_or_timed_out_without_secrets() {
     let bing = BingMock::start().await;
     let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
-    let closed = free_port();
+    let closed = pushwerk_testkit::daemon::free_port();
     let (silent, listener) = silent_listener().await;
     let hook = |name: &str, port: u16, extra: &str| {
         format!(
@@ -581,8 +454,8 @@ async fn connection_errors_in_the_delivery_log_say_refused_or_timed_out_without_
         hook("silent", silent, "  timeout: 300ms\n"),
     )
     .unwrap();
-    let served = world.serve().await;
-    served.ingest(&events(&["e1"])).await;
+    let served = world.start().await;
+    served.ingest(&json!(events(&["e1"]))).await;
     let first_error = |push: &'static str| {
         let served = &served;
         async move {
@@ -619,13 +492,13 @@ async fn connection_errors_in_the_delivery_log_say_refused_or_timed_out_without_
 async fn smtp_connection_refused_says_so() {
     let bing = BingMock::start().await;
     let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
-    let closed = free_port();
+    let closed = pushwerk_testkit::daemon::free_port();
     let push = format!(
         "name: mail\non: call.ended\nsmtp:\n  host: 127.0.0.1\n  port: {closed}\n  tls: none\n  auth:\n    username: bot\n    password: pa55word\n  from: bot@example.com\n  to: [sales@example.com]\n  subject: hi\n  text: hello\n  timeout: 2s\n"
     );
     std::fs::write(world.pushes().join("mail.yaml"), push).unwrap();
     let file = world.event_file(&conversion_event("m1"));
-    let out = world.pushwerk(&["send", "mail", "--event", &file]).await;
+    let out = world.run(&["send", "mail", "--event", &file]).await;
     let output = text(&out);
     println!("{output}");
     assert_eq!(out.status.code(), Some(75), "{output}");
@@ -659,7 +532,7 @@ async fn the_batch_body_conforms_to_the_bingads_sdk_definition() {
         args.extend(["--event".to_owned(), world.event_file(&e)]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = world.pushwerk(&args).await;
+    let out = world.run_full_at(&args, 2).await;
     let requests = bing.requests();
     assert_eq!(requests.len(), 1, "{}", text(&out));
     assert_eq!(clicks(&requests[0]).len(), 2);

@@ -6,11 +6,12 @@
 //! is not a terminal; and the README shows what the binary does (its tour
 //! blocks and its table of flags).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{folder, stderr, stdout, EXAMPLE_ENV};
+use pushwerk_testkit::daemon::{Served, World};
 
 /// `pushwerk --dir pushes --data data args…` in `cwd`, with a clean
 /// environment plus `env`.
@@ -136,106 +137,37 @@ fn values_checked_after_parsing_are_usage_errors_too() {
     }
 }
 
-/// A running `pushwerk serve` on a free port, stderr into a file; killed
-/// when dropped.
-struct Daemon {
-    child: Option<Child>,
-    base: String,
-    log: PathBuf,
+/// The folder of [`world`] as the kit's [`World`] (`pushes/` and `data/`
+/// in one directory, the `cwd` of [`run`]), for the tests with a daemon.
+fn daemon_world() -> World {
+    World::new(crate::util::kit(), &[("hook.yaml", REFUSED_PUSH)])
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+/// Starts `pushwerk serve … --grace 2s extra…` with `env` (the ingest token
+/// generated unless `env` sets it) and waits until it is ready.
+async fn start(world: &World, extra: &[&str], env: &[(&str, &str)]) -> Served {
+    let mut serve = world.serve().args(&["--grace", "2s"]).args(extra);
+    serve = match env.iter().find(|(k, _)| *k == "PUSHWERK_INGEST_TOKEN") {
+        Some((_, token)) => serve.token(token),
+        None => serve.generated_token(),
+    };
+    for (k, v) in env.iter().filter(|(k, _)| *k != "PUSHWERK_INGEST_TOKEN") {
+        serve = serve.env(k, v);
     }
+    serve.start().await
 }
 
-impl Daemon {
-    async fn start(cwd: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
-        for attempt in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let log = cwd.join(format!("serve-{port}-{attempt}.log"));
-            let listen = format!("127.0.0.1:{port}");
-            let mut args = vec!["serve", "--listen", &listen, "--grace", "2s"];
-            args.extend(extra);
-            let child = command(cwd, &args, env)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("serve starts");
-            let mut d = Daemon {
-                child: Some(child),
-                base: format!("http://{listen}"),
-                log,
-            };
-            if d.wait_ready().await {
-                return d;
-            }
-            assert!(d.log_text().contains("cannot listen"), "{}", d.log_text());
-        }
-        panic!("no free port after 3 tries");
-    }
-
-    async fn wait_ready(&mut self) -> bool {
-        let http = pushwerk::net::http_client().build().expect("HTTP client");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
-                self.child = None;
-                return false;
-            }
-            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await {
-                if r.status() == 200 {
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the daemon was not ready within 20 s:\n{}", self.log_text());
-    }
-
-    fn log_text(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    async fn post_event(&self, token: &str, id: &str) {
-        let r = pushwerk::net::http_client().build().expect("HTTP client")
-            .post(format!("{}/v1/events", self.base))
-            .bearer_auth(token)
-            .body(format!(
+/// Posts event `id` with `token`; expects 202.
+async fn post_event(daemon: &Served, token: &str, id: &str) {
+    let (status, body) = daemon
+        .post_raw(
+            format!(
                 r#"{{"id":"{id}","type":"call.ended","time":"2026-01-01T00:00:00Z","data":{{"n":1}}}}"#
-            ))
-            .send()
-            .await
-            .expect("POST /v1/events");
-        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
-    }
-
-    /// SIGTERM, then waits up to 20 s for the exit.
-    async fn terminate(&mut self) -> std::process::ExitStatus {
-        let child = self.child.as_mut().unwrap();
-        // SAFETY: our own child, not yet reaped.
-        assert_eq!(
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-            0
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+            ),
+            &format!("Bearer {token}"),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
 }
 
 /// Runs a blocking `pushwerk` off the async workers.
@@ -261,14 +193,14 @@ async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_of_an_unknown_job_fails_and_deliveries_failed_shows_failed_attempts() {
-    let tmp = world();
+    let tmp = daemon_world();
     let token = "cli-ux-token";
     let env = vec![("PUSHWERK_INGEST_TOKEN".to_string(), token.to_string())];
-    let daemon = Daemon::start(tmp.path(), &[], &[("PUSHWERK_INGEST_TOKEN", token)]).await;
-    let server = daemon.base.clone();
+    let daemon = start(&tmp, &[], &[("PUSHWERK_INGEST_TOKEN", token)]).await;
+    let server = daemon.url("");
 
     let out = run_async(
-        tmp.path(),
+        tmp.root(),
         vec![
             "replay".into(),
             "999".into(),
@@ -293,7 +225,7 @@ async fn replay_of_an_unknown_job_fails_and_deliveries_failed_shows_failed_attem
     assert!(!stdout(&out).contains("replayed"), "{}", stdout(&out));
 
     // One event: its first attempt fails (connection refused) and is retried later.
-    daemon.post_event(token, "evt-failing").await;
+    post_event(&daemon, token, "evt-failing").await;
     let failed_args = vec![
         "deliveries".to_string(),
         "--failed".into(),
@@ -302,7 +234,7 @@ async fn replay_of_an_unknown_job_fails_and_deliveries_failed_shows_failed_attem
     ];
     let deadline = Instant::now() + Duration::from_secs(20);
     let listing = loop {
-        let out = run_async(tmp.path(), failed_args.clone(), env.clone()).await;
+        let out = run_async(tmp.root(), failed_args.clone(), env.clone()).await;
         assert!(out.status.success(), "{}", stderr(&out));
         let text = stdout(&out);
         if text.contains("evt-failing") {
@@ -332,7 +264,7 @@ async fn replay_of_an_unknown_job_fails_and_deliveries_failed_shows_failed_attem
     // The retried job waits in the daemon's queue: `jobs` reads the API's
     // answer (its job list) and shows the job as retrying, due to the second.
     let out = run_async(
-        tmp.path(),
+        tmp.root(),
         vec!["jobs".into(), "--server".into(), server.clone()],
         env.clone(),
     )
@@ -350,21 +282,16 @@ async fn replay_of_an_unknown_job_fails_and_deliveries_failed_shows_failed_attem
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_json_logs_every_stderr_line_of_a_serve_run_is_json() {
-    let tmp = world();
+    let tmp = daemon_world();
     // The format from the environment; the token generated (its line logged).
-    let mut daemon = Daemon::start(
-        tmp.path(),
-        &["--log", "info"],
-        &[("PUSHWERK_LOG_FORMAT", "json")],
-    )
-    .await;
-    let token = std::fs::read_to_string(tmp.path().join("data/ingest-token")).unwrap();
-    daemon.post_event(token.trim(), "evt-json").await;
+    let mut daemon = start(&tmp, &["--log", "info"], &[("PUSHWERK_LOG_FORMAT", "json")]).await;
+    let token = std::fs::read_to_string(tmp.data().join("ingest-token")).unwrap();
+    post_event(&daemon, token.trim(), "evt-json").await;
     wait_for("the attempt is logged", || {
         daemon.log_text().contains("evt-json")
     })
     .await;
-    let status = daemon.terminate().await;
+    let status = daemon.terminate(Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}");
 
     let text = daemon.log_text();
@@ -398,19 +325,19 @@ async fn with_json_logs_every_stderr_line_of_a_serve_run_is_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_logs_into_a_pipe_carry_no_colour_codes() {
-    let tmp = world();
-    let mut daemon = Daemon::start(
-        tmp.path(),
+    let tmp = daemon_world();
+    let mut daemon = start(
+        &tmp,
         &["--log", "info"],
         &[("PUSHWERK_INGEST_TOKEN", "plain-token")],
     )
     .await;
-    daemon.post_event("plain-token", "evt-plain").await;
+    post_event(&daemon, "plain-token", "evt-plain").await;
     wait_for("the attempt is logged", || {
         daemon.log_text().contains("evt-plain")
     })
     .await;
-    assert!(daemon.terminate().await.success());
+    assert!(daemon.terminate(Duration::from_secs(20)).await.success());
     let text = daemon.log_text();
     assert!(text.contains("pushwerk serving "), "{text}");
     assert!(text.contains("stopped"), "{text}");

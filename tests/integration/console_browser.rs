@@ -9,15 +9,14 @@
 //! saved under `target/console-screenshots/` (the README shows copies).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::mock_identity::{IdentityMock, MockConfig, Mode};
-use crate::mock_microsoft::GraphMock;
-use crate::util::EXAMPLE_ENV;
 use crate::webdriver::{Browser, Driver};
+use pushwerk_testkit::daemon::{Served as KitServed, World};
+use pushwerk_testkit::identity::{IdentityMock, MockConfig, Mode};
+use pushwerk_testkit::microsoft::GraphMock;
 
 const INGEST_TOKEN: &str = "console-test-ingest-token";
 const GRAPH_PREFIX: &str = "mock-at.graph.microsoft.com.";
@@ -34,128 +33,36 @@ fn screenshots() -> PathBuf {
     target.join("console-screenshots")
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local address").port()
-}
-
-/// A `pushwerk serve` on a folder of its own; killed when dropped.
-struct Served {
-    child: Child,
-    base: String,
-    log: PathBuf,
-    tmp: tempfile::TempDir,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn base_command(tmp: &Path) -> Command {
-    let mut cmd = crate::util::pushwerk_command();
-    cmd.arg("--dir")
-        .arg(tmp.join("pushes"))
-        .arg("--data")
-        .arg(tmp.join("data"));
-    for name in EXAMPLE_ENV {
-        cmd.env_remove(name);
-    }
-    for name in [
-        "PUSHWERK_DATA",
-        "PUSHWERK_LISTEN",
-        "PUSHWERK_KEY",
-        "PUSHWERK_KEY_FILE",
-        "PUSHWERK_LOG",
-        "PUSHWERK_GRAPH_URL",
-        "PUSHWERK_ADMIN_TOKEN",
-        "PUSHWERK_PUBLIC_URL",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(name);
-    }
-    cmd.env("PUSHWERK_INGEST_TOKEN", INGEST_TOKEN);
-    cmd
-}
-
 /// A temporary folder with `files` in `pushes/` and an empty `data/`.
-fn world(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir_all(tmp.path().join("pushes")).unwrap();
-    std::fs::create_dir_all(tmp.path().join("data")).unwrap();
-    for (name, text) in files {
-        std::fs::write(tmp.path().join("pushes").join(name), text).unwrap();
-    }
-    tmp
+fn world(files: &[(&str, &str)]) -> World {
+    World::new(crate::util::kit(), files)
 }
 
 /// `pushwerk oauth import NAME` of `tokens` (before the daemon runs).
-fn import(tmp: &Path, account: &str, tokens: &Value) {
-    let file = tmp.join("tokens.json");
-    std::fs::write(&file, tokens.to_string()).unwrap();
-    let out = base_command(tmp)
-        .args(["oauth", "import", account, "--file"])
-        .arg(&file)
-        .output()
-        .expect("pushwerk runs");
-    assert!(out.status.success(), "{out:?}");
-    std::fs::remove_file(file).unwrap();
+async fn import(world: &World, account: &str, tokens: &Value) {
+    world.import(account, tokens).await;
+    std::fs::remove_file(world.root().join(format!("{account}-tokens.json"))).unwrap();
+}
+
+/// A `pushwerk serve` on a world of its own (the kit's [`KitServed`]);
+/// killed when dropped.
+struct Served {
+    kit: KitServed,
+    world: World,
+}
+
+impl std::ops::Deref for Served {
+    type Target = KitServed;
+    fn deref(&self) -> &KitServed {
+        &self.kit
+    }
 }
 
 impl Served {
     /// Starts `serve` on a free port and waits until `/readyz` answers 200.
-    async fn start(tmp: tempfile::TempDir) -> Served {
-        let port = free_port();
-        let log = tmp.path().join("serve.log");
-        let child = base_command(tmp.path())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("pushwerk serve starts");
-        let mut served = Served {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-            tmp,
-        };
-        let http = pushwerk::net::http_client().build().expect("HTTP client");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = served.child.try_wait() {
-                panic!("serve exited ({status}):\n{}", served.log_text());
-            }
-            if let Ok(r) = http.get(format!("{}/readyz", served.base)).send().await {
-                if r.status() == 200 {
-                    return served;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not ready:\n{}",
-                served.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The admin token the daemon generated into its data directory.
-    fn admin_token(&self) -> String {
-        std::fs::read_to_string(self.tmp.path().join("data/admin-token"))
-            .expect("serve generates DATA/admin-token")
-            .trim()
-            .to_owned()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    async fn start(world: World) -> Served {
+        let kit = world.serve().token(INGEST_TOKEN).start().await;
+        Served { kit, world }
     }
 }
 
@@ -461,9 +368,9 @@ async fn console_shows_pushes_finds_a_parameter_and_previews_a_push() {
 
     // A broken edit of a loaded file: its last good version stays in force,
     // marked stale, with the new problem shown.
-    let file = served.tmp.path().join("pushes/lead-mail.yaml");
+    let file = served.world.root().join("pushes/lead-mail.yaml");
     let good = std::fs::read_to_string(&file).unwrap();
-    let tmp_file = served.tmp.path().join("pushes/.lead-mail.yaml.tmp");
+    let tmp_file = served.world.root().join("pushes/.lead-mail.yaml.tmp");
     std::fs::write(&tmp_file, good.replace("  to:", "  tooo:")).unwrap();
     std::fs::rename(&tmp_file, &file).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -496,10 +403,11 @@ async fn console_mends_an_account_and_replays_its_dead_letter() {
     // A stored refresh token that Microsoft no longer takes.
     identity.seed_refresh_token("rt-old", MAIL_SCOPE);
     import(
-        tmp.path(),
+        &tmp,
         "ms_mail",
         &json!({"access_token": "mock-at.graph.microsoft.com.seed", "refresh_token": "rt-old", "expires_in": 0}),
-    );
+    )
+    .await;
     identity.set_mode(Mode::Fail {
         status: 400,
         error: "invalid_grant".into(),

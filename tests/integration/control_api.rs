@@ -5,162 +5,75 @@
 //! daemon holds the data directory. A canary token imported through the API
 //! must appear in no answer and no log line.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::mock_identity::{IdentityMock, MockConfig, Mode};
-use crate::mock_microsoft::{GraphMock, HttpReceiver};
-use crate::util::EXAMPLE_ENV;
+use pushwerk_testkit::daemon::{http_client, Served as KitServed, World as KitWorld};
+use pushwerk_testkit::identity::{IdentityMock, MockConfig, Mode};
+use pushwerk_testkit::microsoft::{GraphMock, HttpReceiver};
 
 const INGEST: &str = "control-test-ingest-token";
 const ADMIN: &str = "control-test-admin-token";
 const GRAPH_PREFIX: &str = "mock-at.graph.microsoft.com.";
 const MAIL_SCOPE: &str = "offline_access https://graph.microsoft.com/Mail.Send";
 
-/// A folder and a data directory, and a daemon on them.
-struct World {
-    tmp: tempfile::TempDir,
-}
+/// A folder and a data directory (the kit's [`KitWorld`]), and a daemon on them.
+struct World(KitWorld);
 
-fn base_command(dir: &Path, data: &Path) -> Command {
-    let mut cmd = crate::util::pushwerk_command();
-    cmd.arg("--dir").arg(dir).arg("--data").arg(data);
-    for name in EXAMPLE_ENV {
-        cmd.env_remove(name);
+impl std::ops::Deref for World {
+    type Target = KitWorld;
+    fn deref(&self) -> &KitWorld {
+        &self.0
     }
-    for name in [
-        "PUSHWERK_DATA",
-        "PUSHWERK_LISTEN",
-        "PUSHWERK_INGEST_TOKEN",
-        "PUSHWERK_ADMIN_TOKEN",
-        "PUSHWERK_PUBLIC_URL",
-        "PUSHWERK_SERVER",
-        "PUSHWERK_KEY",
-        "PUSHWERK_KEY_FILE",
-        "PUSHWERK_LOG",
-        "PUSHWERK_GRAPH_URL",
-        "PUSHWERK_BING_ADS_URL",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(name);
-    }
-    cmd
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
 }
 
 impl World {
     fn new(files: &[(&str, &str)]) -> World {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir_all(tmp.path().join("pushes")).expect("mkdir");
-        std::fs::create_dir_all(tmp.path().join("data")).expect("mkdir");
-        for (name, text) in files {
-            std::fs::write(tmp.path().join("pushes").join(name), text).expect("write");
-        }
-        World { tmp }
-    }
-
-    fn pushes(&self) -> PathBuf {
-        self.tmp.path().join("pushes")
-    }
-
-    fn data(&self) -> PathBuf {
-        self.tmp.path().join("data")
+        World(KitWorld::new(crate::util::kit(), files))
     }
 
     /// `pushwerk --dir … --data … args…` (no token in the environment:
     /// the CLI finds the daemon and its tokens in the data directory).
     async fn pushwerk(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        let mut cmd = base_command(&self.pushes(), &self.data());
-        cmd.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let input = stdin.map(str::to_owned);
-        tokio::task::spawn_blocking(move || {
-            let mut child = cmd.spawn().expect("pushwerk runs");
-            {
-                use std::io::Write;
-                let mut pipe = child.stdin.take().expect("stdin");
-                if let Some(text) = input {
-                    pipe.write_all(text.as_bytes()).expect("write stdin");
-                }
-            }
-            child.wait_with_output().expect("output")
-        })
-        .await
-        .expect("join")
+        self.pushwerk_input(args, stdin).await
     }
 
     /// Starts `pushwerk serve` (generated admin token unless `extra` says
     /// otherwise) and waits until it is ready.
     async fn start(&self, extra: &[&str]) -> Served {
-        for attempt in 0..3 {
-            let log = self.tmp.path().join(format!("serve-{attempt}.log"));
-            let port = free_port();
-            let mut cmd = base_command(&self.pushes(), &self.data());
-            cmd.args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--grace",
-                "5s",
-                "--log",
-                "info",
-            ])
+        let kit = self
+            .serve()
+            .token(INGEST)
+            .args(&["--grace", "5s", "--log", "info"])
             .args(extra)
-            .env("PUSHWERK_INGEST_TOKEN", INGEST)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"));
-            let mut served = Served {
-                child: Some(cmd.spawn().expect("serve starts")),
-                base: format!("http://127.0.0.1:{port}"),
-                port,
-                log,
-                http: pushwerk::net::http_client()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .unwrap(),
-                admin: String::new(),
-            };
-            if served.wait_ready().await {
-                served.admin = std::fs::read_to_string(self.data().join("admin-token"))
-                    .map(|t| t.trim().to_owned())
-                    .unwrap_or_else(|_| ADMIN.to_owned());
-                return served;
-            }
-            assert!(
-                served.log_text().contains("cannot listen"),
-                "{}",
-                served.log_text()
-            );
-        }
-        panic!("no free port");
+            .client(http_client().redirect(reqwest::redirect::Policy::none()))
+            .start()
+            .await;
+        let admin = std::fs::read_to_string(self.data().join("admin-token"))
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_else(|_| ADMIN.to_owned());
+        Served { kit, admin }
     }
 }
 
+/// The kit's daemon and its admin token.
 struct Served {
-    child: Option<Child>,
-    base: String,
-    port: u16,
-    log: PathBuf,
-    http: reqwest::Client,
+    kit: KitServed,
     admin: String,
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+impl std::ops::Deref for Served {
+    type Target = KitServed;
+    fn deref(&self) -> &KitServed {
+        &self.kit
+    }
+}
+
+impl std::ops::DerefMut for Served {
+    fn deref_mut(&mut self) -> &mut KitServed {
+        &mut self.kit
     }
 }
 
@@ -169,47 +82,9 @@ impl Drop for Served {
 struct Seen(std::sync::Mutex<Vec<String>>);
 
 impl Served {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
-                self.child = None;
-                return false;
-            }
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("not ready within 15 s:\n{}", self.log_text());
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     /// SIGTERM and wait for the exit.
     async fn terminate(&mut self) {
-        let mut child = self.child.take().expect("runs");
-        // SAFETY: our own child, not yet reaped.
-        assert_eq!(
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-            0
-        );
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if child.try_wait().expect("try_wait").is_some() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.kit.terminate(Duration::from_secs(15)).await;
     }
 
     /// A request with `token` (if any); the status and the body (JSON if it is).
@@ -221,7 +96,7 @@ impl Served {
         body: Option<Body>,
         seen: &Seen,
     ) -> (u16, Value) {
-        let mut r = self.http.request(method, self.url(path));
+        let mut r = self.http().request(method, self.url(path));
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -442,7 +317,7 @@ async fn accounts_need_the_admin_token_and_never_show_a_token() {
     // sent (a raw head, so that the client is not still writing when the
     // answer comes).
     let (status, answer) = raw_head(
-        served.port,
+        served.port(),
         &format!(
             "PUT /v1/accounts/ms_mail/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
             served.admin,
@@ -625,7 +500,7 @@ async fn oauth_import_into_a_running_daemon_then_the_waiting_delivery_goes_out()
         &std::fs::read_to_string(world.data().join("daemon.json")).expect("daemon.json"),
     )
     .unwrap();
-    assert_eq!(announced["url"], served.base, "{announced}");
+    assert_eq!(announced["url"], served.url(""), "{announced}");
 
     // No tokens yet: the delivery fails and waits as a dead letter.
     let (status, _) = served
@@ -718,7 +593,7 @@ async fn oauth_import_into_a_running_daemon_then_the_waiting_delivery_goes_out()
     assert_eq!(graph.sent_messages()[0]["message"]["subject"], "Call imp-1");
 
     // `send` while the daemon runs: sent by the daemon, same lines.
-    let event_file = world.tmp.path().join("send-1.json");
+    let event_file = world.root().join("send-1.json");
     std::fs::write(&event_file, event("send-1").to_string()).unwrap();
     let out = world
         .pushwerk(
@@ -849,7 +724,7 @@ async fn browser_sign_in_through_the_daemon_stores_tokens_and_requeues() {
         )
         .await;
     assert_eq!(status, 200, "{start}");
-    let redirect = format!("http://localhost:{}/oauth/callback", served.port);
+    let redirect = format!("http://localhost:{}/oauth/callback", served.port());
     assert_eq!(start["redirect_uri"], redirect);
     let authorize = url::Url::parse(start["authorize_url"].as_str().unwrap()).unwrap();
     let q: std::collections::HashMap<String, String> =
@@ -860,7 +735,7 @@ async fn browser_sign_in_through_the_daemon_stores_tokens_and_requeues() {
 
     // A browser asking for a page is sent on with 303.
     let r = served
-        .http
+        .http()
         .get(served.url("/oauth/ms_mail/start"))
         .bearer_auth(ADMIN)
         .header("accept", "text/html")
@@ -889,12 +764,12 @@ async fn browser_sign_in_through_the_daemon_stores_tokens_and_requeues() {
     assert!(!page.contains("<script>"), "{page}");
 
     // The provider (the mock's authorize endpoint) redirects to the callback.
-    let r = served.http.get(authorize.as_str()).send().await.unwrap();
+    let r = served.http().get(authorize.as_str()).send().await.unwrap();
     assert_eq!(r.status(), 302);
     let back = r.headers()["location"].to_str().unwrap().to_owned();
     assert!(back.starts_with(&redirect), "{back}");
     let back = back.replace("localhost", "127.0.0.1");
-    let r = served.http.get(&back).send().await.unwrap();
+    let r = served.http().get(&back).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     assert!(page.contains("stored new tokens of `ms_mail`"), "{page}");
@@ -925,7 +800,7 @@ async fn browser_sign_in_through_the_daemon_stores_tokens_and_requeues() {
     assert_eq!(account["status"], "ok", "{account}");
 
     // The same redirect again: the state was used.
-    let r = served.http.get(&back).send().await.unwrap();
+    let r = served.http().get(&back).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(identity.requests().len(), 1, "no second exchange");
 
@@ -941,7 +816,7 @@ async fn browser_sign_in_through_the_daemon_stores_tokens_and_requeues() {
         )
         .await;
     let r = served
-        .http
+        .http()
         .get(start["authorize_url"].as_str().unwrap())
         .send()
         .await
@@ -950,7 +825,7 @@ async fn browser_sign_in_through_the_daemon_stores_tokens_and_requeues() {
         .to_str()
         .unwrap()
         .replace("localhost", "127.0.0.1");
-    let r = served.http.get(&back).send().await.unwrap();
+    let r = served.http().get(&back).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("access_denied"));
     let log = served.log_text();
@@ -1032,7 +907,7 @@ async fn webhooks_take_any_object_and_resends_are_duplicates() {
     let form = json!({"name": "Erika", "nested": {"a": [1, 2]}});
 
     let r = served
-        .http
+        .http()
         .post(served.url("/v1/hooks/form.submitted"))
         .bearer_auth(INGEST)
         .header("idempotency-key", "form-77")
@@ -1047,7 +922,7 @@ async fn webhooks_take_any_object_and_resends_are_duplicates() {
         json!({"id": "form-77", "accepted": 1, "duplicates": 0, "jobs": 1})
     );
     let r = served
-        .http
+        .http()
         .post(served.url("/v1/hooks/form.submitted"))
         .bearer_auth(INGEST)
         .header("x-request-id", "form-77")
@@ -1154,7 +1029,7 @@ async fn webhooks_take_any_object_and_resends_are_duplicates() {
         .await;
     assert_eq!(status, 400, "{answer}");
     let r = served
-        .http
+        .http()
         .post(served.url("/v1/hooks/form.submitted"))
         .bearer_auth(INGEST)
         .header("idempotency-key", "k".repeat(300))
@@ -1285,7 +1160,7 @@ async fn oauth_login_through_a_running_daemon_waits_for_its_callback() {
     let identity = IdentityMock::start(MockConfig::default()).await;
     let world = World::new(&[("accounts.yaml", &account_yaml(&identity))]);
     let served = world.start(&[]).await;
-    let mut cmd = base_command(&world.pushes(), &world.data());
+    let mut cmd = world.command();
     cmd.args(["oauth", "login", "ms_mail"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1312,16 +1187,16 @@ async fn oauth_login_through_a_running_daemon_waits_for_its_callback() {
     })
     .await;
     assert!(
-        url.contains(&format!("localhost%3A{}%2Foauth%2Fcallback", served.port)),
+        url.contains(&format!("localhost%3A{}%2Foauth%2Fcallback", served.port())),
         "{url}"
     );
-    let r = served.http.get(&url).send().await.unwrap();
+    let r = served.http().get(&url).send().await.unwrap();
     assert_eq!(r.status(), 302);
     let back = r.headers()["location"]
         .to_str()
         .unwrap()
         .replace("localhost", "127.0.0.1");
-    let r = served.http.get(&back).send().await.unwrap();
+    let r = served.http().get(&back).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let status = poll("the login to end", Duration::from_secs(15), || {
         let s = child.try_wait().expect("try_wait");

@@ -8,84 +8,38 @@
 //! and kills it when done.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::mock_identity::{IdentityMock, MockConfig, Mode};
-use crate::mock_microsoft::{GraphMock, HttpReceiver};
-use crate::util::EXAMPLE_ENV;
+use pushwerk_testkit::daemon::{poll, Served, World as KitWorld};
+use pushwerk_testkit::identity::{IdentityMock, MockConfig, Mode};
+use pushwerk_testkit::microsoft::{GraphMock, HttpReceiver};
 
 const TOKEN: &str = "daemon-test-ingest-token";
 const GRAPH_PREFIX: &str = "mock-at.graph.microsoft.com.";
 const MAIL_SCOPE: &str = "offline_access https://graph.microsoft.com/Mail.Send";
 
 // ---------------------------------------------------------------------------
-// A daemon process
+// A daemon process (the kit's harness; `--grace 5s` and this module's token)
 
-/// A folder (`pushes/`) and a data directory (`data/`) in a temporary
-/// directory, and the daemons started on them.
-struct World {
-    tmp: tempfile::TempDir,
-    starts: AtomicUsize,
+/// A folder and a data directory (the kit's [`KitWorld`]), and the daemons
+/// started on them.
+struct World(KitWorld);
+
+impl std::ops::Deref for World {
+    type Target = KitWorld;
+    fn deref(&self) -> &KitWorld {
+        &self.0
+    }
 }
 
 impl World {
     fn new(files: &[(&str, &str)]) -> World {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir_all(tmp.path().join("pushes")).expect("mkdir pushes");
-        std::fs::create_dir_all(tmp.path().join("data")).expect("mkdir data");
-        let world = World {
-            tmp,
-            starts: AtomicUsize::new(0),
-        };
-        for (name, text) in files {
-            std::fs::write(world.pushes().join(name), text).expect("write push file");
-        }
-        world
-    }
-
-    fn pushes(&self) -> PathBuf {
-        self.tmp.path().join("pushes")
-    }
-
-    fn data(&self) -> PathBuf {
-        self.tmp.path().join("data")
-    }
-
-    /// `pushwerk --dir … --data … args…`, run off the async workers.
-    async fn pushwerk(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-        let mut cmd = base_command(&self.pushes(), &self.data());
-        cmd.args(args).stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        tokio::task::spawn_blocking(move || cmd.output().expect("pushwerk runs"))
-            .await
-            .expect("join")
-    }
-
-    /// `pushwerk oauth import NAME --file F` with `tokens` (before a daemon runs).
-    async fn import(&self, account: &str, tokens: &Value) {
-        let file = self.tmp.path().join(format!("{account}-tokens.json"));
-        std::fs::write(&file, tokens.to_string()).expect("write tokens");
-        let out = self
-            .pushwerk(
-                &["oauth", "import", account, "--file", file.to_str().unwrap()],
-                &[],
-            )
-            .await;
-        assert!(
-            out.status.success(),
-            "oauth import: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        World(KitWorld::new(crate::util::kit(), files))
     }
 
     /// Starts `pushwerk serve` on a free port and waits until `/readyz` answers 200.
@@ -95,227 +49,12 @@ impl World {
 
     /// [`World::start`] with more `serve` arguments.
     async fn start_with(&self, extra: &[&str]) -> Served {
-        for _ in 0..3 {
-            let n = self.starts.fetch_add(1, Ordering::SeqCst);
-            let log = self.tmp.path().join(format!("serve-{n}.log"));
-            let port = free_port();
-            let mut cmd = base_command(&self.pushes(), &self.data());
-            cmd.args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--grace",
-                "5s",
-            ])
+        self.serve()
+            .token(TOKEN)
+            .args(&["--grace", "5s"])
             .args(extra)
-            .env("PUSHWERK_INGEST_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
-            let child = cmd.spawn().expect("pushwerk serve starts");
-            let mut served = Served {
-                child: Some(child),
-                base: format!("http://127.0.0.1:{port}"),
-                log,
-                http: pushwerk::net::http_client().build().unwrap(),
-            };
-            if served.wait_ready().await {
-                return served;
-            }
-            // The port was taken between finding and binding it: try another.
-            assert!(
-                served.log_text().contains("cannot listen"),
-                "the daemon did not become ready:\n{}",
-                served.log_text()
-            );
-        }
-        panic!("no free port for the daemon after 3 tries");
-    }
-}
-
-fn base_command(dir: &Path, data: &Path) -> Command {
-    let mut cmd = crate::util::pushwerk_command();
-    cmd.arg("--dir").arg(dir).arg("--data").arg(data);
-    for name in EXAMPLE_ENV {
-        cmd.env_remove(name);
-    }
-    for name in [
-        "PUSHWERK_DATA",
-        "PUSHWERK_LISTEN",
-        "PUSHWERK_INGEST_TOKEN",
-        "PUSHWERK_SERVER",
-        "PUSHWERK_KEY",
-        "PUSHWERK_KEY_FILE",
-        "PUSHWERK_LOG",
-        "PUSHWERK_GRAPH_URL",
-        "PUSHWERK_BING_ADS_URL",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(name);
-    }
-    cmd
-}
-
-/// A port nothing listens on (bound and released).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local address").port()
-}
-
-/// A running `pushwerk serve`; killed when dropped.
-struct Served {
-    child: Option<Child>,
-    base: String,
-    log: PathBuf,
-    http: reqwest::Client,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Served {
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().expect("the daemon runs")
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn port(&self) -> u16 {
-        self.base.rsplit(':').next().unwrap().parse().unwrap()
-    }
-
-    async fn wait_ready(&mut self) -> bool {
-        for _ in 0..400 {
-            if let Ok(Some(_)) = self.child().try_wait() {
-                self.child = None;
-                return false;
-            }
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the daemon was not ready within 10 s:\n{}", self.log_text());
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// `kill -9`.
-    fn kill9(&mut self) {
-        let mut child = self.child.take().expect("the daemon runs");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
-    }
-
-    /// SIGTERM, then waits (up to `within`) for the process to exit.
-    async fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let pid = self.child().id() as libc::pid_t;
-        // SAFETY: `pid` is our own child, not yet reaped.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child().try_wait().expect("try_wait") {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit within {within:?} of SIGTERM:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn answer(r: reqwest::Response) -> (u16, Value) {
-        let status = r.status().as_u16();
-        let text = r.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, body)
-    }
-
-    /// `POST /v1/events` with the ingest token.
-    async fn post(&self, body: &Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url("/v1/events"))
-            .bearer_auth(TOKEN)
-            .json(body)
-            .send()
+            .start()
             .await
-            .expect("POST /v1/events");
-        Self::answer(r).await
-    }
-
-    /// Posts and expects 202; returns the answer.
-    async fn ingest(&self, body: &Value) -> Value {
-        let (status, answer) = self.post(body).await;
-        assert_eq!(status, 202, "{answer}");
-        answer
-    }
-
-    /// An authorised GET; expects 200.
-    async fn get(&self, path: &str) -> Value {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let (status, body) = Self::answer(r).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    async fn deliveries(&self, query: &str) -> Vec<Value> {
-        self.get(&format!("/v1/deliveries?limit=10000&{query}"))
-            .await["deliveries"]
-            .as_array()
-            .expect("deliveries array")
-            .clone()
-    }
-
-    async fn metrics(&self) -> String {
-        let r = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics");
-        assert_eq!(r.status(), 200);
-        r.text().await.expect("metrics text")
-    }
-}
-
-/// Polls `check` every 50 ms until it gives `Some`, or panics after `timeout`.
-async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -693,7 +432,7 @@ async fn events_from_clients_that_hang_up_are_delivered_once_resent() {
     let rx = HttpReceiver::start().await;
     let world = World::new(&[("all.yaml", &http_push("all", &rx.url("/all"), ""))]);
     let served = world.start().await;
-    let address = served.base.trim_start_matches("http://").to_owned();
+    let address = format!("127.0.0.1:{}", served.port());
     // 30 clients send an event and hang up at once, without waiting for
     // the answer; then each resends it, as a client that saw no answer does.
     let ids: Vec<String> = (0..30).map(|n| format!("hung-up-{n:02}")).collect();
@@ -758,7 +497,7 @@ async fn kill_9_loses_nothing(store: &str) {
     let started = Instant::now();
 
     // 5,000 events in 50 arrays of 100, five clients at once.
-    let shared = Arc::new(served.http.clone());
+    let shared = Arc::new(served.http().clone());
     let url = served.url("/v1/events");
     let mut tasks = Vec::new();
     for client in 0..5usize {
@@ -827,7 +566,7 @@ async fn target_refusing_connections_is_retried_until_it_is_up() {
     // into the upper half of each step) the attempt after a 20 s outage can
     // come up to ~52 s later; 5 s keeps the worst case near 15 s.
     const OUTAGE: Duration = Duration::from_secs(5);
-    let port = free_port();
+    let port = pushwerk_testkit::daemon::free_port();
     let url = format!("http://127.0.0.1:{port}/hook");
     let world = World::new(&[("hook.yaml", &http_push("hook", &url, ""))]);
     let served = world.start().await;
@@ -983,7 +722,7 @@ async fn needs_reauth_dead_letter_is_delivered_after_import_and_replay() {
         )
         .await;
     let served = world.start().await;
-    let server = served.base.clone();
+    let server = served.url("");
     let out = world
         .pushwerk(
             &["replay", "--failed", "--push", "mail", "--server", &server],
@@ -1047,7 +786,7 @@ async fn every_second_cron_fires_and_sigterm_stops_cleanly() {
 
     let status = served.terminate(Duration::from_secs(8)).await;
     assert_eq!(status.code(), Some(0), "{status}");
-    let log = std::fs::read_to_string(&served.log).unwrap();
+    let log = served.log_text();
     assert!(log.contains("stopped"), "{log}");
 }
 
@@ -1061,7 +800,7 @@ async fn bad_ingest_requests_are_refused_and_change_nothing() {
     let served = world.start().await;
     let good = event("ok-1", json!({}));
     let events = served.url("/v1/events");
-    let http = &served.http;
+    let http = served.http();
 
     let r = http.post(&events).json(&good).send().await.unwrap();
     assert_eq!(r.status(), 401, "no token");
@@ -1137,7 +876,7 @@ async fn health_readiness_and_delivery_metrics() {
     let world = World::new(&[("hook.yaml", &http_push("hook", &rx.url("/hook"), ""))]);
     let served = world.start().await;
     for path in ["/healthz", "/readyz"] {
-        let r = served.http.get(served.url(path)).send().await.unwrap();
+        let r = served.http().get(served.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
     served.ingest(&event("m-1", json!({}))).await;

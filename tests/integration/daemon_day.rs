@@ -8,277 +8,56 @@
 //! Every test starts its own daemon (own folder, data directory and port)
 //! and kills it when done.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::mock_microsoft::HttpReceiver;
-use crate::util::EXAMPLE_ENV;
+use pushwerk_testkit::daemon::{metric, poll, Served, World as KitWorld};
+use pushwerk_testkit::microsoft::HttpReceiver;
 
 const TOKEN: &str = "daemon-day-ingest-token";
 
 // ---------------------------------------------------------------------------
-// A daemon process (as in `daemon.rs`, kept separate so the modules merge
-// independently)
+// A daemon process (the kit's harness, with `--log info` and `--grace 5s`)
 
-struct World {
-    tmp: tempfile::TempDir,
+/// A folder and a data directory (the kit's [`KitWorld`]).
+struct World(KitWorld);
+
+impl std::ops::Deref for World {
+    type Target = KitWorld;
+    fn deref(&self) -> &KitWorld {
+        &self.0
+    }
 }
 
 impl World {
     fn new(files: &[(&str, &str)]) -> World {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir_all(tmp.path().join("pushes")).expect("mkdir pushes");
-        std::fs::create_dir_all(tmp.path().join("data")).expect("mkdir data");
-        let world = World { tmp };
-        for (name, text) in files {
-            std::fs::write(world.pushes().join(name), text).expect("write push file");
-        }
-        world
-    }
-
-    fn pushes(&self) -> PathBuf {
-        self.tmp.path().join("pushes")
-    }
-
-    fn data(&self) -> PathBuf {
-        self.tmp.path().join("data")
-    }
-
-    /// `pushwerk --dir … --data … args…`, off the async workers.
-    async fn pushwerk(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-        let mut cmd = base_command(&self.pushes(), &self.data());
-        cmd.args(args).stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        tokio::task::spawn_blocking(move || cmd.output().expect("pushwerk runs"))
-            .await
-            .expect("join")
+        World(KitWorld::new(crate::util::kit(), files))
     }
 
     /// Starts `pushwerk serve` (with `env`) on a free port and waits for `/readyz`.
     async fn start(&self, env: &[(&str, &str)]) -> Served {
-        for attempt in 0..3 {
-            let log = self.tmp.path().join(format!("serve-{attempt}.log"));
-            let port = free_port();
-            let mut cmd = base_command(&self.pushes(), &self.data());
-            cmd.args([
-                "--log",
-                "info",
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--grace",
-                "5s",
-            ])
-            .env("PUSHWERK_INGEST_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            let child = cmd.spawn().expect("pushwerk serve starts");
-            let mut served = Served {
-                child: Some(child),
-                base: format!("http://127.0.0.1:{port}"),
-                log,
-                http: pushwerk::net::http_client().build().expect("HTTP client"),
-            };
-            if served.wait_ready().await {
-                return served;
-            }
-            assert!(
-                served.log_text().contains("cannot listen"),
-                "the daemon did not become ready:\n{}",
-                served.log_text()
-            );
+        let mut serve = self
+            .serve()
+            .token(TOKEN)
+            .global(&["--log", "info"])
+            .args(&["--grace", "5s"]);
+        for (k, v) in env {
+            serve = serve.env(k, v);
         }
-        panic!("no free port for the daemon after 3 tries");
+        serve.start().await
     }
 }
 
-fn base_command(dir: &Path, data: &Path) -> Command {
-    let mut cmd = crate::util::pushwerk_command();
-    cmd.arg("--dir").arg(dir).arg("--data").arg(data);
-    for name in EXAMPLE_ENV {
-        cmd.env_remove(name);
-    }
-    for name in [
-        "PUSHWERK_DATA",
-        "PUSHWERK_LISTEN",
-        "PUSHWERK_INGEST_TOKEN",
-        "PUSHWERK_SERVER",
-        "PUSHWERK_KEY",
-        "PUSHWERK_KEY_FILE",
-        "PUSHWERK_LOG",
-        "PUSHWERK_GRAPH_URL",
-        "PUSHWERK_BING_ADS_URL",
-        "PUSHWERK_TEST_PANIC_PUSH",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(name);
-    }
-    cmd
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local address").port()
-}
-
-/// A running `pushwerk serve`; killed when dropped.
-struct Served {
-    child: Option<Child>,
-    base: String,
-    log: PathBuf,
-    http: reqwest::Client,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Served {
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().expect("the daemon runs")
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn wait_ready(&mut self) -> bool {
-        for _ in 0..400 {
-            if let Ok(Some(_)) = self.child().try_wait() {
-                self.child = None;
-                return false;
-            }
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the daemon was not ready within 10 s:\n{}", self.log_text());
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn signal(&mut self, signal: libc::c_int) {
-        let pid = self.child().id() as libc::pid_t;
-        // SAFETY: `pid` is our own child, not yet reaped.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({signal})");
-    }
-
-    /// Whether the process still runs.
-    fn alive(&mut self) -> bool {
-        matches!(self.child().try_wait(), Ok(None))
-    }
-
-    async fn answer(r: reqwest::Response) -> (u16, Value) {
-        let status = r.status().as_u16();
-        let text = r.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, body)
-    }
-
-    /// Posts events and expects 202; returns the answer.
-    async fn ingest(&self, body: &Value) -> Value {
-        let r = self
-            .http
-            .post(self.url("/v1/events"))
-            .bearer_auth(TOKEN)
-            .json(body)
-            .send()
-            .await
-            .expect("POST /v1/events");
-        let (status, answer) = Self::answer(r).await;
-        assert_eq!(status, 202, "{answer}\n{}", self.log_text());
-        answer
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let (status, body) = Self::answer(r).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    async fn deliveries(&self, query: &str) -> Vec<Value> {
-        self.get(&format!("/v1/deliveries?limit=10000&{query}"))
-            .await["deliveries"]
-            .as_array()
-            .expect("deliveries array")
-            .clone()
-    }
-
-    async fn metrics(&self) -> String {
-        let r = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics");
-        assert_eq!(r.status(), 200);
-        r.text().await.expect("metrics text")
-    }
-
-    async fn metric(&self, series: &str) -> f64 {
-        metric(&self.metrics().await, series).unwrap_or(0.0)
-    }
-
-    async fn push_names(&self) -> Vec<String> {
-        self.get("/v1/pushes").await["pushes"]
-            .as_array()
-            .expect("pushes")
-            .iter()
-            .map(|p| p["name"].as_str().expect("name").to_owned())
-            .collect()
-    }
-}
-
-/// Polls `check` every 50 ms until it gives `Some`, or panics after `timeout`.
-async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
+/// The names of the pushes a daemon serves (`GET /v1/pushes`).
+async fn push_names(served: &Served) -> Vec<String> {
+    served.get("/v1/pushes").await["pushes"]
+        .as_array()
+        .expect("pushes")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name").to_owned())
+        .collect()
 }
 
 fn http_push(name: &str, url: &str, extra: &str) -> String {
@@ -424,7 +203,7 @@ async fn a_truncated_push_file_keeps_its_push_until_it_is_deleted() {
     poll(
         "the deleted push is gone",
         Duration::from_secs(10),
-        || async { served.push_names().await.is_empty().then_some(()) },
+        || async { push_names(&served).await.is_empty().then_some(()) },
     )
     .await;
     assert_eq!(served.ingest(&event("gone", json!({}))).await["jobs"], 0);
@@ -491,8 +270,7 @@ async fn reading_the_folder_causes_no_reload_and_an_edit_still_does() {
         "the new push is in force",
         Duration::from_secs(10),
         || async {
-            served
-                .push_names()
+            push_names(&served)
                 .await
                 .contains(&"c".to_owned())
                 .then_some(())
@@ -518,7 +296,7 @@ async fn sighup_reloads_the_folder_and_the_daemon_lives_on() {
             key.display()
         ),
     )]);
-    let key_file = world.tmp.path().join("hook-key.txt");
+    let key_file = world.root().join("hook-key.txt");
     std::fs::write(&key_file, "old-key").expect("write key");
     let mut served = world.start(&[]).await;
     served.ingest(&event("before", json!({}))).await;
@@ -612,7 +390,7 @@ async fn check_walks_symlink_loops_once_and_refuses_deep_and_huge_files() {
 
     // The daemon loads the same folder, and its other files work.
     let served = world.start(&[]).await;
-    let mut names = served.push_names().await;
+    let mut names = push_names(&served).await;
     names.sort();
     assert_eq!(names, ["hook", "other"]);
 }
@@ -692,7 +470,7 @@ async fn delayed_and_retrying_jobs_are_listed_and_skips_are_counted() {
     // `pushwerk jobs` shows the same.
     let out = world
         .pushwerk(
-            &["jobs", "--server", &served.base],
+            &["jobs", "--server", &served.url("")],
             &[("PUSHWERK_INGEST_TOKEN", TOKEN)],
         )
         .await;
@@ -763,7 +541,7 @@ async fn a_condition_on_a_missing_field_is_false_but_a_body_stays_strict() {
     );
 
     // dry-run says why.
-    let file = world.tmp.path().join("event.json");
+    let file = world.root().join("event.json");
     std::fs::write(
         &file,
         event("no-duration", json!({ "answered": true })).to_string(),
@@ -789,7 +567,7 @@ async fn a_condition_on_a_missing_field_is_false_but_a_body_stays_strict() {
         format!("{push}    caller: \"<< event.caller >>\"\n"),
     )
     .expect("write");
-    let long = world.tmp.path().join("long.json");
+    let long = world.root().join("long.json");
     std::fs::write(
         &long,
         event("long2", json!({ "answered": true, "duration": 40 })).to_string(),
@@ -829,7 +607,7 @@ async fn dead_letter_gauge_follows_dead_letters_and_replays_and_due_latency_excl
     .await;
     let out = world
         .pushwerk(
-            &["replay", "--failed", "--server", &served.base],
+            &["replay", "--failed", "--server", &served.url("")],
             &[("PUSHWERK_INGEST_TOKEN", TOKEN)],
         )
         .await;

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::mock_microsoft::HttpReceiver;
 use crate::util::EXAMPLE_ENV;
+use pushwerk_testkit::daemon::free_port;
+use pushwerk_testkit::microsoft::HttpReceiver;
 
 const TOKEN: &str = "disk-full-outcomes-token";
 
@@ -85,11 +86,6 @@ impl Drop for Served {
             let _ = child.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
 }
 
 /// Starts `pushwerk --store redb serve --grace 3s` on `root/pushes` and

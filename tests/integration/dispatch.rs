@@ -16,9 +16,9 @@ use pushwerk::oauth::{ImportedTokens, Resolver, ResolverSettings, TokenStore};
 use pushwerk::store::SledStore;
 use pushwerk::targets::{Outcome, RetryDelay};
 
-use crate::mock_identity::{IdentityMock, MockConfig};
-use crate::mock_microsoft::{BingMock, GraphMock, HttpReceiver, Scripted};
 use crate::util::{folder, pushwerk_in, stdout};
+use pushwerk_testkit::identity::{IdentityMock, MockConfig};
+use pushwerk_testkit::microsoft::{BingMock, GraphMock, HttpReceiver, Scripted};
 
 const GRAPH_PREFIX: &str = "mock-at.graph.microsoft.com.";
 const ADS_PREFIX: &str = "mock-at.ads.microsoft.com.";
@@ -418,8 +418,12 @@ async fn bing_one_partial_error_among_three_conversions_fails_exactly_that_one()
         panic!("no answer")
     };
     assert_eq!(response.status, 200, "partial errors come with HTTP 200");
-    let outcomes =
-        pushwerk::targets::bing_ads::classify_batch(&response, 3, Duration::from_secs(600));
+    let outcomes = pushwerk::targets::bing_ads::classify_batch(
+        &response,
+        3,
+        Duration::from_secs(600),
+        pushwerk::targets::bing_ads::CALL_RATE_WAIT,
+    );
     assert!(outcomes[0].is_delivered() && outcomes[2].is_delivered());
     match &outcomes[1] {
         Outcome::Failed {
@@ -692,7 +696,7 @@ fn smtp_push(port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_xoauth2_carries_the_current_access_token_and_the_message() {
-    let smtp = crate::mock_smtp::SmtpMock::start().await;
+    let smtp = pushwerk_testkit::smtp::SmtpMock::start().await;
     let w = world(
         &smtp_push(smtp.port()),
         "mock-at.graph.microsoft.com.current",
@@ -713,7 +717,7 @@ async fn smtp_xoauth2_carries_the_current_access_token_and_the_message() {
     assert_eq!(d.rcpt_to, ["sales@example.com", "audit@example.com"]);
     assert_eq!(
         d.auth,
-        Some(crate::mock_smtp::AuthSeen::Xoauth2 {
+        Some(pushwerk_testkit::smtp::AuthSeen::Xoauth2 {
             user: "office@example.com".into(),
             token: "mock-at.graph.microsoft.com.current".into()
         })
@@ -736,7 +740,7 @@ async fn smtp_xoauth2_carries_the_current_access_token_and_the_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_535_leads_to_one_refresh_and_one_retry() {
-    let smtp = crate::mock_smtp::SmtpMock::start().await;
+    let smtp = pushwerk_testkit::smtp::SmtpMock::start().await;
     // The imported token is refused (535 5.7.3); tokens the identity mock
     // issues are accepted.
     let w = world(&smtp_push(smtp.port()), "stale-token").await;
@@ -753,7 +757,8 @@ async fn smtp_535_leads_to_one_refresh_and_one_retry() {
     let attempts = smtp.auth_attempts();
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert!(!attempts[0].1 && attempts[1].1, "{attempts:?}");
-    let Some(crate::mock_smtp::AuthSeen::Xoauth2 { token, .. }) = &smtp.delivered()[0].auth else {
+    let Some(pushwerk_testkit::smtp::AuthSeen::Xoauth2 { token, .. }) = &smtp.delivered()[0].auth
+    else {
         panic!()
     };
     assert_eq!(token, &w.identity.issued_access_tokens()[0]);
@@ -822,7 +827,7 @@ async fn pushwerk_send_delivers_each_example_push_to_the_mocks() {
         ..MockConfig::default()
     })
     .await;
-    let smtp = crate::mock_smtp::SmtpMock::start().await;
+    let smtp = pushwerk_testkit::smtp::SmtpMock::start().await;
     let graph = GraphMock::start().await;
     let bing = BingMock::start().await;
     let rx = HttpReceiver::start().await;
@@ -950,7 +955,7 @@ async fn pushwerk_send_delivers_each_example_push_to_the_mocks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_4xx_is_retried_and_5xx_fails() {
-    let smtp = crate::mock_smtp::SmtpMock::start().await;
+    let smtp = pushwerk_testkit::smtp::SmtpMock::start().await;
     let w = world(
         &smtp_push(smtp.port()),
         "mock-at.graph.microsoft.com.current",

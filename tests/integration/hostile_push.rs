@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::mock_smtp::SmtpMock;
 use crate::util::{folder, pushwerk_in, stderr, stdout, ACCOUNT_MS_MAIL, NOW};
+use pushwerk_testkit::smtp::SmtpMock;
 
 /// Writes `data` as a `call.ended` event to `dir/name`; returns the path.
 fn event_file(dir: &Path, name: &str, data: Value) -> String {

@@ -10,224 +10,82 @@
 //! where a well-behaved client library would hide what is tested.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::mock_microsoft::HttpReceiver;
-use crate::util::EXAMPLE_ENV;
+use pushwerk_testkit::daemon::{http_client, poll, Served, World as KitWorld};
+use pushwerk_testkit::microsoft::HttpReceiver;
 
 const TOKEN: &str = "hostile-test-ingest-token";
 
 // ---------------------------------------------------------------------------
-// A daemon process
+// A daemon process (the kit's harness)
 
-struct World {
-    tmp: tempfile::TempDir,
+/// A folder and a data directory (the kit's [`KitWorld`]).
+struct World(KitWorld);
+
+impl std::ops::Deref for World {
+    type Target = KitWorld;
+    fn deref(&self) -> &KitWorld {
+        &self.0
+    }
 }
 
 impl World {
     fn new(files: &[(&str, &str)]) -> World {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir_all(tmp.path().join("pushes")).expect("mkdir pushes");
-        std::fs::create_dir_all(tmp.path().join("data")).expect("mkdir data");
-        for (name, text) in files {
-            std::fs::write(tmp.path().join("pushes").join(name), text).expect("write push");
-        }
-        World { tmp }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.tmp.path().join("data")
+        World(KitWorld::new(crate::util::kit(), files))
     }
 
     /// Starts `pushwerk [global…] serve --listen … extra…` and waits for `/readyz`.
     async fn start(&self, global: &[&str], extra: &[&str]) -> Served {
-        for attempt in 0..3 {
-            let log = self.tmp.path().join(format!(
-                "serve-{attempt}-{}.log",
-                Instant::now().elapsed().as_nanos()
-            ));
-            let port = free_port();
-            let mut cmd = base_command(&self.tmp.path().join("pushes"), &self.data());
-            cmd.args(global)
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .args(extra)
-                .env("PUSHWERK_INGEST_TOKEN", TOKEN)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log file"));
-            let child = cmd.spawn().expect("pushwerk serve starts");
-            let mut served = Served {
-                child: Some(child),
-                port,
-                log,
-                // No idle connections kept: they would hold slots of
-                // `--max-connections`.
-                http: pushwerk::net::http_client()
-                    .pool_max_idle_per_host(0)
-                    .build()
-                    .expect("client"),
-            };
-            if served.wait_ready().await {
-                return served;
-            }
-            assert!(
-                served.log_text().contains("cannot listen"),
-                "the daemon did not become ready:\n{}",
-                served.log_text()
-            );
-        }
-        panic!("no free port for the daemon after 3 tries");
+        self.serve()
+            .token(TOKEN)
+            .global(global)
+            .args(extra)
+            // No idle connections kept: they would hold slots of
+            // `--max-connections`.
+            .client(http_client().pool_max_idle_per_host(0))
+            .start()
+            .await
     }
 }
 
-fn base_command(dir: &Path, data: &Path) -> Command {
-    let mut cmd = crate::util::pushwerk_command();
-    cmd.arg("--dir").arg(dir).arg("--data").arg(data);
-    for name in EXAMPLE_ENV.iter().chain(&[
-        "PUSHWERK_DATA",
-        "PUSHWERK_LISTEN",
-        "PUSHWERK_INGEST_TOKEN",
-        "PUSHWERK_SERVER",
-        "PUSHWERK_KEY",
-        "PUSHWERK_KEY_FILE",
-        "PUSHWERK_LOG",
-        "PUSHWERK_STORE",
-        "RUST_LOG",
-    ]) {
-        cmd.env_remove(name);
-    }
-    cmd
+/// What these tests do to a daemon beyond the kit's requests.
+trait Hostile {
+    /// A raw TCP connection to it.
+    async fn connect(&self) -> TcpStream;
+    /// `POST /v1/events` with this body text and the ingest token.
+    async fn post_text(&self, body: String) -> (u16, Value);
+    /// `POST /v1/replay` with `body`.
+    async fn replay(&self, body: Value) -> (u16, Value);
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
-}
-
-struct Served {
-    child: Option<Child>,
-    port: u16,
-    log: PathBuf,
-    http: reqwest::Client,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Served {
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().expect("the daemon runs")
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child().try_wait() {
-                self.child = None;
-                return false;
-            }
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the daemon was not ready within 15 s:\n{}", self.log_text());
-    }
-
-    /// SIGTERM, then waits up to `within` for the exit.
-    async fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let pid = self.child().id() as libc::pid_t;
-        // SAFETY: `pid` is our own child, not yet reaped.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child().try_wait().expect("try_wait") {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit within {within:?} of SIGTERM:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
+impl Hostile for Served {
     async fn connect(&self) -> TcpStream {
-        TcpStream::connect(("127.0.0.1", self.port))
+        TcpStream::connect(("127.0.0.1", self.port()))
             .await
             .expect("connect")
     }
 
-    /// `POST /v1/events` with this body text and `Authorization` value.
-    async fn post_raw(&self, body: String, authorization: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url("/v1/events"))
-            .header("authorization", authorization)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("POST /v1/events");
-        answer(r).await
-    }
-
-    async fn post(&self, body: String) -> (u16, Value) {
+    async fn post_text(&self, body: String) -> (u16, Value) {
         self.post_raw(body, &format!("Bearer {TOKEN}")).await
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("GET");
-        answer(r).await
     }
 
     async fn replay(&self, body: Value) -> (u16, Value) {
         let r = self
-            .http
+            .http()
             .post(self.url("/v1/replay"))
             .bearer_auth(TOKEN)
             .json(&body)
             .send()
             .await
             .expect("POST /v1/replay");
-        answer(r).await
+        Served::answer(r).await
     }
-}
-
-async fn answer(r: reqwest::Response) -> (u16, Value) {
-    let status = r.status().as_u16();
-    let text = r.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, body)
 }
 
 /// Reads from `stream` until `done(bytes so far)` holds, the peer closes,
@@ -284,25 +142,6 @@ fn deep_event(id: &str, levels: usize) -> String {
         data = format!(r#"{{"a":{data}}}"#);
     }
     event_text(id, &data)
-}
-
-/// Polls `check` until it gives `Some`, or panics after `timeout`.
-async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -478,7 +317,7 @@ async fn half_sent_head_is_closed_after_the_header_timeout() {
     .await;
     assert!(closed, "{got:?}");
     // The server still serves others.
-    let r = served.http.get(served.url("/healthz")).send().await;
+    let r = served.http().get(served.url("/healthz")).send().await;
     assert_eq!(r.expect("healthz").status(), 200);
 }
 
@@ -561,7 +400,7 @@ async fn deep_events_are_refused_and_one_at_the_limit_survives_a_restart() {
     let mut served = world.start(&["--store", "redb"], &[]).await;
     for levels in [65, 127, 200, 10_000] {
         let (status, body) = served
-            .post(deep_event(&format!("deep-{levels}"), levels))
+            .post_text(deep_event(&format!("deep-{levels}"), levels))
             .await;
         assert_eq!(status, 400, "{levels} levels: {body}");
         let reason = body["error"].as_str().unwrap_or_default();
@@ -569,7 +408,7 @@ async fn deep_events_are_refused_and_one_at_the_limit_survives_a_restart() {
     }
     // At the limit: accepted, stored, and delivered after a restart (it
     // is due 3 s after acceptance, so the first daemon is gone by then).
-    let (status, body) = served.post(deep_event("at-limit", 64)).await;
+    let (status, body) = served.post_text(deep_event("at-limit", 64)).await;
     assert_eq!(status, 202, "{body}");
     assert!(served.terminate(Duration::from_secs(10)).await.success());
     assert!(rx.requests().is_empty(), "delivered before the restart");
@@ -622,7 +461,7 @@ async fn a_damaged_record_does_not_block_dead_letters_replay_or_the_log() {
         store.flush().expect("flush");
     }
     let served = world.start(&["--store", "redb"], &[]).await;
-    let (status, body) = served.get("/v1/dead-letters").await;
+    let (status, body) = served.get_raw("/v1/dead-letters").await;
     assert_eq!(status, 200, "{body}");
     let listed: Vec<u64> = body["dead_letters"]
         .as_array()
@@ -632,7 +471,7 @@ async fn a_damaged_record_does_not_block_dead_letters_replay_or_the_log() {
         .collect();
     assert_eq!(listed, vec![1]);
     assert_eq!(body["damaged"], 2, "{body}");
-    let (status, body) = served.get("/v1/deliveries?limit=10").await;
+    let (status, body) = served.get_raw("/v1/deliveries?limit=10").await;
     assert_eq!(status, 200, "{body}");
     // Replay: the good one goes out, the damaged ones are counted and stay.
     let (status, body) = served.replay(json!({ "push": "p" })).await;
@@ -719,14 +558,14 @@ async fn duplicate_keys_and_integers_beyond_64_bits_are_refused_by_name() {
         ),
     ];
     for (text, reason) in refused {
-        let (status, body) = served.post(text.clone()).await;
+        let (status, body) = served.post_text(text.clone()).await;
         assert_eq!(status, 400, "{text}: {body}");
         let error = body["error"].as_str().unwrap_or_default();
         assert!(error.contains(reason), "{text}: {error}");
     }
     // Nothing of those was accepted: an id refused before is new now.
     let (status, body) = served
-        .post(event_text("d1", r#"{"n":18446744073709551615}"#))
+        .post_text(event_text("d1", r#"{"n":18446744073709551615}"#))
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["accepted"], 1, "{body}");
@@ -801,7 +640,7 @@ async fn post_until_full(served: &Served, prefix: &str) -> Vec<String> {
     let mut accepted = Vec::new();
     for n in 0..200 {
         let id = format!("{prefix}-{n}");
-        let (status, body) = served.post(bulky_event(&id)).await;
+        let (status, body) = served.post_text(bulky_event(&id)).await;
         match status {
             202 => accepted.push(id),
             503 => {
@@ -810,7 +649,7 @@ async fn post_until_full(served: &Served, prefix: &str) -> Vec<String> {
                     reason.contains("No space left on device"),
                     "503 without the reason: {body}"
                 );
-                let r = served.http.get(served.url("/readyz")).send().await;
+                let r = served.http().get(served.url("/readyz")).send().await;
                 let r = r.expect("readyz");
                 if r.status() == 503 {
                     let text = r.text().await.expect("readyz text");
@@ -831,7 +670,7 @@ async fn full_disk(store: &str, recovers_without_restart: bool) {
     let global = ["--store", store];
     let extra = ["--grace", "3s"];
     let mut served = world.start(&global, &extra).await;
-    let (status, body) = served.post(event_text("before", "{}")).await;
+    let (status, body) = served.post_text(event_text("before", "{}")).await;
     assert_eq!(status, 202, "{body}");
     let mut accepted = vec!["before".to_owned()];
 
@@ -844,12 +683,12 @@ async fn full_disk(store: &str, recovers_without_restart: bool) {
             "/readyz ready after space returned",
             Duration::from_secs(20),
             || async {
-                let r = served.http.get(served.url("/readyz")).send().await.ok()?;
+                let r = served.http().get(served.url("/readyz")).send().await.ok()?;
                 (r.status() == 200).then_some(())
             },
         )
         .await;
-        let (status, body) = served.post(event_text("after", "{}")).await;
+        let (status, body) = served.post_text(event_text("after", "{}")).await;
         assert_eq!(status, 202, "{body}");
         accepted.push("after".to_owned());
         disk.fill();

@@ -11,8 +11,8 @@ use pushwerk::oauth::seal::Sealer;
 use pushwerk::oauth::{ImportedTokens, OAuthError, Resolver, ResolverSettings, TokenStore};
 use pushwerk::store::SledStore;
 
-use crate::mock_identity::{IdentityMock, MockConfig, Mode};
 use crate::util::{folder, pushwerk_in, stderr, stdout};
+use pushwerk_testkit::identity::{IdentityMock, MockConfig, Mode};
 
 const SECRET: &str = "mock-secret";
 
@@ -279,15 +279,19 @@ async fn expired_client_secret_is_reported_as_needing_action() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_twenty_second_outage_is_waited_out_with_backoff_and_one_request_per_step() {
+async fn an_outage_is_waited_out_with_backoff_and_one_request_per_step() {
     let s = setup(MockConfig::default()).await;
     s.mock.seed_refresh_token(
         "rt-seed",
         "offline_access https://graph.microsoft.com/Mail.Send",
     );
+    // The backoff is a setting (default 1 s doubling to 5 min); the scenario
+    // is the default's shape at a fifth of the scale: steps of 0.2, 0.4,
+    // 0.8, 1.6, 1.6 … s through a 4 s outage.
+    let unit = Duration::from_millis(200);
     let settings = ResolverSettings {
-        backoff_base: Duration::from_secs(1),
-        backoff_max: Duration::from_secs(8),
+        backoff_base: unit,
+        backoff_max: unit * 8,
         ..ResolverSettings::default()
     };
     let r = Arc::new(resolver(&s.dir.path().join("data"), &s.catalog, settings));
@@ -295,9 +299,9 @@ async fn a_twenty_second_outage_is_waited_out_with_backoff_and_one_request_per_s
         .await
         .unwrap();
     s.mock.set_mode(Mode::Unavailable { retry_after: None });
-    let outage = Duration::from_secs(20);
+    let outage = unit * 20;
     let start = std::time::Instant::now();
-    // The mock's outage lasts 20 s: that is the scenario, not a wait for a result.
+    // The mock's outage lasts 4 s: that is the scenario, not a wait for a result.
     let mock_mode = {
         let mock = s.mock.clone();
         tokio::spawn(async move {
@@ -323,15 +327,15 @@ async fn a_twenty_second_outage_is_waited_out_with_backoff_and_one_request_per_s
     let ok: Vec<_> = requests.iter().filter(|q| q.status == 200).collect();
     assert_eq!(ok.len(), 1, "one successful refresh serves all ten");
     assert!(start.elapsed() >= outage);
-    // Backoff 1, 2, 4, 8, 8 … s with jitter in the upper half of each step:
-    // between 5 and 8 requests fit into 20 s, never one per waiter.
+    // Backoff 1, 2, 4, 8, 8 … units with jitter in the upper half of each
+    // step: between 5 and 8 requests fit into 20 units, never one per waiter.
     assert!(
         (4..=8).contains(&failed.len()),
         "{} requests during the outage",
         failed.len()
     );
     for (i, pair) in requests.windows(2).enumerate() {
-        let step = Duration::from_secs(1u64 << i.min(3));
+        let step = unit * (1u32 << i.min(3));
         let gap = pair[1].at.duration_since(pair[0].at);
         assert!(
             gap >= step / 2,

@@ -22,8 +22,9 @@ use pushwerk::store::SledStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::mock_identity::{IdentityMock, MockConfig};
 use crate::util::{folder, pushwerk_in, stderr, stdout};
+use pushwerk_testkit::daemon::free_port;
+use pushwerk_testkit::identity::{IdentityMock, MockConfig};
 
 const SECRET: &str = "mock-secret";
 
@@ -751,14 +752,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts `tests/oidc/provider.mjs` on `port`; fails clearly when node or

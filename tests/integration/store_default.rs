@@ -8,13 +8,14 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::mock_microsoft::HttpReceiver;
 use crate::util::{folder, stderr, stdout, EXAMPLE_ENV};
+use pushwerk_testkit::daemon::{poll, Served, World as KitWorld};
+use pushwerk_testkit::microsoft::HttpReceiver;
 
 const REFRESH: &str = "CANARY-rt-store-default-5b1e9f";
 
@@ -30,18 +31,20 @@ scope: offline_access
 /// A test's folder, data directory and config directory (where the key
 /// file goes), all in one temporary directory.
 struct World {
-    tmp: tempfile::TempDir,
+    kit: KitWorld,
 }
 
 impl World {
     fn new(files: &[(&str, &str)]) -> World {
         let mut all = vec![("pushes/accounts.yaml", ACCOUNT)];
         all.extend_from_slice(files);
-        World { tmp: folder(&all) }
+        World {
+            kit: KitWorld::in_dir(crate::util::kit(), folder(&all)),
+        }
     }
 
     fn path(&self) -> &Path {
-        self.tmp.path()
+        self.kit.root()
     }
 
     fn data(&self) -> PathBuf {
@@ -241,8 +244,8 @@ fn a_new_data_directory_gets_redb_and_a_generated_key_and_read_only_commands_mak
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_a_clean_directory_makes_redb_and_a_key_without_any_flag() {
     let w = World::new(&[]);
-    let served = Served::start(&w, &[]).await;
-    let log = std::fs::read_to_string(&served.log).unwrap();
+    let served = start(&w, &[]).await;
+    let log = served.log_text();
     served.stop().await;
     let names = w.names_in(&w.data());
     assert!(names.contains(&"pushwerk.redb".to_owned()), "{names:?}");
@@ -417,79 +420,36 @@ fn a_rekey_interrupted_before_the_key_file_was_replaced_is_finished() {
     assert_eq!(w.names_in(&w.config().join("pushwerk")), vec!["key"]);
 }
 
-/// A running `pushwerk serve`; killed when dropped.
-struct Served {
-    child: Option<Child>,
-    base: String,
-    log: PathBuf,
-    token: String,
-    http: reqwest::Client,
+/// `pushwerk [extra…] serve --grace 5s` on the world (the ingest token
+/// generated into the data directory), ready.
+async fn start(w: &World, extra: &[&str]) -> Served {
+    w.kit
+        .serve()
+        .generated_token()
+        .global(extra)
+        .args(&["--grace", "5s"])
+        .ready_within(Duration::from_secs(20))
+        .start()
+        .await
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// What these tests ask of a running daemon beyond the kit's requests.
+trait StoreDaemon {
+    /// `GET path` with the ingest token, as JSON.
+    async fn get_json(&self, path: &str) -> Value;
+    /// Posts event `e<n>` with `data.n = n`; expects 202.
+    async fn post_event(&self, n: u32);
+    /// Polls `path` until `done` holds of its answer (or 60 s pass).
+    async fn wait_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value;
+    /// SIGTERM, and waits (up to 20 s) for the exit.
+    async fn stop(self);
 }
 
-impl Served {
-    async fn start(w: &World, extra: &[&str]) -> Served {
-        for attempt in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let log = w.path().join(format!("serve-{port}-{attempt}.log"));
-            let listen = format!("127.0.0.1:{port}");
-            let mut args = extra.to_vec();
-            args.extend(["serve", "--listen", &listen, "--grace", "5s"]);
-            let child = w
-                .command(&args, &[])
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("serve starts");
-            let mut served = Served {
-                child: Some(child),
-                base: format!("http://{listen}"),
-                log,
-                token: String::new(),
-                http: pushwerk::net::http_client().build().expect("HTTP client"),
-            };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Some(_status) = served.child.as_mut().unwrap().try_wait().unwrap() {
-                    served.child = None;
-                    break;
-                }
-                let ready = served
-                    .http
-                    .get(format!("{}/readyz", served.base))
-                    .send()
-                    .await;
-                if ready.is_ok_and(|r| r.status() == 200) {
-                    served.token = std::fs::read_to_string(w.data().join("ingest-token"))
-                        .unwrap()
-                        .trim()
-                        .to_owned();
-                    return served;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            let log = std::fs::read_to_string(&served.log).unwrap_or_default();
-            assert!(log.contains("cannot listen"), "not ready:\n{log}");
-        }
-        panic!("no free port");
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+impl StoreDaemon for Served {
+    async fn get_json(&self, path: &str) -> Value {
+        self.http()
+            .get(self.url(path))
+            .bearer_auth(self.token())
             .send()
             .await
             .unwrap()
@@ -499,39 +459,26 @@ impl Served {
     }
 
     async fn post_event(&self, n: u32) {
-        let r = self
-            .http
-            .post(format!("{}/v1/events", self.base))
-            .bearer_auth(&self.token)
-            .json(&json!({"id": format!("e{n}"), "type": "call.ended", "time": "2026-01-01T00:00:00Z", "data": {"n": n}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
+        let (status, body) = self
+            .post(&json!({"id": format!("e{n}"), "type": "call.ended", "time": "2026-01-01T00:00:00Z", "data": {"n": n}}))
+            .await;
+        assert_eq!(status, 202, "{body}");
     }
 
-    /// Polls `path` until `done` holds of its answer (or 60 s pass).
     async fn wait_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let v = self.get(path).await;
-            if done(&v) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{path} never got there: {v}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll(
+            &format!("{path} to get there"),
+            Duration::from_secs(60),
+            || async {
+                let v = self.get_json(path).await;
+                done(&v).then_some(v)
+            },
+        )
+        .await
     }
 
     async fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: our own child, not yet reaped.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "serve did not stop");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.terminate(Duration::from_secs(20)).await;
     }
 }
 
@@ -557,8 +504,10 @@ fn log_of(v: &Value) -> Vec<(u64, String, u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_migrate_moves_queue_dead_letters_log_and_tokens_sled_to_redb_and_back() {
     let sink = HttpReceiver::start().await;
+    // Long enough to still be queued when the first daemon stops (it takes
+    // about a second), short enough not to wait long for it afterwards.
     let later = format!(
-        "name: later\non: call.ended\ndelay: 20s\nhttp:\n  url: {}\n  json:\n    n: << event.n >>\n",
+        "name: later\non: call.ended\ndelay: 10s\nhttp:\n  url: {}\n  json:\n    n: << event.n >>\n",
         sink.url("/later")
     );
     let now = format!(
@@ -575,7 +524,7 @@ async fn store_migrate_moves_queue_dead_letters_log_and_tokens_sled_to_redb_and_
 
     // A sled store filled by the real daemon.
     w.import("crm", &["--store", "sled"]);
-    let served = Served::start(&w, &["--store", "sled"]).await;
+    let served = start(&w, &["--store", "sled"]).await;
     for n in 1..=3 {
         served.post_event(n).await;
     }
@@ -616,23 +565,18 @@ async fn store_migrate_moves_queue_dead_letters_log_and_tokens_sled_to_redb_and_
     );
 
     // The daemon on redb (no flag: `auto` opens what is there).
-    let served = Served::start(&w, &[]).await;
+    let served = start(&w, &[]).await;
     assert!(
-        std::fs::read_to_string(&served.log)
-            .unwrap_or_default()
-            .is_empty()
-            || !std::fs::read_to_string(&served.log)
-                .unwrap()
-                .contains("ERROR"),
+        !served.log_text().contains("ERROR"),
         "{}",
-        std::fs::read_to_string(&served.log).unwrap()
+        served.log_text()
     );
-    let log = served.get("/v1/deliveries").await;
+    let log = served.get_json("/v1/deliveries").await;
     let log_after = log_of(&log);
     for entry in &log_before {
         assert!(log_after.contains(entry), "{entry:?} lost: {log_after:?}");
     }
-    let dead_letters = served.get("/v1/dead-letters").await;
+    let dead_letters = served.get_json("/v1/dead-letters").await;
     let job = dead_letters["dead_letters"][0]["job_id"].as_u64().unwrap();
     // Refused while the daemon holds the store.
     let out = w.run(&["store", "migrate", "--from", "redb", "--to", "sled"], &[]);
@@ -662,8 +606,8 @@ async fn store_migrate_moves_queue_dead_letters_log_and_tokens_sled_to_redb_and_
     assert_eq!(ns, vec![1, 2, 3]);
     // The dead letter is replayable; new jobs get ids above the old ones.
     let replay = w.run(
-        &["replay", &job.to_string(), "--server", &served.base],
-        &[("PUSHWERK_INGEST_TOKEN", &served.token)],
+        &["replay", &job.to_string(), "--server", &served.url("")],
+        &[("PUSHWERK_INGEST_TOKEN", served.token())],
     );
     assert!(replay.status.success(), "{}", stderr(&replay));
     served.post_event(4).await;
@@ -707,12 +651,12 @@ async fn store_migrate_moves_queue_dead_letters_log_and_tokens_sled_to_redb_and_
         "{names:?}"
     );
     assert_eq!(record_bytes(&w.data(), "crm"), token_before);
-    let served = Served::start(&w, &["--store", "sled"]).await;
-    let log_back = log_of(&served.get("/v1/deliveries").await);
+    let served = start(&w, &["--store", "sled"]).await;
+    let log_back = log_of(&served.get_json("/v1/deliveries").await);
     for entry in &log_before_back {
         assert!(log_back.contains(entry), "{entry:?} lost: {log_back:?}");
     }
-    let dead_letters = served.get("/v1/dead-letters").await;
+    let dead_letters = served.get_json("/v1/dead-letters").await;
     assert_eq!(dead_letters["dead_letters"].as_array().unwrap().len(), 1);
     served.stop().await;
     let out = w.ok(&["oauth", "status", "crm"], &[]);

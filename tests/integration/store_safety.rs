@@ -449,7 +449,7 @@ fn data_holds(dir: &Path, needle: &str) -> bool {
 /// directory, `oauth status` says "encrypted at rest" truly, and the token
 /// still refreshes.
 async fn encryption_turned_on_later(store: &str) {
-    use crate::mock_identity::{IdentityMock, MockConfig};
+    use pushwerk_testkit::identity::{IdentityMock, MockConfig};
     let mock = IdentityMock::start(MockConfig::default()).await;
     let canary = format!("CANARY-refresh-{store}-7f3a9c1d5e");
     let scope = "offline_access https://graph.microsoft.com/Mail.Send";

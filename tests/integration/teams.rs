@@ -19,7 +19,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-use crate::mock_identity::{IdentityMock, MockConfig};
+use pushwerk_testkit::identity::{IdentityMock, MockConfig};
 
 const TEAM: &str = "fbe2bf47-16c8-47cf-b4a5-4b9b187c508b";
 const CHANNEL: &str = "19:4a95f7d8db4c4e7fae857bcebe0623e6@thread.tacv2";

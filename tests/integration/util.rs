@@ -1,7 +1,5 @@
 //! Shared helpers: running the real `pushwerk` binary, loading folders.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -47,6 +45,17 @@ pub fn pushwerk_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
     cmd.env("XDG_CONFIG_HOME", config_home());
     cmd
+}
+
+/// The binary under test for the kit's harness
+/// ([`World`](pushwerk_testkit::daemon::World)), with the same
+/// [`config_home`] as [`pushwerk_command`].
+pub fn kit() -> &'static pushwerk_testkit::daemon::Pushwerk {
+    static KIT: std::sync::OnceLock<pushwerk_testkit::daemon::Pushwerk> =
+        std::sync::OnceLock::new();
+    KIT.get_or_init(|| {
+        pushwerk_testkit::daemon::Pushwerk::new(env!("CARGO_BIN_EXE_pushwerk"), config_home())
+    })
 }
 
 /// Runs `pushwerk args…` in `dir` with `env` set.

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use pushwerk_testkit::daemon::free_port;
 use serde_json::{json, Value};
 
 /// The W3C element identifier key.
@@ -50,11 +51,6 @@ fn chromedriver() -> PathBuf {
         "chromedriver is not installed: the console's browser tests need Debian's \
          `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`; .ci/run does)"
     );
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local address").port()
 }
 
 impl Driver {

@@ -347,7 +347,7 @@ fn parse_fault(body: &[u8]) -> Option<Fault> {
 /// What Microsoft Advertising's answer to `ApplyOfflineConversions` means
 /// (reference §3.1, §3.3, §3.4). Partial errors arrive with HTTP 200.
 pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
-    classify_batch(response, 1, retry_after_cap)
+    classify_batch(response, 1, retry_after_cap, CALL_RATE_WAIT)
         .pop()
         .expect("one outcome per conversion")
 }
@@ -359,11 +359,12 @@ pub fn classify_batch(
     response: &Response,
     count: usize,
     retry_after_cap: Duration,
+    call_rate_wait: Duration,
 ) -> Vec<Outcome> {
     let status = response.status;
     let reference = response.header("trackingid").map(str::to_owned);
     if status != 200 {
-        return vec![classify_fault(response, retry_after_cap); count];
+        return vec![classify_fault(response, retry_after_cap, call_rate_wait); count];
     }
     let delivered = Outcome::Delivered {
         status,
@@ -444,7 +445,11 @@ pub fn classify_batch(
 }
 
 /// The meaning of a non-200 answer (a fault body).
-fn classify_fault(response: &Response, retry_after_cap: Duration) -> Outcome {
+fn classify_fault(
+    response: &Response,
+    retry_after_cap: Duration,
+    call_rate_wait: Duration,
+) -> Outcome {
     let status = response.status;
     let mut reference = response.header("trackingid").map(str::to_owned);
     let fault = parse_fault(&response.body);
@@ -487,8 +492,8 @@ fn classify_fault(response: &Response, retry_after_cap: Duration) -> Outcome {
         return Outcome::Retry {
             delay: RetryDelay::After(
                 retry_after(response, retry_after_cap)
-                    .unwrap_or(CALL_RATE_WAIT)
-                    .max(CALL_RATE_WAIT),
+                    .unwrap_or(call_rate_wait)
+                    .max(call_rate_wait),
             ),
             status: Some(status),
             reason: describe(),
@@ -539,7 +544,12 @@ mod tests {
     #[test]
     fn partial_errors_fail_exactly_the_indexed_conversion() {
         let body = r#"{"PartialErrors":[{"Code":5616,"Details":null,"ErrorCode":"ConversionTimeEarlierThanClickTime","FieldPath":null,"ForwardCompatibilityMap":null,"Index":1,"Message":"The conversion time must be later than the click time.","Type":"BatchError"}]}"#;
-        let out = classify_batch(&response(200, body), 3, Duration::from_secs(600));
+        let out = classify_batch(
+            &response(200, body),
+            3,
+            Duration::from_secs(600),
+            CALL_RATE_WAIT,
+        );
         assert!(out[0].is_delivered() && out[2].is_delivered());
         match &out[1] {
             Outcome::Failed {
@@ -571,7 +581,12 @@ mod tests {
             r#"{"Code":5616,"ErrorCode":"ConversionTimeEarlierThanClickTime","Index":7,"Message":"late"}"#,
         ] {
             let body = format!(r#"{{"PartialErrors":[{error}]}}"#);
-            let out = classify_batch(&response(200, &body), 3, Duration::from_secs(600));
+            let out = classify_batch(
+                &response(200, &body),
+                3,
+                Duration::from_secs(600),
+                CALL_RATE_WAIT,
+            );
             for o in &out {
                 match o {
                     Outcome::Failed { code, message, .. } => {
@@ -585,10 +600,20 @@ mod tests {
         // Named errors still fail exactly their conversion; beside an
         // unnamed one, a named conversion keeps its own error.
         let body = r#"{"PartialErrors":[{"Code":1,"Index":1,"Message":"bad"}]}"#;
-        let out = classify_batch(&response(200, body), 3, Duration::from_secs(600));
+        let out = classify_batch(
+            &response(200, body),
+            3,
+            Duration::from_secs(600),
+            CALL_RATE_WAIT,
+        );
         assert!(out[0].is_delivered() && !out[1].is_delivered() && out[2].is_delivered());
         let body = r#"{"PartialErrors":[{"Code":1,"Index":1,"Message":"bad"},{"Code":2,"Message":"which?"}]}"#;
-        let out = classify_batch(&response(200, body), 2, Duration::from_secs(600));
+        let out = classify_batch(
+            &response(200, body),
+            2,
+            Duration::from_secs(600),
+            CALL_RATE_WAIT,
+        );
         assert!(matches!(&out[1], Outcome::Failed { message, .. } if message.contains("bad")));
         assert!(matches!(&out[0], Outcome::Failed { message, .. } if message.contains("which?")));
     }

@@ -21,8 +21,6 @@
 //! Bearer tokens are opaque here: each mock accepts exactly the tokens the
 //! test registered with `accept_token`.
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -1593,7 +1591,7 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(10);
 
     fn client() -> reqwest::Client {
-        pushwerk::net::http_client().build().unwrap()
+        crate::daemon::http_client().build().unwrap()
     }
 
     /// Status, headers and body (JSON, or a JSON string of the text).

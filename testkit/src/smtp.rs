@@ -17,8 +17,6 @@
 //! Every accepted connection is served by its own tokio task; dropping the
 //! [`SmtpMock`] aborts the listener and all connections.
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -76,12 +74,27 @@ pub struct Delivered {
 /// The credentials of a successful AUTH.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthSeen {
-    /// `AUTH PLAIN` (the authentication identity and password).
-    Plain { user: String, password: String },
+    /// `AUTH PLAIN`.
+    Plain {
+        /// The authentication identity.
+        user: String,
+        /// The password.
+        password: String,
+    },
     /// `AUTH LOGIN`.
-    Login { user: String, password: String },
-    /// `AUTH XOAUTH2` (the `user=` value and the bearer token).
-    Xoauth2 { user: String, token: String },
+    Login {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// `AUTH XOAUTH2`.
+    Xoauth2 {
+        /// The `user=` value.
+        user: String,
+        /// The bearer token.
+        token: String,
+    },
 }
 
 /// The answer for the next messages at the end of `DATA`.

@@ -10,8 +10,6 @@
 //! (see [`access_token_host`]), so other mocks can reject a token minted for
 //! another resource.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -1231,7 +1229,7 @@ mod tests {
     const GRAPH_SCOPE: &str = "https://graph.microsoft.com/Mail.Send offline_access";
 
     fn client() -> reqwest::Client {
-        pushwerk::net::http_client()
+        crate::daemon::http_client()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client")
