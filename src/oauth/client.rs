@@ -214,30 +214,9 @@ fn aadsts_in(description: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// `Retry-After` in seconds or as an HTTP date.
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let value = value.trim();
-    // Bounded here already, whatever the caller's own cap: no number from
-    // outside reaches an `Instant` addition unclamped.
-    const MAX: Duration = Duration::from_secs(24 * 3600);
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // More seconds than a u64 holds is still "a long time", not "no
-        // advice" (which would retry at once and hammer a busy server).
-        return Some(
-            value
-                .parse::<u64>()
-                .map_or(MAX, Duration::from_secs)
-                .min(MAX),
-        );
-    }
-    if value.len() > 64 {
-        return None;
-    }
-    let at = DateTime::parse_from_rfc2822(value)
-        .ok()?
-        .with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO).min(MAX))
-}
+/// `Retry-After` in seconds or as an HTTP date: shared HTTP vocabulary, kept
+/// in the leaf [`crate::net`] so that targets need not depend on `oauth`.
+pub use crate::net::parse_retry_after;
 
 /// Classifies a token-endpoint answer that was not a success.
 pub fn classify_error(status: u16, retry_after: Option<Duration>, body: &[u8]) -> TokenFailure {
