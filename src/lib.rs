@@ -20,10 +20,6 @@ pub mod config;
 pub mod console;
 pub mod daemon;
 pub mod delivery;
-/// The former name of [`targets`], kept so that branches written against it
-/// still build; new code uses `targets`.
-#[doc(hidden)]
-pub use targets as dispatch;
 pub mod engine;
 pub mod event;
 pub mod metrics;

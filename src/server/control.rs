@@ -824,8 +824,8 @@ pub const LITERAL_SECRET: &str = "‹secret›";
 /// literal Bing `DeveloperToken`) unless it only holds placeholders
 /// (`Bearer ‹oauth.crm›`). A preview may be asked for with the ingest token
 /// alone, and the console shows it: neither may learn a credential.
-fn mask_literal_secrets(prepared: &mut crate::dispatch::Prepared) {
-    use crate::dispatch::{Prepared, SmtpLogin};
+fn mask_literal_secrets(prepared: &mut crate::targets::Prepared) {
+    use crate::targets::{Prepared, SmtpLogin};
     // Placeholders only, after an optional scheme (`Basic ‹env:AUTH›`).
     let is_placeholder = |v: &str| {
         let words: Vec<&str> = v.split_whitespace().collect();
@@ -1067,8 +1067,8 @@ async fn send_now(
                     attempt: n,
                     target: a.target.clone(),
                     outcome: match a.outcome {
-                        crate::dispatch::Outcome::Delivered { .. } => "delivered",
-                        crate::dispatch::Outcome::Retry { .. } => "retry",
+                        crate::targets::Outcome::Delivered { .. } => "delivered",
+                        crate::targets::Outcome::Retry { .. } => "retry",
                         _ => "failed",
                     }
                     .to_owned(),
