@@ -189,6 +189,37 @@ pub struct EventHistory {
     pub attempts: Vec<LogEntry>,
 }
 
+impl From<crate::delivery::EventRecord> for EventHistory {
+    fn from(r: crate::delivery::EventRecord) -> EventHistory {
+        EventHistory {
+            id: r.id,
+            known: r.known,
+            jobs: r
+                .jobs
+                .into_iter()
+                .map(|job| QueuedJob {
+                    job_id: job.id,
+                    push: job.push,
+                    attempt: job.attempt,
+                    due: job.due_at,
+                })
+                .collect(),
+            dead_letters: r
+                .dead_letters
+                .into_iter()
+                .map(|d| DeadJob {
+                    job_id: d.job.id,
+                    push: d.job.push,
+                    attempt: d.job.attempt,
+                    reason: d.reason,
+                    at: d.at,
+                })
+                .collect(),
+            attempts: r.attempts,
+        }
+    }
+}
+
 /// `POST /v1/pushes/{name}/preview` request body (all optional).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

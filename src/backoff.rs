@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::targets::RetryDelay;
+use crate::net::RetryDelay;
 
 /// Backoff steps: `base`, `2·base`, `4·base`, … up to `max`; each step is
 /// drawn from its upper half, so many retries spread out but none comes

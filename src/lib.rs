@@ -19,10 +19,6 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
-/// The former name of [`targets`], kept so that branches written against it
-/// still build; new code uses `targets`.
-#[doc(hidden)]
-pub use targets as dispatch;
 pub mod engine;
 pub mod event;
 pub mod metrics;

@@ -1,4 +1,6 @@
-//! The one place an HTTP client is built.
+//! The one place an HTTP client is built, and the HTTP vocabulary the
+//! targets, OAuth and the retry policy share ([`parse_retry_after`],
+//! [`RetryDelay`]): a leaf, so none of them depends on another for it.
 //!
 //! pushwerk's TLS is rustls with the `ring` crypto provider and the
 //! platform's certificate verifier (`rustls-platform-verifier`: the system's
@@ -13,6 +15,10 @@
 //! built around it.
 
 use std::sync::Once;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 /// Installs the `ring` crypto provider as rustls's process default, once.
 ///
@@ -38,40 +44,49 @@ pub fn http_client() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
 }
 
-/// `Retry-After` in seconds or as an HTTP date, capped at a day.
-///
-/// Here, next to the HTTP client, because targets and token endpoints
-/// both send it and must be read the same way.
-pub fn parse_retry_after(
-    value: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Option<std::time::Duration> {
+/// When to try again: shared by the targets (which classify an answer) and
+/// the retry policy (which turns it into a time), so it lives in this leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryDelay {
+    /// The target said when (`Retry-After`, or a documented wait), already capped.
+    After(#[serde(with = "humantime_serde_compat")] Duration),
+    /// The target did not say: exponential backoff with jitter.
+    Backoff,
+}
+
+mod humantime_serde_compat {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     // Bounded here already, whatever the caller's own cap: no number from
     // outside reaches an `Instant` addition unclamped.
-    const MAX: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    const MAX: Duration = Duration::from_secs(24 * 3600);
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // More seconds than a u64 holds is still "a long time", not "no
         // advice" (which would retry at once and hammer a busy server).
         return Some(
             value
                 .parse::<u64>()
-                .map_or(MAX, std::time::Duration::from_secs)
+                .map_or(MAX, Duration::from_secs)
                 .min(MAX),
         );
     }
     if value.len() > 64 {
         return None;
     }
-    let at = chrono::DateTime::parse_from_rfc2822(value)
+    let at = DateTime::parse_from_rfc2822(value)
         .ok()?
-        .with_timezone(&chrono::Utc);
-    Some(
-        (at - now)
-            .to_std()
-            .unwrap_or(std::time::Duration::ZERO)
-            .min(MAX),
-    )
+        .with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO).min(MAX))
 }
 
 #[cfg(test)]

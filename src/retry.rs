@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::backoff::Backoff;
-use crate::dispatch::{Outcome, RetryDelay};
+use crate::targets::{Outcome, RetryDelay};
 
 /// How a push retries: its `retry:` settings and the daemon's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::account::OAuthAccount;
-pub use super::check_cx::CheckCx;
+use super::check_cx::LoadCx;
 use super::diagnostic::Diagnostic;
 use super::locate::DocumentMap;
 use super::model::{PushDoc, PushSpec};
 use crate::schedule::Schedule;
 use crate::secret::{self, EnvLookup, Secret, SecretError};
+pub use crate::targets::CheckCx;
 use crate::template;
 
 /// The fields of the `push` namespace.
@@ -71,7 +72,7 @@ pub(crate) fn compile_push(
     env: &mut minijinja::Environment<'static>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<(PushSpec, Trigger, CompiledPush)> {
-    let mut cx = CheckCx {
+    let mut cx = LoadCx {
         file,
         map,
         base_dir,
@@ -343,7 +344,7 @@ pub(crate) fn compile_push(
         );
     }
 
-    target.check(&mut cx);
+    target.check(&mut CheckCx::new(&mut cx));
     compiled.accounts.extend(std::mem::take(&mut cx.used));
     let trigger = trigger?;
     Some((doc.into_spec(target), trigger, compiled))
@@ -352,7 +353,7 @@ pub(crate) fn compile_push(
 /// Errors for filters and tests the template `name` uses that do not exist
 /// (minijinja would report them only when a render reaches them).
 fn report_unknown_filters(
-    cx: &mut CheckCx<'_>,
+    cx: &mut LoadCx<'_>,
     path: &str,
     env: &minijinja::Environment<'static>,
     name: &str,
@@ -372,7 +373,7 @@ fn report_unknown_filters(
 }
 
 /// Checks one parameter reference against the catalogue.
-fn check_param(cx: &mut CheckCx<'_>, path: &str, var: &str, compiled: &mut CompiledPush) {
+fn check_param(cx: &mut LoadCx<'_>, path: &str, var: &str, compiled: &mut CompiledPush) {
     compiled.params.insert(var.to_owned());
     let mut parts = var.splitn(3, '.');
     let head = parts.next().unwrap_or_default();

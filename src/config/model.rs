@@ -4,11 +4,10 @@
 //! `schemas/` are generated from these types.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 pub use crate::targets::bing_ads::{BingAdsTarget, ConversionSpec};
 pub use crate::targets::graph_mail::{AttachmentSpec, GraphMailTarget};
@@ -16,122 +15,11 @@ pub use crate::targets::http::{HttpTarget, SigningSpec};
 pub use crate::targets::smtp::{SmtpAuth, SmtpTarget, SmtpTls};
 use crate::targets::TargetSpec;
 
-/// A string field that is a template: `<< … >>` parameters are filled at
-/// render time. YAML numbers and booleans are accepted and kept as their text
-/// (`value: 120.5`), because the rendered result is text anyway.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct TemplateText(pub String);
-
-impl TemplateText {
-    /// The template source as written.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for TemplateText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Display for TemplateText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Serialize for TemplateText {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for TemplateText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = TemplateText;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string (a template), a number or a boolean")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TemplateText, E> {
-                Ok(TemplateText(v.to_owned()))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<TemplateText, E> {
-                Ok(TemplateText(v))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TemplateText, E> {
-                Ok(TemplateText(v.to_string()))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TemplateText, E> {
-                Ok(TemplateText(v.to_string()))
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<TemplateText, E> {
-                Ok(TemplateText(v.to_string()))
-            }
-            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<TemplateText, E> {
-                Ok(TemplateText(v.to_string()))
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
-impl JsonSchema for TemplateText {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "TemplateText".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "A template: text with `<< parameter >>` placeholders, e.g. `<< event.caller_number >>`.",
-            "type": ["string", "number", "boolean"]
-        })
-    }
-}
-
-/// A duration written as humans write it (`30s`, `5m`, `1h 30m`, `2d`),
-/// parsed when the file is loaded so a typo is reported with its position.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct DurationText(pub Duration);
-
-impl fmt::Debug for DurationText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
-impl Serialize for DurationText {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(self.0).to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for DurationText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim())
-            .map(DurationText)
-            .map_err(|e| {
-                serde::de::Error::custom(format_args!(
-                    "invalid duration {text:?}: {e}; expected e.g. `30s`, `5m`, `1h 30m`, `2d`"
-                ))
-            })
-    }
-}
-
-impl JsonSchema for DurationText {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Duration".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "A duration such as `30s`, `5m`, `1h 30m`, `24h`, `2d`.",
-            "type": "string",
-            "pattern": "^\\s*[0-9]+\\s*[a-zA-Zµ]+(\\s*[0-9]+\\s*[a-zA-Zµ]+)*\\s*$"
-        })
-    }
-}
+/// Durations are target vocabulary (timeouts, delays); re-exported here.
+pub use crate::targets::DurationText;
+/// Template text lives in the leaf [`crate::template`]; re-exported here
+/// where the push model has always named it.
+pub use crate::template::TemplateText;
 
 /// The `kind:` marker of a push document (optional: a document without
 /// `kind` is a push).

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::Daemon;
 use crate::delivery::{Completion, Finished, Job, LogEntry, LogStatus};
-use crate::dispatch::Outcome;
 use crate::engine::deliver::Delivery;
 use crate::retry::{Decision, Policy, Tries};
+use crate::targets::Outcome;
 
 /// Polls a future inside `catch_unwind`: a panic while it runs becomes an
 /// `Err` with the panic's payload instead of ending the task silently.

@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::DaemonError;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
-use crate::dispatch::Endpoints;
 use crate::oauth::seal::Sealer;
 use crate::store::StoreChoice;
+use crate::targets::Endpoints;
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]

@@ -307,25 +307,35 @@ impl Queue {
     }
 }
 
+/// What the store knows of one event: its queued jobs, dead letters and
+/// attempts. The API's `EventHistory` is built from it (`api` depends on
+/// `delivery`, never the reverse).
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    /// The event id.
+    pub id: String,
+    /// Whether the id is remembered as accepted (within the event window).
+    pub known: bool,
+    /// Its jobs still queued or retrying.
+    pub jobs: Vec<Job>,
+    /// Its dead letters.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Every attempt in the delivery log, oldest first.
+    pub attempts: Vec<LogEntry>,
+}
+
 /// What became of one event (`GET /v1/events/{id}`).
 impl Queue {
     /// The event's jobs still queued or retrying, its dead letters and its
     /// attempts in the delivery log (oldest first). Reads the whole queue
     /// and log (bounded by their retention), page by page; damaged records
     /// are skipped as elsewhere.
-    pub fn event_history(&self, event_id: &str) -> Result<crate::api::EventHistory, QueueError> {
+    pub fn event_history(&self, event_id: &str) -> Result<EventRecord, QueueError> {
         let mut jobs = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
             let page = self.jobs_page(after.as_deref(), 1000)?;
-            for job in page.jobs.iter().filter(|j| j.event_id == event_id) {
-                jobs.push(crate::api::QueuedJob {
-                    job_id: job.id,
-                    push: job.push.clone(),
-                    attempt: job.attempt,
-                    due: job.due_at,
-                });
-            }
+            jobs.extend(page.jobs.into_iter().filter(|j| j.event_id == event_id));
             if !page.more {
                 break;
             }
@@ -335,13 +345,6 @@ impl Queue {
             .dead_letters(None)?
             .into_iter()
             .filter(|d| d.job.event_id == event_id)
-            .map(|d| crate::api::DeadJob {
-                job_id: d.job.id,
-                push: d.job.push,
-                attempt: d.job.attempt,
-                reason: d.reason,
-                at: d.at,
-            })
             .collect();
         let mut attempts = Vec::new();
         let mut start = b"l:".to_vec();
@@ -361,7 +364,7 @@ impl Queue {
                 break;
             }
         }
-        Ok(crate::api::EventHistory {
+        Ok(EventRecord {
             id: event_id.to_owned(),
             known: self.is_known(event_id)?,
             jobs,

@@ -25,7 +25,7 @@
 mod history;
 mod scheduler;
 
-pub use history::{LogEntry, LogStatus};
+pub use history::{EventRecord, LogEntry, LogStatus};
 pub use scheduler::{Scheduler, TargetSlot};
 
 use std::sync::{Arc, Mutex};

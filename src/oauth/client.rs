@@ -214,8 +214,8 @@ fn aadsts_in(description: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// `Retry-After` parsing lives with the HTTP client (`net`): delivery
-/// outcomes and token requests read the header alike.
+/// `Retry-After` in seconds or as an HTTP date: shared HTTP vocabulary, kept
+/// in the leaf [`crate::net`] so that targets need not depend on `oauth`.
 pub use crate::net::parse_retry_after;
 
 /// Classifies a token-endpoint answer that was not a success.

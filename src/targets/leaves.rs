@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::config::TemplateText;
+use crate::template::TemplateText;
 
 /// One template leaf.
 pub enum Leaf<'a> {

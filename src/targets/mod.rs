@@ -20,7 +20,9 @@
 //! Nothing here does I/O: dry-run prints what `prepare` returns; the
 //! engine sends it.
 
+mod check_cx;
 pub mod checks;
+mod duration;
 pub mod leaves;
 pub mod outcome;
 pub mod request;
@@ -42,7 +44,8 @@ pub use request::{
     RenderedTarget, SmtpLogin, SmtpMail,
 };
 
-use crate::config::CheckCx;
+pub use check_cx::{CheckCx, CheckSink};
+pub use duration::DurationText;
 
 /// The registered targets: `YAML key => Variant(module::spec::Type)`, each
 /// with the description its field has in the push document. Calls `$then!`

@@ -34,24 +34,7 @@ impl Response {
     }
 }
 
-/// When to try again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RetryDelay {
-    /// The target said when (`Retry-After`, or a documented wait), already capped.
-    After(#[serde(with = "humantime_serde_compat")] Duration),
-    /// The target did not say: exponential backoff with jitter.
-    Backoff,
-}
-
-mod humantime_serde_compat {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-}
+pub use crate::net::RetryDelay;
 
 /// One item of a batch that the target refused (Bing `PartialErrors`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -7,12 +7,15 @@
 //! `debug()` function is removed for the same reason.
 
 pub mod filters;
+mod text;
 
 use std::collections::BTreeSet;
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::ValueKind;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+
+pub use text::TemplateText;
 
 /// Opens a parameter: `<< event.x >>`.
 pub const VARIABLE_START: &str = "<<";

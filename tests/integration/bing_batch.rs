@@ -509,7 +509,7 @@ async fn smtp_connection_refused_says_so() {
 // ---------------------------------------------------------------------------
 // The body against Microsoft's own definition
 
-/// The `BatchError` fields `dispatch::bing_ads` reads from `PartialErrors`.
+/// The `BatchError` fields `targets::bing_ads` reads from `PartialErrors`.
 const BATCH_ERROR_FIELDS: &str = "Code:int,ErrorCode:string,Index:int,Message:string";
 
 #[tokio::test(flavor = "multi_thread")]

@@ -41,7 +41,7 @@ pub(super) async fn event_history(
                 || !history.jobs.is_empty()
                 || !history.dead_letters.is_empty() =>
         {
-            Json(history).into_response()
+            Json(api::EventHistory::from(history)).into_response()
         }
         Ok(Ok(history)) => not_found(format!("no event `{}` within the event window", history.id)),
         Ok(Err(e)) => crate::server::read_failed(e),
@@ -211,8 +211,8 @@ pub(super) async fn send_now(
                     attempt: n,
                     target: a.target.clone(),
                     outcome: match a.outcome {
-                        crate::dispatch::Outcome::Delivered { .. } => "delivered",
-                        crate::dispatch::Outcome::Retry { .. } => "retry",
+                        crate::targets::Outcome::Delivered { .. } => "delivered",
+                        crate::targets::Outcome::Retry { .. } => "retry",
                         _ => "failed",
                     }
                     .to_owned(),

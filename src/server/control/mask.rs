@@ -20,8 +20,8 @@ pub const LITERAL_SECRET: &str = "‹secret›";
 /// literal Bing `DeveloperToken`) unless it only holds placeholders
 /// (`Bearer ‹oauth.crm›`). A preview may be asked for with the ingest token
 /// alone, and the console shows it: neither may learn a credential.
-pub(super) fn mask_literal_secrets(prepared: &mut crate::dispatch::Prepared) {
-    use crate::dispatch::{Prepared, SmtpLogin};
+pub(super) fn mask_literal_secrets(prepared: &mut crate::targets::Prepared) {
+    use crate::targets::{Prepared, SmtpLogin};
     // Placeholders only, after an optional scheme (`Basic ‹env:AUTH›`).
     let is_placeholder = |v: &str| {
         let words: Vec<&str> = v.split_whitespace().collect();

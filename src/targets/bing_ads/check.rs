@@ -1,7 +1,7 @@
 //! Load-time checks of a `bing_ads:` section.
 
 use super::BingAdsTarget;
-use crate::config::CheckCx;
+use crate::targets::CheckCx;
 
 /// Account, the conversion's identity, literal ids and base URL.
 pub fn check(t: &BingAdsTarget, cx: &mut CheckCx<'_>) {

@@ -18,7 +18,7 @@ pub use spec::{BingAdsTarget, ConversionSpec};
 
 use super::outcome::{retry_after, ItemError, Outcome, Response, RetryDelay};
 use super::{join_url, Endpoints, HttpRequest, PrepareError, Prepared, RenderedPush};
-use crate::config::TemplateText;
+use crate::template::TemplateText;
 
 /// No HTML fields.
 pub const HTML_FIELDS: &[&str] = &[];

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::TemplateText;
+use crate::template::TemplateText;
 
 /// A Microsoft Advertising offline conversion (`ApplyOfflineConversions`, REST v13).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]

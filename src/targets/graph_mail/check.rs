@@ -1,7 +1,7 @@
 //! Load-time checks of a `graph_mail:` section.
 
 use super::GraphMailTarget;
-use crate::config::CheckCx;
+use crate::targets::CheckCx;
 
 /// Account, recipients, one body, attachments, headers and base URL.
 pub fn check(t: &GraphMailTarget, cx: &mut CheckCx<'_>) {

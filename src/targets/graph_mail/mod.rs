@@ -20,7 +20,7 @@ use super::{
     check_header, check_header_text, check_html_links, join_url, one_line_subject, parse_recipient,
     Endpoints, HttpRequest, PrepareError, Prepared, RenderedPush,
 };
-use crate::config::TemplateText;
+use crate::template::TemplateText;
 
 /// The HTML body escapes its parameters.
 pub const HTML_FIELDS: &[&str] = &["html"];
@@ -135,52 +135,11 @@ pub fn fixed_folder(source: &str) -> &str {
     }
 }
 
-/// The files the folder uses as `${file:…}` secrets, canonical: every
-/// reference in the loaded pushes and in every definitions file of the
-/// catalog (valid or not, accounts included). An attachment path that an
-/// event value completes must never pick one of them.
-pub fn secret_files(catalog: &crate::config::Catalog) -> Vec<std::path::PathBuf> {
-    use crate::secret::{find_refs, SecretSource};
-    let mut out = Vec::new();
-    let mut add = |base: &std::path::Path, path: &str| {
-        if let Ok(c) = base.join(path).canonicalize() {
-            if !out.contains(&c) {
-                out.push(c);
-            }
-        }
-    };
-    for push in &catalog.pushes {
-        let base = push.file.parent().unwrap_or(std::path::Path::new("."));
-        for key in push.compiled.secrets.keys() {
-            if let Some(path) = key.strip_prefix("file:") {
-                add(base, path);
-            }
-        }
-    }
-    for file in &catalog.files {
-        let base = file.parent().unwrap_or(std::path::Path::new("."));
-        // Definitions files are small (the loader refuses large ones); a
-        // file that cannot be read now holds no reference to honour.
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        // Line by line: one malformed reference must not hide the others.
-        for line in text.lines() {
-            for (_, source) in find_refs(line).unwrap_or_default() {
-                if let SecretSource::File(path) = source {
-                    add(base, &path);
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Reads an attachment whose path rendered to `rendered`, written as
 /// `source` in the push file in `push_dir`. The file must resolve (symbolic
 /// links followed) to a regular file inside [`fixed_folder`] of `source`,
 /// and be at most [`MAX_INLINE_ATTACHMENT_BYTES`]; a file in `secrets`
-/// (canonical paths, see [`secret_files`]) is refused.
+/// (canonical paths, see `pipeline::render::secret_files`) is refused.
 pub fn read_attachment(
     push_dir: &std::path::Path,
     source: &str,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::TemplateText;
+use crate::template::TemplateText;
 
 /// A mail sent through Microsoft Graph `sendMail` with an OAuth account's token.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]

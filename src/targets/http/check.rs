@@ -1,7 +1,7 @@
 //! Load-time checks of an `http:` section.
 
 use super::HttpTarget;
-use crate::config::CheckCx;
+use crate::targets::CheckCx;
 
 /// The method, URL, body choice and success codes.
 pub fn check(t: &HttpTarget, cx: &mut CheckCx<'_>) {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DurationText, TemplateText};
+use crate::targets::DurationText;
+use crate::template::TemplateText;
 
 /// An HTTP request to any endpoint (the classic "push configuration").
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]

@@ -1,7 +1,7 @@
 //! Load-time checks of an `smtp:` section.
 
 use super::{SmtpTarget, SmtpTls};
-use crate::config::CheckCx;
+use crate::targets::CheckCx;
 
 /// Recipients, a body, the host, and one way to log in.
 pub fn check(t: &SmtpTarget, cx: &mut CheckCx<'_>) {

@@ -20,7 +20,7 @@ use super::{
     check_html_links, one_line_subject, parse_recipient, Endpoints, PrepareError, Prepared,
     RenderedPush, SmtpLogin, SmtpMail,
 };
-use crate::config::TemplateText;
+use crate::template::TemplateText;
 
 /// The HTML body escapes its parameters.
 pub const HTML_FIELDS: &[&str] = &["html"];

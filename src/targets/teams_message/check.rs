@@ -1,7 +1,7 @@
 //! Load-time checks of a `teams_message:` section.
 
 use super::TeamsMessageTarget;
-use crate::config::CheckCx;
+use crate::targets::CheckCx;
 
 /// Account, one destination (a channel or a chat), one body, base URL.
 pub fn check(t: &TeamsMessageTarget, cx: &mut CheckCx<'_>) {

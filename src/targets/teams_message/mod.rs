@@ -121,7 +121,7 @@ pub fn prepare(
 ) -> Result<HttpRequest, PrepareError> {
     let token = push.token(&t.account)?;
     let base = t.base_url.as_deref().unwrap_or(&endpoints.graph);
-    let text = |v: &Option<crate::config::TemplateText>| v.as_ref().map(|v| v.as_str().to_owned());
+    let text = |v: &Option<crate::template::TemplateText>| v.as_ref().map(|v| v.as_str().to_owned());
     let path = match (text(&t.chat), text(&t.team), text(&t.channel)) {
         (Some(chat), None, None) => {
             format!(
@@ -278,7 +278,7 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TemplateText;
+    use crate::template::TemplateText;
     use crate::targets::{SecretMode, TargetSpec};
 
     fn target() -> TeamsMessageTarget {

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::TemplateText;
+use crate::template::TemplateText;
 
 /// A message to a Microsoft Teams channel (`team` + `channel`) or chat
 /// (`chat`), posted through Microsoft Graph with an OAuth account's

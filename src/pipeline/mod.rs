@@ -8,12 +8,14 @@
 //! dry-run and a preview, real values for `--show-secrets` and for sending.
 //! Nothing downstream guesses it from the values.
 
+pub mod render;
+
 use chrono::{DateTime, Utc};
 
 use crate::config::{Catalog, Push};
-use crate::engine::render::{render, RenderError, RenderInput, Rendered, TokenValues};
 use crate::event::Event;
 use crate::targets::{self, Endpoints, PrepareError, Prepared, RenderedPush};
+use render::{render, RenderError, RenderInput, Rendered, TokenValues};
 
 pub use crate::targets::SecretMode;
 

@@ -209,8 +209,7 @@ pub fn render(
                 let source = source
                     .and_then(|a| a.path.as_ref())
                     .map_or("", |p| p.0.as_str());
-                let secrets = secrets
-                    .get_or_insert_with(|| crate::targets::graph_mail::secret_files(catalog));
+                let secrets = secrets.get_or_insert_with(|| secret_files(catalog));
                 let bytes =
                     crate::targets::graph_mail::read_attachment(base, source, &path.0, secrets)
                         .map_err(|e| RenderError::Attachment {
@@ -456,4 +455,45 @@ fn fill_path_with(data: &mut serde_json::Value, path: &str, value: serde_json::V
             .entry(part.to_owned())
             .or_insert_with(|| serde_json::Value::Object(Default::default()));
     }
+}
+
+/// The files the folder uses as `${file:…}` secrets, canonical: every
+/// reference in the loaded pushes and in every definitions file of the
+/// catalog (valid or not, accounts included). An attachment path that an
+/// event value completes must never pick one of them.
+pub(crate) fn secret_files(catalog: &crate::config::Catalog) -> Vec<std::path::PathBuf> {
+    use crate::secret::{find_refs, SecretSource};
+    let mut out = Vec::new();
+    let mut add = |base: &std::path::Path, path: &str| {
+        if let Ok(c) = base.join(path).canonicalize() {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    };
+    for push in &catalog.pushes {
+        let base = push.file.parent().unwrap_or(std::path::Path::new("."));
+        for key in push.compiled.secrets.keys() {
+            if let Some(path) = key.strip_prefix("file:") {
+                add(base, path);
+            }
+        }
+    }
+    for file in &catalog.files {
+        let base = file.parent().unwrap_or(std::path::Path::new("."));
+        // Definitions files are small (the loader refuses large ones); a
+        // file that cannot be read now holds no reference to honour.
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        // Line by line: one malformed reference must not hide the others.
+        for line in text.lines() {
+            for (_, source) in find_refs(line).unwrap_or_default() {
+                if let SecretSource::File(path) = source {
+                    add(base, &path);
+                }
+            }
+        }
+    }
+    out
 }
