@@ -324,22 +324,28 @@ impl Queue {
         durable: bool,
     ) -> Result<Vec<(Accepted, Vec<Job>)>, QueueError> {
         let _guard = self.accept_lock.lock().expect("accept lock");
-        let mut ops = Vec::new();
+        // Each new event id is a claim: a store shared by several nodes
+        // (#15) applies it under a unique constraint, so one id posted to
+        // two nodes at once makes one set of jobs.
+        let mut items = Vec::new();
+        let mut made = Vec::new();
         let mut results = Vec::with_capacity(groups.len());
         let mut seen_in_batch = std::collections::HashSet::new();
-        for items in groups {
-            let mut jobs = Vec::new();
-            let mut result = Accepted::default();
-            for (event, pushes) in items {
+        let shared = self.is_shared();
+        for (group, events) in groups.into_iter().enumerate() {
+            results.push((Accepted::default(), Vec::new()));
+            for (event, pushes) in events {
                 let key = event_key(&event.id);
-                if !seen_in_batch.insert(event.id.clone()) || self.store.get(TREE, &key)?.is_some()
+                // One process per embedded store: checked here, as always.
+                if !seen_in_batch.insert(event.id.clone())
+                    || (!shared && self.store.get(TREE, &key)?.is_some())
                 {
-                    result.duplicates += 1;
+                    results[group].0.duplicates += 1;
                     continue;
                 }
-                ops.push((time_index_key(now, &event.id), Some(Vec::new())));
-                ops.push((key, Some(ms(now).to_be_bytes().to_vec())));
+                let mut ops = vec![(time_index_key(now, &event.id), Some(Vec::new()))];
                 let event = Arc::new(event);
+                let mut jobs = Vec::new();
                 for (push, due) in pushes {
                     let job = Job {
                         id: self.store.next_id()?,
@@ -353,17 +359,40 @@ impl Queue {
                     };
                     ops.push((job.key(), Some(json(&job))));
                     jobs.push(job);
-                    result.jobs += 1;
                 }
-                result.accepted += 1;
+                items.push(crate::store::ClaimedBatch {
+                    claim: (key, ms(now).to_be_bytes().to_vec()),
+                    ops,
+                });
+                made.push((group, jobs));
             }
-            results.push((result, jobs));
         }
-        match (durable, ops.is_empty()) {
-            (true, false) => self.store.apply_batch_durable(TREE, ops)?,
-            (true, true) => self.store.flush()?,
-            (false, false) => self.store.apply_batch(TREE, ops)?,
-            (false, true) => {}
+        let applied = if shared {
+            self.store.apply_claimed(TREE, items, durable)?
+        } else {
+            let n = items.len();
+            let mut ops = Vec::new();
+            for item in items {
+                ops.push((item.claim.0, Some(item.claim.1)));
+                ops.extend(item.ops);
+            }
+            match (durable, ops.is_empty()) {
+                (true, false) => self.store.apply_batch_durable(TREE, ops)?,
+                (true, true) => self.store.flush()?,
+                (false, false) => self.store.apply_batch(TREE, ops)?,
+                (false, true) => {}
+            }
+            vec![true; n]
+        };
+        for ((group, jobs), new) in made.into_iter().zip(applied) {
+            let (result, out) = &mut results[group];
+            if new {
+                result.accepted += 1;
+                result.jobs += jobs.len();
+                out.extend(jobs);
+            } else {
+                result.duplicates += 1;
+            }
         }
         Ok(results)
     }
@@ -387,13 +416,34 @@ impl Queue {
     /// records too (which are skipped with an error in the log), so that a
     /// damaged record never looks like the end of the queue.
     pub fn jobs_page(&self, after: Option<&[u8]>, limit: usize) -> Result<JobPage, QueueError> {
+        self.page(after, limit, false)
+    }
+
+    /// [`Queue::jobs_page`] for the jobs this process will deliver (a
+    /// refill of the schedule): on a store shared by several nodes, only
+    /// the jobs this node holds or may take over (see [`Store::claim`]),
+    /// now leased to it; on an embedded store, every queued job.
+    pub fn claim_page(&self, after: Option<&[u8]>, limit: usize) -> Result<JobPage, QueueError> {
+        self.page(after, limit, true)
+    }
+
+    /// Whether other processes share the queue (a PostgreSQL store): the
+    /// daemon then looks for jobs of dead nodes now and then.
+    pub fn is_shared(&self) -> bool {
+        self.store.node().is_some()
+    }
+
+    fn page(&self, after: Option<&[u8]>, limit: usize, claim: bool) -> Result<JobPage, QueueError> {
         let start = match after {
             Some(key) => [key, &[0]].concat(),
             None => b"j:".to_vec(),
         };
-        let records = self
-            .store
-            .range(TREE, &start, &prefix_end(b"j:"), limit, false)?;
+        let records = if claim {
+            self.store.claim(TREE, &start, &prefix_end(b"j:"), limit)?
+        } else {
+            self.store
+                .range(TREE, &start, &prefix_end(b"j:"), limit, false)?
+        };
         let more = records.len() == limit;
         let last_key = records.last().map(|(k, _)| k.clone());
         let mut jobs = Vec::with_capacity(records.len());
@@ -414,7 +464,8 @@ impl Queue {
     /// Jobs due at `now`, oldest first, at most `limit`.
     pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>, QueueError> {
         Ok(self
-            .jobs_after(None, limit)?
+            .claim_page(None, limit)?
+            .jobs
             .into_iter()
             .take_while(|j| j.due_at <= now)
             .collect())

@@ -1197,9 +1197,16 @@ impl Daemon {
         let mut gauges_at = std::time::Instant::now();
         // After a failed read of the store, the next try waits a second.
         let mut refill_after = std::time::Instant::now();
+        // #15: on a store shared by several nodes, look for jobs that no
+        // live node holds (a node died) once a second.
+        let mut orphans_at = std::time::Instant::now();
         loop {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
+            }
+            if self.queue.is_shared() && orphans_at.elapsed() >= Duration::from_secs(1) {
+                orphans_at = std::time::Instant::now();
+                self.schedule.lock().expect("schedule lock").mark_overflow();
             }
             let wants_refill = self.schedule.lock().expect("schedule lock").wants_refill();
             if wants_refill && std::time::Instant::now() >= refill_after && !self.refill().await {
@@ -1277,7 +1284,7 @@ impl Daemon {
             let queue = self.queue.clone();
             let start = after.clone();
             let page = tokio::task::spawn_blocking(move || {
-                queue.jobs_page(start.as_deref(), room.min(1000))
+                queue.claim_page(start.as_deref(), room.min(1000))
             })
             .await;
             let page = match page
