@@ -24,6 +24,8 @@ mod mock_microsoft;
 mod mock_smtp;
 mod oauth;
 mod oauth_hostile;
+mod pg_server;
+mod postgres;
 mod schemas;
 mod snapshots;
 mod store_default;
