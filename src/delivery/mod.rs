@@ -1101,4 +1101,32 @@ mod tests {
         q.retain(now, huge, 100, huge).unwrap();
         assert!(q.is_known("kept").unwrap(), "inside the window");
     }
+
+    /// Two nodes on one PostgreSQL: one event id accepted once; jobs
+    /// stay with the node that accepted them while it lives.
+    #[test]
+    fn nodes_on_a_shared_store_accept_once_and_keep_their_jobs() {
+        use crate::store::postgres::{pg_server::PgServer, test_node, DEFAULT_LEASE};
+        let server = PgServer::start();
+        let a = Queue::new(Arc::new(test_node(&server, "a", DEFAULT_LEASE)));
+        let b = Queue::new(Arc::new(test_node(&server, "b", DEFAULT_LEASE)));
+        assert!(a.is_shared() && b.is_shared());
+        let now = Utc::now();
+        let (first, jobs) = a
+            .accept(vec![(event("x"), vec![("p".into(), now)])], now)
+            .unwrap();
+        assert_eq!((first.accepted, jobs.len()), (1, 1));
+        let (again, none) = b
+            .accept(vec![(event("x"), vec![("p".into(), now)])], now)
+            .unwrap();
+        assert_eq!((again.accepted, again.duplicates), (0, 1));
+        assert!(none.is_empty());
+        assert!(b.due(now, 10).unwrap().is_empty(), "a holds its job");
+        assert_eq!(a.due(now, 10).unwrap().len(), 1);
+        assert_eq!(
+            b.jobs_page(None, 10).unwrap().jobs.len(),
+            1,
+            "listings see it"
+        );
+    }
 }

@@ -416,3 +416,76 @@ pub(crate) fn seal_plain_records(store: &dyn Store, sealer: &Sealer) -> Result<u
     store.flush()?;
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::postgres::{pg_server::PgServer, test_node, DEFAULT_LEASE};
+
+    fn tokens(server: &PgServer, node: &str) -> TokenStore {
+        TokenStore::new(
+            Arc::new(test_node(server, node, DEFAULT_LEASE)),
+            Sealer::plain(),
+        )
+    }
+
+    /// On a shared store a node never writes a record older than the one
+    /// stored (its refresh token was rotated away by another node).
+    #[test]
+    fn a_stale_record_does_not_overwrite_a_newer_one() {
+        let server = PgServer::start();
+        let (a, b) = (tokens(&server, "a"), tokens(&server, "b"));
+        assert!(a.is_shared());
+        let mut record = TokenRecord::new("acct");
+        record.refresh_token = Some("rt-2".into());
+        record.generation = 2;
+        a.put(&record, true).unwrap();
+        let mut stale = record.clone();
+        stale.refresh_token = Some("rt-1".into());
+        stale.generation = 1;
+        b.put(&stale, true).unwrap();
+        assert_eq!(
+            b.get("acct").unwrap().unwrap().refresh_token.as_deref(),
+            Some("rt-2")
+        );
+        let mut newer = record.clone();
+        newer.refresh_token = Some("rt-3".into());
+        newer.generation = 3;
+        b.put(&newer, true).unwrap();
+        assert_eq!(
+            a.get("acct").unwrap().unwrap().refresh_token.as_deref(),
+            Some("rt-3")
+        );
+    }
+
+    /// One node at a time holds an account's refresh lease; the next one
+    /// gets it once it is released.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_node_at_a_time_holds_the_refresh_lease() {
+        let server = PgServer::start();
+        let (a, b) = (tokens(&server, "a"), tokens(&server, "b"));
+        let held = a
+            .lock_refresh("acct", std::time::Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(held.is_some());
+        let waited = b
+            .lock_refresh("acct", std::time::Duration::from_millis(200))
+            .await;
+        assert!(
+            matches!(waited, Err(OAuthError::Unavailable { .. })),
+            "{waited:?}"
+        );
+        assert!(b
+            .lock_refresh("other", std::time::Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_some());
+        drop(held);
+        assert!(b
+            .lock_refresh("acct", std::time::Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_some());
+    }
+}

@@ -826,23 +826,29 @@ impl PgStore {
     }
 }
 
+/// The integration tests' throwaway server, for the library's own tests
+/// (this store's, the queue's and the token store's).
 #[cfg(test)]
 #[path = "../../tests/integration/pg_server.rs"]
-mod pg_server;
+pub(crate) mod pg_server;
+
+/// A store on `server` as node `name` (tests).
+#[cfg(test)]
+pub(crate) fn test_node(server: &pg_server::PgServer, name: &str, lease: Duration) -> PgStore {
+    PgStore::connect(&PgSettings {
+        url: server.url(),
+        node: name.into(),
+        lease,
+    })
+    .unwrap()
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::ClaimedBatch;
 
-    fn node(server: &pg_server::PgServer, name: &str, lease: Duration) -> PgStore {
-        PgStore::connect(&PgSettings {
-            url: server.url(),
-            node: name.into(),
-            lease,
-        })
-        .unwrap()
-    }
+    use super::test_node as node;
 
     /// The store contract every backend keeps, on a real server, and a
     /// server that is not there is a passing error, not a panic.
