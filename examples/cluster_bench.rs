@@ -194,7 +194,10 @@ async fn run(
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let log: Value = http
-            .get(format!("{}/v1/deliveries?status=delivered&limit=10000", bases[0]))
+            .get(format!(
+                "{}/v1/deliveries?status=delivered&limit=10000",
+                bases[0]
+            ))
             .bearer_auth(TOKEN)
             .send()
             .await
@@ -242,17 +245,27 @@ async fn main() {
         shape.0,
         shape.1,
         shape.2,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     let mut runs = vec![run("redb, 1 node", 1, None, shape).await];
     for nodes in 1..=3 {
-        let pg = pg_server::PgServer::start_with(&[
-            "-c",
-            "shared_preload_libraries=pg_stat_statements",
-        ]);
+        let pg =
+            pg_server::PgServer::start_with(&["-c", "shared_preload_libraries=pg_stat_statements"]);
         pg.psql("CREATE EXTENSION pg_stat_statements");
-        runs.push(run(&format!("postgres, {nodes} node(s)"), nodes, Some(&pg), shape).await);
+        runs.push(
+            run(
+                &format!("postgres, {nodes} node(s)"),
+                nodes,
+                Some(&pg),
+                shape,
+            )
+            .await,
+        );
     }
     let base = runs[0].per_second;
     println!("| setup | deliveries/s | × redb | p99 ingest→delivery | statements per delivery (without heartbeats) |");

@@ -427,6 +427,24 @@ impl Queue {
         self.page(after, limit, true)
     }
 
+    /// Jobs whose node died (its lease expired), at most `limit`, now
+    /// leased to this process; none on an embedded store.
+    pub fn claim_orphans(&self, limit: usize) -> Result<Vec<Job>, QueueError> {
+        let records = self
+            .store
+            .claim_orphans(TREE, b"j:", &prefix_end(b"j:"), limit)?;
+        Ok(records
+            .into_iter()
+            .filter_map(|(key, v)| match parse::<Job>(&v) {
+                Ok(job) => Some(job),
+                Err(e) => {
+                    damaged("job", &key, &e);
+                    None
+                }
+            })
+            .collect())
+    }
+
     /// Whether other processes share the queue (a PostgreSQL store): the
     /// daemon then looks for jobs of dead nodes now and then.
     pub fn is_shared(&self) -> bool {

@@ -1206,7 +1206,7 @@ impl Daemon {
             }
             if self.queue.is_shared() && orphans_at.elapsed() >= Duration::from_secs(1) {
                 orphans_at = std::time::Instant::now();
-                self.schedule.lock().expect("schedule lock").mark_overflow();
+                self.adopt_orphans().await;
             }
             let wants_refill = self.schedule.lock().expect("schedule lock").wants_refill();
             if wants_refill && std::time::Instant::now() >= refill_after && !self.refill().await {
@@ -1264,6 +1264,31 @@ impl Daemon {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// #15: takes the jobs of dead nodes (a shared store) into the schedule;
+    /// a full page leaves the rest to a refill.
+    async fn adopt_orphans(&self) {
+        const PAGE: usize = 1000;
+        let _producing = self.producers.read().await;
+        let queue = self.queue.clone();
+        match tokio::task::spawn_blocking(move || queue.claim_orphans(PAGE)).await {
+            Ok(Ok(jobs)) => {
+                if !jobs.is_empty() {
+                    tracing::info!(
+                        jobs = jobs.len(),
+                        "took over the jobs of a node that stopped"
+                    );
+                }
+                let full = jobs.len() == PAGE;
+                self.schedule(jobs);
+                if full {
+                    self.schedule.lock().expect("schedule lock").mark_overflow();
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot look for the jobs of stopped nodes"),
+            Err(e) => tracing::warn!(error = %e, "cannot look for the jobs of stopped nodes"),
         }
     }
 

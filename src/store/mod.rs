@@ -514,6 +514,19 @@ pub trait Store: Send + Sync + 'static {
         self.range(tree, start, end, limit, false)
     }
 
+    /// Shared stores: the records of `[start, end)` whose holder died
+    /// (its lease expired), at most `limit`, now leased to this node. The
+    /// embedded stores have no other holders: none.
+    fn claim_orphans(
+        &self,
+        _tree: &str,
+        _start: &[u8],
+        _end: &[u8],
+        _limit: usize,
+    ) -> Result<Entries, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// Applies each item whose claim key is absent (the claim and its ops,
     /// all in one batch) and skips the others; says which were applied. A
     /// shared store decides under a unique constraint, so concurrent

@@ -747,35 +747,17 @@ impl Store for PgStore {
         end: &[u8],
         limit: usize,
     ) -> Result<Entries, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let (tree, start, end) = (tree.to_owned(), start.to_vec(), end.to_vec());
-        let limit = limit.min(i64::MAX as usize) as i64;
-        self.with_conn(move |c, i| {
-            Box::pin(async move {
-                i.count(1);
-                let rows = c
-                    .query(
-                        "WITH c AS (
-                             SELECT key, value, lease_node FROM pushwerk_kv k
-                             WHERE tree = $1 AND key >= $2 AND key < $3
-                               AND (lease_node IS NULL OR lease_node = $4 OR NOT EXISTS (
-                                   SELECT 1 FROM pushwerk_nodes n WHERE n.node = k.lease_node
-                                   AND n.seen > now() - $6::bigint * interval '1 millisecond'))
-                             ORDER BY key LIMIT $5 FOR UPDATE SKIP LOCKED),
-                         u AS (
-                             UPDATE pushwerk_kv k SET lease_node = $4 FROM c
-                             WHERE k.tree = $1 AND k.key = c.key
-                               AND c.lease_node IS DISTINCT FROM $4)
-                         SELECT key, value FROM c ORDER BY key",
-                        &[&tree, &start, &end, &i.node, &limit, &i.lease_ms],
-                    )
-                    .await
-                    .map_err(backend)?;
-                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-            })
-        })
+        self.claim_rows(tree, start, end, limit, true)
+    }
+
+    fn claim_orphans(
+        &self,
+        tree: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.claim_rows(tree, start, end, limit, false)
     }
 
     fn health(&self) -> Result<(), StoreError> {
@@ -797,6 +779,54 @@ impl Store for PgStore {
 }
 
 impl PgStore {
+    /// Rows of `[start, end)` whose holder's heartbeat is stale (or that
+    /// have none), locked with `SKIP LOCKED` and leased to this node, and
+    /// with `mine`, the rows this node holds already (read, not locked: no
+    /// write for them); in key order, at most `limit`.
+    fn claim_rows(
+        &self,
+        tree: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        mine: bool,
+    ) -> Result<Entries, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (tree, start, end) = (tree.to_owned(), start.to_vec(), end.to_vec());
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.with_conn(move |c, i| {
+            Box::pin(async move {
+                i.count(1);
+                let rows = c
+                    .query(
+                        "WITH c AS (
+                             SELECT key, value FROM pushwerk_kv k
+                             WHERE tree = $1 AND key >= $2 AND key < $3
+                               AND lease_node IS DISTINCT FROM $4
+                               AND NOT EXISTS (
+                                   SELECT 1 FROM pushwerk_nodes n WHERE n.node = k.lease_node
+                                   AND n.seen > now() - $6::bigint * interval '1 millisecond')
+                             ORDER BY key LIMIT $5 FOR UPDATE SKIP LOCKED),
+                         u AS (
+                             UPDATE pushwerk_kv k SET lease_node = $4 FROM c
+                             WHERE k.tree = $1 AND k.key = c.key),
+                         m AS (
+                             SELECT key, value FROM pushwerk_kv
+                             WHERE $7 AND tree = $1 AND key >= $2 AND key < $3 AND lease_node = $4
+                             ORDER BY key LIMIT $5)
+                         SELECT key, value FROM c UNION ALL SELECT key, value FROM m
+                         ORDER BY key LIMIT $5",
+                        &[&tree, &start, &end, &i.node, &limit, &i.lease_ms, &mine],
+                    )
+                    .await
+                    .map_err(backend)?;
+                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+            })
+        })
+    }
+
     fn range_inner(
         &self,
         tree: &str,
