@@ -464,8 +464,36 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Stops as a crash would: no goodbye, the heartbeat just ends (tests).
+    #[cfg(test)]
+    pub(crate) fn crash(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl Drop for PgStore {
     fn drop(&mut self) {
+        if self.rt.is_none() {
+            return;
+        }
+        // A node that stops cleanly gives its rows up at once (the others
+        // need not wait for its lease); best effort, bounded.
+        let node = self.inner.node.clone();
+        let _ = self.block(move |i| async move {
+            let bye = async {
+                let slot = i.conn().await?;
+                let c = slot.as_ref().expect("connected");
+                c.execute("DELETE FROM pushwerk_nodes WHERE node = $1", &[&node])
+                    .await
+                    .map_err(backend)
+            };
+            tokio::time::timeout(Duration::from_secs(2), bye)
+                .await
+                .map_err(|_| StoreError::Unavailable("timed out".into()))?
+        });
         // Dropping a runtime blocks, which panics inside another runtime.
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
@@ -952,7 +980,8 @@ mod tests {
         a.apply_batch("q", ops).unwrap();
         assert_eq!(a.claim("q", b"j", b"k", 100).unwrap().len(), 10, "its own");
         assert!(b.claim("q", b"j", b"k", 100).unwrap().is_empty(), "a lives");
-        drop(a);
+        assert!(b.claim_orphans("q", b"j", b"k", 100).unwrap().is_empty());
+        a.crash();
         let start = Instant::now();
         let taken = loop {
             let taken = b.claim("q", b"j", b"k", 100).unwrap();
@@ -971,6 +1000,9 @@ mod tests {
             c.claim("q", b"j", b"k", 100).unwrap().is_empty(),
             "b holds them now"
         );
+        // A node that stops cleanly hands its rows over at once.
+        drop(b);
+        assert_eq!(c.claim_orphans("q", b"j", b"k", 100).unwrap().len(), 10);
     }
 
     /// The same claim key from two nodes at once is applied once.

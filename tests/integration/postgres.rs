@@ -465,6 +465,14 @@ async fn one_event_id_posted_to_two_nodes_at_once_is_delivered_once() {
     let cluster = Cluster::new(&server, &[("hook.yaml", &http_push(&rx.url("/hook")))]);
     let a = cluster.start("a").await;
     let b = cluster.start("b").await;
+    // Both nodes show the push with one hash, each under its own name.
+    let (pa, pb) = (a.get("/v1/pushes").await, b.get("/v1/pushes").await);
+    assert_eq!(
+        (pa["node"].as_str(), pb["node"].as_str()),
+        (Some("a"), Some("b"))
+    );
+    let hash = pa["pushes"][0]["hash"].as_str().expect("a hash").to_owned();
+    assert_eq!(pb["pushes"][0]["hash"], hash.as_str());
     let ids: Vec<String> = (0..50).map(|i| format!("twice-{i}")).collect();
     for id in &ids {
         let body = event(id);
