@@ -402,7 +402,7 @@ impl PgStore {
             loop {
                 tokio::time::sleep(HEARTBEAT).await;
                 let Some(inner) = weak.upgrade() else { return };
-                let result = tokio::time::timeout(HEARTBEAT * 3, inner.heartbeat()).await;
+                let result = tokio::time::timeout(HEARTBEAT * 5, inner.heartbeat()).await;
                 let mut beat = inner.beat.lock().unwrap_or_else(PoisonError::into_inner);
                 match result {
                     Ok(Ok(())) => *beat = (Instant::now(), None),
@@ -797,7 +797,11 @@ impl Store for PgStore {
         if let Some(e) = &beat.1 {
             return Err(StoreError::Unavailable(e.clone()));
         }
-        if beat.0.elapsed() > HEARTBEAT * 4 {
+        // Late by more than a few beats (a server that hangs): not ready
+        // well before the lease runs out and other nodes take over.
+        let late = (HEARTBEAT * 5)
+            .min(Duration::from_millis(self.inner.lease_ms as u64 / 2).max(HEARTBEAT * 2));
+        if beat.0.elapsed() > late {
             return Err(StoreError::Unavailable(
                 "PostgreSQL has not answered the heartbeat".into(),
             ));
