@@ -122,7 +122,7 @@ async fn run(
         bases.push(format!("http://127.0.0.1:{port}"));
     }
     let _nodes = Nodes(children);
-    let http = reqwest::Client::new();
+    let http = pushwerk::net::http_client().build().unwrap();
     for base in &bases {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
