@@ -16,7 +16,8 @@
 //! (first post to last delivery at the sink), the p99 of ingest→delivery
 //! from the delivery log, and the statements PostgreSQL ran per delivery
 //! (with and without the nodes' heartbeats). Everything runs on loopback
-//! and stops by itself.
+//! and stops by itself. `CLUSTER_BENCH_PG_NODES=N` stops at N PostgreSQL
+//! nodes (0: the redb run only, to compare two builds).
 
 #[path = "../tests/integration/pg_server.rs"]
 mod pg_server;
@@ -253,7 +254,12 @@ async fn main() {
             .trim()
     );
     let mut runs = vec![run("redb, 1 node", 1, None, shape).await];
-    for nodes in 1..=3 {
+    // `CLUSTER_BENCH_PG_NODES=0`: redb only (to compare two builds on it).
+    let max_nodes: usize = std::env::var("CLUSTER_BENCH_PG_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    for nodes in 1..=max_nodes {
         let pg =
             pg_server::PgServer::start_with(&["-c", "shared_preload_libraries=pg_stat_statements"]);
         pg.psql("CREATE EXTENSION pg_stat_statements");
