@@ -48,9 +48,10 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
-    /// With `--store postgres`: this node's name, unique among the nodes
-    /// (default: host name and process id). A node restarted under the same
-    /// name takes its queued jobs back at once; others wait for its lease.
+    /// With `--store postgres`, for `serve`: this node's name, unique among
+    /// the nodes (default: host name and process id). A node restarted
+    /// under the same name takes its queued jobs back at once; others wait
+    /// for its lease. Other commands always use the default.
     #[arg(long, global = true, env = "PUSHWERK_NODE")]
     pub node_name: Option<String>,
     /// The key file that encrypts token state (generated 0600 if missing).
@@ -326,12 +327,16 @@ pub fn main_entry() -> ExitCode {
             eprintln!("error: --store postgres needs --database-url (or PUSHWERK_DATABASE_URL)");
             return ExitCode::from(2);
         };
+        // Only `serve` takes the node's name: a command run beside it with
+        // the same PUSHWERK_NODE must not pass for the node (nor give its
+        // jobs up when it exits).
+        let node = match cli.command {
+            Command::Serve { .. } => cli.node_name.clone(),
+            _ => None,
+        };
         crate::store::postgres::configure(crate::store::postgres::PgSettings {
             url,
-            node: cli
-                .node_name
-                .clone()
-                .unwrap_or_else(crate::store::postgres::default_node_name),
+            node: node.unwrap_or_else(crate::store::postgres::default_node_name),
             lease: crate::store::postgres::DEFAULT_LEASE,
         });
     }
