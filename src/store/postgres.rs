@@ -393,10 +393,19 @@ impl PgStore {
             rt: Some(rt),
             inner,
         };
-        store.block(|i| async move {
-            i.migrate().await?;
-            i.heartbeat().await
-        })?;
+        store
+            .block(|i| async move {
+                i.migrate().await?;
+                i.heartbeat().await
+            })
+            .map_err(|e| match e {
+                // At start, a server that cannot be reached is the
+                // operator's to fix, not a write to try again.
+                StoreError::Unavailable(m) => StoreError::Refused(format!(
+                    "cannot reach the database: {m}; start PostgreSQL, or check --database-url (PUSHWERK_DATABASE_URL)"
+                )),
+                other => other,
+            })?;
         let weak = Arc::downgrade(&store.inner);
         store.runtime().spawn(async move {
             loop {
@@ -934,7 +943,8 @@ mod tests {
             node: "x".into(),
             lease: DEFAULT_LEASE,
         });
-        assert!(matches!(gone, Err(StoreError::Unavailable(_))), "{gone:?}");
+        let message = gone.unwrap_err().to_string();
+        assert!(message.contains("cannot reach the database"), "{message}");
     }
 
     /// Several nodes starting at once migrate once; a schema newer than
