@@ -322,11 +322,12 @@ pub fn main_entry() -> ExitCode {
         return ExitCode::from(2);
     }
     let json = cli.log_format == LogFormat::Json;
-    if cli.store == StoreChoice::Postgres {
-        let Some(url) = cli.database_url.clone() else {
-            eprintln!("error: --store postgres needs --database-url (or PUSHWERK_DATABASE_URL)");
-            return ExitCode::from(2);
-        };
+    if cli.store == StoreChoice::Postgres && cli.database_url.is_none() {
+        eprintln!("error: --store postgres needs --database-url (or PUSHWERK_DATABASE_URL)");
+        return ExitCode::from(2);
+    }
+    // Also without `--store postgres`: `store migrate --to postgres`.
+    if let Some(url) = cli.database_url.clone() {
         // Only `serve` takes the node's name: a command run beside it with
         // the same PUSHWERK_NODE must not pass for the node (nor give its
         // jobs up when it exits).

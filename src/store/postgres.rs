@@ -444,6 +444,61 @@ impl PgStore {
             .map_err(|_| StoreError::Unavailable("the PostgreSQL runtime stopped".into()))?
     }
 
+    /// Whether the database holds no record yet (a migration's target).
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        self.with_conn(|c, i| {
+            Box::pin(async move {
+                i.count(1);
+                let row = c
+                    .query_one("SELECT NOT EXISTS (SELECT 1 FROM pushwerk_kv)", &[])
+                    .await
+                    .map_err(backend)?;
+                Ok(row.get(0))
+            })
+        })
+    }
+
+    /// Makes every id handed out from now on larger than `floor` (a
+    /// migration carries the id counter over).
+    pub fn raise_ids(&self, floor: u64) -> Result<(), StoreError> {
+        let floor = floor.min(i64::MAX as u64 / 2) as i64;
+        self.with_conn(move |c, i| {
+            Box::pin(async move {
+                i.count(1);
+                c.execute(
+                    "SELECT setval('pushwerk_ids', greatest($1, (SELECT last_value FROM pushwerk_ids)))",
+                    &[&floor],
+                )
+                .await
+                .map_err(backend)?;
+                Ok(())
+            })
+        })?;
+        *self
+            .inner
+            .ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (0, 0);
+        Ok(())
+    }
+
+    /// Gives up every row this process holds, so that the first live node
+    /// takes them (a migration's copy).
+    pub fn release_rows(&self) -> Result<(), StoreError> {
+        self.with_conn(|c, i| {
+            Box::pin(async move {
+                i.count(1);
+                c.execute(
+                    "UPDATE pushwerk_kv SET lease_node = NULL WHERE lease_node = $1",
+                    &[&i.node],
+                )
+                .await
+                .map_err(backend)?;
+                Ok(())
+            })
+        })
+    }
+
     /// Statements sent to the server since this store was opened.
     pub fn queries(&self) -> u64 {
         self.inner.queries.load(Ordering::Relaxed)
@@ -1017,6 +1072,57 @@ mod tests {
         // A node that stops cleanly hands its rows over at once.
         drop(b);
         assert_eq!(c.claim_orphans("q", b"j", b"k", 100).unwrap().len(), 10);
+    }
+
+    /// `store migrate --from redb --to postgres`: every record copied, ids
+    /// continue above the store's, the jobs go to the first node that
+    /// claims them; a second copy into the same database is refused.
+    #[test]
+    fn a_redb_store_is_copied_into_an_empty_database() {
+        let server = pg_server::PgServer::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let last = {
+            let s = crate::store::open(&dir, crate::store::StoreChoice::Redb).unwrap();
+            s.put("tokens", b"acct", b"sealed").unwrap();
+            s.apply_batch(
+                "delivery",
+                (0u8..50)
+                    .map(|i| (vec![b'j', b':', i], Some(vec![i])))
+                    .collect(),
+            )
+            .unwrap();
+            let mut last = 0;
+            for _ in 0..10 {
+                last = s.next_id().unwrap();
+            }
+            s.flush().unwrap();
+            last
+        };
+        let importer = node(&server, "importer", DEFAULT_LEASE);
+        let trees = crate::store::migrate::copy_to_postgres(
+            &dir,
+            crate::store::StoreChoice::Redb,
+            &importer,
+        )
+        .unwrap();
+        assert!(trees.contains(&("delivery".to_owned(), 50)), "{trees:?}");
+        assert!(trees.contains(&("tokens".to_owned(), 1)), "{trees:?}");
+        let again = crate::store::migrate::copy_to_postgres(
+            &dir,
+            crate::store::StoreChoice::Redb,
+            &importer,
+        );
+        assert!(matches!(again, Err(StoreError::Refused(_))), "{again:?}");
+        let a = node(&server, "a", DEFAULT_LEASE);
+        assert_eq!(a.get("tokens", b"acct").unwrap(), Some(b"sealed".to_vec()));
+        assert!(a.next_id().unwrap() > last);
+        assert_eq!(
+            a.claim_orphans("delivery", b"j:", b"j;", 100)
+                .unwrap()
+                .len(),
+            50
+        );
     }
 
     /// The same claim key from two nodes at once is applied once.
