@@ -40,6 +40,21 @@ pub struct Cli {
     /// new one), `sled` or `redb`. See BENCHMARKS.md for how they compare.
     #[arg(long, global = true, env = "PUSHWERK_STORE", default_value = "auto", value_parser = parse_store)]
     pub store: StoreChoice,
+    /// With `--store postgres`: the database several nodes share
+    /// (`postgres://user:password@host:port/db`; no TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "PUSHWERK_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// With `--store postgres`, for `serve`: this node's name, unique among
+    /// the nodes (default: host name and process id). A node restarted
+    /// under the same name takes its queued jobs back at once; others wait
+    /// for its lease. Other commands always use the default.
+    #[arg(long, global = true, env = "PUSHWERK_NODE")]
+    pub node_name: Option<String>,
     /// The key file that encrypts token state (generated 0600 if missing).
     /// Without it: PUSHWERK_KEY, PUSHWERK_KEY_FILE, else
     /// $XDG_CONFIG_HOME/pushwerk/key (~/.config/pushwerk/key).
@@ -307,6 +322,25 @@ pub fn main_entry() -> ExitCode {
         return ExitCode::from(2);
     }
     let json = cli.log_format == LogFormat::Json;
+    if cli.store == StoreChoice::Postgres && cli.database_url.is_none() {
+        eprintln!("error: --store postgres needs --database-url (or PUSHWERK_DATABASE_URL)");
+        return ExitCode::from(2);
+    }
+    // Also without `--store postgres`: `store migrate --to postgres`.
+    if let Some(url) = cli.database_url.clone() {
+        // Only `serve` takes the node's name: a command run beside it with
+        // the same PUSHWERK_NODE must not pass for the node (nor give its
+        // jobs up when it exits).
+        let node = match cli.command {
+            Command::Serve { .. } => cli.node_name.clone(),
+            _ => None,
+        };
+        crate::store::postgres::configure(crate::store::postgres::PgSettings {
+            url,
+            node: node.unwrap_or_else(crate::store::postgres::default_node_name),
+            lease: crate::store::postgres::DEFAULT_LEASE,
+        });
+    }
     match run(cli) {
         Ok(code) => code,
         Err(err) => {

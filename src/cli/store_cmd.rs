@@ -20,7 +20,9 @@ pub enum StoreCommand {
     /// sealed, queued and retrying jobs, dead letters, the delivery log,
     /// accepted event ids, cron marks, the job id counter). The old store
     /// is kept beside it as `sled.migrated-<time>` or
-    /// `pushwerk.redb.migrated-<time>`. Stop the daemon first.
+    /// `pushwerk.redb.migrated-<time>`. `--to postgres` (with
+    /// `--database-url`) copies it into an empty PostgreSQL database for
+    /// several nodes and leaves it in place. Stop the daemon first.
     Migrate {
         /// The store the data directory holds now.
         #[arg(long, value_parser = parse_backend)]
@@ -35,7 +37,10 @@ fn parse_backend(s: &str) -> Result<StoreChoice, String> {
     match s {
         "sled" => Ok(StoreChoice::Sled),
         "redb" => Ok(StoreChoice::Redb),
-        other => Err(format!("unknown store `{other}`: expected sled or redb")),
+        "postgres" => Ok(StoreChoice::Postgres),
+        other => Err(format!(
+            "unknown store `{other}`: expected sled, redb or (for --to) postgres"
+        )),
     }
 }
 
@@ -90,6 +95,23 @@ pub(crate) fn encryption_line(encrypted: bool) -> String {
 
 /// `store migrate --from --to`.
 pub(crate) fn migrate(data: &Path, from: StoreChoice, to: StoreChoice) -> anyhow::Result<ExitCode> {
+    if to == StoreChoice::Postgres && from != StoreChoice::Postgres {
+        // #15: one node's store into the database several nodes share.
+        let pg = crate::store::PgStore::open_configured()?;
+        let trees = crate::store::migrate::copy_to_postgres(data, from, &pg)?;
+        let total: usize = trees.iter().map(|(_, n)| n).sum();
+        println!(
+            "copied {} into PostgreSQL: {total} records ({}); the {} store in {} is left as it was (delete it once the nodes serve)",
+            if from == StoreChoice::Sled { "sled" } else { "redb" },
+            trees.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", "),
+            if from == StoreChoice::Sled { "sled" } else { "redb" },
+            data.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if from == StoreChoice::Postgres || to == StoreChoice::Postgres {
+        anyhow::bail!("store migrate copies sled or redb into the other, or into PostgreSQL (--to postgres); not out of PostgreSQL");
+    }
     let done = crate::store::migrate::migrate(data, from, to)?;
     let total: usize = done.trees.iter().map(|(_, n)| n).sum();
     println!(

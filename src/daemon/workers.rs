@@ -40,6 +40,9 @@ impl Daemon {
         let mut gauges_at = clock.now();
         // After a failed read of the store, the next try waits a second.
         let mut refill_after = clock.now();
+        // On a store shared by several nodes, look for jobs that no live
+        // node holds (a node died) once a second.
+        let mut orphans_at = clock.now();
         loop {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
@@ -47,6 +50,10 @@ impl Daemon {
             let wants_refill = self.schedule.lock().expect("schedule lock").wants_refill();
             if wants_refill && clock.now() >= refill_after && !self.refill().await {
                 refill_after = clock.now() + second;
+            }
+            if self.queue.is_shared() && clock.now() >= orphans_at + second {
+                orphans_at = clock.now();
+                self.adopt_orphans().await;
             }
             let now = clock.now();
             let targets = self.targets.read().expect("targets lock").clone();
@@ -103,6 +110,31 @@ impl Daemon {
         }
     }
 
+    /// Takes the jobs of dead nodes (a shared store) into the schedule; a
+    /// full page leaves the rest to a refill.
+    async fn adopt_orphans(&self) {
+        const PAGE: usize = 1000;
+        let _producing = self.producers.read().await;
+        let queue = self.queue.clone();
+        match tokio::task::spawn_blocking(move || queue.claim_orphans(PAGE)).await {
+            Ok(Ok(jobs)) => {
+                if !jobs.is_empty() {
+                    tracing::info!(
+                        jobs = jobs.len(),
+                        "took over the jobs of a node that stopped"
+                    );
+                }
+                let full = jobs.len() == PAGE;
+                self.schedule(jobs);
+                if full {
+                    self.schedule.lock().expect("schedule lock").mark_overflow();
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot look for the jobs of stopped nodes"),
+            Err(e) => tracing::warn!(error = %e, "cannot look for the jobs of stopped nodes"),
+        }
+    }
+
     /// Reads jobs that wait in the store only back into the schedule, in
     /// due order, as far as there is room. False if the store could not be
     /// read.
@@ -120,7 +152,7 @@ impl Daemon {
             let queue = self.queue.clone();
             let start = after.clone();
             let page = tokio::task::spawn_blocking(move || {
-                queue.jobs_page(start.as_deref(), room.min(1000))
+                queue.claim_page(start.as_deref(), room.min(1000))
             })
             .await;
             let page = match page.map_err(DaemonError::from).and_then(|p| Ok(p?)) {

@@ -299,22 +299,28 @@ impl Queue {
         durable: bool,
     ) -> Result<Vec<(Accepted, Vec<Job>)>, QueueError> {
         let _guard = self.accept_lock.lock().expect("accept lock");
-        let mut ops = Vec::new();
+        // Each new event id is a claim: a store shared by several nodes
+        // (#15) applies it under a unique constraint, so one id posted to
+        // two nodes at once makes one set of jobs.
+        let mut items = Vec::new();
+        let mut made = Vec::new();
         let mut results = Vec::with_capacity(groups.len());
         let mut seen_in_batch = std::collections::HashSet::new();
-        for items in groups {
-            let mut jobs = Vec::new();
-            let mut result = Accepted::default();
-            for (event, pushes) in items {
+        let shared = self.is_shared();
+        for (group, events) in groups.into_iter().enumerate() {
+            results.push((Accepted::default(), Vec::new()));
+            for (event, pushes) in events {
                 let key = event_key(&event.id);
-                if !seen_in_batch.insert(event.id.clone()) || self.store.get(TREE, &key)?.is_some()
+                // One process per embedded store: checked here, as always.
+                if !seen_in_batch.insert(event.id.clone())
+                    || (!shared && self.store.get(TREE, &key)?.is_some())
                 {
-                    result.duplicates += 1;
+                    results[group].0.duplicates += 1;
                     continue;
                 }
-                ops.push((time_index_key(now, &event.id), Some(Vec::new())));
-                ops.push((key, Some(ms(now).to_be_bytes().to_vec())));
+                let mut ops = vec![(time_index_key(now, &event.id), Some(Vec::new()))];
                 let event = Arc::new(event);
+                let mut jobs = Vec::new();
                 for (push, due) in pushes {
                     let job = Job {
                         id: self.store.next_id()?,
@@ -328,17 +334,40 @@ impl Queue {
                     };
                     ops.push((job.key(), Some(json(&job))));
                     jobs.push(job);
-                    result.jobs += 1;
                 }
-                result.accepted += 1;
+                items.push(crate::store::ClaimedBatch {
+                    claim: (key, ms(now).to_be_bytes().to_vec()),
+                    ops,
+                });
+                made.push((group, jobs));
             }
-            results.push((result, jobs));
         }
-        match (durable, ops.is_empty()) {
-            (true, false) => self.store.apply_batch_durable(TREE, ops)?,
-            (true, true) => self.store.flush()?,
-            (false, false) => self.store.apply_batch(TREE, ops)?,
-            (false, true) => {}
+        let applied = if shared {
+            self.store.apply_claimed(TREE, items, durable)?
+        } else {
+            let n = items.len();
+            let mut ops = Vec::new();
+            for item in items {
+                ops.push((item.claim.0, Some(item.claim.1)));
+                ops.extend(item.ops);
+            }
+            match (durable, ops.is_empty()) {
+                (true, false) => self.store.apply_batch_durable(TREE, ops)?,
+                (true, true) => self.store.flush()?,
+                (false, false) => self.store.apply_batch(TREE, ops)?,
+                (false, true) => {}
+            }
+            vec![true; n]
+        };
+        for ((group, jobs), new) in made.into_iter().zip(applied) {
+            let (result, out) = &mut results[group];
+            if new {
+                result.accepted += 1;
+                result.jobs += jobs.len();
+                out.extend(jobs);
+            } else {
+                result.duplicates += 1;
+            }
         }
         Ok(results)
     }
@@ -362,13 +391,52 @@ impl Queue {
     /// records too (which are skipped with an error in the log), so that a
     /// damaged record never looks like the end of the queue.
     pub fn jobs_page(&self, after: Option<&[u8]>, limit: usize) -> Result<JobPage, QueueError> {
+        self.page(after, limit, false)
+    }
+
+    /// [`Queue::jobs_page`] for the jobs this process will deliver (a
+    /// refill of the schedule): on a store shared by several nodes, only
+    /// the jobs this node holds or may take over (see [`Store::claim`]),
+    /// now leased to it; on an embedded store, every queued job.
+    pub fn claim_page(&self, after: Option<&[u8]>, limit: usize) -> Result<JobPage, QueueError> {
+        self.page(after, limit, true)
+    }
+
+    /// Jobs whose node died (its lease expired), at most `limit`, now
+    /// leased to this process; none on an embedded store.
+    pub fn claim_orphans(&self, limit: usize) -> Result<Vec<Job>, QueueError> {
+        let records = self
+            .store
+            .claim_orphans(TREE, b"j:", &prefix_end(b"j:"), limit)?;
+        Ok(records
+            .into_iter()
+            .filter_map(|(key, v)| match parse::<Job>(&v) {
+                Ok(job) => Some(job),
+                Err(e) => {
+                    damaged("job", &key, &e);
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Whether other processes share the queue (a PostgreSQL store): the
+    /// daemon then looks for jobs of dead nodes now and then.
+    pub fn is_shared(&self) -> bool {
+        self.store.node().is_some()
+    }
+
+    fn page(&self, after: Option<&[u8]>, limit: usize, claim: bool) -> Result<JobPage, QueueError> {
         let start = match after {
             Some(key) => [key, &[0]].concat(),
             None => b"j:".to_vec(),
         };
-        let records = self
-            .store
-            .range(TREE, &start, &prefix_end(b"j:"), limit, false)?;
+        let records = if claim {
+            self.store.claim(TREE, &start, &prefix_end(b"j:"), limit)?
+        } else {
+            self.store
+                .range(TREE, &start, &prefix_end(b"j:"), limit, false)?
+        };
         let more = records.len() == limit;
         let last_key = records.last().map(|(k, _)| k.clone());
         let mut jobs = Vec::with_capacity(records.len());
@@ -389,7 +457,8 @@ impl Queue {
     /// Jobs due at `now`, oldest first, at most `limit`.
     pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>, QueueError> {
         Ok(self
-            .jobs_after(None, limit)?
+            .claim_page(None, limit)?
+            .jobs
             .into_iter()
             .take_while(|j| j.due_at <= now)
             .collect())
@@ -460,7 +529,14 @@ impl Queue {
     /// rest of the completion) is there. After a successful flush this
     /// tells a durable completion from one the store dropped (redb reopened
     /// after an I/O error loses the commits since its last durable one).
+    ///
+    /// On a shared store (PostgreSQL) a batch whose commit was answered is
+    /// durable, and nothing drops it later: no read is needed (it would
+    /// cost a statement per delivery).
     pub fn is_recorded(&self, finished: &Finished) -> Result<bool, QueueError> {
+        if self.is_shared() {
+            return Ok(true);
+        }
         let key = log_key(finished.entry.at, finished.job.id, finished.entry.attempt);
         Ok(self.store.get(TREE, &key)?.is_some())
     }
@@ -782,5 +858,33 @@ mod tests {
         let huge = chrono::Duration::days(365 * 100_000_000);
         q.retain(now, huge, 100, huge).unwrap();
         assert!(q.is_known("kept").unwrap(), "inside the window");
+    }
+
+    /// Two nodes on one PostgreSQL: one event id accepted once; jobs
+    /// stay with the node that accepted them while it lives.
+    #[test]
+    fn nodes_on_a_shared_store_accept_once_and_keep_their_jobs() {
+        use crate::store::postgres::{pg_server::PgServer, test_node, DEFAULT_LEASE};
+        let server = PgServer::start();
+        let a = Queue::new(Arc::new(test_node(&server, "a", DEFAULT_LEASE)));
+        let b = Queue::new(Arc::new(test_node(&server, "b", DEFAULT_LEASE)));
+        assert!(a.is_shared() && b.is_shared());
+        let now = Utc::now();
+        let (first, jobs) = a
+            .accept(vec![(event("x"), vec![("p".into(), now)])], now)
+            .unwrap();
+        assert_eq!((first.accepted, jobs.len()), (1, 1));
+        let (again, none) = b
+            .accept(vec![(event("x"), vec![("p".into(), now)])], now)
+            .unwrap();
+        assert_eq!((again.accepted, again.duplicates), (0, 1));
+        assert!(none.is_empty());
+        assert!(b.due(now, 10).unwrap().is_empty(), "a holds its job");
+        assert_eq!(a.due(now, 10).unwrap().len(), 1);
+        assert_eq!(
+            b.jobs_page(None, 10).unwrap().jobs.len(),
+            1,
+            "listings see it"
+        );
     }
 }

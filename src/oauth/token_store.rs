@@ -187,15 +187,111 @@ impl TokenStore {
 
     /// Writes `record`; with `durable`, flushes before returning (a rotated
     /// refresh token must survive a crash before it is used).
+    ///
+    /// On a store shared by several nodes (#15) the write is a
+    /// compare-and-swap on the stored generation: a record older than the
+    /// stored one (another node refreshed since this one read it) is not
+    /// written, so a node can never put a rotated-away refresh token back.
     pub fn put(&self, record: &TokenRecord, durable: bool) -> Result<(), OAuthError> {
         let plain = serde_json::to_vec(record).expect("token records serialise");
         let sealed = self.sealer.seal(&record.account, &plain);
+        if self.is_shared() {
+            self.put_if_not_older(record, &sealed)?;
+            return Ok(());
+        }
         self.store
             .put(trees::TOKENS, record.account.as_bytes(), &sealed)?;
         if durable {
             self.store.flush()?;
         }
         Ok(())
+    }
+
+    /// Whether other processes share the token records (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.store.node().is_some()
+    }
+
+    /// The shared-store write of [`TokenStore::put`]: true if written,
+    /// false if the stored record has a newer generation.
+    fn put_if_not_older(&self, record: &TokenRecord, sealed: &[u8]) -> Result<bool, OAuthError> {
+        let key = record.account.as_bytes();
+        let mut current = self.store.get(trees::TOKENS, key)?;
+        loop {
+            if let Some(bytes) = &current {
+                let stored = self
+                    .sealer
+                    .open(&record.account, bytes)
+                    .ok()
+                    .and_then(|p| serde_json::from_slice::<TokenRecord>(&p).ok());
+                if stored.is_some_and(|s| s.generation > record.generation) {
+                    tracing::debug!(account = %record.account, "another node wrote newer tokens; not overwritten");
+                    return Ok(false);
+                }
+            }
+            match self.store.compare_and_swap(
+                trees::TOKENS,
+                key,
+                current.as_deref(),
+                Some(sealed),
+            )? {
+                Ok(()) => return Ok(true),
+                Err(conflict) => current = conflict.current,
+            }
+        }
+    }
+
+    /// Takes the cluster-wide refresh lease of `account` on a shared store
+    /// (#15): one node at a time refreshes an account, so a refresh token
+    /// that the provider rotates is sent once. Waits (polling) while
+    /// another node holds it, at most `max_wait`; a lease whose holder died
+    /// expires after [`REFRESH_LEASE`]. `None` on an embedded store (the
+    /// resolver's in-process lock is enough there). Released on drop.
+    pub async fn lock_refresh(
+        &self,
+        account: &str,
+        max_wait: std::time::Duration,
+    ) -> Result<Option<RefreshLease>, OAuthError> {
+        let Some(node) = self.store.node() else {
+            return Ok(None);
+        };
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let key = account.as_bytes().to_vec();
+        loop {
+            let now = chrono::Utc::now().timestamp_millis();
+            let mine = serde_json::to_vec(&serde_json::json!({
+                "node": node,
+                "until": now + REFRESH_LEASE.as_millis() as i64,
+            }))
+            .expect("a lease serialises");
+            let current = self.store.get(LEASES, &key)?;
+            let expired = current.as_deref().is_none_or(|v| {
+                serde_json::from_slice::<serde_json::Value>(v)
+                    .ok()
+                    .and_then(|l| l["until"].as_i64())
+                    .is_none_or(|until| until < now)
+            });
+            if expired
+                && self
+                    .store
+                    .compare_and_swap(LEASES, &key, current.as_deref(), Some(&mine))?
+                    .is_ok()
+            {
+                return Ok(Some(RefreshLease {
+                    store: self.store.clone(),
+                    key,
+                    value: mine,
+                }));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(OAuthError::Unavailable {
+                    account: account.to_owned(),
+                    retry_in: std::time::Duration::from_secs(1),
+                    reason: "another node is refreshing this account's token".into(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
     }
 
     /// Every stored record's account name.
@@ -206,6 +302,35 @@ impl TokenStore {
             .into_iter()
             .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
             .collect())
+    }
+}
+
+/// The tree of refresh leases on a shared store: account → holder and expiry.
+const LEASES: &str = "token_leases";
+
+/// How long a refresh lease lasts if its holder dies before releasing it:
+/// longer than a token request may take (its timeout is 30 s by default).
+pub const REFRESH_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A held refresh lease ([`TokenStore::lock_refresh`]); released on drop
+/// (only if still this node's).
+pub struct RefreshLease {
+    store: Arc<dyn Store>,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl std::fmt::Debug for RefreshLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshLease").finish()
+    }
+}
+
+impl Drop for RefreshLease {
+    fn drop(&mut self) {
+        let _ = self
+            .store
+            .compare_and_swap(LEASES, &self.key, Some(&self.value), None);
     }
 }
 
@@ -290,4 +415,77 @@ pub(crate) fn seal_plain_records(store: &dyn Store, sealer: &Sealer) -> Result<u
     store.apply_batch(trees::TOKENS, ops)?;
     store.flush()?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::postgres::{pg_server::PgServer, test_node, DEFAULT_LEASE};
+
+    fn tokens(server: &PgServer, node: &str) -> TokenStore {
+        TokenStore::new(
+            Arc::new(test_node(server, node, DEFAULT_LEASE)),
+            Sealer::plain(),
+        )
+    }
+
+    /// On a shared store a node never writes a record older than the one
+    /// stored (its refresh token was rotated away by another node).
+    #[test]
+    fn a_stale_record_does_not_overwrite_a_newer_one() {
+        let server = PgServer::start();
+        let (a, b) = (tokens(&server, "a"), tokens(&server, "b"));
+        assert!(a.is_shared());
+        let mut record = TokenRecord::new("acct");
+        record.refresh_token = Some("rt-2".into());
+        record.generation = 2;
+        a.put(&record, true).unwrap();
+        let mut stale = record.clone();
+        stale.refresh_token = Some("rt-1".into());
+        stale.generation = 1;
+        b.put(&stale, true).unwrap();
+        assert_eq!(
+            b.get("acct").unwrap().unwrap().refresh_token.as_deref(),
+            Some("rt-2")
+        );
+        let mut newer = record.clone();
+        newer.refresh_token = Some("rt-3".into());
+        newer.generation = 3;
+        b.put(&newer, true).unwrap();
+        assert_eq!(
+            a.get("acct").unwrap().unwrap().refresh_token.as_deref(),
+            Some("rt-3")
+        );
+    }
+
+    /// One node at a time holds an account's refresh lease; the next one
+    /// gets it once it is released.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_node_at_a_time_holds_the_refresh_lease() {
+        let server = PgServer::start();
+        let (a, b) = (tokens(&server, "a"), tokens(&server, "b"));
+        let held = a
+            .lock_refresh("acct", std::time::Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(held.is_some());
+        let waited = b
+            .lock_refresh("acct", std::time::Duration::from_millis(200))
+            .await;
+        assert!(
+            matches!(waited, Err(OAuthError::Unavailable { .. })),
+            "{waited:?}"
+        );
+        assert!(b
+            .lock_refresh("other", std::time::Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_some());
+        drop(held);
+        assert!(b
+            .lock_refresh("acct", std::time::Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_some());
+    }
 }

@@ -301,11 +301,21 @@ async fn pushes(
                 crate::config::Trigger::Event(on) => json!({ "on": on }),
                 crate::config::Trigger::Schedule(s) => json!({ "schedule": s.source() }),
             };
-            json!({ "name": p.name(), "file": p.file, "trigger": trigger, "target": p.spec.target.key() })
+            // #15: a content hash, so that nodes serving different
+            // versions of a push are visible side by side.
+            let hash = {
+                use sha2::Digest as _;
+                let spec = serde_json::to_vec(&p.spec).unwrap_or_default();
+                let digest = sha2::Sha256::digest(&spec);
+                digest[..8].iter().map(|b| format!("{b:02x}")).collect::<String>()
+            };
+            json!({ "name": p.name(), "file": p.file, "trigger": trigger, "target": p.spec.target.key(), "hash": hash })
         })
         .collect();
     let accounts: Vec<&String> = catalog.accounts.keys().collect();
-    Json(json!({ "pushes": pushes, "accounts": accounts, "files": daemon.files() })).into_response()
+    let node = daemon.queue.store().node().map(str::to_owned);
+    Json(json!({ "pushes": pushes, "accounts": accounts, "files": daemon.files(), "node": node }))
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -480,6 +490,14 @@ async fn readyz(
 ) -> Response {
     if !daemon.is_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    }
+    // A shared store (PostgreSQL) whose server does not answer (#15).
+    if let Err(e) = daemon.queue.store().health() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the store cannot be reached: {e}\n"),
+        )
+            .into_response();
     }
     // Delivery outcomes that cannot be made durable (a full disk) would be
     // lost in a crash: not ready until the completion writer confirms them.

@@ -70,6 +70,60 @@ impl Backend {
     }
 }
 
+/// `pushwerk store migrate --from sled|redb --to postgres` (#15): copies
+/// every record of the data directory's `from` store into the (empty)
+/// PostgreSQL database of `to`, checks the counts, and raises the
+/// database's id sequence above every id the store handed out. The rows
+/// are held by no live node, so the first node that runs takes the queued
+/// jobs. The embedded store is left as it is (delete it once the nodes
+/// serve). Refused while a daemon holds the directory, or if the database
+/// holds records already.
+pub fn copy_to_postgres(
+    dir: &Path,
+    from: StoreChoice,
+    to: &super::PgStore,
+) -> Result<Vec<(String, usize)>, StoreError> {
+    if !dir.join(entry(from)).exists() {
+        return Err(StoreError::Refused(format!(
+            "the data directory {} holds no {} store: nothing to migrate",
+            dir.display(),
+            name(from)
+        )));
+    }
+    if !to.is_empty()? {
+        return Err(StoreError::Refused(
+            "the database holds pushwerk records already: migrate into an empty one (nothing was changed)".into(),
+        ));
+    }
+    let source = Backend::open(dir, from)?;
+    let mut trees = Vec::new();
+    for tree in source.tree_names()? {
+        let records = source.store().scan_prefix(&tree, b"")?;
+        if records.is_empty() {
+            continue;
+        }
+        let n = records.len();
+        let mut batch = Vec::with_capacity(BATCH.min(n));
+        for (k, v) in records {
+            batch.push((k, Some(v)));
+            if batch.len() == BATCH {
+                to.apply_batch(&tree, std::mem::take(&mut batch))?;
+            }
+        }
+        to.apply_batch(&tree, batch)?;
+        let copied = to.count(&tree, &[], &[0xff; 64])?;
+        if copied != n {
+            return Err(StoreError::Backend(format!(
+                "the copy of tree `{tree}` holds {copied} records, not {n}"
+            )));
+        }
+        trees.push((tree, n));
+    }
+    to.raise_ids(source.store().next_id()?)?;
+    to.release_rows()?;
+    Ok(trees)
+}
+
 /// The entry of `kind`'s store in a data directory.
 fn entry(kind: StoreChoice) -> &'static str {
     match kind {

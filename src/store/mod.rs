@@ -7,9 +7,11 @@
 //! that a server-grade store can be added in one place.
 
 pub mod migrate;
+pub mod postgres;
 mod redb_store;
 mod sled_store;
 
+pub use postgres::PgStore;
 pub use redb_store::RedbStore;
 pub use sled_store::SledStore;
 
@@ -26,6 +28,10 @@ pub enum StoreChoice {
     Sled,
     /// redb (`DATA/pushwerk.redb`).
     Redb,
+    /// PostgreSQL, shared by several nodes (`--database-url`; see
+    /// [`postgres`]). The data directory keeps only the node's own files
+    /// (ingest token, admin token, announcement).
+    Postgres,
 }
 
 impl std::str::FromStr for StoreChoice {
@@ -36,8 +42,9 @@ impl std::str::FromStr for StoreChoice {
             "auto" => Ok(StoreChoice::Auto),
             "sled" => Ok(StoreChoice::Sled),
             "redb" => Ok(StoreChoice::Redb),
+            "postgres" | "postgresql" => Ok(StoreChoice::Postgres),
             other => Err(format!(
-                "unknown store `{other}`: expected auto, sled or redb"
+                "unknown store `{other}`: expected auto, sled, redb or postgres"
             )),
         }
     }
@@ -58,6 +65,9 @@ pub fn holds_store(dir: &Path) -> bool {
 /// one into the other).
 pub fn open(dir: &Path, choice: StoreChoice) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     secure_dir(dir)?;
+    if choice == StoreChoice::Postgres {
+        return Ok(std::sync::Arc::new(PgStore::open_configured()?));
+    }
     sled_store::finish_interrupted_compaction(dir)?;
     redb_store::finish_interrupted_compaction(dir)?;
     migrate::finish_interrupted(dir)?;
@@ -111,6 +121,12 @@ pub fn open_prepared(
     let store = open(dir, choice)?;
     prepare(&*store)?;
     if store.get(trees::MAINTENANCE, COMPACT_PENDING)?.is_none() {
+        return Ok(store);
+    }
+    if store.node().is_some() {
+        // A shared store has no files of its own to rewrite: PostgreSQL's
+        // (auto)vacuum reclaims the old row versions.
+        store.remove(trees::MAINTENANCE, COMPACT_PENDING)?;
         return Ok(store);
     }
     store.flush()?;
@@ -401,6 +417,16 @@ pub mod trees {
 /// Key-value pairs as returned by a scan.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Writes that happen only if their claim key is new ([`Store::apply_claimed`]):
+/// an accepted event id and the jobs it makes.
+#[derive(Debug, Clone)]
+pub struct ClaimedBatch {
+    /// The key (and its value) that must not exist yet.
+    pub claim: (Vec<u8>, Vec<u8>),
+    /// The other writes, applied only with the claim.
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
 /// The key-value operations pushwerk needs. Keys and values are bytes;
 /// callers own their encoding. Writes become durable at [`Store::flush`].
 pub trait Store: Send + Sync + 'static {
@@ -465,6 +491,79 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Bytes the store occupies on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
+
+    /// This process's node name if other processes share the store
+    /// (PostgreSQL); `None` for the embedded stores, which one process
+    /// holds alone. Callers that must coordinate across nodes (the token
+    /// refresh, the queue's claims) check it.
+    fn node(&self) -> Option<&str> {
+        None
+    }
+
+    /// Like [`Store::range`] (forward) for records that a process delivers:
+    /// a shared store returns only records this node holds or may take
+    /// (written by it, or by a node whose lease expired) and leases them to
+    /// this node; an embedded store returns the range as it is.
+    fn claim(
+        &self,
+        tree: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.range(tree, start, end, limit, false)
+    }
+
+    /// Shared stores: the records of `[start, end)` whose holder died
+    /// (its lease expired), at most `limit`, now leased to this node. The
+    /// embedded stores have no other holders: none.
+    fn claim_orphans(
+        &self,
+        _tree: &str,
+        _start: &[u8],
+        _end: &[u8],
+        _limit: usize,
+    ) -> Result<Entries, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Applies each item whose claim key is absent (the claim and its ops,
+    /// all in one batch) and skips the others; says which were applied. A
+    /// shared store decides under a unique constraint, so concurrent
+    /// processes claiming one key apply it once. Callers serialise their
+    /// own calls (the embedded default checks, then writes).
+    fn apply_claimed(
+        &self,
+        tree: &str,
+        items: Vec<ClaimedBatch>,
+        durable: bool,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut ops = Vec::new();
+        let mut applied = Vec::with_capacity(items.len());
+        let mut claimed = std::collections::HashSet::new();
+        for item in items {
+            let new = !claimed.contains(&item.claim.0) && self.get(tree, &item.claim.0)?.is_none();
+            if new {
+                claimed.insert(item.claim.0.clone());
+                ops.push((item.claim.0, Some(item.claim.1)));
+                ops.extend(item.ops);
+            }
+            applied.push(new);
+        }
+        match (durable, ops.is_empty()) {
+            (true, false) => self.apply_batch_durable(tree, ops)?,
+            (true, true) => self.flush()?,
+            (false, false) => self.apply_batch(tree, ops)?,
+            (false, true) => {}
+        }
+        Ok(applied)
+    }
+
+    /// Whether the store is reachable now: a shared store whose server
+    /// stopped answering says why (`/readyz` is then not ready).
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The [`Store`] contract as tests, run against every implementation so

@@ -21,6 +21,8 @@ mod install;
 mod loader;
 mod oauth;
 mod oauth_hostile;
+mod pg_server;
+mod postgres;
 mod schemas;
 mod snapshots;
 mod store_default;

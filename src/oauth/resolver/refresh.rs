@@ -107,6 +107,19 @@ impl Resolver {
         let account = self.account(account_name)?;
         let flight = self.flight(account_name);
         let mut flight = flight.lock().await;
+        // On a store shared by several nodes, one refresh per account
+        // cluster-wide (a lease row), and the record read afresh from the
+        // store, where another node may have put newer tokens.
+        let _cluster = self
+            .tokens
+            .lock_refresh(
+                account_name,
+                self.settings.request_timeout + std::time::Duration::from_secs(5),
+            )
+            .await?;
+        if _cluster.is_some() {
+            self.cache.write().expect("cache lock").remove(account_name);
+        }
         // Re-check: another caller may have refreshed while we waited.
         let now = Utc::now();
         let record = self
