@@ -223,3 +223,31 @@ async fn a_teams_500_is_not_posted_twice_but_a_503_is_retried() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(graph.posts().len(), 2, "503 then 201: {}", text(&out));
 }
+
+/// A new user copies the channel id from Teams' "Get link to channel",
+/// where it is URL-encoded. Encoded again in the path, every post would
+/// get Graph's 404; `check` says so at the id's line, with the fix.
+#[test]
+fn check_warns_of_a_teams_id_copied_url_encoded_from_a_link() {
+    let dir = crate::util::folder(&[
+        (
+            "accounts.yaml",
+            &format!("kind: oauth_account\nname: ms_teams\ntoken_url: https://login.microsoftonline.com/common/oauth2/v2.0/token\nclient_id: c\nclient_secret: ${{env:ATTACK_RENOVATION_UNSET}}\nscope: {SCOPE}\n"),
+        ),
+        (
+            "teams.yaml",
+            "name: teams\non: call.ended\nteams_message:\n  account: ms_teams\n  team: fbe2bf47-16c8-47cf-b4a5-4b9b187c508b\n  channel: \"19%3a4a95f7d8db4c4e7fae857bcebe0623e6%40thread.tacv2\"\n  text: Call from << event.caller >>\n",
+        ),
+    ]);
+    let out = crate::util::pushwerk_in(dir.path(), &["check", "."], &[]);
+    let all = text(&out);
+    let line = all
+        .lines()
+        .find(|l| l.contains("looks URL-encoded"))
+        .unwrap_or_else(|| panic!("a warning about the encoded id: {all}"));
+    assert!(
+        line.starts_with("./teams.yaml:6:") || line.starts_with("teams.yaml:6:"),
+        "at the channel's line: {line}"
+    );
+    assert!(line.contains("`19:…@thread.tacv2`"), "{line}");
+}
