@@ -42,10 +42,31 @@ pub fn check(t: &TeamsMessageTarget, cx: &mut CheckCx<'_>) {
         ),
         _ => {}
     }
+    // An id copied from a Teams link ("Get link to channel") is
+    // URL-encoded (`19%3a…%40thread.tacv2`): encoded once more in the
+    // path, Graph answers 404 and the push never works.
+    for (key, id) in [("team", &t.team), ("channel", &t.channel), ("chat", &t.chat)] {
+        let Some(id) = id.as_ref().map(|v| v.as_str()) else {
+            continue;
+        };
+        if !crate::template::is_template(id) && looks_url_encoded(id) {
+            cx.warning(
+                &format!("teams_message.{key}"),
+                format!("`{key}` looks URL-encoded (copied from a Teams link?): write the id decoded, e.g. `19:…@thread.tacv2` for `19%3a…%40thread.tacv2`; pushwerk encodes it in the path, so `%` is sent as `%25` and Graph answers 404"),
+            );
+        }
+    }
     if let Some(html) = &t.html {
         cx.html_body("teams_message.html", &html.0);
     }
     if let Some(base) = &t.base_url {
         cx.url("teams_message.base_url", base);
     }
+}
+
+/// Whether `id` holds a `%XX` escape (`%3a`, `%40`): a real Teams id never does.
+fn looks_url_encoded(id: &str) -> bool {
+    id.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }

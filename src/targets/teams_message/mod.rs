@@ -21,7 +21,8 @@
 //!   refresh, one retry); 403 (`Forbidden`: no permission, not a member)
 //!   fails with Graph's code and message. Microsoft limits the API to
 //!   about 10 messages per 10 s per app and user, so 429s are expected in
-//!   bursts; other 5xx answers are retried with backoff.
+//!   bursts. Another 5xx leaves the outcome unknown (the message may have
+//!   been posted), so it fails rather than being posted twice.
 //! - Size: Teams refuses messages over about 28 KB.
 
 mod check;
@@ -216,9 +217,9 @@ struct Created {
 }
 
 /// What Graph's answer to a message post means: 201 delivered (the
-/// message's `id` is the reference); 429 and 5xx retried (`Retry-After`
-/// honoured, capped); 401 one refresh and retry; anything else failed with
-/// Graph's code and message.
+/// message's `id` is the reference); 429, 503 and 504 retried
+/// (`Retry-After` honoured, capped); 401 one refresh and retry; anything
+/// else (another 5xx: outcome unknown) failed with Graph's code and message.
 pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
     let request_id = response
         .header("request-id")
@@ -247,7 +248,7 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
     };
     let reference = request_id;
     match status {
-        429 | 500..=599 => Outcome::Retry {
+        429 | 503 | 504 => Outcome::Retry {
             delay: retry_after(response, retry_after_cap)
                 .map_or(RetryDelay::Backoff, RetryDelay::After),
             status: Some(status),
@@ -263,6 +264,15 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
                 "{}: {message}",
                 code.as_deref().unwrap_or("InvalidAuthenticationToken")
             ),
+            reference,
+        },
+        // Another 5xx may come after the message was posted: resending
+        // it blindly could post it twice (reference §2.7, as `graph_mail`).
+        500..=599 => Outcome::Failed {
+            status: Some(status),
+            code,
+            message: format!("{message} (the outcome is unknown: the message may have been posted, so it is not resent blindly; replay it if it did not arrive)"),
+            items: Vec::new(),
             reference,
         },
         _ => Outcome::Failed {
@@ -426,11 +436,15 @@ mod tests {
             Outcome::Retry { delay: RetryDelay::After(d), .. } if d == Duration::from_secs(7)
         ));
         assert!(matches!(
-            answer(502, &[], "bad gateway"),
+            answer(503, &[], "unavailable"),
             Outcome::Retry {
                 delay: RetryDelay::Backoff,
                 ..
             }
+        ));
+        assert!(matches!(
+            answer(502, &[], "bad gateway"),
+            Outcome::Failed { status: Some(502), ref message, .. } if message.contains("outcome is unknown")
         ));
         assert!(matches!(
             answer(
