@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::json;
 
-use crate::mock_identity::{IdentityMock, MockConfig};
+use pushwerk_testkit::identity::{IdentityMock, MockConfig};
 
 const SCOPE: &str = "offline_access https://graph.microsoft.com/ChannelMessage.Send";
 
