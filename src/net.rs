@@ -44,6 +44,24 @@ pub fn http_client() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
 }
 
+/// A URL as logs, the delivery log and command output show it: without
+/// its query and fragment (they may carry templated values or keys) and
+/// without userinfo (a `user:password@` written into a push's URL).
+pub fn url_for_display(url: &str) -> String {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let url = &url[..end];
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..scheme_end], &url[scheme_end + at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 /// When to try again: shared by the targets (which classify an answer) and
 /// the retry policy (which turns it into a time), so it lives in this leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -87,6 +105,22 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
         .ok()?
         .with_timezone(&Utc);
     Some((at - now).to_std().unwrap_or(Duration::ZERO).min(MAX))
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::url_for_display;
+
+    #[test]
+    fn display_drops_query_fragment_and_userinfo() {
+        assert_eq!(
+            url_for_display("https://user:pw@host:8443/a/b?key=x#f"),
+            "https://host:8443/a/b"
+        );
+        assert_eq!(url_for_display("https://host/a@b"), "https://host/a@b");
+        assert_eq!(url_for_display("https://h?x=@y"), "https://h");
+        assert_eq!(url_for_display("not a url"), "not a url");
+    }
 }
 
 #[cfg(test)]

@@ -192,7 +192,11 @@ impl Batcher {
         push: RenderedPush,
         request: &HttpRequest,
     ) -> (Outcome, String) {
-        let label = format!("{} {}", request.method, strip_query(&request.url));
+        let label = format!(
+            "{} {}",
+            request.method,
+            crate::net::url_for_display(&request.url)
+        );
         let (tx, rx) = oneshot::channel();
         let key = head_key(request);
         let waiting = Waiting {
@@ -302,12 +306,7 @@ fn internal(message: &str) -> Outcome {
 
 /// `METHOD URL` of a head key (its first line).
 fn label_of(key: &str) -> String {
-    strip_query(key.lines().next().unwrap_or_default()).to_owned()
-}
-
-/// A URL without its query (which may carry templated values) for logs.
-fn strip_query(url: &str) -> &str {
-    url.split('?').next().unwrap_or(url)
+    crate::net::url_for_display(key.lines().next().unwrap_or_default())
 }
 
 /// What a Bing push's requests share whatever the event: its account,

@@ -338,7 +338,7 @@ impl Deliverer {
                 // keys): only its origin is shown. Microsoft's paths are not.
                 let shown = match target {
                     TargetSpec::Http(_) => origin(&request.url),
-                    _ => strip_query(&request.url).to_owned(),
+                    _ => crate::net::url_for_display(&request.url),
                 };
                 let label = format!("{} {shown}", request.method);
                 let response = match self.sender.send_http(request, timeout).await {
@@ -394,11 +394,6 @@ fn origin(url: &str) -> String {
         Ok(u) => u.origin().ascii_serialization(),
         Err(_) => "<url>".to_owned(),
     }
-}
-
-/// A URL without its query (which may carry templated values) for logs.
-fn strip_query(url: &str) -> &str {
-    url.split('?').next().unwrap_or(url)
 }
 
 #[cfg(test)]

@@ -88,6 +88,17 @@ fn check_url(cx: &mut CheckCx<'_>, path: &str, text: &str) {
         return;
     }
     match url::Url::parse(text) {
+        // A base URL is joined with the service's path: a query or fragment
+        // in it would swallow that path (`…/?key=X/v1.0/chats/…`).
+        Ok(u)
+            if path.ends_with("base_url")
+                && (u.query().is_some() || u.fragment().is_some()) =>
+        {
+            cx.error(
+                path,
+                "a base URL cannot have a query (`?…`) or fragment (`#…`): the service's path is appended to it",
+            )
+        }
         Ok(u) if matches!(u.scheme(), "http" | "https") => {}
         Ok(u) => cx.error(
             path,

@@ -251,3 +251,51 @@ fn check_warns_of_a_teams_id_copied_url_encoded_from_a_link() {
     );
     assert!(line.contains("`19:…@thread.tacv2`"), "{line}");
 }
+
+/// A password written into a base URL (`http://user:pw@host`) is for the
+/// request, not for the terminal: `send` names the URL without userinfo,
+/// query or fragment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_does_not_print_a_password_written_into_a_base_url() {
+    let (graph, url) = Graph::start(&[]).await;
+    let with_password = url.replacen("http://", "http://user:SECRETPW@", 1);
+    let w = World::new(with_password).await;
+    let event = w.event("evt-userinfo");
+    let out = w
+        .run(&["send", "teams", "--event", event.to_str().unwrap()])
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(graph.posts().len(), 1, "{}", text(&out));
+    assert!(!text(&out).contains("SECRETPW"), "{}", text(&out));
+    assert!(text(&out).contains("/v1.0/teams/"), "{}", text(&out));
+}
+
+/// A base URL is joined with the service's path: with a query or a
+/// fragment in it every request would go to the wrong path, so `check`
+/// refuses it at its line.
+#[test]
+fn check_refuses_a_base_url_with_a_query_or_fragment() {
+    for base in ["https://graph.example/?key=1", "https://graph.example/#x"] {
+        let dir = crate::util::folder(&[
+            (
+                "accounts.yaml",
+                &format!("kind: oauth_account\nname: ms_teams\ntoken_url: https://login.microsoftonline.com/common/oauth2/v2.0/token\nclient_id: c\nclient_secret: ${{env:ATTACK_RENOVATION_UNSET}}\nscope: {SCOPE}\n"),
+            ),
+            (
+                "teams.yaml",
+                &format!("name: teams\non: call.ended\nteams_message:\n  account: ms_teams\n  chat: \"19:abc@unq.gbl.spaces\"\n  text: hi\n  base_url: \"{base}\"\n"),
+            ),
+        ]);
+        let out = crate::util::pushwerk_in(dir.path(), &["check", "."], &[]);
+        let all = text(&out);
+        assert!(!out.status.success(), "{all}");
+        let line = all
+            .lines()
+            .find(|l| l.contains("cannot have a query"))
+            .unwrap_or_else(|| panic!("an error about the base URL: {all}"));
+        assert!(
+            line.contains("teams.yaml:7:"),
+            "at the base_url line: {line}"
+        );
+    }
+}

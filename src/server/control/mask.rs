@@ -40,6 +40,9 @@ pub(super) fn mask_literal_secrets(prepared: &mut crate::targets::Prepared) {
             }
         }
         Prepared::Http(r) => {
+            if let Some(url) = masked_userinfo(&r.url) {
+                r.url = url;
+            }
             if let Some(url) = masked_query(&r.url) {
                 r.url = url;
             }
@@ -52,6 +55,27 @@ pub(super) fn mask_literal_secrets(prepared: &mut crate::targets::Prepared) {
             }
         }
     }
+}
+
+/// `url` with a password written into its userinfo (`user:pw@host`)
+/// replaced by [`LITERAL_SECRET`] (a placeholder is left alone); `None`
+/// when there is nothing to mask.
+pub(super) fn masked_userinfo(url: &str) -> Option<String> {
+    let start = url.find("://")? + 3;
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let at = start + url[start..authority_end].rfind('@')?;
+    let colon = start + url[start..at].find(':')?;
+    let password = &url[colon + 1..at];
+    if password.is_empty() || (password.starts_with('‹') && password.ends_with('›')) {
+        return None;
+    }
+    Some(format!(
+        "{}{LITERAL_SECRET}{}",
+        &url[..colon + 1],
+        &url[at..]
+    ))
 }
 
 /// Query parameter names whose values are credentials (compared without

@@ -1,7 +1,7 @@
 use axum::http::HeaderMap;
 
 use super::events::hook_id;
-use super::mask::masked_query;
+use super::mask::{masked_query, masked_userinfo};
 
 use super::*;
 
@@ -69,4 +69,15 @@ fn hook_ids_prefer_headers_then_hash_type_and_body() {
     assert_eq!(hook_id(&h, "form.sent", b"{}").unwrap(), "key-1");
     h.insert("idempotency-key", "".parse().unwrap());
     assert!(hook_id(&h, "form.sent", b"{}").is_err());
+}
+
+#[test]
+fn a_password_in_a_urls_userinfo_is_masked_and_a_placeholder_kept() {
+    assert_eq!(
+        masked_userinfo("http://user:SECRETPW@host:1/a?b=c").as_deref(),
+        Some("http://user:‹secret›@host:1/a?b=c")
+    );
+    assert_eq!(masked_userinfo("http://user:‹env:PW›@host/"), None);
+    assert_eq!(masked_userinfo("http://user@host/"), None);
+    assert_eq!(masked_userinfo("http://host/a:b@c"), None);
 }
