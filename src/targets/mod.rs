@@ -23,6 +23,7 @@
 mod check_cx;
 pub mod checks;
 mod duration;
+mod graph;
 pub mod leaves;
 pub mod outcome;
 pub mod request;

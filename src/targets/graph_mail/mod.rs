@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 pub use check::check;
 pub use spec::{AttachmentSpec, GraphMailTarget};
 
-use super::outcome::{retry_after, Outcome, Response, RetryDelay};
+use super::outcome::{Outcome, Response};
 use super::{
     check_header, check_header_text, check_html_links, join_url, one_line_subject, parse_recipient,
     Endpoints, HttpRequest, PrepareError, Prepared, RenderedPush,
@@ -347,15 +347,7 @@ pub fn prepare(
             service: "Microsoft Graph sendMail",
         });
     }
-    Ok(HttpRequest {
-        method: "POST".into(),
-        url: join_url(base, &path),
-        headers: vec![
-            ("Authorization".into(), format!("Bearer {token}")),
-            ("Content-Type".into(), "application/json".into()),
-        ],
-        body,
-    })
+    Ok(super::graph::json_post(join_url(base, &path), token, body))
 }
 
 fn recipients(field: &str, list: &[TemplateText]) -> Result<Vec<Value>, PrepareError> {
@@ -377,59 +369,13 @@ fn email_address(field: &str, text: &str) -> Result<Value, PrepareError> {
     Ok(json!({ "emailAddress": inner }))
 }
 
-#[derive(serde::Deserialize)]
-struct GraphErrorBody {
-    error: GraphError,
-}
-
-#[derive(serde::Deserialize)]
-struct GraphError {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
 /// What Graph's answer to `sendMail` means (reference §2.3–§2.7).
 pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
-    let reference = response
-        .header("request-id")
-        .or_else(|| response.header("client-request-id"))
-        .map(str::to_owned);
-    let parsed: Option<GraphError> = serde_json::from_slice::<GraphErrorBody>(&response.body)
-        .ok()
-        .map(|b| b.error);
-    let (code, message) = match &parsed {
-        Some(e) => (Some(e.code.clone()), e.message.clone()),
-        None => (None, response.body_start(200)),
-    };
-    let status = response.status;
-    match status {
-        202 | 200 => Outcome::Delivered { status, reference },
-        429 | 503 | 504 => Outcome::Retry {
-            delay: retry_after(response, retry_after_cap).map_or(RetryDelay::Backoff, RetryDelay::After),
-            status: Some(status),
-            reason: format!("{}: {message}", code.as_deref().unwrap_or("throttled or unavailable")),
-            reference,
+    match response.status {
+        202 | 200 => Outcome::Delivered {
+            status: response.status,
+            reference: super::graph::request_id(response),
         },
-        401 => Outcome::RefreshAndRetry {
-            status,
-            reason: format!("{}: {message}", code.as_deref().unwrap_or("InvalidAuthenticationToken")),
-            reference,
-        },
-        _ if (500..600).contains(&status) => Outcome::Failed {
-            status: Some(status),
-            code,
-            message: format!("{message} (the outcome is unknown: the mail may have been sent, so it is not resent blindly; replay it if it did not arrive)"),
-            items: Vec::new(),
-            reference,
-        },
-        _ => Outcome::Failed {
-            status: Some(status),
-            code,
-            message,
-            items: Vec::new(),
-            reference,
-        },
+        _ => super::graph::classify_failure(response, retry_after_cap, "the mail may have been sent"),
     }
 }

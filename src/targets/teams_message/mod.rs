@@ -36,7 +36,7 @@ use serde_json::{json, Map, Value};
 pub use check::check;
 pub use spec::{Importance, TeamsMessageTarget};
 
-use super::outcome::{retry_after, Outcome, Response, RetryDelay};
+use super::outcome::{Outcome, Response};
 use super::{
     check_html_links, join_url, one_line_subject, Endpoints, HttpRequest, PrepareError, Prepared,
     RenderedPush,
@@ -187,28 +187,7 @@ pub fn prepare(
             service: "Microsoft Teams",
         });
     }
-    Ok(HttpRequest {
-        method: "POST".into(),
-        url: join_url(base, &path),
-        headers: vec![
-            ("Authorization".into(), format!("Bearer {token}")),
-            ("Content-Type".into(), "application/json".into()),
-        ],
-        body,
-    })
-}
-
-#[derive(serde::Deserialize)]
-struct GraphErrorBody {
-    error: GraphError,
-}
-
-#[derive(serde::Deserialize)]
-struct GraphError {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
+    Ok(super::graph::json_post(join_url(base, &path), token, body))
 }
 
 #[derive(serde::Deserialize)]
@@ -221,10 +200,6 @@ struct Created {
 /// (`Retry-After` honoured, capped); 401 one refresh and retry; anything
 /// else (another 5xx: outcome unknown) failed with Graph's code and message.
 pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
-    let request_id = response
-        .header("request-id")
-        .or_else(|| response.header("client-request-id"))
-        .map(str::to_owned);
     let status = response.status;
     if status == 201 || status == 200 {
         let id = serde_json::from_slice::<Created>(&response.body)
@@ -233,61 +208,16 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
             .filter(|id| !id.is_empty() && !id.chars().any(char::is_control));
         return Outcome::Delivered {
             status,
-            reference: id.or(request_id),
+            reference: id.or_else(|| super::graph::request_id(response)),
         };
     }
-    let parsed: Option<GraphError> = serde_json::from_slice::<GraphErrorBody>(&response.body)
-        .ok()
-        .map(|b| b.error);
-    let (code, message) = match &parsed {
-        Some(e) => (
-            Some(e.code.clone()).filter(|c| !c.is_empty()),
-            e.message.clone(),
-        ),
-        None => (None, response.body_start(200)),
-    };
-    let reference = request_id;
-    match status {
-        429 | 503 | 504 => Outcome::Retry {
-            delay: retry_after(response, retry_after_cap)
-                .map_or(RetryDelay::Backoff, RetryDelay::After),
-            status: Some(status),
-            reason: format!(
-                "{}: {message}",
-                code.as_deref().unwrap_or("throttled or unavailable")
-            ),
-            reference,
-        },
-        401 => Outcome::RefreshAndRetry {
-            status,
-            reason: format!(
-                "{}: {message}",
-                code.as_deref().unwrap_or("InvalidAuthenticationToken")
-            ),
-            reference,
-        },
-        // Another 5xx may come after the message was posted: resending
-        // it blindly could post it twice (reference §2.7, as `graph_mail`).
-        500..=599 => Outcome::Failed {
-            status: Some(status),
-            code,
-            message: format!("{message} (the outcome is unknown: the message may have been posted, so it is not resent blindly; replay it if it did not arrive)"),
-            items: Vec::new(),
-            reference,
-        },
-        _ => Outcome::Failed {
-            status: Some(status),
-            code,
-            message,
-            items: Vec::new(),
-            reference,
-        },
-    }
+    super::graph::classify_failure(response, retry_after_cap, "the message may have been posted")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::targets::RetryDelay;
     use crate::template::TemplateText;
     use crate::targets::{SecretMode, TargetSpec};
 
