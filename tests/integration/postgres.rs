@@ -422,7 +422,7 @@ async fn one_token_refresh_across_three_nodes() {
     }
 }
 
-/// A per-second cron push on three nodes for 10 s: each tick fires once.
+/// A per-second cron push on three nodes for 5 s: each tick fires once.
 #[tokio::test(flavor = "multi_thread")]
 async fn cron_fires_once_per_tick_across_three_nodes() {
     let server = PgServer::start();
@@ -438,7 +438,9 @@ async fn cron_fires_once_per_tick_across_three_nodes() {
         cluster.start("b").await,
         cluster.start("c").await,
     ];
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // The scenario is "three nodes share the clock for a while": 5 ticks
+    // each contended by three nodes (10 s caught nothing that 5 s misses).
+    tokio::time::sleep(Duration::from_secs(5)).await;
     drop(nodes);
     let seconds = first_start.elapsed().as_secs() as usize;
     let got = ids_received(&rx);
@@ -451,10 +453,10 @@ async fn cron_fires_once_per_tick_across_three_nodes() {
         got.keys().all(|id| id.starts_with("schedule:tick:")),
         "{got:?}"
     );
-    // One a second while any node ran: at least the 10 s all three ran,
+    // One a second while any node ran: at least the 5 s all three ran,
     // at most one per second since the first started.
     assert!(
-        (9..=seconds + 1).contains(&got.len()),
+        (4..=seconds + 1).contains(&got.len()),
         "{} ticks in {seconds} s",
         got.len()
     );
