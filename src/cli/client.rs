@@ -65,9 +65,17 @@ pub fn running_daemon(data: &Path, store: StoreChoice) -> anyhow::Result<Option<
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    // No store, no daemon serving it (and no store made just to find out).
+    // No store, no daemon serving it (and no store made just to find out),
+    // but for a node on PostgreSQL: it keeps no store in its data
+    // directory, so no lock tells whether it runs; its announcement counts
+    // while its process lives.
     if !crate::store::holds_store(data) {
-        return Ok(None);
+        if crate::store::postgres::settings().is_none() {
+            return Ok(None);
+        }
+        let info: DaemonInfo = serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged", path.display()))?;
+        return Ok(alive(info.pid).then_some(info));
     }
     match crate::store::open(data, store) {
         // Nobody holds the store: the announcement is left from a daemon

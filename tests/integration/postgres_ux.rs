@@ -65,3 +65,75 @@ fn a_refused_login_or_missing_database_names_what_to_fix() {
     assert!(!ok, "{err}");
     assert!(err.contains("start PostgreSQL"), "{err}");
 }
+
+/// Kills the node when the test ends, however it ends.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `pushwerk jobs --data NODE` finds the node serving that directory on
+/// PostgreSQL (its data directory holds no store to lock, so the embedded
+/// stores' way of telling said "no daemon is serving" while it ran).
+#[test]
+fn jobs_finds_the_node_serving_its_data_directory() {
+    let server = PgServer::start();
+    let url = server.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("node-a");
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listen.local_addr().unwrap().to_string();
+    drop(listen);
+    let mut cmd = crate::util::pushwerk_command();
+    cmd.current_dir(root())
+        .arg("--data")
+        .arg(&data)
+        .args(["--store", "postgres", "--database-url", &url])
+        .args(["serve", "--node-name", "a", "--listen", &addr])
+        .env("PUSHWERK_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for name in crate::util::EXAMPLE_ENV {
+        cmd.env_remove(name);
+    }
+    for name in [
+        "PUSHWERK_INGEST_TOKEN",
+        "PUSHWERK_ADMIN_TOKEN",
+        "PUSHWERK_DATA",
+    ] {
+        cmd.env_remove(name);
+    }
+    let _node = Serving(cmd.spawn().unwrap());
+    let data = data.to_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let last = loop {
+        let out = pushwerk_in(
+            &root(),
+            &[
+                "--data",
+                &data,
+                "--store",
+                "postgres",
+                "--database-url",
+                &url,
+                "jobs",
+            ],
+            &[
+                ("PUSHWERK_KEY", KEY),
+                ("PUSHWERK_INGEST_TOKEN", ""),
+                ("PUSHWERK_ADMIN_TOKEN", ""),
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        // Until the node has announced itself and answers.
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break (out.status.success(), err);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(last.0, "jobs against the serving node: {}", last.1);
+}
