@@ -170,7 +170,12 @@ fn backend(e: tokio_postgres::Error) -> StoreError {
         || e.as_db_error().is_none();
     let text = match e.as_db_error() {
         Some(db) => format!("PostgreSQL: {}", db.message()),
-        None => format!("PostgreSQL: {e}"),
+        // "error connecting to server" says nothing of why: the cause
+        // (connection refused, no route, a name that does not resolve) does.
+        None => match std::error::Error::source(&e) {
+            Some(cause) => format!("PostgreSQL: {e}: {cause}"),
+            None => format!("PostgreSQL: {e}"),
+        },
     };
     if passing {
         StoreError::Unavailable(text)

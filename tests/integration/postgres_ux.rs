@@ -64,6 +64,8 @@ fn a_refused_login_or_missing_database_names_what_to_fix() {
     let (ok, err) = status_with("postgres://postgres@127.0.0.1:1/postgres");
     assert!(!ok, "{err}");
     assert!(err.contains("start PostgreSQL"), "{err}");
+    // With the cause, not only "error connecting to server".
+    assert!(err.contains("Connection refused"), "{err}");
 }
 
 /// Kills the node when the test ends, however it ends.
