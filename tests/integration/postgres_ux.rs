@@ -138,4 +138,37 @@ fn jobs_finds_the_node_serving_its_data_directory() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
     assert!(last.0, "jobs against the serving node: {}", last.1);
+
+    // A stale announcement whose live pid is another program (this test)
+    // gets no token: nothing answers for that directory.
+    let stale = tmp.path().join("stale");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(
+        stale.join("daemon.json"),
+        format!(
+            "{{\"url\":\"http://{addr}\",\"pid\":{}}}",
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    std::fs::write(stale.join("ingest-token"), "stale-dir-token-0123456789").unwrap();
+    let out = pushwerk_in(
+        &root(),
+        &[
+            "--data",
+            stale.to_str().unwrap(),
+            "--store",
+            "postgres",
+            "--database-url",
+            &url,
+            "jobs",
+        ],
+        &[
+            ("PUSHWERK_KEY", KEY),
+            ("PUSHWERK_INGEST_TOKEN", ""),
+            ("PUSHWERK_ADMIN_TOKEN", ""),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no daemon is serving"), "{err}");
 }
