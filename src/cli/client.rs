@@ -65,9 +65,17 @@ pub fn running_daemon(data: &Path, store: StoreChoice) -> anyhow::Result<Option<
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    // No store, no daemon serving it (and no store made just to find out).
+    // No store, no daemon serving it (and no store made just to find out),
+    // but for a node on PostgreSQL: it keeps no store in its data
+    // directory, so no lock tells whether it runs; its announcement counts
+    // while its process lives.
     if !crate::store::holds_store(data) {
-        return Ok(None);
+        if crate::store::postgres::settings().is_none() {
+            return Ok(None);
+        }
+        let info: DaemonInfo = serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged", path.display()))?;
+        return Ok((alive(info.pid) && runs_this_program(info.pid)).then_some(info));
     }
     match crate::store::open(data, store) {
         // Nobody holds the store: the announcement is left from a daemon
@@ -99,6 +107,16 @@ pub fn server_url(data: &Path, given: &str) -> String {
         .filter(|i| alive(i.pid))
         .map(|i| i.url)
         .unwrap_or_else(|| given.to_owned())
+}
+
+/// Whether process `pid` runs this very program (for a node on
+/// PostgreSQL, where no store lock shows that the announced daemon is still
+/// ours: a stale `daemon.json` whose pid was reused by another program
+/// must not get the data directory's token). Another user's process cannot
+/// be inspected, and counts as not ours.
+fn runs_this_program(pid: u32) -> bool {
+    let theirs = std::fs::read_link(format!("/proc/{pid}/exe"));
+    matches!((theirs, std::env::current_exe()), (Ok(a), Ok(b)) if a == b)
 }
 
 /// Whether process `pid` exists (signal 0 checks without sending one).

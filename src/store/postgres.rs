@@ -170,13 +170,48 @@ fn backend(e: tokio_postgres::Error) -> StoreError {
         || e.as_db_error().is_none();
     let text = match e.as_db_error() {
         Some(db) => format!("PostgreSQL: {}", db.message()),
-        None => format!("PostgreSQL: {e}"),
+        // "error connecting to server" says nothing of why: the cause
+        // (connection refused, no route, a name that does not resolve) does.
+        None => match std::error::Error::source(&e) {
+            Some(cause) => format!("PostgreSQL: {e}: {cause}"),
+            None => format!("PostgreSQL: {e}"),
+        },
     };
     if passing {
         StoreError::Unavailable(text)
     } else {
         StoreError::Backend(text)
     }
+}
+
+/// At start, a server that answers but refuses this URL — no such role,
+/// wrong password, no such database — or a URL that is not one: an error
+/// naming what to fix, where the connection pool (which retries, as a
+/// server that is down comes back) would say "start PostgreSQL".
+async fn refused_at_start(url: &str) -> Result<(), StoreError> {
+    let connect = tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(url, NoTls));
+    let Ok(Err(e)) = connect.await else {
+        // Connected (dropped at once), or no answer: the pool says so.
+        return Ok(());
+    };
+    let shown = describe(url);
+    let code = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string());
+    let hint = if code == "3D000" {
+        "create it (`createdb -O USER DB`), or check --database-url (PUSHWERK_DATABASE_URL)"
+    } else if code.starts_with("28") {
+        "check the user and password in --database-url (PUSHWERK_DATABASE_URL), or create the role (`createuser --pwprompt USER`)"
+    } else if message.starts_with("invalid connection string") {
+        "give a URL like postgres://USER:PASSWORD@HOST:PORT/DB in --database-url (PUSHWERK_DATABASE_URL)"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::Refused(format!(
+        "PostgreSQL refused the connection: {message} ({shown}); {hint}"
+    )))
 }
 
 type Slot = tokio::sync::OwnedMutexGuard<Option<Client>>;
@@ -395,6 +430,7 @@ impl PgStore {
         };
         store
             .block(|i| async move {
+                refused_at_start(&i.url).await?;
                 i.migrate().await?;
                 i.heartbeat().await
             })

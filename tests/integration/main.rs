@@ -24,6 +24,7 @@ mod oauth;
 mod oauth_hostile;
 mod pg_server;
 mod postgres;
+mod postgres_ux;
 mod schemas;
 mod snapshots;
 mod store_default;
