@@ -98,8 +98,13 @@ impl Sealer {
     pub fn from_key_file(path: &Path) -> Result<Sealer, SealError> {
         let shown = path.display().to_string();
         let mut text = String::new();
-        let file = std::fs::File::open(path)
-            .map_err(|e| SealError::KeyFile(shown.clone(), e.kind().to_string()))?;
+        let file = std::fs::File::open(path).map_err(|e| {
+            let reason = match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file (a key file named by --key-file or PUSHWERK_KEY_FILE is never generated, so that a wrong path cannot start a second key: `(umask 077; pushwerk oauth keygen > FILE)` makes one)".to_owned(),
+                kind => kind.to_string(),
+            };
+            SealError::KeyFile(shown.clone(), reason)
+        })?;
         warn_if_readable_by_others(path, &file);
         std::io::Read::read_to_string(&mut std::io::Read::take(file, 4096), &mut text)
             .map_err(|e| SealError::KeyFile(shown, e.kind().to_string()))?;
