@@ -57,7 +57,7 @@ pub fn oauth(data: &Path, info: &DaemonInfo, cmd: OauthCommand) -> anyhow::Resul
     match cmd {
         OauthCommand::Keygen { .. } | OauthCommand::Rekey { .. } => unreachable!("handled before"),
         OauthCommand::Import { name, file } => {
-            let text = super::read_secret_input(file.as_deref())?;
+            let text = super::oauth_cmd::read_secret_input(file.as_deref())?;
             // Refused here already with the same message the daemon gives.
             super::parse_import(&text)?;
             let changed: AccountChanged = api.call(
@@ -107,7 +107,10 @@ pub fn oauth(data: &Path, info: &DaemonInfo, cmd: OauthCommand) -> anyhow::Resul
                     }))?
                 ),
                 ListFormat::Text => {
-                    print!("{}", super::status_text(&status, answer.encrypted_at_rest))
+                    print!(
+                        "{}",
+                        super::oauth_cmd::status_text(&status, answer.encrypted_at_rest)
+                    )
                 }
             }
             let bad = status.iter().any(|s| s.state != "ok");
@@ -174,7 +177,7 @@ pub fn send(
         events
             .iter()
             .map(|p| {
-                super::read_event(p)
+                super::dry_run::read_event(p)
                     .and_then(|e| Ok(serde_json::to_value(e)?))
                     .map(Some)
             })
