@@ -358,8 +358,12 @@ impl ServeBuilder<'_> {
         self
     }
 
-    /// Starts the daemon on a free port and waits until `/readyz` answers
-    /// 200 (a port taken in between is retried on another, up to 3 times).
+    /// Starts the daemon on a port the system picks (`--listen
+    /// 127.0.0.1:0`), learns the port from the daemon's own announcement
+    /// (`DATA/daemon.json` with this process's pid, else its status line)
+    /// and waits until `/readyz` answers 200. Never a port chosen before
+    /// the daemon binds it: another test could take it meanwhile, and this
+    /// test would then talk to that test's server.
     pub async fn start(mut self) -> Served {
         let http = self
             .client
@@ -370,10 +374,10 @@ impl ServeBuilder<'_> {
         for _ in 0..3 {
             let n = self.world.starts.fetch_add(1, Ordering::SeqCst);
             let log = self.world.root().join(format!("serve-{n}.log"));
-            let port = free_port();
+            let port = 0;
             let mut cmd = self.world.command();
             cmd.args(&self.global)
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["serve", "--listen", "127.0.0.1:0"])
                 .args(&self.args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -481,6 +485,15 @@ impl Served {
                 self.child = None;
                 return false;
             }
+            if self.port == 0 {
+                match self.announced_port() {
+                    Some(port) => self.port = port,
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                        continue;
+                    }
+                }
+            }
             if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
                 if r.status() == 200 {
                     return true;
@@ -492,6 +505,26 @@ impl Served {
             "the daemon was not ready within {limit:?}:\n{}",
             self.log_text()
         );
+    }
+
+    /// The port this process announced: `DATA/daemon.json` when it names
+    /// this pid (a killed predecessor's file names another), else the
+    /// `… on http://127.0.0.1:PORT` status line of its log.
+    fn announced_port(&self) -> Option<u16> {
+        let pid = self.child.as_ref()?.id();
+        let from_file = std::fs::read_to_string(self.data.join("daemon.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .filter(|v| v["pid"].as_u64() == Some(u64::from(pid)))
+            .and_then(|v| v["url"].as_str().map(str::to_owned));
+        let from_log = || {
+            let log = self.log_text();
+            let at = log.find(" on http://127.0.0.1:")? + " on http://127.0.0.1:".len();
+            let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
+            Some(format!("http://127.0.0.1:{digits}"))
+        };
+        let url = from_file.or_else(from_log)?;
+        url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
     }
 
     /// Sends `signal` to the process.
