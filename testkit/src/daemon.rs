@@ -90,8 +90,10 @@ impl Pushwerk {
     }
 }
 
-/// A port nothing listens on (bound and released; [`ServeBuilder::start`]
-/// tries another if it was taken in between).
+/// A port nothing listens on at the moment (bound and released): for a
+/// test that needs a closed port. Another test may take it afterwards, so
+/// a daemon is never started on it ([`ServeBuilder::start`] lets the
+/// system pick).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local address").port()
@@ -371,47 +373,42 @@ impl ServeBuilder<'_> {
             .unwrap_or_else(http_client)
             .build()
             .expect("HTTP client");
-        for _ in 0..3 {
-            let n = self.world.starts.fetch_add(1, Ordering::SeqCst);
-            let log = self.world.root().join(format!("serve-{n}.log"));
-            let port = 0;
-            let mut cmd = self.world.command();
-            cmd.args(&self.global)
-                .args(["serve", "--listen", "127.0.0.1:0"])
-                .args(&self.args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log file"));
-            if let Some(token) = &self.token {
-                cmd.env("PUSHWERK_INGEST_TOKEN", token);
-            }
-            for (k, v) in &self.env {
-                cmd.env(k, v);
-            }
-            let mut served = Served {
-                child: Some(cmd.spawn().expect("pushwerk serve starts")),
-                port,
-                log,
-                http: http.clone(),
-                token: self.token.clone().unwrap_or_default(),
-                data: self.world.data(),
-            };
-            if served.wait_ready(self.ready_within).await {
-                if self.token.is_none() {
-                    served.token = std::fs::read_to_string(served.data.join("ingest-token"))
-                        .expect("DATA/ingest-token")
-                        .trim()
-                        .to_owned();
-                }
-                return served;
-            }
-            assert!(
-                served.log_text().contains("cannot listen"),
-                "the daemon did not become ready:\n{}",
-                served.log_text()
-            );
+        let n = self.world.starts.fetch_add(1, Ordering::SeqCst);
+        let log = self.world.root().join(format!("serve-{n}.log"));
+        let mut cmd = self.world.command();
+        cmd.args(&self.global)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some(token) = &self.token {
+            cmd.env("PUSHWERK_INGEST_TOKEN", token);
         }
-        panic!("no free port for the daemon after 3 tries");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut served = Served {
+            child: Some(cmd.spawn().expect("pushwerk serve starts")),
+            // Learnt from the daemon's announcement in `wait_ready`.
+            port: 0,
+            log,
+            http,
+            token: self.token.clone().unwrap_or_default(),
+            data: self.world.data(),
+        };
+        assert!(
+            served.wait_ready(self.ready_within).await,
+            "the daemon exited before it was ready:\n{}",
+            served.log_text()
+        );
+        if self.token.is_none() {
+            served.token = std::fs::read_to_string(served.data.join("ingest-token"))
+                .expect("DATA/ingest-token")
+                .trim()
+                .to_owned();
+        }
+        served
     }
 }
 
