@@ -99,6 +99,27 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local address").port()
 }
 
+/// The port the daemon with process id `pid` announced: `DATA/daemon.json`
+/// when it names this pid (a killed predecessor's file names another), else
+/// the `… on http://127.0.0.1:PORT` status line of its log `log`. `None`
+/// until it has bound its port: the way a test that starts `pushwerk serve
+/// --listen 127.0.0.1:0` itself learns where it listens.
+pub fn announced_port(data: &Path, pid: u32, log: &Path) -> Option<u16> {
+    let from_file = std::fs::read_to_string(data.join("daemon.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .filter(|v| v["pid"].as_u64() == Some(u64::from(pid)))
+        .and_then(|v| v["url"].as_str().map(str::to_owned));
+    let from_log = || {
+        let log = std::fs::read_to_string(log).ok()?;
+        let at = log.find(" on http://127.0.0.1:")? + " on http://127.0.0.1:".len();
+        let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
+        Some(format!("http://127.0.0.1:{digits}"))
+    };
+    let url = from_file.or_else(from_log)?;
+    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
+}
+
 /// Calls `check` every 50 ms until it gives `Some`, or panics after
 /// `timeout` naming `what`: the way to wait for the daemon to have done
 /// something, instead of sleeping and then looking.
@@ -504,24 +525,10 @@ impl Served {
         );
     }
 
-    /// The port this process announced: `DATA/daemon.json` when it names
-    /// this pid (a killed predecessor's file names another), else the
-    /// `… on http://127.0.0.1:PORT` status line of its log.
+    /// The port this process announced (see [`announced_port`]).
     fn announced_port(&self) -> Option<u16> {
         let pid = self.child.as_ref()?.id();
-        let from_file = std::fs::read_to_string(self.data.join("daemon.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .filter(|v| v["pid"].as_u64() == Some(u64::from(pid)))
-            .and_then(|v| v["url"].as_str().map(str::to_owned));
-        let from_log = || {
-            let log = self.log_text();
-            let at = log.find(" on http://127.0.0.1:")? + " on http://127.0.0.1:".len();
-            let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
-            Some(format!("http://127.0.0.1:{digits}"))
-        };
-        let url = from_file.or_else(from_log)?;
-        url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
+        announced_port(&self.data, pid, &self.log)
     }
 
     /// Sends `signal` to the process.
