@@ -570,15 +570,20 @@ impl Drop for PyServer {
 }
 
 const TLS_SERVERS: &str = r#"
-import asyncio, socket, ssl, sys, threading, time
-mode, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+import asyncio, os, socket, ssl, sys, threading, time
+mode, port_file, out = sys.argv[1], sys.argv[2], sys.argv[3]
 ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 ctx.load_cert_chain("leaf.pem", "leaf.key")
+def announce(port):
+    # Written once the server listens: the test reads its port here.
+    open(port_file + ".tmp", "w").write(str(port))
+    os.rename(port_file + ".tmp", port_file)
 if mode == "flood":
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port)); s.listen(4)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0)); s.listen(4)
+    announce(s.getsockname()[1])
     while True:
-        # The readiness probe connects and leaves: wait for a TLS client.
+        # Wait for a TLS client (a stray connection is dropped).
         c, _ = s.accept()
         try:
             t = ctx.wrap_socket(c, server_side=True)
@@ -600,20 +605,26 @@ class Handler:
         with open(out, "a") as f:
             f.write(f"{envelope.mail_from} {' '.join(envelope.rcpt_tos)}\n")
         return "250 OK"
-if mode == "tls":
-    c = Controller(Handler(), hostname="127.0.0.1", port=port, ssl_context=ctx)
+# aiosmtpd's controller needs a port number up front (it connects to it to
+# check the server is up): pick one, and pick again if another process
+# takes it before the server binds it.
+for _ in range(20):
+    probe = socket.socket(); probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]; probe.close()
+    if mode == "tls":
+        c = Controller(Handler(), hostname="127.0.0.1", port=port, ssl_context=ctx)
+    else:
+        c = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True)
+    try:
+        c.start()
+        break
+    except Exception:
+        continue
 else:
-    c = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True)
-c.start()
+    sys.exit("no port")
+announce(port)
 time.sleep(120)
 "#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// A CA and a `localhost` certificate it signed, made with openssl(1).
 fn make_certs(dir: &std::path::Path) {
@@ -692,23 +703,37 @@ fn make_certs(dir: &std::path::Path) {
     ]);
 }
 
-fn py_server(dir: &std::path::Path, mode: &str, port: u16, out: &str) -> PyServer {
+/// Starts the server of `mode` and waits for the port it announces (the
+/// server picks it: a port picked here could be taken by another test).
+fn py_server(dir: &std::path::Path, mode: &str, out: &str) -> (PyServer, u16) {
     std::fs::write(dir.join("servers.py"), TLS_SERVERS).expect("script");
+    let port_file = dir.join(format!("port-{mode}"));
+    let _ = std::fs::remove_file(&port_file);
     let child = std::process::Command::new("python3")
         .current_dir(dir)
-        .args(["servers.py", mode, &port.to_string(), out])
+        .args(["servers.py", mode])
+        .arg(&port_file)
+        .arg(out)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("python3 runs");
-    let server = PyServer(child);
+    let mut server = PyServer(child);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
+        if let Some(port) = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+        {
+            return (server, port);
+        }
+        if let Some(status) = server.0.try_wait().expect("try_wait") {
+            panic!("the {mode} server ended before it listened: {status}");
+        }
         assert!(std::time::Instant::now() < deadline, "{mode} server not up");
         std::thread::sleep(Duration::from_millis(25));
     }
-    server
 }
 
 #[test]
@@ -736,9 +761,8 @@ fn implicit_tls_and_starttls_deliver_to_a_real_server_and_the_cap_holds_under_tl
         )
     };
     for mode in ["tls", "starttls"] {
-        let port = free_port();
         let received = format!("received-{mode}.txt");
-        let _server = py_server(dir.path(), mode, port, &received);
+        let (_server, port) = py_server(dir.path(), mode, &received);
         push(mode, port);
         let out = send();
         let text = stdout(&out) + &stderr(&out);
@@ -750,8 +774,7 @@ fn implicit_tls_and_starttls_deliver_to_a_real_server_and_the_cap_holds_under_tl
         );
     }
     // A server flooding inside TLS: the cap counts the bytes under TLS.
-    let port = free_port();
-    let server = py_server(dir.path(), "flood", port, "flood.txt");
+    let (server, port) = py_server(dir.path(), "flood", "flood.txt");
     push("tls", port);
     let out = send();
     let text = stdout(&out) + &stderr(&out);

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use crate::util::{pushwerk_in, stderr, stdout, EXAMPLE_ENV};
-use pushwerk_testkit::daemon::free_port;
+use pushwerk_testkit::daemon::announced_port;
 
 /// A `pushwerk serve` child, killed when dropped.
 struct Daemon {
@@ -46,14 +46,13 @@ impl Daemon {
         for (name, text) in files {
             std::fs::write(tmp.join("pushes").join(name), text).expect("write push");
         }
-        let port = free_port();
         let log = tmp.join("serve.log");
         let mut cmd = crate::util::pushwerk_command();
         cmd.arg("--dir")
             .arg(tmp.join("pushes"))
             .arg("--data")
             .arg(tmp.join("data"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("PUSHWERK_INGEST_TOKEN", "attack-test-token")
             .stdin(Stdio::null())
@@ -65,11 +64,12 @@ impl Daemon {
         cmd.envs(env.iter().copied());
         let mut daemon = Daemon {
             child: cmd.spawn().expect("pushwerk serve starts"),
-            port,
+            // The port the system picks, learnt from the daemon's announcement.
+            port: 0,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while !daemon.healthz(Duration::from_secs(1)) {
+        while !daemon.learn_port(tmp) || !daemon.healthz(Duration::from_secs(1)) {
             assert!(
                 daemon.child.try_wait().expect("try_wait").is_none(),
                 "the daemon exited:\n{}",
@@ -117,6 +117,17 @@ impl Daemon {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the port is known: learns it from the daemon's announcement
+    /// (`DATA/daemon.json` or its status line) once it has bound one.
+    fn learn_port(&mut self, tmp: &Path) -> bool {
+        if self.port == 0 {
+            if let Some(port) = announced_port(&tmp.join("data"), self.child.id(), &self.log) {
+                self.port = port;
+            }
+        }
+        self.port != 0
     }
 
     /// Whether `GET /healthz` on a new connection answers 200 within `limit`.
@@ -565,25 +576,25 @@ fn sighup_while_the_daemon_starts_does_not_end_it() {
     // logrotate hook) during the start killed the daemon.
     let tmp = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(tmp.path().join("pushes")).expect("mkdir");
-    let port = free_port();
     let data = tmp.path().join("data");
     let mut cmd = crate::util::pushwerk_command();
     cmd.arg("--dir")
         .arg(tmp.path().join("pushes"))
         .arg("--data")
         .arg(&data)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .env("PUSHWERK_INGEST_TOKEN", "attack-test-token")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(tmp.path().join("serve.log")).expect("log file"));
     for name in EXAMPLE_ENV {
         cmd.env_remove(name);
     }
     let mut daemon = Daemon {
         child: cmd.spawn().expect("pushwerk serve starts"),
-        port,
-        log: tmp.path().join("no.log"),
+        // Learnt from the daemon's announcement once it has bound one.
+        port: 0,
+        log: tmp.path().join("serve.log"),
     };
     let pid = daemon.child.id() as libc::pid_t;
     // The data directory appears when the store opens: the daemon is
@@ -601,7 +612,7 @@ fn sighup_while_the_daemon_starts_does_not_end_it() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let mut sent = 0;
-    while !daemon.healthz(Duration::from_millis(200)) {
+    while !daemon.learn_port(tmp.path()) || !daemon.healthz(Duration::from_millis(200)) {
         if let Some(status) = daemon.child.try_wait().expect("try_wait") {
             panic!("the daemon ended after {sent} SIGHUPs during its start: {status}");
         }

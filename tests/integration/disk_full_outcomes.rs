@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::EXAMPLE_ENV;
-use pushwerk_testkit::daemon::free_port;
+use pushwerk_testkit::daemon::announced_port;
 use pushwerk_testkit::microsoft::HttpReceiver;
 
 const TOKEN: &str = "disk-full-outcomes-token";
@@ -91,59 +91,63 @@ impl Drop for Served {
 /// Starts `pushwerk --store redb serve --grace 3s` on `root/pushes` and
 /// `root/data`, and waits until it is ready.
 async fn start(root: &Path, run: &str) -> Served {
-    for attempt in 0..3 {
-        let log = root.join(format!("serve-{run}-{attempt}.log"));
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
-        cmd.arg("--dir")
-            .arg(root.join("pushes"))
-            .arg("--data")
-            .arg(root.join("data"));
-        for name in EXAMPLE_ENV.iter().chain(&[
-            "PUSHWERK_DATA",
-            "PUSHWERK_LISTEN",
-            "PUSHWERK_SERVER",
-            "PUSHWERK_KEY",
-            "PUSHWERK_KEY_FILE",
-            "PUSHWERK_LOG",
-            "PUSHWERK_STORE",
-            "RUST_LOG",
-        ]) {
-            cmd.env_remove(name);
-        }
-        cmd.args(["--store", "redb", "serve", "--grace", "3s", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .env("PUSHWERK_INGEST_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
-        let mut served = Served {
-            child: Some(cmd.spawn().expect("pushwerk serve starts")),
-            port,
-            log,
-            http: pushwerk::net::http_client()
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("client"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = served.child.as_mut().expect("child").try_wait() {
-                served.child = None;
-                break;
-            }
-            if served.readyz().await.0 == 200 {
-                return served;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert!(
-            served.log_text().contains("cannot listen"),
-            "the daemon did not become ready:\n{}",
-            served.log_text()
-        );
+    let log = root.join(format!("serve-{run}.log"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushwerk"));
+    cmd.arg("--dir")
+        .arg(root.join("pushes"))
+        .arg("--data")
+        .arg(root.join("data"));
+    for name in EXAMPLE_ENV.iter().chain(&[
+        "PUSHWERK_DATA",
+        "PUSHWERK_LISTEN",
+        "PUSHWERK_SERVER",
+        "PUSHWERK_KEY",
+        "PUSHWERK_KEY_FILE",
+        "PUSHWERK_LOG",
+        "PUSHWERK_STORE",
+        "RUST_LOG",
+    ]) {
+        cmd.env_remove(name);
     }
-    panic!("no free port for the daemon after 3 tries");
+    // A port the system picks, learnt from the daemon's announcement: a
+    // port picked here first could be taken by another test meanwhile.
+    cmd.args(["--store", "redb", "serve", "--grace", "3s", "--listen"])
+        .arg("127.0.0.1:0")
+        .env("PUSHWERK_INGEST_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let mut served = Served {
+        child: Some(cmd.spawn().expect("pushwerk serve starts")),
+        port: 0,
+        log,
+        http: pushwerk::net::http_client()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let child = served.child.as_mut().expect("child");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the daemon exited ({status}) before it was ready:\n{}",
+                served.log_text()
+            );
+        }
+        if served.port == 0 {
+            let pid = child.id();
+            served.port = announced_port(&root.join("data"), pid, &served.log).unwrap_or(0);
+        }
+        if served.port != 0 && served.readyz().await.0 == 200 {
+            return served;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the daemon did not become ready within 15 s:\n{}",
+        served.log_text()
+    );
 }
 
 impl Served {
