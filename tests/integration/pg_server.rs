@@ -5,7 +5,7 @@
 //! given to that user. Needs Debian's `postgresql` package (`.ci/run`
 //! installs it); without it the test fails and says so.
 //!
-//! Shared by the library's unit tests (`src/store/postgres.rs`) and the
+//! Shared by the library's unit tests (`src/store/postgres/`) and the
 //! integration tests, so it uses nothing but std and tempfile.
 
 #![allow(dead_code)]
