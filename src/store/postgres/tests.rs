@@ -15,7 +15,8 @@ use super::test_node as node;
 /// server that is not there is a passing error, not a panic.
 #[test]
 fn keeps_the_store_contract_on_a_real_server() {
-    let server = pg_server::PgServer::start();
+    // Over TCP, as most deployments connect (the others use a socket).
+    let server = pg_server::PgServer::start_tcp();
     let s = node(&server, "a", DEFAULT_LEASE);
     crate::store::conformance::exercise(&s);
     assert!(s.health().is_ok());
