@@ -574,3 +574,42 @@ async fn nodes_ride_out_a_postgres_restart() {
     let got = wait_delivered(&rx, &accepted, Duration::from_secs(60)).await;
     assert!(got.len() >= 200, "{}", got.len());
 }
+
+/// A second `pushwerk serve` under the name of a running node exits with
+/// an error naming the node, and the running node goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_node_under_a_running_nodes_name_is_refused() {
+    let server = PgServer::start();
+    let rx = HttpReceiver::start().await;
+    let cluster = Cluster::new(&server, &[("hook.yaml", &http_push(&rx.url("/hook")))]);
+    let a = cluster.start("a").await;
+    let mut twin = cluster
+        .command("a")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PUSHWERK_INGEST_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = twin.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = twin.kill();
+            let _ = twin.wait();
+            panic!("the second `a` is still running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut twin.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("another pushwerk node named `a`"), "{err}");
+    assert_eq!(a.ready().await, Some(true), "the running node is untouched");
+    let (status, _) = a.post(&event("after-twin")).await.expect("a answers");
+    assert_eq!(status, 202);
+    wait_delivered(&rx, &["after-twin".to_owned()], Duration::from_secs(20)).await;
+}

@@ -175,3 +175,18 @@ fn jobs_finds_the_node_serving_its_data_directory() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no daemon is serving"), "{err}");
 }
+
+/// `serve --help` tells that `--store` takes `postgres` too, and what it
+/// needs.
+#[test]
+fn the_store_flags_help_names_postgres_and_its_url() {
+    let out = pushwerk_in(&root(), &["serve", "--help"], &[]);
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{help}");
+    let at = help.find("--store <STORE>").expect("a --store flag");
+    let paragraph = &help[at..];
+    let paragraph = &paragraph[..paragraph.find("\n      --").unwrap_or(paragraph.len())];
+    for needle in ["postgres", "--database-url", "PUSHWERK_DATABASE_URL"] {
+        assert!(paragraph.contains(needle), "{needle}: {paragraph}");
+    }
+}

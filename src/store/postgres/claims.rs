@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::PoisonError;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::connect::{backend, Inner};
 use super::kv::write_batch;
@@ -27,6 +27,71 @@ impl Inner {
         .await
         .map_err(backend)?;
         Ok(())
+    }
+
+    /// Takes this node's name at start (its first heartbeat). A heartbeat
+    /// row of that name younger than the lease belongs to a live node —
+    /// refused, as two processes under one name would take each other's
+    /// rows for their own — or to one that died a moment ago: so the row
+    /// is watched until the lease runs out; a heartbeat meanwhile means a
+    /// live holder (refused at once), none means the name is free.
+    pub(super) async fn take_name(&self) -> Result<(), StoreError> {
+        let lease = Duration::from_millis(self.lease_ms.max(0) as u64);
+        let deadline = Instant::now() + lease + HEARTBEAT * 2;
+        let mut first_seen: Option<String> = None;
+        loop {
+            let slot = self.conn().await?;
+            let c = slot.as_ref().expect("connected");
+            self.count(1);
+            let taken = c
+                .query_opt(
+                    "INSERT INTO pushwerk_nodes (node, seen) VALUES ($1, now())
+                     ON CONFLICT (node) DO UPDATE SET seen = now(), started = now()
+                     WHERE pushwerk_nodes.seen <= now() - $2::bigint * interval '1 millisecond'
+                     RETURNING 1",
+                    &[&self.node, &self.lease_ms],
+                )
+                .await
+                .map_err(backend)?;
+            if taken.is_some() {
+                return Ok(());
+            }
+            self.count(1);
+            let seen: Option<String> = c
+                .query_opt(
+                    "SELECT seen::text FROM pushwerk_nodes WHERE node = $1",
+                    &[&self.node],
+                )
+                .await
+                .map_err(backend)?
+                .map(|r| r.get(0));
+            drop(slot);
+            let held = || {
+                StoreError::Refused(format!(
+                    "another pushwerk node named `{}` is running on this database (its heartbeat is fresh): \
+                     stop it, or give this one another --node-name (PUSHWERK_NODE)",
+                    self.node
+                ))
+            };
+            match (&first_seen, seen) {
+                // Gone meanwhile (it stopped cleanly): take it now.
+                (_, None) => continue,
+                (None, Some(seen)) => {
+                    tracing::warn!(
+                        node = %self.node,
+                        "the node name has a fresh heartbeat: waiting up to {} s for its lease to run out (a process that died) — a live holder refuses this start",
+                        lease.as_secs()
+                    );
+                    first_seen = Some(seen);
+                }
+                (Some(first), Some(seen)) if *first != seen => return Err(held()),
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                return Err(held());
+            }
+            tokio::time::sleep(HEARTBEAT / 5).await;
+        }
     }
 
     /// Removes this node's heartbeat row: its rows are orphans at once.
@@ -50,16 +115,16 @@ impl PgStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(e) = &beat.1 {
-            return Err(StoreError::Unavailable(e.clone()));
+            return Err(self.inner.unreachable(StoreError::Unavailable(e.clone())));
         }
         // Late by more than a few beats (a server that hangs): not ready
         // well before the lease runs out and other nodes take over.
         let late = (HEARTBEAT * 5)
             .min(Duration::from_millis(self.inner.lease_ms as u64 / 2).max(HEARTBEAT * 2));
         if beat.0.elapsed() > late {
-            return Err(StoreError::Unavailable(
+            return Err(self.inner.unreachable(StoreError::Unavailable(
                 "PostgreSQL has not answered the heartbeat".into(),
-            ));
+            )));
         }
         Ok(())
     }

@@ -42,7 +42,9 @@ pub(super) struct Inner {
 }
 
 /// A driver error as the store's: a passing condition (the server is
-/// unreachable, starting or stopping) is [`StoreError::Unavailable`].
+/// unreachable, starting or stopping) is [`StoreError::Unavailable`]
+/// inside this module, told as [`StoreError::Unreachable`] with the URL
+/// when it leaves ([`PgStore::block`]).
 pub(super) fn backend(e: tokio_postgres::Error) -> StoreError {
     // A broken connection or a server that is starting or stopping is a
     // passing condition; anything else is an error of the store.
@@ -123,15 +125,10 @@ impl Inner {
             let (client, connection) = tokio::time::timeout(Duration::from_secs(5), connect)
                 .await
                 .map_err(|_| {
-                    StoreError::Unavailable(format!(
-                        "PostgreSQL at {} did not answer within 5 s",
-                        describe(&self.url)
-                    ))
+                    StoreError::Unavailable("PostgreSQL did not answer within 5 s".into())
                 })?
                 .map_err(|e| match backend(e) {
-                    StoreError::Unavailable(m) | StoreError::Backend(m) => {
-                        StoreError::Unavailable(format!("{m} ({})", describe(&self.url)))
-                    }
+                    StoreError::Backend(m) => StoreError::Unavailable(m),
                     other => other,
                 })?;
             tokio::spawn(async move {
@@ -145,6 +142,18 @@ impl Inner {
     /// Counts `n` statements sent (see [`PgStore::queries`]).
     pub(super) fn count(&self, n: u64) {
         self.queries.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A passing error as callers see it: the database (its URL, password
+    /// masked) is unreachable, not a disk that is full.
+    pub(super) fn unreachable(&self, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Unavailable(reason) => StoreError::Unreachable {
+                url: describe(&self.url),
+                reason,
+            },
+            other => other,
+        }
     }
 }
 
@@ -160,7 +169,8 @@ impl PgStore {
     }
 
     /// Connects, runs the migrations (under an advisory lock, so several
-    /// nodes may start at once) and starts the heartbeat.
+    /// nodes may start at once), takes the node's name (refused while
+    /// another live process holds it) and starts the heartbeat.
     pub fn connect(settings: &PgSettings) -> Result<PgStore, StoreError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -182,21 +192,26 @@ impl PgStore {
             beat: Mutex::new((Instant::now(), None)),
             queries: AtomicU64::new(0),
         });
-        let store = PgStore {
+        let mut store = PgStore {
             rt: Some(rt),
             inner,
         };
-        store
-            .block(|i| async move {
-                refused_at_start(&i.url).await?;
-                i.migrate().await?;
-                i.heartbeat().await
-            })
-            .map_err(|e| match e {
+        let opened = store.block(|i| async move {
+            refused_at_start(&i.url).await?;
+            i.migrate().await?;
+            i.take_name().await
+        });
+        if opened.is_err() {
+            // No goodbye: the name may be another live node's.
+            if let Some(rt) = store.rt.take() {
+                rt.shutdown_background();
+            }
+        }
+        opened.map_err(|e| match e {
                 // At start, a server that cannot be reached is the
                 // operator's to fix, not a write to try again.
-                StoreError::Unavailable(m) => StoreError::Refused(format!(
-                    "cannot reach the database: {m}; start PostgreSQL, or check --database-url (PUSHWERK_DATABASE_URL)"
+                StoreError::Unreachable { url, reason } => StoreError::Refused(format!(
+                    "cannot reach the database at {url}: {reason}; start PostgreSQL, or check --database-url (PUSHWERK_DATABASE_URL)"
                 )),
                 other => other,
             })?;
@@ -209,6 +224,7 @@ impl PgStore {
                 let mut beat = inner.beat.lock().unwrap_or_else(PoisonError::into_inner);
                 match result {
                     Ok(Ok(())) => *beat = (Instant::now(), None),
+                    Ok(Err(StoreError::Unavailable(reason))) => beat.1 = Some(reason),
                     Ok(Err(e)) => beat.1 = Some(e.to_string()),
                     Err(_) => beat.1 = Some("PostgreSQL did not answer the heartbeat".into()),
                 }
@@ -222,7 +238,8 @@ impl PgStore {
     }
 
     /// Runs `f` on the store's runtime and waits for it (from any thread,
-    /// inside another runtime too).
+    /// inside another runtime too); a passing error leaves as
+    /// [`StoreError::Unreachable`].
     fn block<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -235,7 +252,12 @@ impl PgStore {
             let _ = tx.send(fut.await);
         });
         rx.recv()
-            .map_err(|_| StoreError::Unavailable("the PostgreSQL runtime stopped".into()))?
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the PostgreSQL runtime stopped".into(),
+                ))
+            })
+            .map_err(|e| self.inner.unreachable(e))
     }
 
     /// Statements sent to the server since this store was opened.

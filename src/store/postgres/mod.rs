@@ -32,7 +32,7 @@
 //! threads), with a pool of [`POOL`] connections; a call from any thread
 //! hands its future to that runtime and waits for the answer on a channel.
 //! Connections that broke (the server restarted) are made again at the
-//! next call; until then calls fail with [`StoreError::Unavailable`] and
+//! next call; until then calls fail with [`StoreError::Unreachable`] and
 //! [`Store::health`] reports the reason (`/readyz` is not ready).
 //!
 //! TLS: not supported (`NoTls`): use a loopback or otherwise private

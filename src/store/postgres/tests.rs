@@ -218,3 +218,86 @@ fn passwords_are_masked_in_messages() {
     let d = describe("postgres://u:hunter2@127.0.0.1:5432/db");
     assert!(!d.contains("hunter2"), "{d}");
 }
+
+/// A database that went away is told as such — unreachable, naming the
+/// URL without its password — not as a full disk; reads and `/readyz`'s
+/// health say the same.
+#[test]
+fn an_outage_names_the_database_not_the_disk() {
+    let mut server = pg_server::PgServer::start();
+    let url = server
+        .url()
+        .replacen("postgres://postgres@", "postgres://postgres:hunter2@", 1);
+    // Trust authentication: the password is accepted and not checked.
+    let s = PgStore::connect(&PgSettings {
+        url,
+        node: "a".into(),
+        lease: DEFAULT_LEASE,
+    })
+    .unwrap();
+    s.put("t", b"k", b"v").unwrap();
+    server.stop();
+    let e = s.get("t", b"k").unwrap_err();
+    assert!(e.is_passing(), "{e:?}");
+    let message = e.to_string();
+    assert!(message.contains("unreachable"), "{message}");
+    assert!(message.contains("postgres:***@"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    assert!(!message.contains("disk"), "{message}");
+    let start = Instant::now();
+    let health = loop {
+        match s.health() {
+            Err(e) => break e.to_string(),
+            Ok(()) => {
+                assert!(start.elapsed() < Duration::from_secs(10), "still healthy");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    assert!(health.contains("unreachable"), "{health}");
+    assert!(
+        !health.contains("hunter2") && !health.contains("disk"),
+        "{health}"
+    );
+}
+
+/// A node name is one live process's: a second store under the name of a
+/// live node is refused (naming it) without disturbing the live one; the
+/// name of a node that stopped cleanly is free at once, and that of a node
+/// that died once its lease ran out.
+#[test]
+fn a_live_node_name_is_refused_and_a_dead_ones_is_taken_after_its_lease() {
+    let server = pg_server::PgServer::start();
+    let lease = Duration::from_millis(1500);
+    let a = node(&server, "a", lease);
+    a.put("q", b"j1", b"1").unwrap();
+    let start = Instant::now();
+    let twin = PgStore::connect(&PgSettings {
+        url: server.url(),
+        node: "a".into(),
+        lease,
+    });
+    match twin {
+        Err(StoreError::Refused(m)) => assert!(m.contains("named `a`"), "{m}"),
+        other => panic!("a second `a` was not refused: {other:?}"),
+    }
+    assert!(start.elapsed() < lease, "refused on the live heartbeat");
+    // The live node still holds its name and its rows.
+    assert!(a.health().is_ok());
+    let b = node(&server, "b", lease);
+    assert!(b.claim_orphans("q", b"j", b"k", 10).unwrap().is_empty());
+    // Stopped cleanly: the name is free at once.
+    drop(a);
+    let start = Instant::now();
+    let a = node(&server, "a", lease);
+    assert!(start.elapsed() < lease, "no wait after a clean stop");
+    // Died: the restarted node waits out the lease, then runs.
+    a.crash();
+    let start = Instant::now();
+    let a = node(&server, "a", lease);
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "not before the lease"
+    );
+    assert!(a.health().is_ok());
+}
