@@ -14,14 +14,30 @@ use tokio_postgres::{Client, NoTls};
 use super::{settings, PgSettings, PgStore, HEARTBEAT, POOL};
 use crate::store::StoreError;
 
-/// A connection string with its password masked, for messages.
+/// A connection string with its password masked (in the user part or as
+/// a `password=` parameter), for messages; a key=value string is not shown.
 pub(super) fn describe(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query_pairs().any(|(k, _)| k == "password") {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k == "password" {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
-        Ok(u) => u.to_string(),
         Err(_) => "the database".into(),
     }
 }

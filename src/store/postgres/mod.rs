@@ -70,7 +70,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// How a process connects: set once by the command line
 /// (`--database-url`, `--node-name`) before the store is opened.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgSettings {
     /// `postgres://user@host:port/db` or a key=value connection string.
     pub url: String,
@@ -78,6 +78,17 @@ pub struct PgSettings {
     pub node: String,
     /// See [`DEFAULT_LEASE`].
     pub lease: Duration,
+}
+
+/// Shown with the URL's password masked: settings may end up in a log.
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &connect::describe(&self.url))
+            .field("node", &self.node)
+            .field("lease", &self.lease)
+            .finish()
+    }
 }
 
 static SETTINGS: OnceLock<PgSettings> = OnceLock::new();

@@ -217,6 +217,19 @@ fn a_batch_keeps_the_last_operation_per_key() {
 fn passwords_are_masked_in_messages() {
     let d = describe("postgres://u:hunter2@127.0.0.1:5432/db");
     assert!(!d.contains("hunter2"), "{d}");
+    assert!(d.contains("u:***@127.0.0.1:5432/db"), "{d}");
+    let d = describe("postgres://u@db.example/db?sslmode=disable&password=hunter2");
+    assert!(!d.contains("hunter2"), "{d}");
+    assert!(d.contains("sslmode=disable"), "{d}");
+    let d = describe("host=/run/postgresql user=u password=hunter2");
+    assert!(!d.contains("hunter2"), "{d}");
+    let settings = PgSettings {
+        url: "postgres://u:hunter2@127.0.0.1:5432/db".into(),
+        node: "a".into(),
+        lease: DEFAULT_LEASE,
+    };
+    let d = format!("{settings:?}");
+    assert!(!d.contains("hunter2") && d.contains("u:***@"), "{d}");
 }
 
 /// A database that went away is told as such — unreachable, naming the
