@@ -260,8 +260,10 @@ async fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
     for nodes in 1..=max_nodes {
-        let pg =
-            pg_server::PgServer::start_with(&["-c", "shared_preload_libraries=pg_stat_statements"]);
+        let pg = pg_server::PgServer::start_tcp_with(&[
+            "-c",
+            "shared_preload_libraries=pg_stat_statements",
+        ]);
         pg.psql("CREATE EXTENSION pg_stat_statements");
         runs.push(
             run(

@@ -23,8 +23,10 @@ pub struct Cli {
     /// The data directory (token state; created 0700).
     #[arg(long, global = true, env = "PUSHWERK_DATA", default_value = "data")]
     pub data: PathBuf,
-    /// The store in the data directory: `auto` (what it holds; redb for a
-    /// new one), `sled` or `redb`. See BENCHMARKS.md for how they compare.
+    /// The store: in the data directory `auto` (what it holds; redb for a
+    /// new one), `sled` or `redb`; or `postgres`, a PostgreSQL database
+    /// several nodes share, which needs --database-url (or
+    /// PUSHWERK_DATABASE_URL). See BENCHMARKS.md for how they compare.
     #[arg(long, global = true, env = "PUSHWERK_STORE", default_value = "auto", value_parser = parse_store)]
     pub store: StoreChoice,
     /// With `--store postgres`: the database several nodes share
@@ -39,7 +41,9 @@ pub struct Cli {
     /// With `--store postgres`, for `serve`: this node's name, unique among
     /// the nodes (default: host name and process id). A node restarted
     /// under the same name takes its queued jobs back at once; others wait
-    /// for its lease. Other commands always use the default.
+    /// for its lease. A second process under the name of a running node
+    /// is refused; after a crash the restarted node first waits out the
+    /// old lease (10 s). Other commands always use the default.
     #[arg(long, global = true, env = "PUSHWERK_NODE")]
     pub node_name: Option<String>,
     /// The key file that encrypts token state (generated 0600 if missing).

@@ -118,9 +118,7 @@ fn store_unavailable(reason: impl std::fmt::Display) -> Response {
 /// (it says so), else 500.
 fn read_failed(e: crate::delivery::QueueError) -> Response {
     match e {
-        crate::delivery::QueueError::Store(e @ crate::store::StoreError::Unavailable(_)) => {
-            store_unavailable(e)
-        }
+        crate::delivery::QueueError::Store(e) if e.is_passing() => store_unavailable(e),
         e => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -31,6 +31,17 @@ pub enum StoreError {
     /// request may be repeated later; nothing is damaged.
     #[error("the store cannot write now (disk full?): {0}")]
     Unavailable(String),
+    /// The database server (PostgreSQL) cannot be reached now, or failed
+    /// the query for a passing reason (restarting, too many connections):
+    /// the request may be repeated later, as for [`StoreError::Unavailable`],
+    /// but the cause is the server, not a disk.
+    #[error("the database is unreachable or the query failed ({url}): {reason}")]
+    Unreachable {
+        /// The database URL with its password masked (never the password).
+        url: String,
+        /// What the driver said.
+        reason: String,
+    },
     /// The store was not opened, for a reason its caller gives (a token
     /// key that cannot be used on this store, a migration that cannot
     /// start): the message says what to do.
@@ -44,6 +55,17 @@ pub enum StoreError {
         /// Highest version this build reads.
         supported: u32,
     },
+}
+
+impl StoreError {
+    /// Whether the operation may succeed if repeated later (a full disk, a
+    /// database that is down): callers answer 503 or retry, not fail.
+    pub fn is_passing(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Unreachable { .. }
+        )
+    }
 }
 
 /// The outcome of a failed compare-and-swap: someone else wrote first.

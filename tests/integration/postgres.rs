@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::pg_server::PgServer;
 use crate::util::EXAMPLE_ENV;
+use pushwerk_testkit::daemon::announced_port;
 use pushwerk_testkit::identity::{IdentityMock, MockConfig};
 use pushwerk_testkit::microsoft::{GraphMock, HttpReceiver};
 
@@ -41,14 +42,6 @@ impl Drop for Node {
             let _ = child.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Cluster {
@@ -108,36 +101,53 @@ impl Cluster {
         );
     }
 
+    /// `pushwerk serve` as `node`, on a port the system picks (learnt
+    /// from the node's own announcement, checked against its pid: a port
+    /// picked here and bound later could be taken by another test's
+    /// server in between), ready.
     async fn start(&self, node: &str) -> Node {
-        for attempt in 0..3 {
-            let port = free_port();
-            let log = self.tmp.path().join(format!("{node}-{attempt}.log"));
-            let child = self
-                .command(node)
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .args(["--grace", "2s", "--log", "info"])
-                .env("PUSHWERK_INGEST_TOKEN", TOKEN)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            let mut n = Node {
-                child: Some(child),
-                base: format!("http://127.0.0.1:{port}"),
-                log,
-                http: pushwerk::net::http_client().build().unwrap(),
-            };
-            if n.wait_ready(Duration::from_secs(20)).await {
-                return n;
+        let log = self.tmp.path().join(format!("{node}.log"));
+        let data = self.tmp.path().join(format!("data-{node}"));
+        let child = self
+            .command(node)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--grace", "2s", "--log", "info"])
+            .env("PUSHWERK_INGEST_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut n = Node {
+            child: Some(child),
+            base: String::new(),
+            log,
+            http: pushwerk::net::http_client().build().unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Some(port) = announced_port(&data, pid, &n.log) {
+                break port;
+            }
+            if let Some(status) = n.child.as_mut().expect("running").try_wait().unwrap() {
+                n.child = None;
+                panic!("node {node} exited ({status}):\n{}", n.log_text());
             }
             assert!(
-                n.log_text().contains("cannot listen"),
-                "node {node} did not start:\n{}",
+                Instant::now() < deadline,
+                "node {node} did not announce its port within 20 s:\n{}",
                 n.log_text()
             );
-        }
-        panic!("no free port for node {node}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        n.base = format!("http://127.0.0.1:{port}");
+        assert!(
+            n.wait_ready(Duration::from_secs(20)).await,
+            "node {node} exited before it was ready:\n{}",
+            n.log_text()
+        );
+        n
     }
 }
 
@@ -466,7 +476,8 @@ async fn cron_fires_once_per_tick_across_three_nodes() {
 /// once (the other answer counts it a duplicate) and delivered once.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_event_id_posted_to_two_nodes_at_once_is_delivered_once() {
-    let server = PgServer::start();
+    // Over TCP, as most deployments connect (the others use a socket).
+    let server = PgServer::start_tcp();
     let rx = HttpReceiver::start().await;
     let cluster = Cluster::new(&server, &[("hook.yaml", &http_push(&rx.url("/hook")))]);
     let a = cluster.start("a").await;
@@ -562,4 +573,43 @@ async fn nodes_ride_out_a_postgres_restart() {
     }
     let got = wait_delivered(&rx, &accepted, Duration::from_secs(60)).await;
     assert!(got.len() >= 200, "{}", got.len());
+}
+
+/// A second `pushwerk serve` under the name of a running node exits with
+/// an error naming the node, and the running node goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_node_under_a_running_nodes_name_is_refused() {
+    let server = PgServer::start();
+    let rx = HttpReceiver::start().await;
+    let cluster = Cluster::new(&server, &[("hook.yaml", &http_push(&rx.url("/hook")))]);
+    let a = cluster.start("a").await;
+    let mut twin = cluster
+        .command("a")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PUSHWERK_INGEST_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = twin.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = twin.kill();
+            let _ = twin.wait();
+            panic!("the second `a` is still running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut twin.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("another pushwerk node named `a`"), "{err}");
+    assert_eq!(a.ready().await, Some(true), "the running node is untouched");
+    let (status, _) = a.post(&event("after-twin")).await.expect("a answers");
+    assert_eq!(status, 202);
+    wait_delivered(&rx, &["after-twin".to_owned()], Duration::from_secs(20)).await;
 }

@@ -34,7 +34,7 @@ fn status_with(url: &str) -> (bool, String) {
 
 #[test]
 fn a_refused_login_or_missing_database_names_what_to_fix() {
-    let server = PgServer::start();
+    let server = PgServer::start_tcp();
     let port = server.port();
 
     let (ok, err) = status_with(&format!("postgres://nosuchrole@127.0.0.1:{port}/postgres"));
@@ -87,18 +87,16 @@ fn jobs_finds_the_node_serving_its_data_directory() {
     let url = server.url();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("node-a");
-    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listen.local_addr().unwrap().to_string();
-    drop(listen);
+    let log = tmp.path().join("node-a.log");
     let mut cmd = crate::util::pushwerk_command();
     cmd.current_dir(root())
         .arg("--data")
         .arg(&data)
         .args(["--store", "postgres", "--database-url", &url])
-        .args(["serve", "--node-name", "a", "--listen", &addr])
+        .args(["serve", "--node-name", "a", "--listen", "127.0.0.1:0"])
         .env("PUSHWERK_KEY", KEY)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(std::fs::File::create(&log).unwrap());
     for name in crate::util::EXAMPLE_ENV {
         cmd.env_remove(name);
     }
@@ -109,7 +107,8 @@ fn jobs_finds_the_node_serving_its_data_directory() {
     ] {
         cmd.env_remove(name);
     }
-    let _node = Serving(cmd.spawn().unwrap());
+    let node = Serving(cmd.spawn().unwrap());
+    let data_dir = data.clone();
     let data = data.to_str().unwrap().to_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let last = loop {
@@ -138,6 +137,10 @@ fn jobs_finds_the_node_serving_its_data_directory() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
     assert!(last.0, "jobs against the serving node: {}", last.1);
+    // Where the node listens (it bound a port the system picked).
+    let port = pushwerk_testkit::daemon::announced_port(&data_dir, node.0.id(), &log)
+        .expect("the serving node announced its port");
+    let addr = format!("127.0.0.1:{port}");
 
     // A stale announcement whose live pid is another program (this test)
     // gets no token: nothing answers for that directory.
@@ -171,4 +174,19 @@ fn jobs_finds_the_node_serving_its_data_directory() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no daemon is serving"), "{err}");
+}
+
+/// `serve --help` tells that `--store` takes `postgres` too, and what it
+/// needs.
+#[test]
+fn the_store_flags_help_names_postgres_and_its_url() {
+    let out = pushwerk_in(&root(), &["serve", "--help"], &[]);
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{help}");
+    let at = help.find("--store <STORE>").expect("a --store flag");
+    let paragraph = &help[at..];
+    let paragraph = &paragraph[..paragraph.find("\n      --").unwrap_or(paragraph.len())];
+    for needle in ["postgres", "--database-url", "PUSHWERK_DATABASE_URL"] {
+        assert!(paragraph.contains(needle), "{needle}: {paragraph}");
+    }
 }

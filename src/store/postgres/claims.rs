@@ -1,0 +1,246 @@
+//! What makes several nodes on one database safe: each node's heartbeat
+//! row in `pushwerk_nodes` (and its goodbye), the leases on the rows of
+//! `pushwerk_kv` that follow from it (a dead node's rows taken over with
+//! `FOR UPDATE SKIP LOCKED`), and unique claims of event ids inserted in
+//! the same transaction as their jobs.
+
+use std::collections::HashSet;
+use std::sync::PoisonError;
+use std::time::{Duration, Instant};
+
+use super::connect::{backend, Inner};
+use super::kv::write_batch;
+use super::{PgStore, HEARTBEAT};
+use crate::store::{ClaimedBatch, Entries, StoreError};
+
+impl Inner {
+    /// Tells the database that this node is alive (its rows stay its own).
+    pub(super) async fn heartbeat(&self) -> Result<(), StoreError> {
+        let slot = self.conn().await?;
+        let c = slot.as_ref().expect("connected");
+        self.count(1);
+        c.execute(
+            "INSERT INTO pushwerk_nodes (node, seen) VALUES ($1, now())
+             ON CONFLICT (node) DO UPDATE SET seen = now()",
+            &[&self.node],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Takes this node's name at start (its first heartbeat). A heartbeat
+    /// row of that name younger than the lease belongs to a live node —
+    /// refused, as two processes under one name would take each other's
+    /// rows for their own — or to one that died a moment ago: so the row
+    /// is watched until the lease runs out; a heartbeat meanwhile means a
+    /// live holder (refused at once), none means the name is free.
+    pub(super) async fn take_name(&self) -> Result<(), StoreError> {
+        let lease = Duration::from_millis(self.lease_ms.max(0) as u64);
+        let deadline = Instant::now() + lease + HEARTBEAT * 2;
+        let mut first_seen: Option<String> = None;
+        loop {
+            let slot = self.conn().await?;
+            let c = slot.as_ref().expect("connected");
+            self.count(1);
+            let taken = c
+                .query_opt(
+                    "INSERT INTO pushwerk_nodes (node, seen) VALUES ($1, now())
+                     ON CONFLICT (node) DO UPDATE SET seen = now(), started = now()
+                     WHERE pushwerk_nodes.seen <= now() - $2::bigint * interval '1 millisecond'
+                     RETURNING 1",
+                    &[&self.node, &self.lease_ms],
+                )
+                .await
+                .map_err(backend)?;
+            if taken.is_some() {
+                return Ok(());
+            }
+            self.count(1);
+            let seen: Option<String> = c
+                .query_opt(
+                    "SELECT seen::text FROM pushwerk_nodes WHERE node = $1",
+                    &[&self.node],
+                )
+                .await
+                .map_err(backend)?
+                .map(|r| r.get(0));
+            drop(slot);
+            let held = || {
+                StoreError::Refused(format!(
+                    "another pushwerk node named `{}` is running on this database (its heartbeat is fresh): \
+                     stop it, or give this one another --node-name (PUSHWERK_NODE)",
+                    self.node
+                ))
+            };
+            match (&first_seen, seen) {
+                // Gone meanwhile (it stopped cleanly): take it now.
+                (_, None) => continue,
+                (None, Some(seen)) => {
+                    tracing::warn!(
+                        node = %self.node,
+                        "the node name has a fresh heartbeat: waiting up to {} s for its lease to run out (a process that died) — a live holder refuses this start",
+                        lease.as_secs()
+                    );
+                    first_seen = Some(seen);
+                }
+                (Some(first), Some(seen)) if *first != seen => return Err(held()),
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                return Err(held());
+            }
+            tokio::time::sleep(HEARTBEAT / 5).await;
+        }
+    }
+
+    /// Removes this node's heartbeat row: its rows are orphans at once.
+    pub(super) async fn goodbye(&self) -> Result<(), StoreError> {
+        let slot = self.conn().await?;
+        let c = slot.as_ref().expect("connected");
+        c.execute("DELETE FROM pushwerk_nodes WHERE node = $1", &[&self.node])
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+impl PgStore {
+    /// [`Store::health`](crate::store::Store::health): the heartbeat's
+    /// last error, or a heartbeat that is late.
+    pub(super) fn beat_health(&self) -> Result<(), StoreError> {
+        let beat = self
+            .inner
+            .beat
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = &beat.1 {
+            return Err(self.inner.unreachable(StoreError::Unavailable(e.clone())));
+        }
+        // Late by more than a few beats (a server that hangs): not ready
+        // well before the lease runs out and other nodes take over.
+        let late = (HEARTBEAT * 5)
+            .min(Duration::from_millis(self.inner.lease_ms as u64 / 2).max(HEARTBEAT * 2));
+        if beat.0.elapsed() > late {
+            return Err(self.inner.unreachable(StoreError::Unavailable(
+                "PostgreSQL has not answered the heartbeat".into(),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Rows of `[start, end)` whose holder's heartbeat is stale (or that
+    /// have none), locked with `SKIP LOCKED` and leased to this node, and
+    /// with `mine`, the rows this node holds already (read, not locked: no
+    /// write for them); in key order, at most `limit`.
+    pub(super) fn claim_rows(
+        &self,
+        tree: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        mine: bool,
+    ) -> Result<Entries, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (tree, start, end) = (tree.to_owned(), start.to_vec(), end.to_vec());
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.with_conn(move |c, i| {
+            Box::pin(async move {
+                i.count(1);
+                let rows = c
+                    .query(
+                        "WITH c AS (
+                             SELECT key, value FROM pushwerk_kv k
+                             WHERE tree = $1 AND key >= $2 AND key < $3
+                               AND lease_node IS DISTINCT FROM $4
+                               AND NOT EXISTS (
+                                   SELECT 1 FROM pushwerk_nodes n WHERE n.node = k.lease_node
+                                   AND n.seen > now() - $6::bigint * interval '1 millisecond')
+                             ORDER BY key LIMIT $5 FOR UPDATE SKIP LOCKED),
+                         u AS (
+                             UPDATE pushwerk_kv k SET lease_node = $4 FROM c
+                             WHERE k.tree = $1 AND k.key = c.key),
+                         m AS (
+                             SELECT key, value FROM pushwerk_kv
+                             WHERE $7 AND tree = $1 AND key >= $2 AND key < $3 AND lease_node = $4
+                             ORDER BY key LIMIT $5)
+                         SELECT key, value FROM c UNION ALL SELECT key, value FROM m
+                         ORDER BY key LIMIT $5",
+                        &[&tree, &start, &end, &i.node, &limit, &i.lease_ms, &mine],
+                    )
+                    .await
+                    .map_err(backend)?;
+                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+            })
+        })
+    }
+
+    /// [`Store::apply_claimed`](crate::store::Store::apply_claimed): each
+    /// claim key inserted if new, and the ops of the claims won, in one
+    /// transaction.
+    pub(super) fn write_claimed(
+        &self,
+        tree: &str,
+        items: Vec<ClaimedBatch>,
+    ) -> Result<Vec<bool>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tree = tree.to_owned();
+        self.with_conn(move |c, i| {
+            Box::pin(async move {
+                let tx = c.transaction().await.map_err(backend)?;
+                // Claims in key order, so that two nodes inserting the same
+                // ids wait for each other instead of deadlocking.
+                let mut order: Vec<usize> = (0..items.len()).collect();
+                order.sort_by(|a, b| items[*a].claim.0.cmp(&items[*b].claim.0));
+                let keys: Vec<&Vec<u8>> = order.iter().map(|&n| &items[n].claim.0).collect();
+                let values: Vec<&Vec<u8>> = order.iter().map(|&n| &items[n].claim.1).collect();
+                i.count(1);
+                let rows = tx
+                    .query(
+                        "INSERT INTO pushwerk_kv (tree, key, value, lease_node)
+                         SELECT $1, k, v, $4 FROM unnest($2::bytea[], $3::bytea[])
+                             WITH ORDINALITY AS t(k, v, n) ORDER BY n
+                         ON CONFLICT DO NOTHING RETURNING key",
+                        &[&tree, &keys, &values, &i.node],
+                    )
+                    .await
+                    .map_err(backend)?;
+                let won: HashSet<Vec<u8>> = rows.into_iter().map(|r| r.get(0)).collect();
+                let mut applied = Vec::with_capacity(items.len());
+                let mut ops = Vec::new();
+                for item in items {
+                    let ok = won.contains(&item.claim.0);
+                    if ok {
+                        ops.extend(item.ops);
+                    }
+                    applied.push(ok);
+                }
+                write_batch(i, &tx, &tree, ops).await?;
+                i.count(2);
+                tx.commit().await.map_err(backend)?;
+                Ok(applied)
+            })
+        })
+    }
+
+    /// Gives up every row this process holds, so that the first live node
+    /// takes them (a migration's copy).
+    pub fn release_rows(&self) -> Result<(), StoreError> {
+        self.with_conn(|c, i| {
+            Box::pin(async move {
+                i.count(1);
+                c.execute(
+                    "UPDATE pushwerk_kv SET lease_node = NULL WHERE lease_node = $1",
+                    &[&i.node],
+                )
+                .await
+                .map_err(backend)?;
+                Ok(())
+            })
+        })
+    }
+}
