@@ -5,10 +5,12 @@
 //! these endpoints change token state and queues only.
 //!
 //! Auth (see [`super::auth`]): the account endpoints and `/oauth/{name}/start`
-//! need the admin token; `/oauth/callback` is a browser redirect and is
-//! authenticated by its `state` alone (random, single use, ten minutes,
-//! bound in memory to the PKCE verifier of the sign-in that made it); the
-//! rest take the ingest token too. Answers never hold a token.
+//! need the admin token; `/oauth/begin` (the sign-in's single-use link)
+//! and `/oauth/callback` are browser navigations: the callback is honoured
+//! for its `state` (random, single use, ten minutes, bound in memory to the
+//! PKCE verifier of the sign-in that made it) only in the browser that
+//! opened the begin link (a cookie, see [`binding`]); the rest take the
+//! ingest token too. Answers never hold a token.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +30,7 @@ use crate::oauth::login::LoginRequest;
 use crate::oauth::OAuthError;
 
 mod accounts;
+mod binding;
 mod events;
 mod login;
 mod mask;
@@ -39,7 +42,7 @@ pub use mask::LITERAL_SECRET;
 
 use accounts::{account, accounts, put_tokens, refresh};
 use events::{event_history, hook, send_now};
-use login::{login_callback, login_start};
+use login::{login_begin, login_callback, login_start};
 use preview::preview;
 
 /// How long a browser sign-in may take from `start` to `callback`
@@ -124,6 +127,11 @@ struct Pending {
     login: LoginRequest,
     started: Instant,
     requeue: bool,
+    /// SHA-256 of the id of the sign-in's begin link (single use).
+    begin: [u8; 32],
+    /// SHA-256 of the cookie value given to the browser that opened the
+    /// begin link; `None` until one did. The callback needs the cookie.
+    bound: Option<[u8; 32]>,
 }
 
 /// The control plane's state (a request extension).
@@ -202,6 +210,7 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route("/v1/accounts/{name}/tokens", put(put_tokens))
         .route("/v1/accounts/{name}/refresh", post(refresh))
         .route("/oauth/{name}/start", get(login_start))
+        .route("/oauth/begin", get(login_begin))
         .route("/oauth/callback", get(login_callback))
         .route("/v1/events/{id}", get(event_history))
         .route("/v1/pushes/{name}/preview", post(preview))
