@@ -1,12 +1,14 @@
-//! Limits of the control plane, closed, through the real binary:
+//! Two limits of the control plane, closed, through the real binary:
 //!
 //! - A browser sign-in through the daemon completes only in the browser
 //!   that opened its begin link (a cookie bound to the sign-in): a callback
 //!   URL alone, or with another sign-in's cookie, is refused, stores
 //!   nothing and leaves the sign-in waiting for its own browser (login CSRF
 //!   and account injection, RFC 6749 §10.12, RFC 9700 §4.7).
+//! - `/metrics` (push and account names, counts) needs the metrics token or
+//!   the admin token, unless `--metrics-public` says otherwise.
 
-use pushwerk_testkit::daemon::{http_client, Served, World};
+use pushwerk_testkit::daemon::{http_client, metric, Served, World};
 use pushwerk_testkit::identity::{IdentityMock, MockConfig};
 
 const INGEST: &str = "harden-test-ingest-token-0123";
@@ -264,4 +266,117 @@ async fn the_sign_in_cookie_is_secure_behind_https() {
             .ends_with("; Path=/base/oauth/callback; Max-Age=600; HttpOnly; SameSite=Lax; Secure"),
         "{set_cookie}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// /metrics
+
+/// `GET /metrics` with `token` (if any): status and body.
+async fn scrape(served: &Served, token: Option<&str>) -> (u16, String) {
+    let mut r = served.http().get(served.url("/metrics"));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.expect("an answer");
+    let status = r.status().as_u16();
+    if status == 401 {
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Bearer realm=\"pushwerk metrics\""
+        );
+    }
+    (status, r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_need_the_metrics_or_the_admin_token_by_default() {
+    let world = world(&[]);
+    let served = start(&world, &[]).await;
+    let file = world.data().join("metrics-token");
+    let token = std::fs::read_to_string(&file)
+        .expect("a metrics token generated into DATA/metrics-token")
+        .trim()
+        .to_owned();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    for refused in [None, Some("wrong-token-0123456789"), Some(INGEST)] {
+        let (status, body) = scrape(&served, refused).await;
+        assert_eq!(status, 401, "{refused:?}: {body}");
+        assert!(!body.contains("pushwerk_"), "{body}");
+    }
+    let (status, body) = scrape(&served, Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        metric(&body, "pushwerk_events_accepted_total").is_some(),
+        "{body}"
+    );
+    let (status, _) = scrape(&served, Some(ADMIN)).await;
+    assert_eq!(status, 200);
+    // The metrics token opens nothing else.
+    let r = served
+        .http()
+        .get(served.url("/v1/pushes"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(!served.log_text().contains(&token));
+    // The kit scrapes with the generated token.
+    assert_eq!(served.metric("pushwerk_events_accepted_total").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_given_metrics_token_is_used_and_not_written() {
+    let world = world(&[]);
+    let given = "a-scraper-token-of-my-own-42";
+    let served = world
+        .serve()
+        .token(INGEST)
+        .env("PUSHWERK_METRICS_TOKEN", given)
+        .start()
+        .await;
+    assert!(!world.data().join("metrics-token").exists());
+    assert_eq!(scrape(&served, Some(given)).await.0, 200);
+    assert_eq!(scrape(&served, None).await.0, 401);
+    assert!(!served.log_text().contains(given));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_public_serves_them_without_a_token() {
+    let world = world(&[]);
+    let served = start(&world, &["--metrics-public"]).await;
+    assert!(!world.data().join("metrics-token").exists());
+    let (status, body) = scrape(&served, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("pushwerk_events_accepted_total"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unusable_metrics_settings_stop_the_start_with_a_reason() {
+    let world = world(&[]);
+    for (args, says) in [
+        (
+            vec![
+                "--metrics-public",
+                "--metrics-token",
+                "a-scraper-token-of-my-own-42",
+            ],
+            "leave one out",
+        ),
+        (vec!["--metrics-token", INGEST], "is the ingest token"),
+        (vec!["--metrics-token", "short"], "5 characters long"),
+    ] {
+        let mut full = vec!["serve", "--listen", "127.0.0.1:0"];
+        full.extend(args.iter().copied());
+        let out = world
+            .pushwerk(&full, &[("PUSHWERK_INGEST_TOKEN", INGEST)])
+            .await;
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(text.contains(says), "{args:?}: {text}");
+    }
 }

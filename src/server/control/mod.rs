@@ -75,6 +75,17 @@ pub enum ControlError {
     /// The admin token is short enough to be guessed over the network.
     #[error("the admin token is {0} characters long: give one of at least {MIN_ADMIN_TOKEN} (e.g. `pushwerk oauth keygen`), or leave --admin-token / PUSHWERK_ADMIN_TOKEN unset to have one generated into DATA/admin-token")]
     WeakAdminToken(usize),
+    /// The metrics token is the ingest token: every event sender could
+    /// read the metrics, and every scraper could send events.
+    #[error("the metrics token is the ingest token: every scraper could send events; give the metrics token a value of its own (or leave --metrics-token / PUSHWERK_METRICS_TOKEN unset to have one generated into DATA/metrics-token)")]
+    SameMetricsToken,
+    /// The metrics token is short enough to be guessed over the network.
+    #[error("the metrics token is {0} characters long: give one of at least {MIN_ADMIN_TOKEN} (e.g. `pushwerk oauth keygen`), or leave --metrics-token / PUSHWERK_METRICS_TOKEN unset to have one generated into DATA/metrics-token")]
+    WeakMetricsToken(usize),
+    /// A metrics token and `--metrics-public` both given: one says a token
+    /// is needed, the other that none is.
+    #[error("--metrics-public serves /metrics without a token, and a metrics token is given (--metrics-token / PUSHWERK_METRICS_TOKEN): leave one out")]
+    PublicMetricsWithToken,
 }
 
 /// Characters an admin token given by hand has at least (a generated one
@@ -89,6 +100,11 @@ pub struct ControlOptions {
     /// The daemon's address as browsers reach it (behind a proxy):
     /// the redirect URI is `{public_url}/oauth/callback`.
     pub public_url: Option<String>,
+    /// The token `/metrics` takes besides the admin token (`None`: the
+    /// admin token only).
+    pub metrics_token: Option<String>,
+    /// `/metrics` without a token (`--metrics-public`).
+    pub metrics_public: bool,
 }
 
 /// The redirect URI of browser sign-ins: `{public_url}/oauth/callback`, or
@@ -170,8 +186,22 @@ impl Control {
                 return Err(ControlError::WeakAdminToken(length));
             }
         }
+        if let Some(metrics) = options.metrics_token.as_deref() {
+            if options.metrics_public {
+                return Err(ControlError::PublicMetricsWithToken);
+            }
+            if metrics.trim() == ingest_token.trim() {
+                return Err(ControlError::SameMetricsToken);
+            }
+            let length = metrics.trim().chars().count();
+            if length < MIN_ADMIN_TOKEN {
+                return Err(ControlError::WeakMetricsToken(length));
+            }
+        }
+        let metrics_token = options.metrics_token.as_deref().map(str::trim);
         Ok(Control {
-            auth: Auth::new(ingest_token, options.admin_token.as_deref()),
+            auth: Auth::new(ingest_token, options.admin_token.as_deref())
+                .with_metrics(metrics_token, options.metrics_public),
             redirect_uri: redirect_uri(listen, options.public_url.as_deref())?,
             logins: Mutex::new(HashMap::new()),
             client: crate::oauth::client::TokenClient::new(Duration::from_secs(30)),
