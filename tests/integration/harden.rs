@@ -380,3 +380,45 @@ async fn unusable_metrics_settings_stop_the_start_with_a_reason() {
         assert!(text.contains(says), "{args:?}: {text}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// HTML bodies: parameters inside <style> and <script>
+
+/// `check` warns about a parameter inside a `<style>` or `<script>` element
+/// of an HTML body (HTML escaping does not protect CSS or script), names
+/// the element and the parameter, and still passes the folder; fixed CSS
+/// beside a parameter in the text is not reported.
+#[test]
+fn check_warns_about_parameters_inside_style_and_script_elements() {
+    let push = |html: &str| {
+        format!(
+            "name: page\non: call.ended\ngraph_mail:\n  account: ms_mail\n  to: [sales@example.com]\n  subject: s\n  html: '{}'\n",
+            html.replace('\'', "''")
+        )
+    };
+    let account = "kind: oauth_account\nname: ms_mail\ntoken_url: https://login.microsoftonline.com/common/oauth2/v2.0/token\nclient_id: c\nscope: https://graph.microsoft.com/Mail.Send\n";
+    let check = |html: &str| {
+        let dir = crate::util::folder(&[
+            ("pushes/page.yaml", &push(html)),
+            ("pushes/accounts.yaml", account),
+        ]);
+        let out = crate::util::pushwerk_in(dir.path(), &["check"], &[]);
+        let text = crate::util::stdout(&out) + &crate::util::stderr(&out);
+        assert!(out.status.success(), "{html}: {text}");
+        text
+    };
+    let text = check("<style>p { color: << event.color >>; }</style><p>hi</p>");
+    assert_eq!(text.matches("warning:").count(), 1, "{text}");
+    assert!(
+        text.contains("a parameter inside a `<style>` element (`<< event.color >>`)"),
+        "{text}"
+    );
+    let text = check("<p>hi</p><SCRIPT>track(<< event.id >>)</SCRIPT>");
+    assert_eq!(text.matches("warning:").count(), 1, "{text}");
+    assert!(
+        text.contains("a parameter inside a `<script>` element (`<< event.id >>`)"),
+        "{text}"
+    );
+    let text = check("<style>p { color: red }</style><p><< event.text >></p>");
+    assert!(!text.contains("warning:"), "{text}");
+}
