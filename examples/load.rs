@@ -482,7 +482,7 @@ async fn metrics_lines(
 ) -> Vec<String> {
     let Ok(r) = client
         .get(daemon.url("/metrics"))
-        .bearer_auth(INGEST_TOKEN)
+        .bearer_auth(daemon.metrics_token().unwrap_or_default())
         .send()
         .await
     else {

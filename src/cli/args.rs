@@ -125,6 +125,14 @@ pub enum Command {
         /// generated into DATA/admin-token); also accepted wherever the ingest token is.
         #[arg(long, env = "PUSHWERK_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// Bearer token for /metrics, for a scraper (default: generated into
+        /// DATA/metrics-token); the admin token is accepted there too.
+        #[arg(long, env = "PUSHWERK_METRICS_TOKEN", hide_env_values = true)]
+        metrics_token: Option<String>,
+        /// Serve /metrics without a token (push and account names, counts):
+        /// only for a listener that scrapers alone can reach.
+        #[arg(long)]
+        metrics_public: bool,
         /// The daemon's URL as browsers reach it (behind a proxy): browser
         /// sign-ins return to PUBLIC_URL/oauth/callback (default: the listen address).
         #[arg(long, env = "PUSHWERK_PUBLIC_URL")]

@@ -201,6 +201,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             ingest_token,
             admin_token,
+            metrics_token,
+            metrics_public,
             public_url,
             concurrency,
             resident_jobs,
@@ -217,6 +219,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::server::ControlOptions {
                 admin_token,
                 public_url,
+                metrics_token,
+                metrics_public,
             },
             (
                 usize::try_from(concurrency)?,

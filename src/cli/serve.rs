@@ -54,6 +54,20 @@ pub(super) fn serve(
             );
         }
         control.admin_token = Some(admin);
+        if !control.metrics_public {
+            let (metrics, metrics_path) = crate::server::auth::metrics_token(
+                &daemon.config.data,
+                control.metrics_token.take(),
+            )?;
+            if let Some(path) = metrics_path {
+                tracing::info!(
+                    target: STATUS,
+                    "metrics token: {} (for /metrics; a Prometheus job reads it with `authorization: {{credentials_file: …}}`)",
+                    path.display()
+                );
+            }
+            control.metrics_token = Some(metrics);
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

@@ -11,7 +11,15 @@
 //!   browser sign-in). A sender that holds the ingest token can therefore
 //!   not bind its own identity to an account, nor learn about accounts.
 //!
-//! Both are compared as SHA-256 digests in constant time, so that neither
+//! - The **metrics token** (`--metrics-token` / `PUSHWERK_METRICS_TOKEN`, or
+//!   generated into `DATA/metrics-token`, mode 0600) is a scraper's:
+//!   `/metrics` (push and account names, counts) takes it or the admin
+//!   token, and nothing else does. A Prometheus job holds a token that can
+//!   read figures but not send events or manage accounts. `--metrics-public`
+//!   serves `/metrics` to everyone instead (a loopback listener behind a
+//!   scraper-only network).
+//!
+//! All are compared as SHA-256 digests in constant time, so that neither
 //! the content nor the length of a token shows in an answer's timing.
 //! [`require_admin`] and [`require_ingest`] are the single place that
 //! decides; a console session cookie is meant to be accepted by
@@ -24,11 +32,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use sha2::{Digest, Sha256};
 
-/// Why the admin token could not be set up.
+/// Why a generated token (admin, metrics) could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The token file could not be read or written.
-    #[error("admin token file {path}: {reason}")]
+    #[error("token file {path}: {reason}")]
     File {
         /// The file.
         path: PathBuf,
@@ -37,17 +45,35 @@ pub enum AuthError {
     },
 }
 
+/// Who may read `/metrics`.
+#[derive(Clone)]
+enum MetricsAccess {
+    /// Everyone (`--metrics-public`).
+    Public,
+    /// The admin token, or this metrics token (a digest) when there is one.
+    Token(Option<[u8; 32]>),
+}
+
 /// The tokens the API accepts (kept as digests only).
 #[derive(Clone)]
 pub struct Auth {
     ingest: [u8; 32],
     admin: Option<[u8; 32]>,
+    metrics: MetricsAccess,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
             .field("admin_token", &self.admin.is_some())
+            .field(
+                "metrics",
+                &match self.metrics {
+                    MetricsAccess::Public => "public",
+                    MetricsAccess::Token(Some(_)) => "metrics or admin token",
+                    MetricsAccess::Token(None) => "admin token",
+                },
+            )
             .finish()
     }
 }
@@ -74,12 +100,42 @@ pub fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
 }
 
 impl Auth {
-    /// Accepts `ingest` for ingest-level endpoints and `admin` (if any) for all.
+    /// Accepts `ingest` for ingest-level endpoints and `admin` (if any) for
+    /// all; `/metrics` takes the admin token only (see [`Auth::with_metrics`]).
     pub fn new(ingest: &str, admin: Option<&str>) -> Auth {
         Auth {
             ingest: digest(ingest.as_bytes()),
             admin: admin.map(|a| digest(a.as_bytes())),
+            metrics: MetricsAccess::Token(None),
         }
+    }
+
+    /// Who may read `/metrics`: everyone when `public`, else the admin
+    /// token and `token` (the metrics token), if given.
+    pub fn with_metrics(mut self, token: Option<&str>, public: bool) -> Auth {
+        self.metrics = if public {
+            MetricsAccess::Public
+        } else {
+            MetricsAccess::Token(token.map(|t| digest(t.as_bytes())))
+        };
+        self
+    }
+
+    /// Whether the request may read `/metrics`: it is public, or carries
+    /// the metrics token or the admin token.
+    pub fn may_scrape(&self, headers: &HeaderMap) -> bool {
+        let metrics = match &self.metrics {
+            MetricsAccess::Public => return true,
+            MetricsAccess::Token(t) => t,
+        };
+        let Some(given) = bearer(headers) else {
+            return false;
+        };
+        let given = digest(given);
+        // Both comparisons always run: which token matched does not show.
+        let scraper = metrics.as_ref().is_some_and(|m| equal(&given, m));
+        let admin = self.admin.as_ref().is_some_and(|a| equal(&given, a));
+        scraper | admin
     }
 
     /// Whether the request carries the admin token.
@@ -138,9 +194,31 @@ pub fn require_ingest(auth: &Auth, headers: &HeaderMap) -> Result<(), Response> 
     }
 }
 
+/// `Ok` when the request may read `/metrics` (see [`Auth::may_scrape`]);
+/// else the 401 answer to send, with `WWW-Authenticate: Bearer`.
+#[allow(clippy::result_large_err)]
+pub fn require_scraper(auth: &Auth, headers: &HeaderMap) -> Result<(), Response> {
+    if auth.may_scrape(headers) {
+        return Ok(());
+    }
+    let mut answer = refuse(
+        "missing or wrong `Authorization: Bearer <metrics token>` (DATA/metrics-token, --metrics-token, or the admin token; --metrics-public serves /metrics without one)",
+    );
+    answer.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer realm=\"pushwerk metrics\""),
+    );
+    Err(answer)
+}
+
 /// Where the generated admin token is kept.
 pub fn admin_token_file(data: &Path) -> PathBuf {
     data.join("admin-token")
+}
+
+/// Where the generated metrics token is kept.
+pub fn metrics_token_file(data: &Path) -> PathBuf {
+    data.join("metrics-token")
 }
 
 /// The admin token: configured, or read from / generated into
@@ -149,10 +227,27 @@ pub fn admin_token(
     data: &Path,
     configured: Option<String>,
 ) -> Result<(String, Option<PathBuf>), AuthError> {
+    token_in_file(admin_token_file(data), configured)
+}
+
+/// The metrics token: configured, or read from / generated into
+/// `DATA/metrics-token` (created 0600), the way the admin token is.
+/// Returns it and the file it is in.
+pub fn metrics_token(
+    data: &Path,
+    configured: Option<String>,
+) -> Result<(String, Option<PathBuf>), AuthError> {
+    token_in_file(metrics_token_file(data), configured)
+}
+
+/// A token: `configured`, or read from / generated into `path` (0600).
+fn token_in_file(
+    path: PathBuf,
+    configured: Option<String>,
+) -> Result<(String, Option<PathBuf>), AuthError> {
     if let Some(t) = configured.filter(|t| !t.trim().is_empty()) {
         return Ok((t.trim().to_owned(), None));
     }
-    let path = admin_token_file(data);
     let fail = |reason: String| AuthError::File {
         path: path.clone(),
         reason,
@@ -204,6 +299,28 @@ mod tests {
         let no_admin = Auth::new("ingest-1", None);
         assert!(!no_admin.is_admin(&with("Bearer ingest-1")));
         assert!(!no_admin.is_admin(&with("Bearer ")));
+    }
+
+    #[test]
+    fn metrics_take_the_metrics_or_admin_token_unless_public() {
+        let auth = Auth::new("ingest-1", Some("admin-1")).with_metrics(Some("metrics-1"), false);
+        assert!(auth.may_scrape(&with("Bearer metrics-1")));
+        assert!(auth.may_scrape(&with("Bearer admin-1")));
+        assert!(!auth.may_scrape(&with("Bearer ingest-1")));
+        assert!(!auth.may_scrape(&with("Bearer metrics-2")));
+        assert!(!auth.may_scrape(&HeaderMap::new()));
+        // The metrics token opens nothing else.
+        assert!(!auth.is_ingest(&with("Bearer metrics-1")));
+        assert!(!auth.is_admin(&with("Bearer metrics-1")));
+        let refused = require_scraper(&auth, &HeaderMap::new()).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert!(refused.headers().contains_key("www-authenticate"));
+        // Without a metrics token, the admin token alone.
+        let admin_only = Auth::new("ingest-1", Some("admin-1"));
+        assert!(admin_only.may_scrape(&with("Bearer admin-1")));
+        assert!(!admin_only.may_scrape(&with("Bearer ")));
+        let public = Auth::new("ingest-1", None).with_metrics(Some("metrics-1"), true);
+        assert!(public.may_scrape(&HeaderMap::new()));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The daemon's HTTP API: event ingest, what is in force, the delivery log,
 //! dead letters and replay, health, readiness and metrics. Everything but
-//! health, readiness and metrics needs `Authorization: Bearer <token>`
-//! (the ingest or the admin token; the account endpoints the admin token,
-//! see [`auth`]),
+//! health and readiness needs `Authorization: Bearer <token>`
+//! (the ingest or the admin token; the account endpoints the admin token;
+//! metrics the metrics or the admin token unless `--metrics-public`; see
+//! [`auth`]),
 //! checked before a byte of the request body is read, so that a client
 //! without the token costs no more than its request head.
 //!
@@ -516,7 +517,17 @@ async fn readyz(
     }
 }
 
-async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
+/// `GET /metrics` (Prometheus text): push and account names and counts,
+/// for the metrics token or the admin token (or everyone with
+/// `--metrics-public`), checked before anything is rendered.
+async fn metrics(
+    State(daemon): State<Arc<Daemon>>,
+    Extension(control): Extension<Arc<Control>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = auth::require_scraper(control.auth(), &headers) {
+        return refused;
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         daemon.metrics.render(),

@@ -11,14 +11,15 @@ use super::{migrate, redb_store, StoreError};
 pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// What pushwerk itself keeps in a data directory: the stores, the
-/// ingest token and the leftovers of an interrupted compaction. Anything
+/// generated tokens and the leftovers of an interrupted compaction. Anything
 /// else is foreign, and a directory holding it is refused: pushwerk only
 /// ever changes the modes of what it created.
-pub(crate) const OWN_ENTRIES: [(&str, bool); 10] = [
+pub(crate) const OWN_ENTRIES: [(&str, bool); 11] = [
     ("sled", true),
     (redb_store::FILE_NAME, false),
     ("ingest-token", false),
     ("admin-token", false),
+    ("metrics-token", false),
     ("daemon.json", false),
     (".daemon.json.tmp", false),
     (SLED_COMPACT, true),

@@ -55,7 +55,8 @@ impl<'a> CheckCx<'a> {
     pub fn url(&mut self, path: &str, text: &str) {
         check_url(self, path, text)
     }
-    /// Checks an HTML body template's attributes (`on*`, `srcdoc`, `style`).
+    /// Checks an HTML body template's attributes (`on*`, `srcdoc`, `style`)
+    /// and its `<style>` and `<script>` elements.
     pub fn html_body(&mut self, field: &str, source: &str) {
         check_html_attributes(self, field, source)
     }
@@ -165,8 +166,23 @@ fn fixed_origin(text: &str) -> bool {
 /// A parameter in an `on*` handler or `srcdoc` of an HTML body is an
 /// error: HTML escaping does not neutralise a value there (the handler
 /// runs it as script after the entities are decoded, `srcdoc` renders it
-/// as a document). In `style` it is a warning: CSS can load URLs.
+/// as a document). In `style`, and inside a `<style>` or `<script>`
+/// element, it is a warning: escaping does not apply to CSS or script
+/// (CSS can load URLs), and mail and Teams clients drop scripts.
 fn check_html_attributes(cx: &mut CheckCx<'_>, field: &str, source: &str) {
+    for (element, parameter) in super::templated_raw_text(source) {
+        let why = match element {
+            "style" => "an event value can add declarations there (restyle the message, load a URL); prefer fixed styles, or a class chosen with `<% if %>`",
+            _ => "an event value can add statements there; mail and Teams clients drop scripts anyway, so leave the script out",
+        };
+        cx.warning(
+            field,
+            format!(
+                "a parameter inside a `<{element}>` element (`{parameter}`): HTML escaping does not make a value safe in {}: {why}",
+                if element == "style" { "CSS" } else { "script" }
+            ),
+        );
+    }
     for (attr, value) in super::templated_attributes(source) {
         if super::is_script_attribute(&attr) {
             cx.error(

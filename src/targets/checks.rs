@@ -220,6 +220,55 @@ pub fn templated_attributes(source: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The raw-text elements (`<style>`, `<script>`) of an HTML body template
+/// whose content holds a parameter (`<< … >>`): `(element, the first
+/// parameter as written)`. HTML escaping protects text and attribute
+/// values, not CSS or script: browsers do not decode entities there, and
+/// a value needs no quote to add a declaration or a statement. For
+/// `check`, which warns about them. Comments are skipped; a missing end
+/// tag runs to the end, as in a browser.
+pub fn templated_raw_text(source: &str) -> Vec<(&'static str, String)> {
+    // ASCII lower-casing keeps every byte offset.
+    let lower = source.to_ascii_lowercase();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(off) = lower[i..].find('<') {
+        let at = i + off;
+        if lower[at..].starts_with("<!--") {
+            i = lower[at..].find("-->").map_or(lower.len(), |e| at + e + 3);
+            continue;
+        }
+        let element = ["style", "script"].into_iter().find(|e| {
+            lower[at + 1..].starts_with(e)
+                && lower
+                    .as_bytes()
+                    .get(at + 1 + e.len())
+                    .is_none_or(|c| c.is_ascii_whitespace() || *c == b'>' || *c == b'/')
+        });
+        let Some(element) = element else {
+            i = at + 1;
+            continue;
+        };
+        let Some(gt) = lower[at..].find('>') else {
+            break;
+        };
+        let start = at + gt + 1;
+        let end = lower[start..]
+            .find(&format!("</{element}"))
+            .map_or(lower.len(), |e| start + e);
+        let content = &source[start..end];
+        if let Some(p) = content.find(crate::template::VARIABLE_START) {
+            let rest = &content[p..];
+            let shown = rest
+                .find(crate::template::VARIABLE_END)
+                .map_or(rest, |e| &rest[..e + crate::template::VARIABLE_END.len()]);
+            out.push((element, shown.chars().take(80).collect()));
+        }
+        i = end;
+    }
+    out
+}
+
 /// `(attribute name in lower case, raw value)` of every attribute of every
 /// tag in `html`; comments are skipped. Lenient, like a browser: it never
 /// fails.
@@ -396,6 +445,34 @@ pub fn parse_recipient(field: &str, text: &str) -> Result<(Option<String>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_inside_style_and_script_elements_are_found() {
+        let found = templated_raw_text(
+            "<STYLE type=\"text/css\">p { color: << event.color >>; }</style>\
+             <p class=x><< event.text >></p>\
+             <script>var id = << event.id | json >>;</SCRIPT>\
+             <!-- <style><< event.hidden >></style> -->\
+             <stylesheet><< event.not_style >></stylesheet>",
+        );
+        assert_eq!(
+            found,
+            [
+                ("style", "<< event.color >>".to_owned()),
+                ("script", "<< event.id | json >>".to_owned()),
+            ]
+        );
+        // Fixed CSS, a parameter in the text beside it, a statement alone.
+        assert!(templated_raw_text(
+            "<style>p { color: red }</style><p><< event.x >></p><style><% if x %>b{}<% endif %></style>"
+        )
+        .is_empty());
+        // An unclosed element runs to the end.
+        assert_eq!(
+            templated_raw_text("<style>a { background: url(<< event.u >>) }"),
+            [("style", "<< event.u >>".to_owned())]
+        );
+    }
 
     #[test]
     fn recipients_with_and_without_names() {

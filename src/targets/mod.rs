@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use checks::{check_header, join_url};
 pub use checks::{
     check_header_text, check_html_links, is_script_attribute, one_line_subject, parse_recipient,
-    templated_attributes,
+    templated_attributes, templated_raw_text,
 };
 pub use leaves::{Leaf, Walk};
 pub use outcome::{ItemError, Outcome, Response, RetryDelay};

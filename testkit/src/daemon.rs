@@ -18,7 +18,7 @@ use serde_json::Value;
 /// Environment variables that change what the binary does: removed from
 /// every command the kit builds, so a developer's shell cannot change what a
 /// test sees (a test sets what it needs afterwards).
-pub const CLEARED_ENV: [&str; 24] = [
+pub const CLEARED_ENV: [&str; 25] = [
     "MS_MAIL_CLIENT_SECRET",
     "MS_ADS_CLIENT_SECRET",
     "CRM_CLIENT_SECRET",
@@ -31,6 +31,7 @@ pub const CLEARED_ENV: [&str; 24] = [
     "PUSHWERK_LISTEN",
     "PUSHWERK_INGEST_TOKEN",
     "PUSHWERK_ADMIN_TOKEN",
+    "PUSHWERK_METRICS_TOKEN",
     "PUSHWERK_PUBLIC_URL",
     "PUSHWERK_SERVER",
     "PUSHWERK_KEY",
@@ -417,6 +418,17 @@ impl ServeBuilder<'_> {
             http,
             token: self.token.clone().unwrap_or_default(),
             data: self.world.data(),
+            metrics_token: self
+                .args
+                .iter()
+                .position(|a| a == "--metrics-token")
+                .and_then(|i| self.args.get(i + 1).cloned())
+                .or_else(|| {
+                    self.env
+                        .iter()
+                        .find(|(k, _)| k == "PUSHWERK_METRICS_TOKEN")
+                        .map(|(_, v)| v.clone())
+                }),
         };
         assert!(
             served.wait_ready(self.ready_within).await,
@@ -442,6 +454,8 @@ pub struct Served {
     http: reqwest::Client,
     token: String,
     data: PathBuf,
+    /// The metrics token it was given (else it is in `DATA/metrics-token`).
+    metrics_token: Option<String>,
 }
 
 impl Drop for Served {
@@ -671,14 +685,24 @@ impl Served {
             .clone()
     }
 
-    /// `GET /metrics` (Prometheus text).
+    /// The metrics token `/metrics` takes: the one it was given, else the
+    /// one it generated into `DATA/metrics-token`; `None` when there is
+    /// neither (`--metrics-public`).
+    pub fn metrics_token(&self) -> Option<String> {
+        self.metrics_token.clone().or_else(|| {
+            std::fs::read_to_string(self.data.join("metrics-token"))
+                .ok()
+                .map(|t| t.trim().to_owned())
+        })
+    }
+
+    /// `GET /metrics` (Prometheus text), with the metrics token if there is one.
     pub async fn metrics(&self) -> String {
-        let r = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics");
+        let mut request = self.http.get(self.url("/metrics"));
+        if let Some(token) = self.metrics_token() {
+            request = request.bearer_auth(token);
+        }
+        let r = request.send().await.expect("GET /metrics");
         assert_eq!(r.status(), 200);
         r.text().await.expect("metrics text")
     }

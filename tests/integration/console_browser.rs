@@ -616,16 +616,7 @@ async fn console_refuses_a_cross_site_form_post() {
         })
         .await;
     assert!(refusal.contains("refused"), "{refusal}");
-    let metrics = pushwerk::net::http_client()
-        .build()
-        .expect("HTTP client")
-        .get(served.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = served.metrics().await;
     assert!(
         metrics.contains("pushwerk_events_accepted_total 0"),
         "the cross-site post ingested nothing:\n{metrics}"

@@ -1,6 +1,7 @@
 //! The running daemon as the control plane, through the real binary and
 //! its HTTP API: accounts (status, tokens in, refresh) with the admin token,
-//! browser sign-in through the daemon (start → provider → callback), an
+//! browser sign-in through the daemon (start → begin link → provider →
+//! callback in the same browser), an
 //! event's history, previews, webhooks, and the CLI using the API while a
 //! daemon holds the data directory. A canary token imported through the API
 //! must appear in no answer and no log line.
@@ -726,7 +727,10 @@ async fn browser_sign_in_through_the_daemon_stores_tokens_and_requeues() {
     assert_eq!(status, 200, "{start}");
     let redirect = format!("http://localhost:{}/oauth/callback", served.port());
     assert_eq!(start["redirect_uri"], redirect);
-    let authorize = url::Url::parse(start["authorize_url"].as_str().unwrap()).unwrap();
+    // The browser opens the sign-in's begin link, which binds the sign-in
+    // to it (a cookie) and sends it on to the provider.
+    let begin = start["authorize_url"].as_str().unwrap();
+    let (authorize, cookie) = crate::harden::open_begin_link(served.http(), begin).await;
     let q: std::collections::HashMap<String, String> =
         authorize.query_pairs().into_owned().collect();
     assert_eq!(q["code_challenge_method"], "S256");
@@ -746,7 +750,10 @@ async fn browser_sign_in_through_the_daemon_stores_tokens_and_requeues() {
     assert!(r.headers()["location"]
         .to_str()
         .unwrap()
-        .starts_with(&identity.authorize_url()));
+        .starts_with(&format!(
+            "http://localhost:{}/oauth/begin?id=",
+            served.port()
+        )));
 
     // A forged state: refused, nothing stored.
     let (status, page) = served
@@ -769,7 +776,13 @@ async fn browser_sign_in_through_the_daemon_stores_tokens_and_requeues() {
     let back = r.headers()["location"].to_str().unwrap().to_owned();
     assert!(back.starts_with(&redirect), "{back}");
     let back = back.replace("localhost", "127.0.0.1");
-    let r = served.http().get(&back).send().await.unwrap();
+    let r = served
+        .http()
+        .get(&back)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     assert!(page.contains("stored new tokens of `ms_mail`"), "{page}");
@@ -800,7 +813,13 @@ async fn browser_sign_in_through_the_daemon_stores_tokens_and_requeues() {
     assert_eq!(account["status"], "ok", "{account}");
 
     // The same redirect again: the state was used.
-    let r = served.http().get(&back).send().await.unwrap();
+    let r = served
+        .http()
+        .get(&back)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(identity.requests().len(), 1, "no second exchange");
 
@@ -815,17 +834,21 @@ async fn browser_sign_in_through_the_daemon_stores_tokens_and_requeues() {
             &seen,
         )
         .await;
-    let r = served
-        .http()
-        .get(start["authorize_url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let (authorize, cookie) =
+        crate::harden::open_begin_link(served.http(), start["authorize_url"].as_str().unwrap())
+            .await;
+    let r = served.http().get(authorize.as_str()).send().await.unwrap();
     let back = r.headers()["location"]
         .to_str()
         .unwrap()
         .replace("localhost", "127.0.0.1");
-    let r = served.http().get(&back).send().await.unwrap();
+    let r = served
+        .http()
+        .get(&back)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("access_denied"));
     let log = served.log_text();
@@ -1179,24 +1202,36 @@ async fn oauth_login_through_a_running_daemon_waits_for_its_callback() {
             let _ = tx.send(line);
         }
     });
-    let url = poll("the sign-in URL on stderr", Duration::from_secs(15), || {
-        let found = rx
-            .try_iter()
-            .find(|l| l.starts_with(&identity.authorize_url()));
-        async move { found }
-    })
+    let begin = format!("http://localhost:{}/oauth/begin?id=", served.port());
+    let link = poll(
+        "the sign-in link on stderr",
+        Duration::from_secs(15),
+        || {
+            let found = rx.try_iter().find(|l| l.starts_with(&begin));
+            async move { found }
+        },
+    )
     .await;
+    let (url, cookie) = crate::harden::open_begin_link(served.http(), &link).await;
+    assert!(url.as_str().starts_with(&identity.authorize_url()), "{url}");
     assert!(
-        url.contains(&format!("localhost%3A{}%2Foauth%2Fcallback", served.port())),
+        url.as_str()
+            .contains(&format!("localhost%3A{}%2Foauth%2Fcallback", served.port())),
         "{url}"
     );
-    let r = served.http().get(&url).send().await.unwrap();
+    let r = served.http().get(url.as_str()).send().await.unwrap();
     assert_eq!(r.status(), 302);
     let back = r.headers()["location"]
         .to_str()
         .unwrap()
         .replace("localhost", "127.0.0.1");
-    let r = served.http().get(&back).send().await.unwrap();
+    let r = served
+        .http()
+        .get(&back)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let status = poll("the login to end", Duration::from_secs(15), || {
         let s = child.try_wait().expect("try_wait");

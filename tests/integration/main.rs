@@ -16,6 +16,7 @@ mod daemon_day;
 mod disk_full_outcomes;
 mod dispatch;
 mod fuzz;
+mod harden;
 mod hostile_push;
 mod hostile_server;
 mod install;

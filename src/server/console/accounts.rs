@@ -37,8 +37,10 @@ pub(super) async fn accounts(
 }
 
 /// "Sign in": starts the API's browser sign-in for the account and sends
-/// the browser to the provider's authorize page (PKCE, state); the
-/// provider sends it back to `/oauth/callback`.
+/// the browser to the sign-in's begin link, which binds the sign-in to
+/// this browser (a cookie) and sends it on to the provider's authorize
+/// page (PKCE, state); the provider sends it back to `/oauth/callback`,
+/// which completes the sign-in in this browser only.
 pub(super) async fn signin(
     State(daemon): State<Arc<Daemon>>,
     Extension(console): Extension<Arc<Console>>,

@@ -1,8 +1,10 @@
-//! Browser sign-in through the daemon: `/oauth/{name}/start` sends the
-//! browser to the provider with PKCE and a random `state`, and
-//! `/oauth/callback` exchanges the code and stores the tokens. The pages
-//! are small and escaped; the `state` is single use and bound in memory
-//! to its verifier.
+//! Browser sign-in through the daemon: `/oauth/{name}/start` (admin token)
+//! makes a sign-in (PKCE, a random `state`) and hands out its single-use
+//! begin link; `/oauth/begin` binds the sign-in to the browser that opens
+//! that link (a cookie, see [`super::binding`]) and sends it to the
+//! provider; `/oauth/callback` exchanges the code and stores the tokens, in
+//! that browser only. The pages are small and escaped; the `state` is
+//! single use and bound in memory to its verifier.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +16,7 @@ use axum::{Extension, Json};
 use chrono::Utc;
 
 use super::accounts::{requeue_account, Requeue};
+use super::binding;
 use super::{
     blocking, checked_name, unknown_account, Control, Pending, LOGIN_TTL, MAX_PENDING_LOGINS,
 };
@@ -72,9 +75,19 @@ pub(super) async fn login_start(
             "the authorize URL carries no state",
         );
     };
+    // The browser is sent to the begin link, on the callback's origin, not
+    // to the provider: the link binds the sign-in to the browser opening it.
+    let link = binding::random_hex(32);
+    let begin_url = format!(
+        "{}begin?id={link}",
+        control
+            .redirect_uri
+            .strip_suffix("callback")
+            .unwrap_or(&control.redirect_uri)
+    );
     let answer = api::LoginStart {
         account: name.clone(),
-        authorize_url: login.authorize_url.clone(),
+        authorize_url: begin_url,
         redirect_uri: control.redirect_uri.clone(),
         expires_at: Utc::now() + chrono::Duration::from_std(LOGIN_TTL).unwrap_or_default(),
     };
@@ -98,6 +111,8 @@ pub(super) async fn login_start(
                 login,
                 started: Instant::now(),
                 requeue: requeue.requeue,
+                begin: binding::digest(&link),
+                bound: None,
             },
         );
     }
@@ -153,10 +168,88 @@ pub(super) fn page(status: StatusCode, title: &str, message: &str) -> Response {
     r
 }
 
+/// `GET /oauth/begin?id=…`: the sign-in's begin link. The first browser
+/// that opens it gets the cookie that the callback will ask for, and is
+/// sent on to the provider's authorize page; a second opening is refused
+/// (the link works in one browser, once). Needs no token: the link is the
+/// capability, handed out to the admin by `/oauth/{name}/start`.
+pub(super) async fn login_begin(
+    Extension(control): Extension<Arc<Control>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let failed = |status: StatusCode, message: &str| page(status, "sign-in failed", message);
+    let query = query.unwrap_or_default();
+    let Some(id) = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "id")
+        .map(|(_, v)| v.into_owned())
+    else {
+        return failed(
+            StatusCode::BAD_REQUEST,
+            "the sign-in link carries no `id`: start the sign-in again",
+        );
+    };
+    let wanted = binding::digest(&id);
+    let value = binding::random_hex(32);
+    let found = {
+        let mut logins = control.logins.lock().expect("logins lock");
+        logins.retain(|_, p| p.started.elapsed() < LOGIN_TTL);
+        // At most MAX_PENDING_LOGINS entries; every one is compared.
+        let mut found = None;
+        for (state, pending) in logins.iter_mut() {
+            if binding::same_digest(&pending.begin, &wanted) {
+                found = Some(match pending.bound {
+                    Some(_) => Err(()),
+                    None => {
+                        pending.bound = Some(binding::digest(&value));
+                        Ok((state.clone(), pending.login.authorize_url.clone()))
+                    }
+                });
+            }
+        }
+        found
+    };
+    let (state, authorize_url) = match found {
+        None => {
+            return failed(
+                StatusCode::BAD_REQUEST,
+                "unknown, used or expired sign-in link (it is valid for 10 minutes): start the sign-in again",
+            )
+        }
+        Some(Err(())) => {
+            tracing::warn!("refused a sign-in link opened a second time");
+            return failed(
+                StatusCode::CONFLICT,
+                "this sign-in link was already opened in a browser; it works in one browser, once: start the sign-in again",
+            );
+        }
+        Some(Ok(found)) => found,
+    };
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    let h = r.headers_mut();
+    match HeaderValue::from_str(&authorize_url) {
+        Ok(v) => h.insert(header::LOCATION, v),
+        Err(_) => {
+            return failed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the authorize URL is not a header value",
+            )
+        }
+    };
+    let cookie = binding::set_cookie(&state, &value, &control.redirect_uri, LOGIN_TTL.as_secs());
+    h.insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("a cookie of hex and a URL path is a header value"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
+}
+
 pub(super) async fn login_callback(
     State(daemon): State<Arc<Daemon>>,
     Extension(control): Extension<Arc<Control>>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     let failed = |status: StatusCode, message: String| page(status, "sign-in failed", &message);
     let query = query.unwrap_or_default();
@@ -169,19 +262,56 @@ pub(super) async fn login_callback(
             "the redirect carries no `state`: start the sign-in again".into(),
         );
     };
-    // Single use: the sign-in is taken out whatever happens next.
+    // Only in the browser that opened the begin link; a refused attempt
+    // leaves the sign-in waiting for that browser. Once accepted, it is
+    // single use: taken out whatever happens next.
     let pending = {
         let mut logins = control.logins.lock().expect("logins lock");
         logins.retain(|_, p| p.started.elapsed() < LOGIN_TTL);
-        logins.remove(&state)
+        match logins.get(&state) {
+            None => None,
+            Some(p) if !binding::matches(&headers, &state, p.bound.as_ref()) => Some(Err(())),
+            Some(_) => logins.remove(&state).map(Ok),
+        }
     };
-    let Some(pending) = pending else {
-        return failed(
+    let pending = match pending {
+        None => return failed(
             StatusCode::BAD_REQUEST,
             "unknown, used or expired sign-in (it is valid for 10 minutes, once): start it again"
                 .into(),
-        );
+        ),
+        Some(Err(())) => {
+            tracing::warn!(
+                "refused a sign-in callback from a browser that did not start the sign-in"
+            );
+            return failed(
+                StatusCode::FORBIDDEN,
+                "this sign-in was not started in this browser (its sign-in cookie is missing or \
+                 does not match): finish it in the browser that opened the sign-in link, or \
+                 start it again here; nothing was stored"
+                    .into(),
+            );
+        }
+        Some(Ok(p)) => p,
     };
+    // Whatever the outcome, the used sign-in's cookie is removed.
+    let clear = binding::clear_cookie(&state, &control.redirect_uri);
+    let mut answer = finish(&daemon, &control, &query, pending).await;
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        answer.headers_mut().append(header::SET_COOKIE, v);
+    }
+    answer
+}
+
+/// Exchanges the code of an accepted callback and stores the tokens: the
+/// page to show.
+async fn finish(
+    daemon: &Arc<Daemon>,
+    control: &Control,
+    query: &str,
+    pending: Pending,
+) -> Response {
+    let failed = |status: StatusCode, message: String| page(status, "sign-in failed", &message);
     let name = pending.account.clone();
     let code = match pending.login.code_from_redirect(&format!("?{query}")) {
         Ok(c) => c,
@@ -222,7 +352,7 @@ pub(super) async fn login_callback(
     tracing::info!(account = %name, "signed in through the browser; tokens stored");
     let mut message = format!("stored new tokens of `{name}`.");
     if pending.requeue {
-        match requeue_account(&daemon, &name).await {
+        match requeue_account(daemon, &name).await {
             Ok(n) => message.push_str(&format!(
                 " Re-queued {}.",
                 crate::config::diagnostic::counted(n, "dead letter", "dead letters")

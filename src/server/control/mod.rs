@@ -5,10 +5,12 @@
 //! these endpoints change token state and queues only.
 //!
 //! Auth (see [`super::auth`]): the account endpoints and `/oauth/{name}/start`
-//! need the admin token; `/oauth/callback` is a browser redirect and is
-//! authenticated by its `state` alone (random, single use, ten minutes,
-//! bound in memory to the PKCE verifier of the sign-in that made it); the
-//! rest take the ingest token too. Answers never hold a token.
+//! need the admin token; `/oauth/begin` (the sign-in's single-use link)
+//! and `/oauth/callback` are browser navigations: the callback is honoured
+//! for its `state` (random, single use, ten minutes, bound in memory to the
+//! PKCE verifier of the sign-in that made it) only in the browser that
+//! opened the begin link (a cookie, see [`binding`]); the rest take the
+//! ingest token too. Answers never hold a token.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +30,7 @@ use crate::oauth::login::LoginRequest;
 use crate::oauth::OAuthError;
 
 mod accounts;
+mod binding;
 mod events;
 mod login;
 mod mask;
@@ -39,7 +42,7 @@ pub use mask::LITERAL_SECRET;
 
 use accounts::{account, accounts, put_tokens, refresh};
 use events::{event_history, hook, send_now};
-use login::{login_callback, login_start};
+use login::{login_begin, login_callback, login_start};
 use preview::preview;
 
 /// How long a browser sign-in may take from `start` to `callback`
@@ -72,6 +75,17 @@ pub enum ControlError {
     /// The admin token is short enough to be guessed over the network.
     #[error("the admin token is {0} characters long: give one of at least {MIN_ADMIN_TOKEN} (e.g. `pushwerk oauth keygen`), or leave --admin-token / PUSHWERK_ADMIN_TOKEN unset to have one generated into DATA/admin-token")]
     WeakAdminToken(usize),
+    /// The metrics token is the ingest token: every event sender could
+    /// read the metrics, and every scraper could send events.
+    #[error("the metrics token is the ingest token: every scraper could send events; give the metrics token a value of its own (or leave --metrics-token / PUSHWERK_METRICS_TOKEN unset to have one generated into DATA/metrics-token)")]
+    SameMetricsToken,
+    /// The metrics token is short enough to be guessed over the network.
+    #[error("the metrics token is {0} characters long: give one of at least {MIN_ADMIN_TOKEN} (e.g. `pushwerk oauth keygen`), or leave --metrics-token / PUSHWERK_METRICS_TOKEN unset to have one generated into DATA/metrics-token")]
+    WeakMetricsToken(usize),
+    /// A metrics token and `--metrics-public` both given: one says a token
+    /// is needed, the other that none is.
+    #[error("--metrics-public serves /metrics without a token, and a metrics token is given (--metrics-token / PUSHWERK_METRICS_TOKEN): leave one out")]
+    PublicMetricsWithToken,
 }
 
 /// Characters an admin token given by hand has at least (a generated one
@@ -86,6 +100,11 @@ pub struct ControlOptions {
     /// The daemon's address as browsers reach it (behind a proxy):
     /// the redirect URI is `{public_url}/oauth/callback`.
     pub public_url: Option<String>,
+    /// The token `/metrics` takes besides the admin token (`None`: the
+    /// admin token only).
+    pub metrics_token: Option<String>,
+    /// `/metrics` without a token (`--metrics-public`).
+    pub metrics_public: bool,
 }
 
 /// The redirect URI of browser sign-ins: `{public_url}/oauth/callback`, or
@@ -124,6 +143,11 @@ struct Pending {
     login: LoginRequest,
     started: Instant,
     requeue: bool,
+    /// SHA-256 of the id of the sign-in's begin link (single use).
+    begin: [u8; 32],
+    /// SHA-256 of the cookie value given to the browser that opened the
+    /// begin link; `None` until one did. The callback needs the cookie.
+    bound: Option<[u8; 32]>,
 }
 
 /// The control plane's state (a request extension).
@@ -162,8 +186,22 @@ impl Control {
                 return Err(ControlError::WeakAdminToken(length));
             }
         }
+        if let Some(metrics) = options.metrics_token.as_deref() {
+            if options.metrics_public {
+                return Err(ControlError::PublicMetricsWithToken);
+            }
+            if metrics.trim() == ingest_token.trim() {
+                return Err(ControlError::SameMetricsToken);
+            }
+            let length = metrics.trim().chars().count();
+            if length < MIN_ADMIN_TOKEN {
+                return Err(ControlError::WeakMetricsToken(length));
+            }
+        }
+        let metrics_token = options.metrics_token.as_deref().map(str::trim);
         Ok(Control {
-            auth: Auth::new(ingest_token, options.admin_token.as_deref()),
+            auth: Auth::new(ingest_token, options.admin_token.as_deref())
+                .with_metrics(metrics_token, options.metrics_public),
             redirect_uri: redirect_uri(listen, options.public_url.as_deref())?,
             logins: Mutex::new(HashMap::new()),
             client: crate::oauth::client::TokenClient::new(Duration::from_secs(30)),
@@ -202,6 +240,7 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route("/v1/accounts/{name}/tokens", put(put_tokens))
         .route("/v1/accounts/{name}/refresh", post(refresh))
         .route("/oauth/{name}/start", get(login_start))
+        .route("/oauth/begin", get(login_begin))
         .route("/oauth/callback", get(login_callback))
         .route("/v1/events/{id}", get(event_history))
         .route("/v1/pushes/{name}/preview", post(preview))
