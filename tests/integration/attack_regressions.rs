@@ -165,8 +165,8 @@ async fn a_client_that_never_reads_its_answers_does_not_hold_a_connection_slot()
         ],
         &[],
     );
-    // No token needed: `/metrics` is open. Pipeline requests and read
-    // nothing, until the server stops taking them (its answers fill the
+    // No token needed: `/metrics` without one is answered 401, which
+    // costs the server as little. Pipeline requests and read nothing, until the server stops taking them (its answers fill the
     // socket buffers, so it blocks writing and reads no more).
     let mut hog = tokio::net::TcpStream::connect(("127.0.0.1", daemon.port))
         .await
