@@ -533,6 +533,9 @@ async fn kill_9_loses_nothing(store: &str) {
     served.kill9();
     let at_kill = rx.requests().len();
     assert_eq!(acked.len(), 5000);
+    // The kill came during delivery (issue #5's scenario), not after it:
+    // otherwise the restart would have nothing to deliver.
+    assert!(at_kill < 5000, "all 5000 delivered before the kill");
 
     let restarted = world.start_with(&["--store", store]).await;
     assert_ne!(restarted.port(), 0);
