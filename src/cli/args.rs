@@ -152,6 +152,11 @@ pub enum Command {
         /// How long in-flight deliveries may finish after SIGTERM (0s to 1h).
         #[arg(long, default_value = "10s", value_parser = parse_grace)]
         grace: std::time::Duration,
+        /// The first retry wait when a target does not say when to retry
+        /// (no `Retry-After`); each further wait doubles, up to 5 minutes,
+        /// drawn from the upper half of its step. 100ms to 5m.
+        #[arg(long, env = "PUSHWERK_RETRY_BACKOFF", default_value = "1s", value_parser = parse_retry_backoff)]
+        retry_backoff: std::time::Duration,
         /// HTTP connections open at most; more wait until one closes.
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         max_connections: u64,
@@ -359,6 +364,17 @@ pub(super) fn parse_grace(text: &str) -> Result<std::time::Duration, String> {
     )
 }
 
+/// `--retry-backoff`: 100 milliseconds to 5 minutes (the longest step, so
+/// that steps still double up to it).
+pub(super) fn parse_retry_backoff(text: &str) -> Result<std::time::Duration, String> {
+    duration_within(
+        text,
+        std::time::Duration::from_millis(100),
+        crate::backoff::Backoff::default().max,
+        "100ms to 5m, e.g. 1s",
+    )
+}
+
 /// `--header-timeout`: 1 second to 10 minutes.
 pub(super) fn parse_header_timeout(text: &str) -> Result<std::time::Duration, String> {
     duration_within(
@@ -389,5 +405,38 @@ pub(super) fn parse_server(text: &str) -> Result<String, String> {
         Err(e) => Err(format!(
             "{e}: expected an http:// or https:// URL, e.g. http://127.0.0.1:8787"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> Result<Command, clap::Error> {
+        let cli = Cli::try_parse_from(["pushwerk", "serve"].iter().chain(args))?;
+        Ok(cli.command)
+    }
+
+    #[test]
+    fn retry_backoff_defaults_to_the_backoff_default_and_is_range_checked() {
+        // The env variable must not leak in from the environment of the test run.
+        if std::env::var_os("PUSHWERK_RETRY_BACKOFF").is_some() {
+            return;
+        }
+        let Command::Serve { retry_backoff, .. } = serve_args(&[]).unwrap() else {
+            panic!("serve parsed as another command");
+        };
+        assert_eq!(retry_backoff, crate::backoff::Backoff::default().base);
+        assert_eq!(retry_backoff, std::time::Duration::from_secs(1));
+        let Command::Serve { retry_backoff, .. } =
+            serve_args(&["--retry-backoff", "150ms"]).unwrap()
+        else {
+            panic!("serve parsed as another command");
+        };
+        assert_eq!(retry_backoff, std::time::Duration::from_millis(150));
+        for bad in ["50ms", "6m", "soon"] {
+            let e = serve_args(&["--retry-backoff", bad]).unwrap_err();
+            assert!(e.to_string().contains("100ms to 5m"), "{bad}: {e}");
+        }
     }
 }

@@ -208,6 +208,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             resident_jobs,
             event_window,
             grace,
+            retry_backoff,
             max_connections,
             header_timeout,
             body_timeout,
@@ -226,6 +227,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 usize::try_from(concurrency)?,
                 usize::try_from(resident_jobs)?,
                 event_window,
+                retry_backoff,
             ),
             crate::server::ServeOptions {
                 max_connections: usize::try_from(max_connections)?,

@@ -18,7 +18,12 @@ pub(super) fn serve(
     listen: std::net::SocketAddr,
     ingest_token: Option<String>,
     mut control: crate::server::ControlOptions,
-    (concurrency, resident_jobs, event_window): (usize, usize, std::time::Duration),
+    (concurrency, resident_jobs, event_window, retry_backoff): (
+        usize,
+        usize,
+        std::time::Duration,
+        std::time::Duration,
+    ),
     options: crate::server::ServeOptions,
 ) -> anyhow::Result<ExitCode> {
     let grace = options.grace;
@@ -34,6 +39,8 @@ pub(super) fn serve(
         config.event_window =
             chrono::Duration::from_std(event_window).context("--event-window is too long")?;
         config.grace = grace;
+        // Only the first step is a setting; the steps double up to the default cap.
+        config.backoff.base = retry_backoff;
         config.endpoints = Endpoints::from_env(&crate::config::secret::process_env);
         config.key_file = store_cmd::key_file();
         let (daemon, token_path) = Daemon::open(config)?;

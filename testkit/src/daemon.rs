@@ -91,10 +91,11 @@ impl Pushwerk {
     }
 }
 
-/// A port nothing listens on at the moment (bound and released): for a
-/// test that needs a closed port. Another test may take it afterwards, so
-/// a daemon is never started on it ([`ServeBuilder::start`] lets the
-/// system pick).
+/// A port nothing listens on at the moment (bound and released). Another
+/// test may take it afterwards, so a daemon is never started on it
+/// ([`ServeBuilder::start`] lets the system pick), and a test that needs a
+/// port which stays closed (or that it opens later) reserves one with
+/// [`ClosedPort`](crate::net::ClosedPort).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local address").port()

@@ -10,7 +10,9 @@
 //! - [`load`]: the load tool's fast sink and token endpoint (no checks, for
 //!   measuring the engine rather than the mock);
 //! - [`daemon`]: the real `pushwerk` binary as a child process — a folder and
-//!   data directory, `pushwerk serve` on a free port, waiting on a condition.
+//!   data directory, `pushwerk serve` on a free port, waiting on a condition;
+//! - [`net`]: a port reserved closed (connections refused) that a test
+//!   opens later, for targets that are down.
 //!
 //! The mocks behave as `shared/reference/microsoft-apis.md` describes; each
 //! module says where it departs from the real service.
@@ -26,4 +28,5 @@ pub mod daemon;
 pub mod identity;
 pub mod load;
 pub mod microsoft;
+pub mod net;
 pub mod smtp;

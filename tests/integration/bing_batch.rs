@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use pushwerk_testkit::daemon::{poll, text, Served, World as KitWorld};
 use pushwerk_testkit::identity::{IdentityMock, MockConfig};
 use pushwerk_testkit::microsoft::{BingMock, Recorded, Scripted};
+use pushwerk_testkit::net::ClosedPort;
 
 const TOKEN: &str = "bing-batch-test-ingest-token";
 const ADS_PREFIX: &str = "mock-at.ads.microsoft.com.";
@@ -437,7 +438,8 @@ async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
 async fn connection_errors_in_the_delivery_log_say_refused_or_timed_out_without_secrets() {
     let bing = BingMock::start().await;
     let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
-    let closed = pushwerk_testkit::daemon::free_port();
+    // Reserved, not bound and released: no other test can open it meanwhile.
+    let closed = ClosedPort::reserve();
     let (silent, listener) = silent_listener().await;
     let hook = |name: &str, port: u16, extra: &str| {
         format!(
@@ -446,7 +448,7 @@ async fn connection_errors_in_the_delivery_log_say_refused_or_timed_out_without_
     };
     std::fs::write(
         world.pushes().join("closed.yaml"),
-        hook("closed", closed, ""),
+        hook("closed", closed.port(), ""),
     )
     .unwrap();
     std::fs::write(
@@ -492,9 +494,10 @@ async fn connection_errors_in_the_delivery_log_say_refused_or_timed_out_without_
 async fn smtp_connection_refused_says_so() {
     let bing = BingMock::start().await;
     let world = World::new(&bing, "mock-at.ads.microsoft.com.imported").await;
-    let closed = pushwerk_testkit::daemon::free_port();
+    let closed = ClosedPort::reserve();
     let push = format!(
-        "name: mail\non: call.ended\nsmtp:\n  host: 127.0.0.1\n  port: {closed}\n  tls: none\n  auth:\n    username: bot\n    password: pa55word\n  from: bot@example.com\n  to: [sales@example.com]\n  subject: hi\n  text: hello\n  timeout: 2s\n"
+        "name: mail\non: call.ended\nsmtp:\n  host: 127.0.0.1\n  port: {}\n  tls: none\n  auth:\n    username: bot\n    password: pa55word\n  from: bot@example.com\n  to: [sales@example.com]\n  subject: hi\n  text: hello\n  timeout: 2s\n",
+        closed.port()
     );
     std::fs::write(world.pushes().join("mail.yaml"), push).unwrap();
     let file = world.event_file(&conversion_event("m1"));

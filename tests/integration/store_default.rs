@@ -504,10 +504,13 @@ fn log_of(v: &Value) -> Vec<(u64, String, u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_migrate_moves_queue_dead_letters_log_and_tokens_sled_to_redb_and_back() {
     let sink = HttpReceiver::start().await;
-    // Long enough to still be queued when the first daemon stops (it takes
-    // about a second), short enough not to wait long for it afterwards.
+    // Long enough to still be queued when the first daemon stops (from the
+    // first event to the stop took 0.11 s at load 6.5), short enough not to
+    // wait long for it afterwards (the second daemon is up 0.3 s after it).
+    const DELAY: Duration = Duration::from_secs(3);
     let later = format!(
-        "name: later\non: call.ended\ndelay: 10s\nhttp:\n  url: {}\n  json:\n    n: << event.n >>\n",
+        "name: later\non: call.ended\ndelay: {}s\nhttp:\n  url: {}\n  json:\n    n: << event.n >>\n",
+        DELAY.as_secs(),
         sink.url("/later")
     );
     let now = format!(
@@ -525,6 +528,7 @@ async fn store_migrate_moves_queue_dead_letters_log_and_tokens_sled_to_redb_and_
     // A sled store filled by the real daemon.
     w.import("crm", &["--store", "sled"]);
     let served = start(&w, &["--store", "sled"]).await;
+    let posted = Instant::now();
     for n in 1..=3 {
         served.post_event(n).await;
     }
@@ -540,8 +544,19 @@ async fn store_migrate_moves_queue_dead_letters_log_and_tokens_sled_to_redb_and_
         })
         .await;
     let log_before = log_of(&log);
+    // The delayed jobs wait in the first daemon's queue when it stops.
+    served
+        .wait_until("/v1/jobs?push=later", |v| {
+            v["jobs"].as_array().unwrap().len() == 3
+        })
+        .await;
     served.stop().await;
-    assert_eq!(count("/later"), 0, "the delayed jobs are still queued");
+    assert_eq!(
+        count("/later"),
+        0,
+        "the delayed jobs are still queued (the first daemon stopped {:?} after the first event; the delay is {DELAY:?})",
+        posted.elapsed()
+    );
     let token_before = record_bytes(&w.data(), "crm");
 
     // sled → redb.
