@@ -12,7 +12,6 @@ use crate::template::TemplateText;
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[serde(bound(deserialize = "T: Deserialize<'de> + Default"))]
-#[schemars(rename = "BingAdsTarget")]
 pub struct BingAdsTarget<T = TemplateText> {
     /// The OAuth account (scope `https://ads.microsoft.com/msads.manage`).
     pub account: String,
@@ -32,7 +31,6 @@ pub struct BingAdsTarget<T = TemplateText> {
 /// The fields of one `OfflineConversion`; every value is a template.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "ConversionSpec")]
 pub struct ConversionSpec<T = TemplateText> {
     /// `ConversionName`: must equal an offline conversion goal's name.
     pub name: T,

@@ -13,7 +13,6 @@ use crate::template::TemplateText;
 /// A mail sent through Microsoft Graph `sendMail` with an OAuth account's token.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "GraphMailTarget")]
 pub struct GraphMailTarget<T = TemplateText> {
     /// The OAuth account (its `name`) whose access token authorises the request.
     pub account: String,
@@ -60,7 +59,6 @@ pub struct GraphMailTarget<T = TemplateText> {
 /// One mail attachment: a file, or base64 content given by a template.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "AttachmentSpec")]
 pub struct AttachmentSpec<T = TemplateText> {
     /// File name shown to the recipient.
     pub name: T,

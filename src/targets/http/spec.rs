@@ -14,7 +14,6 @@ use crate::template::TemplateText;
 /// An HTTP request to any endpoint (the classic "push configuration").
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "HttpTarget")]
 pub struct HttpTarget<T = TemplateText> {
     /// HTTP method (default `POST`).
     #[serde(default = "default_method")]
@@ -56,7 +55,6 @@ pub struct HttpTarget<T = TemplateText> {
 /// with a secret shared with the receiver.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "SigningSpec")]
 pub struct SigningSpec<T = TemplateText> {
     /// The shared secret (`${env:…}` or `${file:…}`).
     pub secret: T,

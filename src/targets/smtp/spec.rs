@@ -25,7 +25,6 @@ pub enum SmtpTls {
 /// SMTP authentication: a password, or XOAUTH2 with an OAuth account's token.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "SmtpAuth")]
 pub struct SmtpAuth<T = TemplateText> {
     /// The login name (for Office 365, the mailbox address).
     pub username: T,
@@ -40,7 +39,6 @@ pub struct SmtpAuth<T = TemplateText> {
 /// A mail sent over SMTP.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "SmtpTarget")]
 pub struct SmtpTarget<T = TemplateText> {
     /// Server host name, e.g. `smtp.office365.com`.
     pub host: String,

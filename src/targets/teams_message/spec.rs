@@ -13,7 +13,6 @@ use crate::template::TemplateText;
 /// delegated token (`ChannelMessage.Send` or `ChatMessage.Send`).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "TeamsMessageTarget")]
 pub struct TeamsMessageTarget<T = TemplateText> {
     /// The OAuth account (its `name`) whose access token authorises the request.
     pub account: String,
