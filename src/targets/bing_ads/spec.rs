@@ -1,7 +1,7 @@
 //! The `bing_ads:` section of a push: its fields, their YAML names
 //! and their JSON Schema. Generic over the leaf type: `TemplateText` as
-//! written (the default, the one serde and the schema see), `String` once
-//! rendered.
+//! written (the default: what YAML is loaded into and the schema describes),
+//! `String` once rendered.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,7 @@ use crate::template::TemplateText;
 /// A Microsoft Advertising offline conversion (`ApplyOfflineConversions`, REST v13).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+// `conversion` has optional fields, so its `Deserialize` wants `T: Default`.
 #[serde(bound(deserialize = "T: Deserialize<'de> + Default"))]
 pub struct BingAdsTarget<T = TemplateText> {
     /// The OAuth account (scope `https://ads.microsoft.com/msads.manage`).

@@ -1,7 +1,7 @@
 //! The `http:` section of a push: its fields, their YAML names
 //! and their JSON Schema. Generic over the leaf type: `TemplateText` as
-//! written (the default, the one serde and the schema see), `String` once
-//! rendered.
+//! written (the default: what YAML is loaded into and the schema describes),
+//! `String` once rendered.
 
 use std::collections::BTreeMap;
 
