@@ -249,19 +249,12 @@ pub(crate) fn compile_push(
 
     // Every string leaf of the target.
     let root = target.key();
-    let mut leaves: Vec<(String, String, bool)> = Vec::new();
-    let mut probe = target.clone();
-    let _ = probe.leaves(&mut |path, leaf| {
-        match leaf {
-            crate::targets::Leaf::Text(t) => leaves.push((path.to_owned(), t.0.clone(), false)),
-            crate::targets::Leaf::Json(serde_json::Value::String(s)) => {
-                leaves.push((path.to_owned(), s.clone(), true))
-            }
-            crate::targets::Leaf::Json(_) => {}
-        }
-        Ok::<(), std::convert::Infallible>(())
-    });
-    for (rel, text, typed_ctx) in leaves {
+    for crate::targets::Leaf {
+        path: rel,
+        source: text,
+        json: typed_ctx,
+    } in target.leaves()
+    {
         let yaml_path = if rel.is_empty() {
             root.to_owned()
         } else if rel.starts_with('[') {

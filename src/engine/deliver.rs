@@ -14,7 +14,7 @@ use crate::config::{Catalog, Push};
 use crate::event::Event;
 use crate::oauth::{OAuthError, Resolver};
 use crate::pipeline::{self, PreparedPush, SecretMode};
-use crate::targets::{Endpoints, Outcome, Prepared, RetryDelay, TargetSpec};
+use crate::targets::{Endpoints, Outcome, Prepared, RenderedTarget, RetryDelay, TargetSpec};
 
 /// What an attempt came to.
 #[derive(Debug, Clone)]
@@ -324,7 +324,7 @@ impl Deliverer {
 
     async fn send(
         &self,
-        target: &TargetSpec,
+        target: &RenderedTarget,
         prepared: &Prepared,
         uses_token: bool,
     ) -> (Outcome, String) {

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use crate::config::secret::placeholder;
 use crate::config::{Catalog, Push, SecretError, Trigger};
 use crate::event::Event;
-use crate::targets::{Leaf, RenderedPush, SecretMode, TargetSpec};
-use crate::template;
+use crate::targets::{Fill, RenderedPush, SecretMode, TargetSpec};
+use crate::template::{self, TemplateText};
 
 /// Access tokens by account, or placeholders for a dry-run.
 pub type TokenValues = BTreeMap<String, String>;
@@ -176,61 +176,97 @@ pub fn render(
         }
     }
 
-    let root = push.spec.target.key();
-    let mut target = push.spec.target.clone();
-    target.leaves(&mut |path, leaf| {
-        let Some(slot) = compiled.slots.get(path) else {
-            return Ok(());
-        };
-        let field = format!("{root}.{path}");
-        let out = render_template(catalog, &slot.template, &ctx, &field, None, input.event)?;
-        match leaf {
-            Leaf::Text(t) => t.0 = out,
-            Leaf::Json(v) if slot.typed => {
-                *v = serde_json::from_str(&out).map_err(|e| RenderError::Template {
-                    field,
-                    message: format!("value is not JSON-serialisable: {e}"),
-                })?
-            }
-            Leaf::Json(v) => *v = serde_json::Value::String(out),
-        }
-        Ok::<(), RenderError>(())
+    let mut target = push.spec.target.fill(&mut Filler {
+        catalog,
+        push,
+        ctx: &ctx,
+        event: input.event,
     })?;
-    if let TargetSpec::GraphMail(mail) = &mut target {
+    if let (TargetSpec::GraphMail(mail), TargetSpec::GraphMail(written)) =
+        (&mut target, &push.spec.target)
+    {
         let base = push.file.parent().unwrap_or(Path::new("."));
         let mut secrets = None;
-        for (i, a) in mail.attachments.iter_mut().enumerate() {
+        for (i, (a, source)) in mail
+            .attachments
+            .iter_mut()
+            .zip(&written.attachments)
+            .enumerate()
+        {
             if let Some(path) = a.path.take() {
                 // Confined to the folder the path's fixed part names (issue #10.1).
-                let source = match &push.spec.target {
-                    TargetSpec::GraphMail(g) => g.attachments.get(i),
-                    _ => None,
-                };
-                let source = source
-                    .and_then(|a| a.path.as_ref())
-                    .map_or("", |p| p.0.as_str());
+                let source = source.path.as_ref().map_or("", |p| p.as_str());
                 let secrets = secrets.get_or_insert_with(|| secret_files(catalog));
                 let bytes =
-                    crate::targets::graph_mail::read_attachment(base, source, &path.0, secrets)
+                    crate::targets::graph_mail::read_attachment(base, source, &path, secrets)
                         .map_err(|e| RenderError::Attachment {
                             field: format!("graph_mail.attachments[{i}].path"),
-                            path: path.0.clone(),
+                            path: path.clone(),
                             reason: e.to_string(),
                         })?;
-                a.content_base64 = Some(crate::config::TemplateText(
-                    base64::engine::general_purpose::STANDARD.encode(bytes),
-                ));
+                a.content_base64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
             }
         }
     }
-    Ok(Rendered::Ready(Box::new(RenderedPush {
-        push: push.name().to_owned(),
+    Ok(Rendered::Ready(Box::new(RenderedPush::new(
+        push.name().to_owned(),
         target,
         tokens,
-        now: input.now,
-        idempotency_key: idempotency_key(push.name(), &input.event.id),
-        secrets: input.secrets,
-    })))
+        input.now,
+        idempotency_key(push.name(), &input.event.id),
+        input.secrets,
+    ))))
+}
+
+/// Fills a push's template leaves for one event: a leaf with a compiled
+/// template becomes its output, a literal one is copied.
+struct Filler<'a> {
+    catalog: &'a Catalog,
+    push: &'a Push,
+    ctx: &'a Value,
+    event: &'a Event,
+}
+
+impl Filler<'_> {
+    /// The output of the template compiled for the leaf at `path`, and
+    /// whether it is a typed JSON value; `None` for a literal leaf.
+    fn render(&self, path: &str) -> Result<Option<(String, bool)>, RenderError> {
+        let Some(slot) = self.push.compiled.slots.get(path) else {
+            return Ok(None);
+        };
+        let field = format!("{}.{path}", self.push.spec.target.key());
+        let out = render_template(
+            self.catalog,
+            &slot.template,
+            self.ctx,
+            &field,
+            None,
+            self.event,
+        )?;
+        Ok(Some((out, slot.typed)))
+    }
+}
+
+impl Fill for Filler<'_> {
+    type Error = RenderError;
+
+    fn text(&mut self, path: &str, t: &TemplateText) -> Result<String, RenderError> {
+        Ok(match self.render(path)? {
+            Some((out, _)) => out,
+            None => t.0.clone(),
+        })
+    }
+
+    fn json_text(&mut self, path: &str, s: &str) -> Result<serde_json::Value, RenderError> {
+        match self.render(path)? {
+            Some((out, true)) => serde_json::from_str(&out).map_err(|e| RenderError::Template {
+                field: format!("{}.{path}", self.push.spec.target.key()),
+                message: format!("value is not JSON-serialisable: {e}"),
+            }),
+            Some((out, false)) => Ok(serde_json::Value::String(out)),
+            None => Ok(serde_json::Value::String(s.to_owned())),
+        }
+    }
 }
 
 /// Whether `push` applies to `event`: its trigger matches and its condition

@@ -1,81 +1,111 @@
-//! The template leaves of a target section, walked in place: how `check`
-//! finds every template to compile and how a render fills them in, on the
-//! section's own type (no JSON round trip), each leaf named by its YAML
-//! path relative to the section (`to[0]`, `headers.X-Key`, `json.lead.id`).
+//! The template leaves of a target section, mapped: a render turns the
+//! section as written (`Spec<TemplateText>`) into its rendered form
+//! (`Spec<String>`, the [`RenderedTarget`](super::RenderedTarget)) one leaf
+//! at a time, and `check` lists the same leaves to compile them. Each leaf
+//! is named by its YAML path relative to the section (`to[0]`,
+//! `headers.X-Key`, `json.lead.id`). One map per target (its `fill`), so
+//! what is compiled is exactly what is rendered.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::template::TemplateText;
 
-/// One template leaf.
-pub enum Leaf<'a> {
-    /// A template field.
-    Text(&'a mut TemplateText),
-    /// A string inside a structured JSON body: its rendered output may
-    /// replace it with any JSON value (a single parameter keeps its type).
-    Json(&'a mut Value),
-}
+/// What a template leaf becomes: a target's `fill` calls it for every leaf
+/// and builds the rendered section from the answers.
+pub trait Fill {
+    /// Why a leaf cannot be filled.
+    type Error;
 
-/// Hands every leaf of a section to a callback, with its path.
-pub struct Walk<'f, E> {
-    f: &'f mut dyn FnMut(&str, Leaf<'_>) -> Result<(), E>,
-}
+    /// The output of a template field.
+    fn text(&mut self, path: &str, t: &TemplateText) -> Result<String, Self::Error>;
 
-impl<'f, E> Walk<'f, E> {
-    /// A walk calling `f`.
-    pub fn new(f: &'f mut dyn FnMut(&str, Leaf<'_>) -> Result<(), E>) -> Self {
-        Walk { f }
-    }
-
-    /// A template field.
-    pub fn text(&mut self, path: &str, t: &mut TemplateText) -> Result<(), E> {
-        (self.f)(path, Leaf::Text(t))
-    }
+    /// The output of a string inside a structured JSON body: any JSON value
+    /// (a single parameter keeps its type).
+    fn json_text(&mut self, path: &str, s: &str) -> Result<Value, Self::Error>;
 
     /// An optional template field.
-    pub fn opt(&mut self, path: &str, t: &mut Option<TemplateText>) -> Result<(), E> {
-        match t {
-            Some(t) => self.text(path, t),
-            None => Ok(()),
-        }
+    fn opt(&mut self, path: &str, t: &Option<TemplateText>) -> Result<Option<String>, Self::Error> {
+        t.as_ref().map(|t| self.text(path, t)).transpose()
     }
 
     /// A list of templates: `path[i]`.
-    pub fn list(&mut self, path: &str, items: &mut [TemplateText]) -> Result<(), E> {
-        for (i, t) in items.iter_mut().enumerate() {
-            self.text(&format!("{path}[{i}]"), t)?;
-        }
-        Ok(())
+    fn list(&mut self, path: &str, items: &[TemplateText]) -> Result<Vec<String>, Self::Error> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.text(&format!("{path}[{i}]"), t))
+            .collect()
     }
 
     /// A map of templates: `path.key`.
-    pub fn map(&mut self, path: &str, m: &mut BTreeMap<String, TemplateText>) -> Result<(), E> {
-        for (k, t) in m.iter_mut() {
-            self.text(&format!("{path}.{k}"), t)?;
-        }
-        Ok(())
+    fn map(
+        &mut self,
+        path: &str,
+        m: &BTreeMap<String, TemplateText>,
+    ) -> Result<BTreeMap<String, String>, Self::Error> {
+        m.iter()
+            .map(|(k, t)| Ok((k.clone(), self.text(&format!("{path}.{k}"), t)?)))
+            .collect()
     }
 
-    /// Every string of a structured JSON body: `path.key`, `path[i]`.
-    pub fn json(&mut self, path: &str, v: &mut Value) -> Result<(), E> {
+    /// Every string of a structured JSON body (`path.key`, `path[i]`);
+    /// numbers, booleans and nulls stay as written.
+    fn json(&mut self, path: &str, v: &Value) -> Result<Value, Self::Error> {
         match v {
-            Value::String(_) => (self.f)(path, Leaf::Json(v)),
-            Value::Array(items) => {
-                for (i, item) in items.iter_mut().enumerate() {
-                    self.json(&format!("{path}[{i}]"), item)?;
-                }
-                Ok(())
-            }
-            Value::Object(map) => {
-                for (k, item) in map.iter_mut() {
-                    self.json(&format!("{path}.{k}"), item)?;
-                }
-                Ok(())
-            }
-            _ => Ok(()),
+            Value::String(s) => self.json_text(path, s),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| self.json(&format!("{path}[{i}]"), item))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, item)| Ok((k.clone(), self.json(&format!("{path}.{k}"), item)?)))
+                .collect::<Result<Map<_, _>, _>>()
+                .map(Value::Object),
+            other => Ok(other.clone()),
         }
+    }
+}
+
+/// One template leaf of a section as written: what `check` compiles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// Its YAML path relative to the section (`to[0]`, `json.lead.id`).
+    pub path: String,
+    /// The text as written.
+    pub source: String,
+    /// A string inside a structured JSON body (its output may be any JSON value).
+    pub json: bool,
+}
+
+/// A [`Fill`] that keeps every leaf as written and lists it.
+#[derive(Default)]
+pub(crate) struct Collect(pub(crate) Vec<Leaf>);
+
+impl Fill for Collect {
+    type Error = Infallible;
+
+    fn text(&mut self, path: &str, t: &TemplateText) -> Result<String, Infallible> {
+        self.0.push(Leaf {
+            path: path.to_owned(),
+            source: t.0.clone(),
+            json: false,
+        });
+        Ok(t.0.clone())
+    }
+
+    fn json_text(&mut self, path: &str, s: &str) -> Result<Value, Infallible> {
+        self.0.push(Leaf {
+            path: path.to_owned(),
+            source: s.to_owned(),
+            json: true,
+        });
+        Ok(Value::String(s.to_owned()))
     }
 }
 
@@ -173,7 +203,7 @@ mod tests {
             crate::targets::KEYS.len(),
             "every target above"
         );
-        for mut target in targets {
+        for target in targets {
             let mut written = BTreeSet::new();
             strings(
                 &serde_json::to_value(&target).unwrap(),
@@ -181,37 +211,38 @@ mod tests {
                 &mut written,
             );
             written.retain(|p| !NAMES.contains(&p.as_str()) && p != "timeout");
-            let mut walked = BTreeSet::new();
-            target
-                .leaves(&mut |path, _| {
-                    walked.insert(path.to_owned());
-                    Ok::<(), ()>(())
-                })
-                .unwrap();
+            let walked: BTreeSet<String> = target.leaves().into_iter().map(|l| l.path).collect();
             assert_eq!(walked, written, "{}", target.key());
         }
     }
 
+    /// Fills every leaf with its path, and `json.n` with a number.
+    struct ByPath;
+
+    impl Fill for ByPath {
+        type Error = ();
+        fn text(&mut self, path: &str, _: &TemplateText) -> Result<String, ()> {
+            Ok(format!("rendered {path}"))
+        }
+        fn json_text(&mut self, path: &str, _: &str) -> Result<Value, ()> {
+            Ok(if path == "json.n" {
+                json!(42)
+            } else {
+                json!("y")
+            })
+        }
+    }
+
     #[test]
-    fn a_render_replaces_leaves_in_place_and_json_keeps_types() {
-        let mut target = TargetSpec::Http(
+    fn a_render_fills_every_leaf_and_json_keeps_types() {
+        let target = TargetSpec::Http(
             serde_json::from_value(json!({"url": "u", "json": {"n": "<< n >>", "s": "x"}}))
                 .unwrap(),
         );
-        target
-            .leaves(&mut |path, leaf| {
-                match leaf {
-                    Leaf::Text(t) => t.0 = format!("rendered {path}"),
-                    Leaf::Json(v) if path == "json.n" => *v = json!(42),
-                    Leaf::Json(v) => *v = json!("y"),
-                }
-                Ok::<(), ()>(())
-            })
-            .unwrap();
-        let TargetSpec::Http(t) = target else {
+        let TargetSpec::Http(t) = target.fill(&mut ByPath).unwrap() else {
             unreachable!()
         };
-        assert_eq!(t.url.as_str(), "rendered url");
+        assert_eq!(t.url, "rendered url");
         assert_eq!(t.json, Some(json!({"n": 42, "s": "y"})));
     }
 }

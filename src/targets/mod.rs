@@ -8,14 +8,17 @@
 //! document's field, [`TargetSpec`]'s variant and every dispatch below are
 //! generated from that list. A target module provides, by convention:
 //!
-//! - `spec::<Type>`: the section as written (serde + JSON Schema);
+//! - `spec::<Type><T = TemplateText>`: the section, one definition for two
+//!   forms: `Type` as written (serde + JSON Schema) and `Type<String>`
+//!   rendered, every template replaced by its output;
 //! - `HTML_FIELDS`: its fields whose parameters are HTML-escaped;
-//! - `leaves(&mut Type, &mut Walk)`: its template fields, by YAML path;
+//! - `fill(&Type, &mut impl Fill) -> Result<Type<String>, _>`: the render,
+//!   leaf by leaf, each named by its YAML path (also how `check` finds them);
 //! - `check(&Type, &mut CheckCx)`: rules serde cannot express;
 //! - `accounts(&Type, used) -> BTreeSet<String>`: the accounts whose token it presents;
 //! - `slot(&Type, per_target) -> (String, u32)`: its in-flight slot and limit;
-//! - `build(&Type, &RenderedPush, &Endpoints) -> Result<Prepared, PrepareError>`;
-//! - `classify_http(&Type, uses_token, &Response, cap) -> Outcome`.
+//! - `build(&Type<String>, &RenderedPush, &Endpoints) -> Result<Prepared, PrepareError>`;
+//! - `classify_http(&Type<String>, uses_token, &Response, cap) -> Outcome`.
 //!
 //! Nothing here does I/O: dry-run prints what `prepare` returns; the
 //! engine sends it.
@@ -33,12 +36,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::template::TemplateText;
+
 pub(crate) use checks::{check_header, join_url};
 pub use checks::{
     check_header_text, check_html_links, is_script_attribute, one_line_subject, parse_recipient,
     templated_attributes, templated_raw_text,
 };
-pub use leaves::{Leaf, Walk};
+pub use leaves::{Fill, Leaf};
 pub use outcome::{ItemError, Outcome, Response, RetryDelay};
 pub use request::{
     find_header, Endpoints, HttpRequest, MissingToken, PrepareError, Prepared, RenderedPush,
@@ -80,28 +85,36 @@ registry!(target_modules);
 /// Defines [`TargetSpec`] and its dispatch from the registry.
 macro_rules! target_spec {
     ($( $(#[$doc:meta])* $key:ident => $variant:ident($module:ident :: spec :: $ty:ident), )*) => {
-        /// A push's one target, as written (or, once rendered, with every
-        /// template replaced by its output).
+        /// A push's one target: as written (`TargetSpec`, every template a
+        /// [`TemplateText`]) or rendered ([`RenderedTarget`], every template
+        /// replaced by its output).
         #[derive(Clone, Debug)]
-        pub enum TargetSpec {
-            $( $(#[$doc])* $variant($module::spec::$ty), )*
+        pub enum TargetSpec<T = TemplateText> {
+            $( $(#[$doc])* $variant($module::spec::$ty<T>), )*
         }
 
         /// The YAML keys of every target, in registry order.
         pub const KEYS: &[&str] = &[$(stringify!($key)),*];
 
-        impl TargetSpec {
+        impl<T> TargetSpec<T> {
             /// The target's YAML key (`http`, `graph_mail`, …).
             pub fn key(&self) -> &'static str {
                 match self { $( TargetSpec::$variant(_) => stringify!($key), )* }
             }
+        }
 
-            /// Calls `f` with every template leaf of the section and its
-            /// YAML path relative to the section (`to[0]`, `json.lead.id`):
-            /// `check` compiles them, a render replaces them in a copy.
-            pub fn leaves<E>(&mut self, f: &mut dyn FnMut(&str, Leaf<'_>) -> Result<(), E>) -> Result<(), E> {
-                let mut walk = Walk::new(f);
-                match self { $( TargetSpec::$variant(t) => $module::leaves(t, &mut walk), )* }
+        impl TargetSpec {
+            /// The rendered target: every template leaf replaced by what
+            /// `f` makes of it, the rest copied.
+            pub fn fill<F: Fill>(&self, f: &mut F) -> Result<RenderedTarget, F::Error> {
+                Ok(match self { $( TargetSpec::$variant(t) => TargetSpec::$variant($module::fill(t, f)?), )* })
+            }
+
+            /// Every template leaf of the section, in order: what `check` compiles.
+            pub fn leaves(&self) -> Vec<Leaf> {
+                let mut collect = leaves::Collect::default();
+                let Ok(_) = self.fill(&mut collect);
+                collect.0
             }
 
             /// Load-time checks serde cannot express.
@@ -121,7 +134,9 @@ macro_rules! target_spec {
             pub fn slot(&self, per_target: usize) -> (String, usize) {
                 match self { $( TargetSpec::$variant(t) => $module::slot(t, per_target), )* }
             }
+        }
 
+        impl RenderedTarget {
             fn build(&self, push: &RenderedPush, endpoints: &Endpoints) -> Result<Prepared, PrepareError> {
                 match self { $( TargetSpec::$variant(t) => $module::build(t, push, endpoints), )* }
             }

@@ -41,13 +41,23 @@ impl Endpoints {
     }
 }
 
-/// A push's target with every template rendered: the same shape as the
-/// target as written, every template leaf replaced by its output.
-pub type RenderedTarget = TargetSpec;
+/// A push's target with every template rendered: the same sections as the
+/// target as written, every template leaf a `String` holding its output
+/// (and a `graph_mail` attachment's file read into `content_base64`).
+/// Only a render makes one from a [`TargetSpec`]; `prepare` takes nothing else.
+pub type RenderedTarget = TargetSpec<String>;
 
 /// Everything `prepare` needs: the rendered target, the access tokens (or
 /// their placeholders in a dry-run) and the delivery's identity.
+///
+/// Made by `pipeline::render` only (through [`RenderedPush::new`], the
+/// crate's one way to build it), so a request is always built from what a
+/// render produced.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::manual_non_exhaustive,
+    reason = "the private field also keeps the crate's own modules from building one by hand, which #[non_exhaustive] does not"
+)]
 pub struct RenderedPush {
     /// The push's name.
     pub push: String,
@@ -61,9 +71,31 @@ pub struct RenderedPush {
     pub idempotency_key: String,
     /// Whether tokens and `${…}` secrets are placeholders or real values.
     pub secrets: SecretMode,
+    /// Keeps the struct from being built outside [`RenderedPush::new`].
+    _rendered: (),
 }
 
 impl RenderedPush {
+    /// A rendered push: for `pipeline::render` (and the targets' unit tests).
+    pub(crate) fn new(
+        push: String,
+        target: RenderedTarget,
+        tokens: BTreeMap<String, String>,
+        now: DateTime<Utc>,
+        idempotency_key: String,
+        secrets: SecretMode,
+    ) -> RenderedPush {
+        RenderedPush {
+            push,
+            target,
+            tokens,
+            now,
+            idempotency_key,
+            secrets,
+            _rendered: (),
+        }
+    }
+
     pub(crate) fn token(&self, account: &str) -> Result<&str, PrepareError> {
         self.tokens.get(account).map(String::as_str).ok_or_else(|| {
             MissingToken {

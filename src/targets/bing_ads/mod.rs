@@ -17,33 +17,39 @@ pub use check::check;
 pub use spec::{BingAdsTarget, ConversionSpec};
 
 use super::outcome::{retry_after, ItemError, Outcome, Response, RetryDelay};
-use super::{join_url, Endpoints, HttpRequest, PrepareError, Prepared, RenderedPush};
-use crate::template::TemplateText;
+use super::{join_url, Endpoints, Fill, HttpRequest, PrepareError, Prepared, RenderedPush};
 
 /// No HTML fields.
 pub const HTML_FIELDS: &[&str] = &[];
 
-/// The template leaves: the developer token, ids and the conversion's fields.
-pub fn leaves<E>(t: &mut BingAdsTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
-    w.text("developer_token", &mut t.developer_token)?;
-    w.text("customer_id", &mut t.customer_id)?;
-    w.text("customer_account_id", &mut t.customer_account_id)?;
-    let c = &mut t.conversion;
-    w.text("conversion.name", &mut c.name)?;
-    w.text("conversion.time", &mut c.time)?;
-    w.opt("conversion.click_id", &mut c.click_id)?;
-    w.opt("conversion.value", &mut c.value)?;
-    w.opt("conversion.currency", &mut c.currency)?;
-    w.opt("conversion.hashed_email", &mut c.hashed_email)?;
-    w.opt("conversion.hashed_phone", &mut c.hashed_phone)?;
-    w.opt(
-        "conversion.external_attribution_credit",
-        &mut c.external_attribution_credit,
-    )?;
-    w.opt(
-        "conversion.external_attribution_model",
-        &mut c.external_attribution_model,
-    )
+/// The rendered section: the developer token, ids and the conversion's
+/// fields filled by `f`.
+pub fn fill<F: Fill>(t: &BingAdsTarget, f: &mut F) -> Result<BingAdsTarget<String>, F::Error> {
+    let c = &t.conversion;
+    Ok(BingAdsTarget {
+        developer_token: f.text("developer_token", &t.developer_token)?,
+        customer_id: f.text("customer_id", &t.customer_id)?,
+        customer_account_id: f.text("customer_account_id", &t.customer_account_id)?,
+        conversion: ConversionSpec {
+            name: f.text("conversion.name", &c.name)?,
+            time: f.text("conversion.time", &c.time)?,
+            click_id: f.opt("conversion.click_id", &c.click_id)?,
+            value: f.opt("conversion.value", &c.value)?,
+            currency: f.opt("conversion.currency", &c.currency)?,
+            hashed_email: f.opt("conversion.hashed_email", &c.hashed_email)?,
+            hashed_phone: f.opt("conversion.hashed_phone", &c.hashed_phone)?,
+            external_attribution_credit: f.opt(
+                "conversion.external_attribution_credit",
+                &c.external_attribution_credit,
+            )?,
+            external_attribution_model: f.opt(
+                "conversion.external_attribution_model",
+                &c.external_attribution_model,
+            )?,
+        },
+        account: t.account.clone(),
+        base_url: t.base_url.clone(),
+    })
 }
 
 /// The account whose token authorises the upload.
@@ -58,7 +64,7 @@ pub fn slot(t: &BingAdsTarget, per_target: usize) -> (String, usize) {
 
 /// [`prepare`] for the registry.
 pub fn build(
-    t: &BingAdsTarget,
+    t: &BingAdsTarget<String>,
     push: &RenderedPush,
     endpoints: &Endpoints,
 ) -> Result<Prepared, PrepareError> {
@@ -67,7 +73,7 @@ pub fn build(
 
 /// [`classify`] for the registry.
 pub fn classify_http(
-    _t: &BingAdsTarget,
+    _t: &BingAdsTarget<String>,
     _uses_token: bool,
     response: &Response,
     retry_after_cap: Duration,
@@ -80,7 +86,7 @@ pub const APPLY_PATH: &str = "CampaignManagement/v13/OfflineConversions/Apply";
 
 /// Builds the request for one conversion.
 pub fn prepare(
-    t: &BingAdsTarget,
+    t: &BingAdsTarget<String>,
     push: &RenderedPush,
     endpoints: &Endpoints,
 ) -> Result<HttpRequest, PrepareError> {
@@ -94,7 +100,7 @@ pub const MAX_BATCH: usize = 1000;
 /// customer and ad account (Microsoft recommends packing up to 1,000); the
 /// answer's `PartialErrors` map back by position with [`classify_batch`].
 pub fn prepare_batch(
-    items: &[(&BingAdsTarget, &RenderedPush)],
+    items: &[(&BingAdsTarget<String>, &RenderedPush)],
     endpoints: &Endpoints,
 ) -> Result<HttpRequest, PrepareError> {
     let Some((t, push)) = items.first() else {
@@ -131,7 +137,7 @@ pub fn prepare_batch(
         ("customer_id", &t.customer_id),
         ("customer_account_id", &t.customer_account_id),
     ] {
-        let v = value.0.trim();
+        let v = value.trim();
         // Masked, an id from a secret is a placeholder (a literal id was
         // checked when the file loaded); real ids are numbers.
         let numeric = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
@@ -150,12 +156,12 @@ pub fn prepare_batch(
             ("Authorization".into(), format!("Bearer {token}")),
             (
                 "DeveloperToken".into(),
-                t.developer_token.0.trim().to_owned(),
+                t.developer_token.trim().to_owned(),
             ),
-            ("CustomerId".into(), t.customer_id.0.trim().to_owned()),
+            ("CustomerId".into(), t.customer_id.trim().to_owned()),
             (
                 "CustomerAccountId".into(),
-                t.customer_account_id.0.trim().to_owned(),
+                t.customer_account_id.trim().to_owned(),
             ),
             ("Content-Type".into(), "application/json".into()),
         ],
@@ -171,15 +177,15 @@ fn invalid(field: &str, reason: String) -> PrepareError {
 }
 
 /// A rendered optional field: `None` when absent or rendered empty.
-fn present(v: &Option<TemplateText>) -> Option<&str> {
-    v.as_ref().map(|t| t.0.trim()).filter(|s| !s.is_empty())
+fn present(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// The `OfflineConversion` object; `None` fields are omitted.
-pub fn conversion_json(t: &BingAdsTarget) -> Result<Value, PrepareError> {
+pub fn conversion_json(t: &BingAdsTarget<String>) -> Result<Value, PrepareError> {
     let c = &t.conversion;
     let mut out = Map::new();
-    let name = c.name.0.trim();
+    let name = c.name.trim();
     if name.is_empty() {
         return Err(invalid(
             "bing_ads.conversion.name",
@@ -187,7 +193,7 @@ pub fn conversion_json(t: &BingAdsTarget) -> Result<Value, PrepareError> {
         ));
     }
     out.insert("ConversionName".into(), Value::String(name.to_owned()));
-    let time = c.time.0.trim();
+    let time = c.time.trim();
     let parsed: DateTime<Utc> = DateTime::parse_from_rfc3339(time)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {

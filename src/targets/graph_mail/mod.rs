@@ -18,32 +18,45 @@ pub use spec::{AttachmentSpec, GraphMailTarget};
 use super::outcome::{Outcome, Response};
 use super::{
     check_header, check_header_text, check_html_links, join_url, one_line_subject, parse_recipient,
-    Endpoints, HttpRequest, PrepareError, Prepared, RenderedPush,
+    Endpoints, Fill, HttpRequest, PrepareError, Prepared, RenderedPush,
 };
-use crate::template::TemplateText;
 
 /// The HTML body escapes its parameters.
 pub const HTML_FIELDS: &[&str] = &["html"];
 
-/// The template leaves: mailbox, addresses, subject, body, attachments, headers.
-pub fn leaves<E>(t: &mut GraphMailTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
-    w.opt("user", &mut t.user)?;
-    w.opt("from", &mut t.from)?;
-    w.list("to", &mut t.to)?;
-    w.list("cc", &mut t.cc)?;
-    w.list("bcc", &mut t.bcc)?;
-    w.list("reply_to", &mut t.reply_to)?;
-    w.text("subject", &mut t.subject)?;
-    w.opt("text", &mut t.text)?;
-    w.opt("html", &mut t.html)?;
-    for (i, a) in t.attachments.iter_mut().enumerate() {
-        let at = format!("attachments[{i}]");
-        w.text(&format!("{at}.name"), &mut a.name)?;
-        w.opt(&format!("{at}.content_type"), &mut a.content_type)?;
-        w.opt(&format!("{at}.path"), &mut a.path)?;
-        w.opt(&format!("{at}.content_base64"), &mut a.content_base64)?;
-    }
-    w.map("headers", &mut t.headers)
+/// The rendered section: mailbox, addresses, subject, body, attachments
+/// (their `path` rendered; the render then reads the file into
+/// `content_base64`) and headers filled by `f`.
+pub fn fill<F: Fill>(t: &GraphMailTarget, f: &mut F) -> Result<GraphMailTarget<String>, F::Error> {
+    Ok(GraphMailTarget {
+        user: f.opt("user", &t.user)?,
+        from: f.opt("from", &t.from)?,
+        to: f.list("to", &t.to)?,
+        cc: f.list("cc", &t.cc)?,
+        bcc: f.list("bcc", &t.bcc)?,
+        reply_to: f.list("reply_to", &t.reply_to)?,
+        subject: f.text("subject", &t.subject)?,
+        text: f.opt("text", &t.text)?,
+        html: f.opt("html", &t.html)?,
+        attachments: t
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let at = format!("attachments[{i}]");
+                Ok(AttachmentSpec {
+                    name: f.text(&format!("{at}.name"), &a.name)?,
+                    content_type: f.opt(&format!("{at}.content_type"), &a.content_type)?,
+                    path: f.opt(&format!("{at}.path"), &a.path)?,
+                    content_base64: f.opt(&format!("{at}.content_base64"), &a.content_base64)?,
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        headers: f.map("headers", &t.headers)?,
+        account: t.account.clone(),
+        save_to_sent_items: t.save_to_sent_items,
+        base_url: t.base_url.clone(),
+    })
 }
 
 /// The account whose token authorises `sendMail`.
@@ -59,7 +72,7 @@ pub fn slot(t: &GraphMailTarget, per_target: usize) -> (String, usize) {
 
 /// [`prepare`] for the registry.
 pub fn build(
-    t: &GraphMailTarget,
+    t: &GraphMailTarget<String>,
     push: &RenderedPush,
     endpoints: &Endpoints,
 ) -> Result<Prepared, PrepareError> {
@@ -68,7 +81,7 @@ pub fn build(
 
 /// [`classify`] for the registry.
 pub fn classify_http(
-    _t: &GraphMailTarget,
+    _t: &GraphMailTarget<String>,
     _uses_token: bool,
     response: &Response,
     retry_after_cap: Duration,
@@ -218,7 +231,7 @@ pub fn read_attachment(
 
 /// Builds the `sendMail` request.
 pub fn prepare(
-    t: &GraphMailTarget,
+    t: &GraphMailTarget<String>,
     push: &RenderedPush,
     endpoints: &Endpoints,
 ) -> Result<HttpRequest, PrepareError> {
@@ -227,7 +240,7 @@ pub fn prepare(
     let path = match t
         .user
         .as_ref()
-        .map(|u| u.as_str().trim())
+        .map(|u| u.trim())
         .filter(|u| !u.is_empty())
     {
         // A path segment of its own: `.` or `..` would climb out of `/users/`
@@ -245,7 +258,7 @@ pub fn prepare(
         None => "v1.0/me/sendMail".to_owned(),
     };
 
-    let subject = one_line_subject("graph_mail.subject", &t.subject.0)?;
+    let subject = one_line_subject("graph_mail.subject", &t.subject)?;
     let mut message = Map::new();
     message.insert("subject".into(), Value::String(subject));
     let (content_type, content) = match (&t.html, &t.text) {
@@ -259,11 +272,11 @@ pub fn prepare(
         }
     };
     if content_type == "HTML" {
-        check_html_links("graph_mail.html", &content.0)?;
+        check_html_links("graph_mail.html", content)?;
     }
     message.insert(
         "body".into(),
-        json!({ "contentType": content_type, "content": content.0 }),
+        json!({ "contentType": content_type, "content": content }),
     );
     for (field, key, list) in [
         ("to", "toRecipients", &t.to),
@@ -285,14 +298,14 @@ pub fn prepare(
             reason: "every recipient rendered empty: a mail needs at least one".into(),
         });
     }
-    if let Some(from) = t.from.as_ref().filter(|f| !f.0.trim().is_empty()) {
-        message.insert("from".into(), email_address("graph_mail.from", &from.0)?);
+    if let Some(from) = t.from.as_ref().filter(|f| !f.trim().is_empty()) {
+        message.insert("from".into(), email_address("graph_mail.from", from)?);
     }
     if !t.headers.is_empty() {
         let mut headers = Vec::new();
         for (name, value) in &t.headers {
-            check_header(&format!("graph_mail.headers.{name}"), name, &value.0)?;
-            headers.push(json!({ "name": name, "value": value.0 }));
+            check_header(&format!("graph_mail.headers.{name}"), name, value)?;
+            headers.push(json!({ "name": name, "value": value }));
         }
         message.insert("internetMessageHeaders".into(), Value::Array(headers));
     }
@@ -301,14 +314,14 @@ pub fn prepare(
         for (i, a) in t.attachments.iter().enumerate() {
             let field = format!("graph_mail.attachments[{i}]");
             // Both end up in the MIME headers Exchange writes for the part.
-            check_header_text(&format!("{field}.name"), &a.name.0)?;
+            check_header_text(&format!("{field}.name"), &a.name)?;
             if let Some(ct) = &a.content_type {
-                check_header_text(&format!("{field}.content_type"), &ct.0)?;
+                check_header_text(&format!("{field}.content_type"), ct)?;
             }
             let b64 = a
                 .content_base64
                 .as_ref()
-                .map(|c| c.0.trim())
+                .map(|c| c.trim())
                 .unwrap_or_default();
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(b64)
@@ -327,8 +340,8 @@ pub fn prepare(
             }
             attachments.push(json!({
                 "@odata.type": "#microsoft.graph.fileAttachment",
-                "name": a.name.0,
-                "contentType": a.content_type.as_ref().map(|c| c.0.as_str()).unwrap_or("application/octet-stream"),
+                "name": a.name,
+                "contentType": a.content_type.as_deref().unwrap_or("application/octet-stream"),
                 "contentBytes": b64,
             }));
         }
@@ -350,12 +363,12 @@ pub fn prepare(
     Ok(super::graph::json_post(join_url(base, &path), token, body))
 }
 
-fn recipients(field: &str, list: &[TemplateText]) -> Result<Vec<Value>, PrepareError> {
+fn recipients(field: &str, list: &[String]) -> Result<Vec<Value>, PrepareError> {
     list.iter()
         .enumerate()
         // A recipient that rendered empty (an optional event field) is left out.
-        .filter(|(_, r)| !r.0.trim().is_empty())
-        .map(|(i, r)| email_address(&format!("graph_mail.{field}[{i}]"), &r.0))
+        .filter(|(_, r)| !r.trim().is_empty())
+        .map(|(i, r)| email_address(&format!("graph_mail.{field}[{i}]"), r))
         .collect()
 }
 

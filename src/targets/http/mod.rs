@@ -12,27 +12,34 @@ pub use check::check;
 pub use spec::{HttpTarget, SigningSpec};
 
 use super::outcome::{retry_after, Outcome, Response, RetryDelay};
-use super::{check_header, Endpoints, HttpRequest, PrepareError, Prepared, RenderedPush};
+use super::{check_header, Endpoints, Fill, HttpRequest, PrepareError, Prepared, RenderedPush};
 
 /// No HTML fields: nothing in an HTTP request is escaped for HTML.
 pub const HTML_FIELDS: &[&str] = &[];
 
-/// The template leaves: URL, headers, query, body, signing secret.
-pub fn leaves<E>(t: &mut HttpTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
-    w.text("url", &mut t.url)?;
-    w.map("headers", &mut t.headers)?;
-    w.map("query", &mut t.query)?;
-    if let Some(json) = &mut t.json {
-        w.json("json", json)?;
-    }
-    if let Some(form) = &mut t.form {
-        w.map("form", form)?;
-    }
-    w.opt("raw", &mut t.raw)?;
-    if let Some(signing) = &mut t.signing {
-        w.text("signing.secret", &mut signing.secret)?;
-    }
-    Ok(())
+/// The rendered section: URL, headers, query, body and signing secret
+/// filled by `f`.
+pub fn fill<F: Fill>(t: &HttpTarget, f: &mut F) -> Result<HttpTarget<String>, F::Error> {
+    Ok(HttpTarget {
+        url: f.text("url", &t.url)?,
+        headers: f.map("headers", &t.headers)?,
+        query: f.map("query", &t.query)?,
+        json: t.json.as_ref().map(|j| f.json("json", j)).transpose()?,
+        form: t.form.as_ref().map(|m| f.map("form", m)).transpose()?,
+        raw: f.opt("raw", &t.raw)?,
+        signing: match &t.signing {
+            Some(s) => Some(SigningSpec {
+                secret: f.text("signing.secret", &s.secret)?,
+                header: s.header.clone(),
+                timestamp_header: s.timestamp_header.clone(),
+            }),
+            None => None,
+        },
+        method: t.method.clone(),
+        content_type: t.content_type.clone(),
+        success: t.success.clone(),
+        timeout: t.timeout,
+    })
 }
 
 /// The accounts an HTTP push presents: every `oauth.*` its templates name.
@@ -50,7 +57,7 @@ pub fn slot(t: &HttpTarget, per_target: usize) -> (String, usize) {
 
 /// [`prepare`] for the registry.
 pub fn build(
-    t: &HttpTarget,
+    t: &HttpTarget<String>,
     push: &RenderedPush,
     _endpoints: &Endpoints,
 ) -> Result<Prepared, PrepareError> {
@@ -59,7 +66,7 @@ pub fn build(
 
 /// [`classify`] for the registry.
 pub fn classify_http(
-    t: &HttpTarget,
+    t: &HttpTarget<String>,
     uses_token: bool,
     response: &Response,
     retry_after_cap: Duration,
@@ -69,8 +76,8 @@ pub fn classify_http(
 
 /// Builds the request. The `Idempotency-Key` header is the same on every
 /// retry of one push for one event, so a receiver can drop duplicates.
-pub fn prepare(t: &HttpTarget, push: &RenderedPush) -> Result<HttpRequest, PrepareError> {
-    let url_text = t.url.0.trim();
+pub fn prepare(t: &HttpTarget<String>, push: &RenderedPush) -> Result<HttpRequest, PrepareError> {
+    let url_text = t.url.trim();
     let mut url = url::Url::parse(url_text).map_err(|e| PrepareError::InvalidField {
         field: "http.url".into(),
         // The URL itself is not echoed: it may hold a secret.
@@ -85,13 +92,13 @@ pub fn prepare(t: &HttpTarget, push: &RenderedPush) -> Result<HttpRequest, Prepa
     if !t.query.is_empty() {
         let mut pairs = url.query_pairs_mut();
         for (k, v) in &t.query {
-            pairs.append_pair(k, &v.0);
+            pairs.append_pair(k, v);
         }
     }
     let mut headers: Vec<(String, String)> = Vec::new();
     for (name, value) in &t.headers {
-        check_header(&format!("http.headers.{name}"), name, &value.0)?;
-        headers.push((name.clone(), value.0.clone()));
+        check_header(&format!("http.headers.{name}"), name, value)?;
+        headers.push((name.clone(), value.clone()));
     }
     let has = |headers: &[(String, String)], name: &str| {
         headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -104,7 +111,7 @@ pub fn prepare(t: &HttpTarget, push: &RenderedPush) -> Result<HttpRequest, Prepa
     } else if let Some(form) = &t.form {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in form {
-            s.append_pair(k, &v.0);
+            s.append_pair(k, v);
         }
         (
             s.finish().into_bytes(),
@@ -115,7 +122,7 @@ pub fn prepare(t: &HttpTarget, push: &RenderedPush) -> Result<HttpRequest, Prepa
             .content_type
             .clone()
             .unwrap_or_else(|| "text/plain; charset=utf-8".to_owned());
-        (raw.0.clone().into_bytes(), Some(ct))
+        (raw.clone().into_bytes(), Some(ct))
     } else {
         (Vec::new(), None)
     };
@@ -126,7 +133,7 @@ pub fn prepare(t: &HttpTarget, push: &RenderedPush) -> Result<HttpRequest, Prepa
     }
     if let Some(signing) = &t.signing {
         let timestamp = push.now.timestamp().to_string();
-        let secret = signing.secret.0.as_str();
+        let secret = signing.secret.as_str();
         // Masked, the secret is a placeholder: show that the header is
         // there, not a signature made with the placeholder.
         let signature = if push.secrets.is_masked() {
@@ -161,7 +168,7 @@ pub fn prepare(t: &HttpTarget, push: &RenderedPush) -> Result<HttpRequest, Prepa
 /// What an HTTP endpoint's answer means. `uses_token`: the push sends an
 /// OAuth access token, so a 401 asks for one refresh and retry.
 pub fn classify(
-    t: &HttpTarget,
+    t: &HttpTarget<String>,
     uses_token: bool,
     response: &Response,
     retry_after_cap: Duration,

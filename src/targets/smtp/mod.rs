@@ -17,28 +17,37 @@ pub use spec::{SmtpAuth, SmtpTarget, SmtpTls};
 
 use super::outcome::{Outcome, Response, RetryDelay};
 use super::{
-    check_html_links, one_line_subject, parse_recipient, Endpoints, PrepareError, Prepared,
+    check_html_links, one_line_subject, parse_recipient, Endpoints, Fill, PrepareError, Prepared,
     RenderedPush, SmtpLogin, SmtpMail,
 };
-use crate::template::TemplateText;
 
 /// The HTML body escapes its parameters.
 pub const HTML_FIELDS: &[&str] = &["html"];
 
-/// The template leaves: login, addresses, subject and bodies.
-pub fn leaves<E>(t: &mut SmtpTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
-    if let Some(auth) = &mut t.auth {
-        w.text("auth.username", &mut auth.username)?;
-        w.opt("auth.password", &mut auth.password)?;
-    }
-    w.text("from", &mut t.from)?;
-    w.list("to", &mut t.to)?;
-    w.list("cc", &mut t.cc)?;
-    w.list("bcc", &mut t.bcc)?;
-    w.list("reply_to", &mut t.reply_to)?;
-    w.text("subject", &mut t.subject)?;
-    w.opt("text", &mut t.text)?;
-    w.opt("html", &mut t.html)
+/// The rendered section: login, addresses, subject and bodies filled by `f`.
+pub fn fill<F: Fill>(t: &SmtpTarget, f: &mut F) -> Result<SmtpTarget<String>, F::Error> {
+    Ok(SmtpTarget {
+        auth: match &t.auth {
+            Some(auth) => Some(SmtpAuth {
+                username: f.text("auth.username", &auth.username)?,
+                password: f.opt("auth.password", &auth.password)?,
+                account: auth.account.clone(),
+            }),
+            None => None,
+        },
+        from: f.text("from", &t.from)?,
+        to: f.list("to", &t.to)?,
+        cc: f.list("cc", &t.cc)?,
+        bcc: f.list("bcc", &t.bcc)?,
+        reply_to: f.list("reply_to", &t.reply_to)?,
+        subject: f.text("subject", &t.subject)?,
+        text: f.opt("text", &t.text)?,
+        html: f.opt("html", &t.html)?,
+        host: t.host.clone(),
+        port: t.port,
+        tls: t.tls,
+        timeout: t.timeout,
+    })
 }
 
 /// The XOAUTH2 account, if the server is logged into with a token.
@@ -53,7 +62,7 @@ pub fn slot(t: &SmtpTarget, per_target: usize) -> (String, usize) {
 
 /// [`prepare`] for the registry.
 pub fn build(
-    t: &SmtpTarget,
+    t: &SmtpTarget<String>,
     push: &RenderedPush,
     _endpoints: &Endpoints,
 ) -> Result<Prepared, PrepareError> {
@@ -63,7 +72,7 @@ pub fn build(
 /// SMTP answers are replies inside the session, classified there by
 /// [`classify_reply`]; an SMTP target never gets an HTTP answer.
 pub fn classify_http(
-    _t: &SmtpTarget,
+    _t: &SmtpTarget<String>,
     _uses_token: bool,
     response: &Response,
     _retry_after_cap: Duration,
@@ -78,11 +87,11 @@ pub fn classify_http(
 }
 
 /// Builds the mail.
-pub fn prepare(t: &SmtpTarget, push: &RenderedPush) -> Result<SmtpMail, PrepareError> {
-    let from = mailbox("smtp.from", &t.from.0)?;
-    let subject = one_line_subject("smtp.subject", &t.subject.0)?;
+pub fn prepare(t: &SmtpTarget<String>, push: &RenderedPush) -> Result<SmtpMail, PrepareError> {
+    let from = mailbox("smtp.from", &t.from)?;
+    let subject = one_line_subject("smtp.subject", &t.subject)?;
     if let Some(html) = &t.html {
-        check_html_links("smtp.html", &html.0)?;
+        check_html_links("smtp.html", html)?;
     }
     let mut builder = Message::builder()
         .from(from.clone())
@@ -118,18 +127,18 @@ pub fn prepare(t: &SmtpTarget, push: &RenderedPush) -> Result<SmtpMail, PrepareE
     }
     let message = match (&t.text, &t.html) {
         (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(
-            text.0.clone(),
-            html.0.clone(),
+            text.clone(),
+            html.clone(),
         )),
         (Some(text), None) => builder.singlepart(
             SinglePart::builder()
                 .header(ContentType::TEXT_PLAIN)
-                .body(text.0.clone()),
+                .body(text.clone()),
         ),
         (None, Some(html)) => builder.singlepart(
             SinglePart::builder()
                 .header(ContentType::TEXT_HTML)
-                .body(html.0.clone()),
+                .body(html.clone()),
         ),
         (None, None) => {
             return Err(PrepareError::InvalidField {
@@ -147,13 +156,13 @@ pub fn prepare(t: &SmtpTarget, push: &RenderedPush) -> Result<SmtpMail, PrepareE
         None => None,
         Some(auth) => Some(match (&auth.account, &auth.password) {
             (Some(account), _) => SmtpLogin::Xoauth2 {
-                username: auth.username.0.trim().to_owned(),
+                username: auth.username.trim().to_owned(),
                 account: account.clone(),
                 token: push.token(account)?.to_owned(),
             },
             (None, password) => SmtpLogin::Password {
-                username: auth.username.0.trim().to_owned(),
-                password: password.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
+                username: auth.username.trim().to_owned(),
+                password: password.clone().unwrap_or_default(),
             },
         }),
     };
@@ -182,11 +191,11 @@ fn mailbox(field: &str, text: &str) -> Result<Mailbox, PrepareError> {
     Ok(Mailbox::new(name, address))
 }
 
-fn mailboxes(field: &str, list: &[TemplateText]) -> Result<Vec<Mailbox>, PrepareError> {
+fn mailboxes(field: &str, list: &[String]) -> Result<Vec<Mailbox>, PrepareError> {
     list.iter()
         .enumerate()
-        .filter(|(_, r)| !r.0.trim().is_empty())
-        .map(|(i, r)| mailbox(&format!("smtp.{field}[{i}]"), &r.0))
+        .filter(|(_, r)| !r.trim().is_empty())
+        .map(|(i, r)| mailbox(&format!("smtp.{field}[{i}]"), r))
         .collect()
 }
 

@@ -1,5 +1,7 @@
-//! The `smtp:` section of a push as written: its fields, their YAML names
-//! and their JSON Schema.
+//! The `smtp:` section of a push: its fields, their YAML names
+//! and their JSON Schema. Generic over the leaf type: `TemplateText` as
+//! written (the default: what YAML is loaded into and the schema describes),
+//! `String` once rendered.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -23,12 +25,12 @@ pub enum SmtpTls {
 /// SMTP authentication: a password, or XOAUTH2 with an OAuth account's token.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SmtpAuth {
+pub struct SmtpAuth<T = TemplateText> {
     /// The login name (for Office 365, the mailbox address).
-    pub username: TemplateText,
+    pub username: T,
     /// A password (`${env:…}` or `${file:…}`); give this or `account`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<TemplateText>,
+    pub password: Option<T>,
     /// An OAuth account for XOAUTH2 (scope `https://outlook.office.com/SMTP.Send`); give this or `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
@@ -37,7 +39,7 @@ pub struct SmtpAuth {
 /// A mail sent over SMTP.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SmtpTarget {
+pub struct SmtpTarget<T = TemplateText> {
     /// Server host name, e.g. `smtp.office365.com`.
     pub host: String,
     /// Server port (default 587 for `starttls`, 465 for `tls`, 25 for `none`).
@@ -48,29 +50,29 @@ pub struct SmtpTarget {
     pub tls: SmtpTls,
     /// Authentication; none for an open local relay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<SmtpAuth>,
+    pub auth: Option<SmtpAuth<T>>,
     /// Sender: `a@example.com` or `Name <a@example.com>`.
-    pub from: TemplateText,
+    pub from: T,
     /// Recipients.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub to: Vec<TemplateText>,
+    pub to: Vec<T>,
     /// Carbon-copy recipients.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cc: Vec<TemplateText>,
+    pub cc: Vec<T>,
     /// Blind carbon-copy recipients (in the envelope only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bcc: Vec<TemplateText>,
+    pub bcc: Vec<T>,
     /// Reply-to addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reply_to: Vec<TemplateText>,
+    pub reply_to: Vec<T>,
     /// Subject line.
-    pub subject: TemplateText,
+    pub subject: T,
     /// Plain-text body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<TemplateText>,
+    pub text: Option<T>,
     /// HTML body (with `text` too, the mail is multipart/alternative).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub html: Option<TemplateText>,
+    pub html: Option<T>,
     /// Connection and command timeout (default 30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationText>,

@@ -38,21 +38,29 @@ pub use spec::{Importance, TeamsMessageTarget};
 
 use super::outcome::{Outcome, Response};
 use super::{
-    check_html_links, join_url, one_line_subject, Endpoints, HttpRequest, PrepareError, Prepared,
-    RenderedPush,
+    check_html_links, join_url, one_line_subject, Endpoints, Fill, HttpRequest, PrepareError,
+    Prepared, RenderedPush,
 };
 
 /// The HTML body escapes its parameters.
 pub const HTML_FIELDS: &[&str] = &["html"];
 
-/// The template leaves: the ids, the subject and the body.
-pub fn leaves<E>(t: &mut TeamsMessageTarget, w: &mut super::Walk<'_, E>) -> Result<(), E> {
-    w.opt("team", &mut t.team)?;
-    w.opt("channel", &mut t.channel)?;
-    w.opt("chat", &mut t.chat)?;
-    w.opt("subject", &mut t.subject)?;
-    w.opt("text", &mut t.text)?;
-    w.opt("html", &mut t.html)
+/// The rendered section: the ids, the subject and the body filled by `f`.
+pub fn fill<F: Fill>(
+    t: &TeamsMessageTarget,
+    f: &mut F,
+) -> Result<TeamsMessageTarget<String>, F::Error> {
+    Ok(TeamsMessageTarget {
+        team: f.opt("team", &t.team)?,
+        channel: f.opt("channel", &t.channel)?,
+        chat: f.opt("chat", &t.chat)?,
+        subject: f.opt("subject", &t.subject)?,
+        text: f.opt("text", &t.text)?,
+        html: f.opt("html", &t.html)?,
+        account: t.account.clone(),
+        importance: t.importance,
+        base_url: t.base_url.clone(),
+    })
 }
 
 /// Teams refuses a message over about 28 KB.
@@ -70,7 +78,7 @@ pub fn slot(t: &TeamsMessageTarget, per_target: usize) -> (String, usize) {
 
 /// [`prepare`] for the registry.
 pub fn build(
-    t: &TeamsMessageTarget,
+    t: &TeamsMessageTarget<String>,
     push: &RenderedPush,
     endpoints: &Endpoints,
 ) -> Result<Prepared, PrepareError> {
@@ -79,7 +87,7 @@ pub fn build(
 
 /// [`classify`] for the registry.
 pub fn classify_http(
-    _t: &TeamsMessageTarget,
+    _t: &TeamsMessageTarget<String>,
     _uses_token: bool,
     response: &Response,
     retry_after_cap: Duration,
@@ -116,24 +124,23 @@ fn segment(field: &str, value: Option<&str>) -> Result<String, PrepareError> {
 
 /// Builds the `POST …/messages` request.
 pub fn prepare(
-    t: &TeamsMessageTarget,
+    t: &TeamsMessageTarget<String>,
     push: &RenderedPush,
     endpoints: &Endpoints,
 ) -> Result<HttpRequest, PrepareError> {
     let token = push.token(&t.account)?;
     let base = t.base_url.as_deref().unwrap_or(&endpoints.graph);
-    let text = |v: &Option<crate::template::TemplateText>| v.as_ref().map(|v| v.as_str().to_owned());
-    let path = match (text(&t.chat), text(&t.team), text(&t.channel)) {
+    let path = match (t.chat.as_deref(), t.team.as_deref(), t.channel.as_deref()) {
         (Some(chat), None, None) => {
             format!(
                 "v1.0/chats/{}/messages",
-                segment("teams_message.chat", Some(&chat))?
+                segment("teams_message.chat", Some(chat))?
             )
         }
         (None, team, channel) => format!(
             "v1.0/teams/{}/channels/{}/messages",
-            segment("teams_message.team", team.as_deref())?,
-            segment("teams_message.channel", channel.as_deref())?
+            segment("teams_message.team", team)?,
+            segment("teams_message.channel", channel)?
         ),
         _ => {
             return Err(invalid(
@@ -157,7 +164,7 @@ pub fn prepare(
         ));
     }
     let mut message = Map::new();
-    if let Some(subject) = t.subject.as_ref().filter(|s| !s.as_str().trim().is_empty()) {
+    if let Some(subject) = t.subject.as_ref().filter(|s| !s.trim().is_empty()) {
         if t.chat.is_some() {
             return Err(invalid(
                 "teams_message.subject",
@@ -166,7 +173,7 @@ pub fn prepare(
         }
         message.insert(
             "subject".into(),
-            Value::String(one_line_subject("teams_message.subject", subject.as_str())?),
+            Value::String(one_line_subject("teams_message.subject", subject)?),
         );
     }
     message.insert(
@@ -218,37 +225,34 @@ pub fn classify(response: &Response, retry_after_cap: Duration) -> Outcome {
 mod tests {
     use super::*;
     use crate::targets::RetryDelay;
-    use crate::template::TemplateText;
     use crate::targets::{SecretMode, TargetSpec};
 
-    fn target() -> TeamsMessageTarget {
+    fn target() -> TeamsMessageTarget<String> {
         TeamsMessageTarget {
             account: "ms_teams".into(),
-            team: Some(TemplateText("fbe2bf47-16c8-47cf-b4a5-4b9b187c508b".into())),
-            channel: Some(TemplateText(
-                "19:4a95f7d8db4c4e7fae857bcebe0623e6@thread.tacv2".into(),
-            )),
+            team: Some("fbe2bf47-16c8-47cf-b4a5-4b9b187c508b".into()),
+            channel: Some("19:4a95f7d8db4c4e7fae857bcebe0623e6@thread.tacv2".into()),
             chat: None,
-            subject: Some(TemplateText("Missed call".into())),
+            subject: Some("Missed call".into()),
             text: None,
-            html: Some(TemplateText("<p>Call from <b>+49 30 1234</b></p>".into())),
+            html: Some("<p>Call from <b>+49 30 1234</b></p>".into()),
             importance: Some(Importance::High),
             base_url: None,
         }
     }
 
-    fn rendered(t: TeamsMessageTarget) -> RenderedPush {
-        RenderedPush {
-            push: "teams".into(),
-            target: TargetSpec::TeamsMessage(t),
-            tokens: [("ms_teams".to_owned(), "tok-123".to_owned())].into(),
-            now: chrono::Utc::now(),
-            idempotency_key: "k".into(),
-            secrets: SecretMode::Real,
-        }
+    fn rendered(t: TeamsMessageTarget<String>) -> RenderedPush {
+        RenderedPush::new(
+            "teams".into(),
+            TargetSpec::TeamsMessage(t),
+            [("ms_teams".to_owned(), "tok-123".to_owned())].into(),
+            chrono::Utc::now(),
+            "k".into(),
+            SecretMode::Real,
+        )
     }
 
-    fn build(t: TeamsMessageTarget) -> Result<HttpRequest, PrepareError> {
+    fn build(t: TeamsMessageTarget<String>) -> Result<HttpRequest, PrepareError> {
         let push = rendered(t.clone());
         let endpoints = Endpoints {
             graph: "https://graph.test/".into(),
@@ -285,8 +289,8 @@ mod tests {
         t.subject = None;
         t.html = None;
         t.importance = None;
-        t.chat = Some(TemplateText("19:meeting_abc@thread.v2".into()));
-        t.text = Some(TemplateText("Lead: 42".into()));
+        t.chat = Some("19:meeting_abc@thread.v2".into());
+        t.text = Some("Lead: 42".into());
         let r = build(t).unwrap();
         assert_eq!(
             r.url,
@@ -302,7 +306,7 @@ mod tests {
     #[test]
     fn ids_cannot_leave_their_path_segment() {
         let mut t = target();
-        t.channel = Some(TemplateText("../../me/chats?x=1#y".into()));
+        t.channel = Some("../../me/chats?x=1#y".into());
         let r = build(t).unwrap();
         assert!(
             r.url
@@ -311,28 +315,26 @@ mod tests {
             r.url
         );
         let mut t = target();
-        t.team = Some(TemplateText("..".into()));
+        t.team = Some("..".into());
         assert!(build(t).is_err());
         let mut t = target();
-        t.channel = Some(TemplateText("  ".into()));
+        t.channel = Some("  ".into());
         assert!(build(t).is_err());
     }
 
     #[test]
     fn script_links_and_oversized_messages_are_refused() {
         let mut t = target();
-        t.html = Some(TemplateText(
-            r#"<a href="javascript:alert(1)">x</a>"#.into(),
-        ));
+        t.html = Some(r#"<a href="javascript:alert(1)">x</a>"#.into());
         assert!(matches!(
             build(t),
             Err(PrepareError::InvalidField { field, .. }) if field == "teams_message.html"
         ));
         let mut t = target();
-        t.html = Some(TemplateText("x".repeat(MAX_REQUEST_BYTES)));
+        t.html = Some("x".repeat(MAX_REQUEST_BYTES));
         assert!(matches!(build(t), Err(PrepareError::TooLarge { .. })));
         let mut t = target();
-        t.subject = Some(TemplateText("a\u{0}b".into()));
+        t.subject = Some("a\u{0}b".into());
         assert!(build(t).is_err());
     }
 

@@ -1,5 +1,7 @@
-//! The `teams_message:` section of a push as written: its fields, their
-//! YAML names and their JSON Schema.
+//! The `teams_message:` section of a push: its fields, their YAML names
+//! and their JSON Schema. Generic over the leaf type: `TemplateText` as
+//! written (the default: what YAML is loaded into and the schema describes),
+//! `String` once rendered.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -11,27 +13,27 @@ use crate::template::TemplateText;
 /// delegated token (`ChannelMessage.Send` or `ChatMessage.Send`).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TeamsMessageTarget {
+pub struct TeamsMessageTarget<T = TemplateText> {
     /// The OAuth account (its `name`) whose access token authorises the request.
     pub account: String,
     /// The team's id (a GUID); give it with `channel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub team: Option<TemplateText>,
+    pub team: Option<T>,
     /// The channel's id, e.g. `19:…@thread.tacv2`; give it with `team`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<TemplateText>,
+    pub channel: Option<T>,
     /// The chat's id, e.g. `19:…@thread.v2`; instead of `team` and `channel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chat: Option<TemplateText>,
+    pub chat: Option<T>,
     /// Subject line of a channel message (channels only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<TemplateText>,
+    pub subject: Option<T>,
     /// Plain-text message (give `text` or `html`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<TemplateText>,
+    pub text: Option<T>,
     /// HTML message (give `text` or `html`); parameters are HTML-escaped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub html: Option<TemplateText>,
+    pub html: Option<T>,
     /// Importance of the message (Graph's default is `normal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub importance: Option<Importance>,
