@@ -43,11 +43,51 @@ impl std::fmt::Debug for SledStore {
 }
 
 /// How long an open waits for a lock that a just-closed store of this
-/// process may still hold (see [`SledStore::open`]).
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+/// process may still hold (see [`open_waiting`]).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+/// Opens the sled database at `path` (in the data directory `dir`), waiting
+/// up to [`LOCK_WAIT`] for a lock a just-closed store of this process may
+/// still hold.
+///
+/// sled releases its file lock when its last handle goes, and its flusher
+/// thread holds one a moment after the store is dropped: a reopen right
+/// after a close (a compaction, a rekey, a test) can find the lock still
+/// held by a store that is already closed. Such a lock is gone within
+/// milliseconds (longer on a loaded machine); one held by a running daemon
+/// is not, and is reported as [`StoreError::Locked`] after the wait.
+fn open_waiting(dir: &Path, path: &Path) -> Result<sled::Db, StoreError> {
+    let open_once = || {
+        super::open_guarded(dir, || {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(CACHE_BYTES)
+                .open()
+                .map_err(|e| match e {
+                    sled::Error::Io(io) if io.to_string().contains("lock") => {
+                        StoreError::Locked(dir.to_path_buf())
+                    }
+                    sled::Error::Corruption { .. } => StoreError::Corrupt {
+                        path: dir.to_path_buf(),
+                        detail: "sled found corrupted data".into(),
+                    },
+                    other => backend(other),
+                })
+        })
+    };
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match open_once() {
+            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 impl SledStore {
@@ -64,39 +104,7 @@ impl SledStore {
         let had_records = std::fs::metadata(dir.join("sled").join("db"))
             .map(|m| m.len() > 0)
             .unwrap_or(false);
-        let open_once = || {
-            super::open_guarded(dir, || {
-                sled::Config::new()
-                    .path(dir.join("sled"))
-                    .cache_capacity(CACHE_BYTES)
-                    .open()
-                    .map_err(|e| match e {
-                        sled::Error::Io(io) if io.to_string().contains("lock") => {
-                            StoreError::Locked(dir.to_path_buf())
-                        }
-                        sled::Error::Corruption { .. } => StoreError::Corrupt {
-                            path: dir.to_path_buf(),
-                            detail: "sled found corrupted data".into(),
-                        },
-                        other => backend(other),
-                    })
-            })
-        };
-        // sled releases its file lock when its last handle goes, and its
-        // flusher thread holds one a moment after the store is dropped: a
-        // reopen right after a close (a compaction, a rekey, a test) can
-        // find the lock still held by a store that is already closed. Such
-        // a lock is gone within milliseconds; one held by a running daemon
-        // is not, and is reported after the wait.
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
-        let db = loop {
-            match open_once() {
-                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other?,
-            }
-        };
+        let db = open_waiting(dir, &dir.join("sled"))?;
         secure_tree(&dir.join("sled"))?;
         let id_offset = id_offset(&db)?;
         let store = SledStore {
@@ -190,12 +198,9 @@ pub(crate) fn compact_offline(dir: &Path) -> Result<(), StoreError> {
     if fresh.exists() {
         std::fs::remove_dir_all(&fresh).map_err(|e| io("remove an unfinished copy", e))?;
     }
+    // The store was closed just before: its lock may linger a moment.
+    let old = open_waiting(dir, &live)?;
     super::open_guarded(dir, || {
-        let old = sled::Config::new()
-            .path(&live)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(backend)?;
         let last_id = id_offset(&old)? + old.generate_id().map_err(backend)?;
         let new = sled::Config::new()
             .path(&fresh)
@@ -209,6 +214,7 @@ pub(crate) fn compact_offline(dir: &Path) -> Result<(), StoreError> {
         new.flush().map_err(backend)?;
         Ok(())
     })?;
+    drop(old);
     // Swap: DATA/sled → DATA/sled.old, DATA/sled.compact → DATA/sled. An
     // interruption between the renames is finished by the next open.
     std::fs::rename(&live, &old_place).map_err(|e| io("move the old store aside", e))?;

@@ -91,7 +91,7 @@ impl Sessions {
     /// The session of a request (by its cookie), touched; `None` when
     /// there is none or it expired.
     pub fn get(&self, headers: &HeaderMap) -> Option<(String, Session)> {
-        let id = cookie(headers, COOKIE)?;
+        let id = crate::server::auth::cookie(headers, COOKIE)?;
         let now = Instant::now();
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let found = map.get_mut(&id)?;
@@ -124,19 +124,6 @@ impl Sessions {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
     }
-}
-
-/// The value of cookie `name` in the request.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all("cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| v.len() <= 128)
 }
 
 /// The `Set-Cookie` value of a new session.

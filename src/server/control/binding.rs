@@ -25,9 +25,6 @@ use sha2::{Digest, Sha256};
 /// other's cookie.
 pub const COOKIE_PREFIX: &str = "pushwerk_signin_";
 
-/// Longest cookie value read (a binding value is 64 hex characters).
-const MAX_VALUE: usize = 128;
-
 /// `n` random bytes as hex (a begin link's id, a binding value).
 pub fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n];
@@ -92,24 +89,14 @@ pub fn clear_cookie(state: &str, redirect_uri: &str) -> String {
     )
 }
 
-/// The value of cookie `name` in the request, if present and not oversized.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all("cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| !v.is_empty() && v.len() <= MAX_VALUE)
-}
-
 /// Whether the request carries the cookie that binds the sign-in with
 /// `state` to this browser (`bound`: the digest kept when its begin link
 /// was opened; `None` while no browser opened it).
 pub fn matches(headers: &HeaderMap, state: &str, bound: Option<&[u8; 32]>) -> bool {
-    match (cookie(headers, &cookie_name(state)), bound) {
+    match (
+        crate::server::auth::cookie(headers, &cookie_name(state)),
+        bound,
+    ) {
         (Some(value), Some(bound)) => same_digest(&digest(&value), bound),
         _ => false,
     }
