@@ -276,6 +276,22 @@ fn token_in_file(
     Ok((token, Some(path)))
 }
 
+/// The value of cookie `name` in the request: the first one sent, if it is
+/// not empty and at most 128 bytes (every cookie pushwerk sets is a 64-hex
+/// value; a longer one is not ours). For the console session and the
+/// sign-in binding.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,20 +354,4 @@ mod tests {
         let (given, none) = admin_token(dir.path(), Some(" mine ".into())).unwrap();
         assert_eq!((given.as_str(), none), ("mine", None));
     }
-}
-
-/// The value of cookie `name` in the request: the first one sent, if it is
-/// not empty and at most 128 bytes (every cookie pushwerk sets is a 64-hex
-/// value; a longer one is not ours). For the console session and the
-/// sign-in binding.
-pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all("cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
 }
