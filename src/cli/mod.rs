@@ -75,13 +75,34 @@ pub fn main_entry() -> ExitCode {
         Err(err) => {
             if json {
                 // Every stderr line is JSON in this format, the last one too.
-                tracing::error!(target: STATUS, "{err:#}");
+                tracing::error!(target: STATUS, "{}", error_text(&err));
             } else {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {}", error_text(&err));
             }
             ExitCode::from(if err.is::<UsageError>() { 2 } else { 1 })
         }
     }
+}
+
+/// The error and its causes on one line, `a: b: c`, each cause shown once:
+/// many of our errors already name their source in their own message (so
+/// that a log line that prints only the top is complete), and anyhow's
+/// `{:#}` would print it a second time (`cannot read push folder P: No
+/// such file or directory (os error 2): No such file or directory (os
+/// error 2)`).
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Logs go to stderr; never a token (secrets are wrapped, requests are not

@@ -603,3 +603,15 @@ fn oversized_event_and_token_files_are_refused_not_read_whole() {
         assert!(err.contains("is larger than 1024 KiB"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn an_error_names_its_cause_once() {
+    // The folder error names its I/O error in its own message and carries
+    // it as its source: the line printed shows it once, not twice.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run(dir.path(), &["check"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot read push folder"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
