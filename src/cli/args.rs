@@ -214,7 +214,7 @@ pub enum Command {
     /// OAuth accounts: tokens in, status out.
     #[command(subcommand)]
     Oauth(OauthCommand),
-    /// The data directory's store: migrate between sled and redb.
+    /// The data directory's store: migrate between sled, redb and PostgreSQL.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
     /// Print the JSON Schema of a format, or write all of them into a folder.

@@ -52,9 +52,11 @@ use super::{CasConflict, ClaimedBatch, Entries, Store, StoreError};
 
 mod claims;
 mod connect;
+mod export;
 mod kv;
 mod schema;
 
+pub use export::Page;
 pub use schema::MIGRATIONS;
 
 /// Connections per node: enough for the ingest committer, the completion
