@@ -178,6 +178,7 @@ pub fn copy_from_postgres(
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| io("remove an unfinished copy", e))?;
     }
+    wait_for_stopped_nodes(from)?;
     let copied = copy_into_staging(from, &staging, to);
     let trees = match copied {
         Ok(trees) => trees,
@@ -195,6 +196,70 @@ pub fn copy_from_postgres(
     Ok(trees)
 }
 
+/// Before a copy out of the database: nodes whose heartbeat is younger
+/// than the lease are watched until it runs out, as a node starting under
+/// a taken name does. A heartbeat that changes meanwhile is a live node:
+/// refused at once, naming it. None changing: they stopped (or died) a
+/// moment ago, and the copy may go on.
+fn wait_for_stopped_nodes(from: &super::PgStore) -> Result<(), StoreError> {
+    use super::postgres::HEARTBEAT;
+    let first = from.live_nodes()?;
+    if first.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        "the heartbeat of {} is fresh: watching it for up to {:.0} s — a running node refuses the copy, one that stopped lets it go on",
+        first.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+        from.lease().as_secs_f32()
+    );
+    let deadline = std::time::Instant::now() + from.lease() + HEARTBEAT * 2;
+    let beating = |now: &[(String, String)]| -> Vec<String> {
+        now.iter()
+            .filter(|(n, seen)| first.iter().any(|(f, s)| f == n && s != seen))
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    loop {
+        std::thread::sleep(HEARTBEAT / 5);
+        let mut now = from.live_nodes()?;
+        let mut beating_now = beating(&now);
+        if !beating_now.is_empty() {
+            // One heartbeat more, to name every node that runs.
+            std::thread::sleep(HEARTBEAT + HEARTBEAT / 5);
+            now = from.live_nodes()?;
+            beating_now = beating(&now);
+        }
+        if !beating_now.is_empty() || std::time::Instant::now() > deadline {
+            let beating = beating_now;
+            let names = if beating.is_empty() {
+                now.into_iter().map(|(n, _)| n).collect()
+            } else {
+                beating
+            };
+            return Err(running(&names));
+        }
+        if now.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+/// The refusal while `live` nodes run on the database.
+fn running(live: &[String]) -> StoreError {
+    StoreError::Refused(format!(
+        "{} running on this database ({}): stop every node first (nothing was changed)",
+        if live.len() == 1 {
+            "a pushwerk node is"
+        } else {
+            "pushwerk nodes are"
+        },
+        live.iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    ))
+}
+
 /// The copy of [`copy_from_postgres`] into a new store in `staging`,
 /// counted per tree, closed (flushed) when it returns.
 fn copy_into_staging(
@@ -202,20 +267,13 @@ fn copy_into_staging(
     staging: &Path,
     to: StoreChoice,
 ) -> Result<Vec<(String, usize)>, StoreError> {
-    let running = |live: &[String]| {
-        if live.is_empty() {
-            return Ok(());
-        }
-        Err(StoreError::Refused(format!(
-            "{} running on this database ({}; a heartbeat within the last {} s): stop every node first; a node that crashed counts until its lease runs out (nothing was changed)",
-            if live.len() == 1 { "a pushwerk node is" } else { "pushwerk nodes are" },
-            live.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
-            super::postgres::DEFAULT_LEASE.as_secs()
-        )))
+    let none_running = |live: &[String]| match live {
+        [] => Ok(()),
+        _ => Err(running(live)),
     };
     let target = Backend::open(staging, to)?;
     let mut trees: Vec<(String, usize)> = Vec::new();
-    let floor = from.export(BATCH, SHARED_ONLY, running, |page| {
+    let floor = from.export(BATCH, SHARED_ONLY, none_running, |page| {
         match trees.last_mut() {
             Some((tree, n)) if *tree == page.tree => *n += page.rows.len(),
             _ => trees.push((page.tree.clone(), page.rows.len())),
@@ -234,7 +292,8 @@ fn copy_into_staging(
     }
     // A node that started during the copy may have taken jobs the copy
     // holds too: both would deliver them.
-    running(&from.live_nodes()?)?;
+    let live: Vec<String> = from.live_nodes()?.into_iter().map(|(n, _)| n).collect();
+    none_running(&live)?;
     target.raise_ids(floor)?;
     target.store().flush()?;
     Ok(trees)
@@ -514,7 +573,15 @@ mod from_postgres {
         let e = copy_from_postgres(&exporter, &held, StoreChoice::Redb).unwrap_err();
         assert!(e.to_string().contains("holds a sled store already"), "{e}");
 
+        // A node that died (no goodbye) a moment ago: its heartbeat is
+        // watched until the lease runs out, then the copy goes on.
+        test_node(&server, "c", DEFAULT_LEASE).crash();
+        drop(exporter);
+        let lease = std::time::Duration::from_millis(1500);
+        let exporter = test_node(&server, "exporter-2", lease);
+        let start = std::time::Instant::now();
         let trees = copy_from_postgres(&exporter, &dir, StoreChoice::Redb).unwrap();
+        assert!(start.elapsed() >= lease / 2, "{:?}", start.elapsed());
         assert_eq!(
             trees,
             vec![("delivery".into(), 25_000), ("tokens".into(), 1)],

@@ -31,15 +31,16 @@ enum Message {
 }
 
 /// Live nodes other than `inner`'s own, by name.
-const LIVE_NODES: &str = "SELECT node FROM pushwerk_nodes
+const LIVE_NODES: &str = "SELECT node, seen::text FROM pushwerk_nodes
      WHERE node <> $1 AND seen > now() - $2::bigint * interval '1 millisecond'
      ORDER BY node";
 
 impl PgStore {
     /// The nodes, other than this process, whose heartbeat is younger than
-    /// this store's lease: processes that may be writing to the database
-    /// now (a node that died a moment ago too, until its lease runs out).
-    pub fn live_nodes(&self) -> Result<Vec<String>, StoreError> {
+    /// this store's lease, with the time of that heartbeat (the server's,
+    /// as text): processes that may be writing to the database now, or
+    /// that stopped a moment ago (a heartbeat that changes is a live node).
+    pub fn live_nodes(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.with_conn(|c, i| {
             Box::pin(async move {
                 i.count(1);
@@ -47,9 +48,15 @@ impl PgStore {
                     .query(LIVE_NODES, &[&i.node, &i.lease_ms])
                     .await
                     .map_err(backend)?;
-                Ok(rows.into_iter().map(|r| r.get(0)).collect())
+                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
             })
         })
+    }
+
+    /// How long a node's rows stay its own after its last heartbeat, as
+    /// this store counts it (see [`super::DEFAULT_LEASE`]).
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.inner.lease_ms.max(0) as u64)
     }
 
     /// Reads every row of the database, except those of the trees in
