@@ -29,7 +29,8 @@ pub struct Cli {
     /// PUSHWERK_DATABASE_URL). See BENCHMARKS.md for how they compare.
     #[arg(long, global = true, env = "PUSHWERK_STORE", default_value = "auto", value_parser = parse_store)]
     pub store: StoreChoice,
-    /// With `--store postgres`: the database several nodes share
+    /// With `--store postgres` (and `store migrate` to or from
+    /// `postgres`): the database several nodes share
     /// (`postgres://user:password@host:port/db`; no TLS).
     #[arg(
         long,

@@ -28,10 +28,13 @@ pub enum StoreCommand {
     /// (every node) first, and keep the same key file: the tokens stay
     /// sealed with it.
     Migrate {
-        /// The store the data directory holds now.
+        /// The store to copy from: `sled` or `redb` (the data directory's),
+        /// or `postgres` (the database of --database-url).
         #[arg(long, value_parser = parse_backend)]
         from: StoreChoice,
-        /// The store to copy it into.
+        /// The store to copy into: `redb` or `sled` (in the data directory,
+        /// which must hold no such store yet), or `postgres` (an empty
+        /// database).
         #[arg(long, value_parser = parse_backend)]
         to: StoreChoice,
     },
@@ -116,7 +119,7 @@ pub(crate) fn migrate(data: &Path, from: StoreChoice, to: StoreChoice) -> anyhow
     }
     if from == StoreChoice::Postgres && to != StoreChoice::Postgres {
         // #15, the way back: the shared database into one data directory.
-        if crate::store::postgres::settings().is_none() {
+        if crate::store::postgres::settings().is_none_or(|s| s.url.trim().is_empty()) {
             bail!("store migrate --from postgres needs --database-url (or PUSHWERK_DATABASE_URL)");
         }
         let pg = crate::store::PgStore::open_configured()?;

@@ -279,3 +279,36 @@ async fn redb_to_postgres_and_back_keeps_queue_dead_letters_log_tokens_and_ids()
         stdout(&out)
     );
 }
+
+/// `store migrate --help` tells that `--from` takes `postgres`, and the way
+/// back without a database URL says what it needs (exit 1, nothing made).
+#[test]
+fn the_way_back_is_in_the_help_and_needs_a_database_url() {
+    let root = crate::util::root();
+    let out = crate::util::pushwerk_in(&root, &["store", "migrate", "--help"], &[]);
+    let help = stdout(&out);
+    assert!(out.status.success(), "{help}");
+    let at = help.find("      --from <FROM>").expect("a --from flag") + 6;
+    let paragraph = &help[at..];
+    let paragraph = &paragraph[..paragraph.find("\n      --").unwrap_or(paragraph.len())];
+    assert!(paragraph.contains("postgres"), "{paragraph}");
+    assert!(help.contains("--from postgres --to redb|sled"), "{help}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = crate::util::pushwerk_command()
+        .current_dir(&root)
+        .arg("--data")
+        .arg(&data)
+        .args(["store", "migrate", "--from", "postgres", "--to", "redb"])
+        .env_remove("PUSHWERK_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--from postgres needs --database-url (or PUSHWERK_DATABASE_URL)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!data.exists(), "nothing was made");
+}
