@@ -100,6 +100,18 @@ pub(crate) fn encryption_line(encrypted: bool) -> String {
     }
 }
 
+/// What a migration's summary says of the key: the copied tokens stay
+/// sealed, so the processes that use the copy need the key of `whose`.
+fn same_key(whose: &str) -> String {
+    match key_spec() {
+        Ok(spec) => match spec.path() {
+            Some(path) => format!("the same key file as {whose} ({})", path.display()),
+            None => format!("the same key as {whose} ({})", spec.describe()),
+        },
+        Err(_) => format!("the same key file as {whose}"),
+    }
+}
+
 /// `store migrate --from --to`.
 pub(crate) fn migrate(data: &Path, from: StoreChoice, to: StoreChoice) -> anyhow::Result<ExitCode> {
     if to == StoreChoice::Postgres && from != StoreChoice::Postgres {
@@ -108,12 +120,12 @@ pub(crate) fn migrate(data: &Path, from: StoreChoice, to: StoreChoice) -> anyhow
         let trees = crate::store::migrate::copy_to_postgres(data, from, &pg)?;
         let total: usize = trees.iter().map(|(_, n)| n).sum();
         println!(
-            "copied {} into PostgreSQL: {total} records ({}); the {} store in {} is left as it was (delete it once the nodes serve). The tokens stay sealed: run every node with the same key file ({})",
+            "copied {} into PostgreSQL: {total} records ({}); the {} store in {} is left as it was (delete it once the nodes serve). The tokens stay sealed: run every node with {}",
             if from == StoreChoice::Sled { "sled" } else { "redb" },
             trees.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", "),
             if from == StoreChoice::Sled { "sled" } else { "redb" },
             data.display(),
-            key_spec().map(|k| k.describe()).unwrap_or_else(|_| "--key-file".into())
+            same_key("this one")
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -127,11 +139,11 @@ pub(crate) fn migrate(data: &Path, from: StoreChoice, to: StoreChoice) -> anyhow
         drop(pg);
         let total: usize = trees.iter().map(|(_, n)| n).sum();
         println!(
-            "copied PostgreSQL into {}: {total} records ({}) in {}; the database is left as it was (start no node on it any more, or events and cron ticks are delivered twice). The tokens stay sealed: run with the same key file as the nodes ({})",
+            "copied PostgreSQL into {}: {total} records ({}) in {}; the database is left as it was (start no node on it any more, or events and cron ticks are delivered twice). The tokens stay sealed: run with {}",
             if to == StoreChoice::Sled { "sled" } else { "redb" },
             trees.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", "),
             data.display(),
-            key_spec().map(|k| k.describe()).unwrap_or_else(|_| "--key-file".into())
+            same_key("the nodes")
         );
         return Ok(ExitCode::SUCCESS);
     }
