@@ -1,5 +1,7 @@
 //! `pushwerk store migrate`: copies a data directory's store into the other
-//! backend (sled → redb, the default since redb stays bounded, or back).
+//! backend (sled → redb, the default since redb stays bounded, or back),
+//! into an empty PostgreSQL database ([`copy_to_postgres`]), or such a
+//! database back into a data directory ([`copy_from_postgres`]).
 //!
 //! Everything the store holds is copied record by record — token records
 //! as sealed as they are, the queue, retrying jobs, dead letters, the
