@@ -140,7 +140,7 @@ const SHARED_ONLY: &[&str] = &["token_leases"];
 /// marks — into a new `to` store in the data directory `dir`, read from
 /// one snapshot and written in batches (bounded memory). Ids handed out
 /// afterwards are above every id the database handed out. The copy is
-/// built in [`STAGING`] and put in place only when complete and counted,
+/// built in `DATA/migrate.partial/` and put in place only when complete and counted,
 /// as [`migrate`] does. The database is left as it was. Refused while any
 /// node runs on the database (before the copy, or one that started
 /// during it), when `dir` holds a store already, or when the database
