@@ -29,7 +29,8 @@ pub struct Cli {
     /// PUSHWERK_DATABASE_URL). See BENCHMARKS.md for how they compare.
     #[arg(long, global = true, env = "PUSHWERK_STORE", default_value = "auto", value_parser = parse_store)]
     pub store: StoreChoice,
-    /// With `--store postgres`: the database several nodes share
+    /// With `--store postgres` (and `store migrate` to or from
+    /// `postgres`): the database several nodes share
     /// (`postgres://user:password@host:port/db`; no TLS).
     #[arg(
         long,
@@ -214,7 +215,7 @@ pub enum Command {
     /// OAuth accounts: tokens in, status out.
     #[command(subcommand)]
     Oauth(OauthCommand),
-    /// The data directory's store: migrate between sled and redb.
+    /// The data directory's store: migrate between sled, redb and PostgreSQL.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
     /// Print the JSON Schema of a format, or write all of them into a folder.

@@ -22,12 +22,19 @@ pub enum StoreCommand {
     /// is kept beside it as `sled.migrated-<time>` or
     /// `pushwerk.redb.migrated-<time>`. `--to postgres` (with
     /// `--database-url`) copies it into an empty PostgreSQL database for
-    /// several nodes and leaves it in place. Stop the daemon first.
+    /// several nodes and leaves it in place; `--from postgres --to
+    /// redb|sled` copies such a database back into a data directory that
+    /// holds no store, and leaves the database as it was. Stop the daemon
+    /// (every node) first, and keep the same key file: the tokens stay
+    /// sealed with it.
     Migrate {
-        /// The store the data directory holds now.
+        /// The store to copy from: `sled` or `redb` (the data directory's),
+        /// or `postgres` (the database of --database-url).
         #[arg(long, value_parser = parse_backend)]
         from: StoreChoice,
-        /// The store to copy it into.
+        /// The store to copy into: `redb` or `sled` (in the data directory,
+        /// which must hold no such store yet), or `postgres` (an empty
+        /// database).
         #[arg(long, value_parser = parse_backend)]
         to: StoreChoice,
     },
@@ -39,7 +46,7 @@ fn parse_backend(s: &str) -> Result<StoreChoice, String> {
         "redb" => Ok(StoreChoice::Redb),
         "postgres" => Ok(StoreChoice::Postgres),
         other => Err(format!(
-            "unknown store `{other}`: expected sled, redb or (for --to) postgres"
+            "unknown store `{other}`: expected sled, redb or postgres"
         )),
     }
 }
@@ -93,6 +100,18 @@ pub(crate) fn encryption_line(encrypted: bool) -> String {
     }
 }
 
+/// What a migration's summary says of the key: the copied tokens stay
+/// sealed, so the processes that use the copy need the key of `whose`.
+fn same_key(whose: &str) -> String {
+    match key_spec() {
+        Ok(spec) => match spec.path() {
+            Some(path) => format!("the same key file as {whose} ({})", path.display()),
+            None => format!("the same key as {whose} ({})", spec.describe()),
+        },
+        Err(_) => format!("the same key file as {whose}"),
+    }
+}
+
 /// `store migrate --from --to`.
 pub(crate) fn migrate(data: &Path, from: StoreChoice, to: StoreChoice) -> anyhow::Result<ExitCode> {
     if to == StoreChoice::Postgres && from != StoreChoice::Postgres {
@@ -101,16 +120,35 @@ pub(crate) fn migrate(data: &Path, from: StoreChoice, to: StoreChoice) -> anyhow
         let trees = crate::store::migrate::copy_to_postgres(data, from, &pg)?;
         let total: usize = trees.iter().map(|(_, n)| n).sum();
         println!(
-            "copied {} into PostgreSQL: {total} records ({}); the {} store in {} is left as it was (delete it once the nodes serve)",
+            "copied {} into PostgreSQL: {total} records ({}); the {} store in {} is left as it was (delete it once the nodes serve). The tokens stay sealed: run every node with {}",
             if from == StoreChoice::Sled { "sled" } else { "redb" },
             trees.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", "),
             if from == StoreChoice::Sled { "sled" } else { "redb" },
-            data.display()
+            data.display(),
+            same_key("this one")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if from == StoreChoice::Postgres && to != StoreChoice::Postgres {
+        // #15, the way back: the shared database into one data directory.
+        if crate::store::postgres::settings().is_none_or(|s| s.url.trim().is_empty()) {
+            bail!("store migrate --from postgres needs --database-url (or PUSHWERK_DATABASE_URL)");
+        }
+        let pg = crate::store::PgStore::open_configured()?;
+        let trees = crate::store::migrate::copy_from_postgres(&pg, data, to)?;
+        drop(pg);
+        let total: usize = trees.iter().map(|(_, n)| n).sum();
+        println!(
+            "copied PostgreSQL into {}: {total} records ({}) in {}; the database is left as it was (start no node on it any more, or events and cron ticks are delivered twice). The tokens stay sealed: run with {}",
+            if to == StoreChoice::Sled { "sled" } else { "redb" },
+            trees.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", "),
+            data.display(),
+            same_key("the nodes")
         );
         return Ok(ExitCode::SUCCESS);
     }
     if from == StoreChoice::Postgres || to == StoreChoice::Postgres {
-        anyhow::bail!("store migrate copies sled or redb into the other, or into PostgreSQL (--to postgres); not out of PostgreSQL");
+        bail!("store migrate needs two different stores: --from postgres --to redb|sled, or --from redb|sled --to postgres");
     }
     let done = crate::store::migrate::migrate(data, from, to)?;
     let total: usize = done.trees.iter().map(|(_, n)| n).sum();

@@ -1,5 +1,7 @@
 //! `pushwerk store migrate`: copies a data directory's store into the other
-//! backend (sled → redb, the default since redb stays bounded, or back).
+//! backend (sled → redb, the default since redb stays bounded, or back),
+//! into an empty PostgreSQL database ([`copy_to_postgres`]), or such a
+//! database back into a data directory ([`copy_from_postgres`]).
 //!
 //! Everything the store holds is copied record by record — token records
 //! as sealed as they are, the queue, retrying jobs, dead letters, the
@@ -121,6 +123,181 @@ pub fn copy_to_postgres(
     }
     to.raise_ids(source.store().next_id()?)?;
     to.release_rows()?;
+    Ok(trees)
+}
+
+/// Trees that mean something only to several nodes on one database, left
+/// out of a copy into an embedded store: the token refresh leases
+/// (`token_leases` of `oauth::token_store`), which an embedded store
+/// never takes.
+const SHARED_ONLY: &[&str] = &["token_leases"];
+
+/// `pushwerk store migrate --from postgres --to redb|sled` (#15, the way
+/// back): copies every record of the PostgreSQL database `from` — token
+/// records as sealed, the queue (jobs leased by a node come back as
+/// ordinary queued jobs: a lease is a column of the database, not part of
+/// the record), dead letters, the delivery log, accepted event ids, cron
+/// marks — into a new `to` store in the data directory `dir`, read from
+/// one snapshot and written in batches (bounded memory). Ids handed out
+/// afterwards are above every id the database handed out. The copy is
+/// built in `DATA/migrate.partial/` and put in place only when complete and counted,
+/// as [`migrate`] does. The database is left as it was. Refused while any
+/// node runs on the database (before the copy, or one that started
+/// during it), when `dir` holds a store already, or when the database
+/// holds no record. Returns the records copied per tree.
+pub fn copy_from_postgres(
+    from: &super::PgStore,
+    dir: &Path,
+    to: StoreChoice,
+) -> Result<Vec<(String, usize)>, StoreError> {
+    let refuse = |m: String| Err(StoreError::Refused(m));
+    if !matches!(to, StoreChoice::Sled | StoreChoice::Redb) {
+        return refuse("--from postgres copies into --to redb or --to sled".into());
+    }
+    secure_dir(dir)?;
+    finish_interrupted(dir)?;
+    for kind in [StoreChoice::Sled, StoreChoice::Redb] {
+        if dir.join(entry(kind)).exists() {
+            return refuse(format!(
+                "the data directory {} holds a {} store already ({}): move it away first (nothing was changed)",
+                dir.display(),
+                name(kind),
+                entry(kind)
+            ));
+        }
+    }
+    if from.is_empty()? {
+        return refuse(
+            "the database holds no pushwerk records: nothing to migrate (nothing was changed)"
+                .into(),
+        );
+    }
+    let staging = dir.join(STAGING);
+    let io = |what: &str, e: std::io::Error| StoreError::Directory {
+        path: dir.to_path_buf(),
+        reason: format!("migration: cannot {what}: {e}"),
+    };
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| io("remove an unfinished copy", e))?;
+    }
+    wait_for_stopped_nodes(from)?;
+    let copied = copy_into_staging(from, &staging, to);
+    let trees = match copied {
+        Ok(trees) => trees,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    std::fs::write(staging.join(COMPLETE), b"").map_err(|e| io("mark the copy complete", e))?;
+    sync_dir(&staging);
+    std::fs::rename(staging.join(entry(to)), dir.join(entry(to)))
+        .map_err(|e| io("put the new store in place", e))?;
+    sync_dir(dir);
+    std::fs::remove_dir_all(&staging).map_err(|e| io("remove the staging directory", e))?;
+    Ok(trees)
+}
+
+/// Before a copy out of the database: nodes whose heartbeat is younger
+/// than the lease are watched until it runs out, as a node starting under
+/// a taken name does. A heartbeat that changes meanwhile is a live node:
+/// refused at once, naming it. None changing: they stopped (or died) a
+/// moment ago, and the copy may go on.
+fn wait_for_stopped_nodes(from: &super::PgStore) -> Result<(), StoreError> {
+    use super::postgres::HEARTBEAT;
+    let first = from.live_nodes()?;
+    if first.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        "the heartbeat of {} is fresh: watching it for up to {:.0} s — a running node refuses the copy, one that stopped lets it go on",
+        first.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+        from.lease().as_secs_f32()
+    );
+    let deadline = std::time::Instant::now() + from.lease() + HEARTBEAT * 2;
+    let beating = |now: &[(String, String)]| -> Vec<String> {
+        now.iter()
+            .filter(|(n, seen)| first.iter().any(|(f, s)| f == n && s != seen))
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    loop {
+        std::thread::sleep(HEARTBEAT / 5);
+        let mut now = from.live_nodes()?;
+        let mut beating_now = beating(&now);
+        if !beating_now.is_empty() {
+            // One heartbeat more, to name every node that runs.
+            std::thread::sleep(HEARTBEAT + HEARTBEAT / 5);
+            now = from.live_nodes()?;
+            beating_now = beating(&now);
+        }
+        if !beating_now.is_empty() || std::time::Instant::now() > deadline {
+            let beating = beating_now;
+            let names = if beating.is_empty() {
+                now.into_iter().map(|(n, _)| n).collect()
+            } else {
+                beating
+            };
+            return Err(running(&names));
+        }
+        if now.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+/// The refusal while `live` nodes run on the database.
+fn running(live: &[String]) -> StoreError {
+    StoreError::Refused(format!(
+        "{} running on this database ({}): stop every node first (nothing was changed)",
+        if live.len() == 1 {
+            "a pushwerk node is"
+        } else {
+            "pushwerk nodes are"
+        },
+        live.iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    ))
+}
+
+/// The copy of [`copy_from_postgres`] into a new store in `staging`,
+/// counted per tree, closed (flushed) when it returns.
+fn copy_into_staging(
+    from: &super::PgStore,
+    staging: &Path,
+    to: StoreChoice,
+) -> Result<Vec<(String, usize)>, StoreError> {
+    let none_running = |live: &[String]| match live {
+        [] => Ok(()),
+        _ => Err(running(live)),
+    };
+    let target = Backend::open(staging, to)?;
+    let mut trees: Vec<(String, usize)> = Vec::new();
+    let floor = from.export(BATCH, SHARED_ONLY, none_running, |page| {
+        match trees.last_mut() {
+            Some((tree, n)) if *tree == page.tree => *n += page.rows.len(),
+            _ => trees.push((page.tree.clone(), page.rows.len())),
+        }
+        let ops = page.rows.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        target.store().apply_batch(&page.tree, ops)
+    })?;
+    target.store().flush()?;
+    for (tree, n) in &trees {
+        let copied = target.store().count(tree, &[], &[0xff; 64])?;
+        if copied != *n {
+            return Err(StoreError::Backend(format!(
+                "migration: the copy of tree `{tree}` holds {copied} records, not {n} (nothing was changed)"
+            )));
+        }
+    }
+    // A node that started during the copy may have taken jobs the copy
+    // holds too: both would deliver them.
+    let live: Vec<String> = from.live_nodes()?.into_iter().map(|(n, _)| n).collect();
+    none_running(&live)?;
+    target.raise_ids(floor)?;
+    target.store().flush()?;
     Ok(trees)
 }
 
@@ -345,5 +522,90 @@ mod tests {
         assert_eq!(s.count("delivery", &[], &[0xff]).unwrap(), 25_000);
         drop(s);
         assert!(!dir.join(STAGING).exists());
+    }
+}
+
+/// The way back out of PostgreSQL, on a real (throwaway) server.
+#[cfg(test)]
+mod from_postgres {
+    use super::*;
+    use crate::store::postgres::{pg_server::PgServer, test_node, DEFAULT_LEASE};
+
+    /// Every record (more than one page) comes back, jobs a node held
+    /// included; the refresh leases stay behind; ids continue above every
+    /// block any node took; the database is left as it was. Refused while
+    /// a node runs (named), and into a data directory with a store.
+    #[test]
+    fn a_database_is_copied_back_into_a_data_directory() {
+        let server = PgServer::start();
+        let a = test_node(&server, "a", DEFAULT_LEASE);
+        let b = test_node(&server, "b", DEFAULT_LEASE);
+        a.put("tokens", b"ms_mail", b"sealed-bytes").unwrap();
+        a.put("token_leases", b"ms_mail", b"{\"node\":\"a\"}")
+            .unwrap();
+        let jobs = (0u32..25_000)
+            .map(|i| {
+                (
+                    [b"j:".as_slice(), &i.to_be_bytes()].concat(),
+                    Some(b"job".to_vec()),
+                )
+            })
+            .collect();
+        a.apply_batch("delivery", jobs).unwrap();
+        let mut last = 0;
+        for _ in 0..5 {
+            last = last.max(a.next_id().unwrap()).max(b.next_id().unwrap());
+        }
+        let rows = "SELECT count(*), count(lease_node) FROM pushwerk_kv";
+        let before = server.psql(rows);
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let exporter = test_node(&server, "exporter", DEFAULT_LEASE);
+        let e = copy_from_postgres(&exporter, &dir, StoreChoice::Redb).unwrap_err();
+        assert!(matches!(e, StoreError::Refused(_)), "{e}");
+        assert!(e.to_string().contains("`a`, `b`"), "{e}");
+        assert!(!super::super::holds_store(&dir), "nothing was written");
+        // Stopped cleanly: the rows keep `a` as their holder.
+        drop(a);
+        drop(b);
+
+        let held = tmp.path().join("held");
+        super::super::open(&held, StoreChoice::Sled).unwrap();
+        let e = copy_from_postgres(&exporter, &held, StoreChoice::Redb).unwrap_err();
+        assert!(e.to_string().contains("holds a sled store already"), "{e}");
+
+        // A node that died (no goodbye) a moment ago: its heartbeat is
+        // watched until the lease runs out, then the copy goes on.
+        test_node(&server, "c", DEFAULT_LEASE).crash();
+        drop(exporter);
+        let lease = std::time::Duration::from_millis(1500);
+        let exporter = test_node(&server, "exporter-2", lease);
+        let start = std::time::Instant::now();
+        let trees = copy_from_postgres(&exporter, &dir, StoreChoice::Redb).unwrap();
+        assert!(start.elapsed() >= lease / 2, "{:?}", start.elapsed());
+        assert_eq!(
+            trees,
+            vec![("delivery".into(), 25_000), ("tokens".into(), 1)],
+            "the refresh leases stay behind"
+        );
+        assert_eq!(server.psql(rows), before, "the database is as it was");
+        assert!(!dir.join(STAGING).exists());
+        let s = super::super::open(&dir, StoreChoice::Auto).unwrap();
+        assert_eq!(
+            s.get("tokens", b"ms_mail").unwrap().unwrap(),
+            b"sealed-bytes"
+        );
+        assert_eq!(s.count("delivery", b"j:", b"j;").unwrap(), 25_000);
+        // Blocks of 1000 from 1: `b`'s, which holds `last`, ends here.
+        let block_end = last - (last - 1) % 1000 + 1000;
+        assert!(s.next_id().unwrap() >= block_end, "above every block");
+        // The copied jobs are plain records: the queue takes them all.
+        assert_eq!(
+            s.range("delivery", b"j:", b"j;", 30_000, false)
+                .unwrap()
+                .len(),
+            25_000
+        );
     }
 }

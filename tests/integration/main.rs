@@ -25,6 +25,7 @@ mod oauth;
 mod oauth_hostile;
 mod pg_server;
 mod postgres;
+mod postgres_back;
 mod postgres_ux;
 mod schemas;
 mod snapshots;

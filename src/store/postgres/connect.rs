@@ -249,7 +249,7 @@ impl PgStore {
         Ok(store)
     }
 
-    fn runtime(&self) -> &tokio::runtime::Runtime {
+    pub(super) fn runtime(&self) -> &tokio::runtime::Runtime {
         self.rt.as_ref().expect("runtime until drop")
     }
 

@@ -11,7 +11,7 @@ use crate::store::{CasConflict, Entries, StoreError};
 
 /// Ids are taken from the sequence in blocks of this many (its increment,
 /// see [`super::MIGRATIONS`]), so that a job costs no round trip for its id.
-const ID_BLOCK: i64 = 1000;
+pub(super) const ID_BLOCK: i64 = 1000;
 
 /// The exclusive end of the keys that start with `prefix` (`None`: no end,
 /// the prefix is all `0xff`).

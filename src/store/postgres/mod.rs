@@ -43,7 +43,8 @@
 //! table of contents; `connect` the runtime, the pool and opening;
 //! `schema` the migrations; `kv` the plain key-value operations;
 //! `claims` what makes several nodes safe (node names, heartbeats,
-//! leased rows, unique claims).
+//! leased rows, unique claims); `export` reading a whole database out
+//! (`store migrate --from postgres`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -52,9 +53,11 @@ use super::{CasConflict, ClaimedBatch, Entries, Store, StoreError};
 
 mod claims;
 mod connect;
+mod export;
 mod kv;
 mod schema;
 
+pub use export::Page;
 pub use schema::MIGRATIONS;
 
 /// Connections per node: enough for the ingest committer, the completion
