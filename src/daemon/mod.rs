@@ -267,6 +267,17 @@ impl Daemon {
         if let Err(e) = self.commit.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }
+        // The last write is done: a shared store lets the other nodes take
+        // this one's rows at once. The commit and completion threads still
+        // hold the store when the process exits, so its drop never runs.
+        let store = self.queue.store().clone();
+        match tokio::task::spawn_blocking(move || store.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not give up this node's rows; the other nodes take them when its lease runs out")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not give up this node's rows"),
+        }
     }
 }
 

@@ -186,6 +186,15 @@ pub trait Store: Send + Sync + 'static {
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// The process is leaving after its last write: a shared store gives
+    /// up what it holds for this node (its heartbeat, so its leased rows
+    /// are taken over at once instead of after the lease). Called by the
+    /// daemon at a clean stop; the store stays usable for reads. Nothing to
+    /// do for a store of one process.
+    fn release(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The [`Store`] contract as tests, run against every implementation so

@@ -182,6 +182,26 @@ impl Node {
         panic!("not ready within {within:?}:\n{}", self.log_text());
     }
 
+    /// Stops it as a service manager does (SIGTERM) and waits until it
+    /// has exited; panics unless it exits with success within 20 s.
+    fn terminate(&mut self) {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: our own child, not yet reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 20 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{status}:\n{}", self.log_text());
+    }
+
     fn kill9(&mut self) {
         let mut child = self.child.take().expect("running");
         child.kill().unwrap();
@@ -612,4 +632,20 @@ async fn a_second_node_under_a_running_nodes_name_is_refused() {
     let (status, _) = a.post(&event("after-twin")).await.expect("a answers");
     assert_eq!(status, 202);
     wait_delivered(&rx, &["after-twin".to_owned()], Duration::from_secs(20)).await;
+}
+
+/// A node stopped cleanly (SIGTERM) removes its heartbeat row as it exits,
+/// so the others take its leased jobs at once and a node started under its
+/// name does not wait out the lease. (The row stayed: the daemon's commit
+/// threads held the store at exit, so its drop never said goodbye.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_stopped_cleanly_leaves_no_heartbeat_behind() {
+    let server = PgServer::start();
+    let rx = HttpReceiver::start().await;
+    let cluster = Cluster::new(&server, &[("hook.yaml", &http_push(&rx.url("/hook")))]);
+    let count = || server.psql("SELECT count(*) FROM pushwerk_nodes WHERE node = 'a'");
+    let mut a = cluster.start("a").await;
+    assert_eq!(count(), "1", "a running node has its heartbeat row");
+    a.terminate();
+    assert_eq!(count(), "0", "{}", a.log_text());
 }

@@ -55,6 +55,10 @@ pub(super) struct Inner {
     pub(super) beat: Mutex<(Instant, Option<String>)>,
     /// Statements sent (for BENCHMARKS.md's queries per delivery).
     queries: AtomicU64,
+    /// Held by the heartbeat while it beats; `true` once the node said
+    /// goodbye, after which it beats no more (a beat in flight during the
+    /// goodbye would put the row back).
+    pub(super) left: tokio::sync::Mutex<bool>,
 }
 
 /// A driver error as the store's: a passing condition (the server is
@@ -207,6 +211,7 @@ impl PgStore {
             ids: Mutex::new((0, 0)),
             beat: Mutex::new((Instant::now(), None)),
             queries: AtomicU64::new(0),
+            left: tokio::sync::Mutex::new(false),
         });
         let mut store = PgStore {
             rt: Some(rt),
@@ -236,7 +241,12 @@ impl PgStore {
             loop {
                 tokio::time::sleep(HEARTBEAT).await;
                 let Some(inner) = weak.upgrade() else { return };
+                let left = inner.left.lock().await;
+                if *left {
+                    return;
+                }
                 let result = tokio::time::timeout(HEARTBEAT * 5, inner.heartbeat()).await;
+                drop(left);
                 let mut beat = inner.beat.lock().unwrap_or_else(PoisonError::into_inner);
                 match result {
                     Ok(Ok(())) => *beat = (Instant::now(), None),
@@ -313,18 +323,34 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Says goodbye once: the heartbeat stops and the node's row goes, so
+    /// its leased rows are orphans at once (the others need not wait for
+    /// its lease). Bounded: 2 s.
+    pub(super) fn leave(&self) -> Result<(), StoreError> {
+        self.block(|i| async move {
+            tokio::time::timeout(Duration::from_secs(2), async {
+                let mut left = i.left.lock().await;
+                if *left {
+                    return Ok(());
+                }
+                i.goodbye().await?;
+                *left = true;
+                Ok(())
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable("timed out".into()))?
+        })
+    }
+}
+
 impl Drop for PgStore {
     fn drop(&mut self) {
         if self.rt.is_none() {
             return;
         }
-        // A node that stops cleanly gives its rows up at once (the others
-        // need not wait for its lease); best effort, bounded.
-        let _ = self.block(|i| async move {
-            tokio::time::timeout(Duration::from_secs(2), i.goodbye())
-                .await
-                .map_err(|_| StoreError::Unavailable("timed out".into()))?
-        });
+        // Best effort: a daemon has left already (`Store::release`).
+        let _ = self.leave();
         // Dropping a runtime blocks, which panics inside another runtime.
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();

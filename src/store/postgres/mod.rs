@@ -247,6 +247,10 @@ impl Store for PgStore {
     fn health(&self) -> Result<(), StoreError> {
         self.beat_health()
     }
+
+    fn release(&self) -> Result<(), StoreError> {
+        self.leave()
+    }
 }
 
 /// The integration tests' throwaway server, for the library's own tests
