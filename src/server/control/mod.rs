@@ -79,6 +79,11 @@ pub enum ControlError {
     /// read the metrics, and every scraper could send events.
     #[error("the metrics token is the ingest token: every scraper could send events; give the metrics token a value of its own (or leave --metrics-token / PUSHWERK_METRICS_TOKEN unset to have one generated into DATA/metrics-token)")]
     SameMetricsToken,
+    /// The metrics token is the admin token: every scraper's configuration
+    /// would hold the admin token, and the metrics token would open
+    /// everything instead of nothing else.
+    #[error("the metrics token is the admin token: every scraper would hold the admin token (accounts, sign-ins, sending); give the metrics token a value of its own (or leave --metrics-token / PUSHWERK_METRICS_TOKEN unset and delete DATA/metrics-token to have one generated), or scrape with the admin token itself")]
+    SameMetricsAdminToken,
     /// The metrics token is short enough to be guessed over the network.
     #[error("the metrics token is {0} characters long: give one of at least {MIN_ADMIN_TOKEN} (e.g. `pushwerk oauth keygen`), or leave --metrics-token / PUSHWERK_METRICS_TOKEN unset to have one generated into DATA/metrics-token")]
     WeakMetricsToken(usize),
@@ -192,6 +197,13 @@ impl Control {
             }
             if metrics.trim() == ingest_token.trim() {
                 return Err(ControlError::SameMetricsToken);
+            }
+            if options
+                .admin_token
+                .as_deref()
+                .is_some_and(|admin| admin.trim() == metrics.trim())
+            {
+                return Err(ControlError::SameMetricsAdminToken);
             }
             let length = metrics.trim().chars().count();
             if length < MIN_ADMIN_TOKEN {
