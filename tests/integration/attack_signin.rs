@@ -6,7 +6,9 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pushwerk_testkit::daemon::World;
+use crate::pg_server::PgServer;
+use pushwerk_testkit::daemon::{poll, Served, World};
+use pushwerk_testkit::microsoft::HttpReceiver;
 
 const INGEST: &str = "attack-signin-ingest-token-0123";
 const ADMIN: &str = "attack-signin-admin-token-01234";
@@ -82,5 +84,98 @@ async fn a_metrics_token_that_is_the_admin_token_is_refused() {
     assert!(
         text.contains("the metrics token is the admin token"),
         "{text}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL node names
+
+/// A node of `name` on `server`, in a data directory of its own, delivering
+/// to `hook`.
+async fn pg_node(
+    server: &PgServer,
+    hook: &str,
+    name: &str,
+    ready_within: Duration,
+) -> (World, Served) {
+    let push = format!(
+        "name: hook\non: call.ended\nhttp:\n  url: {hook}\n  json:\n    id: \"<< push.event_id >>\"\n"
+    );
+    let world = world(&[("hook.yaml", &push)]);
+    let served = world
+        .serve()
+        .token(INGEST)
+        .global(&["--store", "postgres", "--node-name", name])
+        .env("PUSHWERK_DATABASE_URL", &server.url())
+        .ready_within(ready_within)
+        .start()
+        .await;
+    (world, served)
+}
+
+fn event(id: &str) -> serde_json::Value {
+    serde_json::json!({ "id": id, "type": "call.ended", "time": "2026-01-01T00:00:00Z", "data": {} })
+}
+
+/// `GET /readyz`: the status and the body.
+async fn readyz(served: &Served) -> (u16, String) {
+    // A kept-alive connection may have been closed while the node was
+    // stopped: a failed request is no answer (status 0).
+    match served.http().get(served.url("/readyz")).send().await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// A node stopped (SIGSTOP: a VM stall, a debugger, a long GC-like pause)
+/// for longer than its lease is taken for dead, and a restart under its
+/// name takes the name over. When the stopped node resumes it must not run
+/// beside its successor under the same name (each would deliver the
+/// other's jobs, and its events would be accepted into the successor's
+/// rows): it says it is not ready, naming why, and accepts nothing; the
+/// successor goes on delivering.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_paused_past_its_lease_does_not_run_beside_its_successor() {
+    let server = PgServer::start();
+    let rx = HttpReceiver::start().await;
+    let hook = rx.url("/hook");
+    let (_wa, mut a) = pg_node(&server, &hook, "a", Duration::from_secs(20)).await;
+    a.signal(libc::SIGSTOP);
+    // The successor waits out the stopped node's lease (10 s), then runs.
+    let (_wb, b) = pg_node(&server, &hook, "a", Duration::from_secs(40)).await;
+    a.signal(libc::SIGCONT);
+    // Not ready for a moment after any pause (a late heartbeat); then,
+    // for good, naming the reason.
+    let wanted = "another process took this node's name `a`";
+    poll(
+        "the resumed node to say that its name was taken",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = readyz(&a).await;
+            (status == 503 && body.contains(wanted)).then_some(())
+        },
+    )
+    .await;
+    assert!(a.alive(), "the resumed node exited:\n{}", a.log_text());
+    let (status, body) = a.post(&event("to-the-resumed-node")).await;
+    assert_ne!(status, 202, "the resumed node accepted an event: {body}");
+    assert_eq!(readyz(&b).await.0, 200, "the successor is untouched");
+    b.ingest(&event("to-the-successor")).await;
+    poll(
+        "the successor's delivery",
+        Duration::from_secs(20),
+        || async {
+            rx.requests()
+                .iter()
+                .any(|r| r.json()["id"] == "to-the-successor")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !rx.requests()
+            .iter()
+            .any(|r| r.json()["id"] == "to-the-resumed-node"),
+        "an event refused by the resumed node was delivered"
     );
 }
