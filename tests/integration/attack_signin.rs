@@ -18,15 +18,21 @@ fn world(files: &[(&str, &str)]) -> World {
 }
 
 /// `pushwerk serve` with `args`, expected to refuse to start: its stderr.
-/// A daemon that starts instead is stopped and the test fails.
 async fn refused_start(world: &World, args: &[&str]) -> String {
-    let mut cmd = world.command();
+    refused(world.command(), args).await
+}
+
+/// `cmd serve --listen 127.0.0.1:0 args…` (`cmd`: the binary with the
+/// options before `serve`), expected to refuse to start: its stderr. A
+/// daemon that starts instead is stopped and the test fails.
+async fn refused(mut cmd: std::process::Command, args: &[&str]) -> String {
     cmd.args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .env("PUSHWERK_INGEST_TOKEN", INGEST)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    let described = format!("{cmd:?}");
     let mut child = cmd.spawn().expect("pushwerk runs");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -36,13 +42,13 @@ async fn refused_start(world: &World, args: &[&str]) -> String {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{args:?}: the daemon started (still running after 20 s)");
+            panic!("{described}: the daemon started (still running after 20 s)");
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     let mut text = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut text).unwrap();
-    assert!(!status.success(), "{args:?} started:\n{text}");
+    assert!(!status.success(), "{described} started:\n{text}");
     text
 }
 
@@ -178,4 +184,44 @@ async fn a_node_paused_past_its_lease_does_not_run_beside_its_successor() {
             .any(|r| r.json()["id"] == "to-the-resumed-node"),
         "an event refused by the resumed node was delivered"
     );
+}
+
+/// Node names are the operator's, but they name rows, show in logs and
+/// in answers: quotes, a long name and non-ASCII letters work as any name;
+/// an empty or blank name (`PUSHWERK_NODE=` from a template whose variable
+/// was not set) or one with a control character (a line break in a log
+/// line) is refused at start with the reason, instead of every node of a
+/// cluster running as `` until the second is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_node_names_work_and_empty_or_control_ones_are_refused() {
+    let server = PgServer::start();
+    let rx = HttpReceiver::start().await;
+    let hook = rx.url("/hook");
+    let long = "n".repeat(200);
+    for name in ["it's \"quoted\"; --", long.as_str(), "nœud-ü-東京"] {
+        let (_world, served) = pg_node(&server, &hook, name, Duration::from_secs(20)).await;
+        let id = format!("via-{}", served.port());
+        served.ingest(&event(&id)).await;
+        poll("the node's delivery", Duration::from_secs(20), || async {
+            rx.requests()
+                .iter()
+                .any(|r| r.json()["id"] == id.as_str())
+                .then_some(())
+        })
+        .await;
+    }
+    let world = world(&[]);
+    for name in ["", "   ", "two\nlines"] {
+        let mut cmd = world.command();
+        cmd.args(["--store", "postgres", "--node-name", name])
+            .env("PUSHWERK_DATABASE_URL", server.url());
+        let text = refused(cmd, &[]).await;
+        assert!(text.contains("--node-name"), "{name:?}: {text}");
+    }
+    let mut cmd = world.command();
+    cmd.args(["--store", "postgres"])
+        .env("PUSHWERK_NODE", "")
+        .env("PUSHWERK_DATABASE_URL", server.url());
+    let text = refused(cmd, &[]).await;
+    assert!(text.contains("--node-name"), "{text}");
 }
