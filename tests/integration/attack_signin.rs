@@ -225,3 +225,46 @@ async fn odd_node_names_work_and_empty_or_control_ones_are_refused() {
     let text = refused(cmd, &[]).await;
     assert!(text.contains("--node-name"), "{text}");
 }
+
+// ---------------------------------------------------------------------------
+// Token files
+
+/// `DATA/admin-token` and `DATA/metrics-token` written by hand or restored
+/// with `cp` under umask 022 are readable by every local user (the data
+/// directory may be 0755): the daemon says so at start, as it does for
+/// the key file, naming the file and the fix — and not the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_files_readable_by_other_users_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = world(&[]);
+    let data = world.data();
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let metrics = "a-metrics-token-restored-from-backup";
+    let admin = "an-admin-token-restored-from-backup";
+    for (file, token, mode) in [
+        ("metrics-token", metrics, 0o644),
+        ("admin-token", admin, 0o640),
+    ] {
+        std::fs::write(data.join(file), format!("{token}\n")).unwrap();
+        std::fs::set_permissions(data.join(file), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let served = world.serve().token(INGEST).start().await;
+    assert_eq!(served.admin_token(), admin);
+    let log = served.log_text();
+    for (file, mode) in [("metrics-token", "644"), ("admin-token", "640")] {
+        let path = data.join(file);
+        assert!(
+            log.contains(&format!(
+                "the token file {} has mode {mode}",
+                path.display()
+            )),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("chmod 600 {}", path.display())),
+            "{log}"
+        );
+    }
+    assert!(!log.contains(metrics) && !log.contains(admin), "{log}");
+}
