@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::pg_server::PgServer;
-use pushwerk_testkit::daemon::{poll, Served, World};
+use pushwerk_testkit::daemon::{http_client, poll, Served, World};
+use pushwerk_testkit::identity::{IdentityMock, MockConfig};
 use pushwerk_testkit::microsoft::HttpReceiver;
 
 const INGEST: &str = "attack-signin-ingest-token-0123";
@@ -267,4 +268,109 @@ async fn token_files_readable_by_other_users_are_warned_about() {
         );
     }
     assert!(!log.contains(metrics) && !log.contains(admin), "{log}");
+}
+
+// ---------------------------------------------------------------------------
+// Browser sign-in
+
+const MAIL_SCOPE: &str = "offline_access https://graph.microsoft.com/Mail.Send";
+
+/// A daemon with the OAuth account `ms_mail` at `identity`, not following
+/// redirects (each hop is looked at).
+async fn signin_daemon(identity: &IdentityMock) -> (World, Served) {
+    let account = format!(
+        "kind: oauth_account\nname: ms_mail\ntoken_url: {}\nclient_id: {}\nclient_secret: mock-secret\nscope: {MAIL_SCOPE}\n",
+        identity.token_url(),
+        MockConfig::default().client_id
+    );
+    let world = world(&[("accounts.yaml", &account)]);
+    let served = world
+        .serve()
+        .token(INGEST)
+        .args(&["--admin-token", ADMIN])
+        .client(http_client().redirect(reqwest::redirect::Policy::none()))
+        .start()
+        .await;
+    (world, served)
+}
+
+/// `GET url` (a `localhost` URL is reached on 127.0.0.1) with `cookie`.
+async fn get(http: &reqwest::Client, url: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut r = http.get(url.replacen("//localhost:", "//127.0.0.1:", 1));
+    if let Some(c) = cookie {
+        r = r.header("cookie", c);
+    }
+    r.send().await.expect("an answer")
+}
+
+/// `n` requests of `GET url` with `cookie`, sent at once.
+async fn racing(
+    http: &reqwest::Client,
+    n: usize,
+    url: &str,
+    cookie: Option<&str>,
+) -> Vec<reqwest::Response> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (http, url, cookie) = (http.clone(), url.to_owned(), cookie.map(str::to_owned));
+        set.spawn(async move { get(&http, &url, cookie.as_deref()).await });
+    }
+    set.join_all().await
+}
+
+/// Many browsers racing for one begin link, then many tabs racing to
+/// complete one callback: the link binds exactly one browser, the
+/// callback exchanges the code exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_begin_links_and_callbacks_bind_once_and_exchange_once() {
+    let identity = IdentityMock::start(MockConfig::default()).await;
+    let (_world, served) = signin_daemon(&identity).await;
+    let r = served
+        .http()
+        .get(served.url("/oauth/ms_mail/start"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let start: serde_json::Value = r.json().await.unwrap();
+    let link = start["authorize_url"].as_str().unwrap().to_owned();
+    let answers = racing(served.http(), 16, &link, None).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 303).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        15,
+        "{statuses:?}"
+    );
+    let bound = answers.iter().find(|r| r.status() == 303).unwrap();
+    let authorize = bound.headers()["location"].to_str().unwrap().to_owned();
+    let cookie = bound.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    // The provider sends the browser back with a code.
+    let r = get(served.http(), &authorize, None).await;
+    assert_eq!(r.status(), 302);
+    let callback = r.headers()["location"].to_str().unwrap().to_owned();
+    let answers = racing(served.http(), 16, &callback, Some(&cookie)).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 400).count(),
+        15,
+        "{statuses:?}"
+    );
+    assert_eq!(identity.requests().len(), 1, "one code exchange");
 }
