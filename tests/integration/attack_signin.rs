@@ -374,3 +374,30 @@ async fn racing_begin_links_and_callbacks_bind_once_and_exchange_once() {
     );
     assert_eq!(identity.requests().len(), 1, "one code exchange");
 }
+
+/// The path of `--public-url` becomes the `Path` attribute of the sign-in
+/// cookie: a `;` in it would end the attribute and start another one
+/// (`…/a;Domain=other.example` — the browser then drops the cookie, and
+/// every sign-in is refused as "not started in this browser"). Such a URL
+/// is refused at start, naming the flag; a `;` written percent-encoded is
+/// no attribute separator and works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_public_url_whose_path_would_end_the_cookie_attribute_is_refused() {
+    let world = world(&[]);
+    let text = refused_start(
+        &world,
+        &[
+            "--public-url",
+            "https://push.example.com/a;Domain=other.example",
+        ],
+    )
+    .await;
+    assert!(text.contains("--public-url"), "{text}");
+    let served = world
+        .serve()
+        .token(INGEST)
+        .args(&["--public-url", "https://push.example.com/a%3Bb"])
+        .start()
+        .await;
+    drop(served);
+}

@@ -62,8 +62,10 @@ pub const MAX_ID: usize = 256;
 /// Why the control plane could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// `--public-url` is not an http(s) URL without query or fragment.
-    #[error("--public-url {0:?} is not an http:// or https:// URL without query or fragment")]
+    /// `--public-url` is not an http(s) URL without query or fragment, or
+    /// its path holds a `;` (it is the sign-in cookie's `Path`, where a
+    /// `;` would end the attribute).
+    #[error("--public-url {0:?} is not an http:// or https:// URL without query, fragment or `;` in its path")]
     PublicUrl(String),
     /// The admin token could not be set up.
     #[error(transparent)]
@@ -123,6 +125,7 @@ pub fn redirect_uri(listen: SocketAddr, public_url: Option<&str>) -> Result<Stri
             || url.fragment().is_some()
             || url.host_str().is_none()
             || !url.username().is_empty()
+            || url.path().contains(';')
         {
             return Err(ControlError::PublicUrl(p.to_owned()));
         }
