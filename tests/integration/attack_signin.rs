@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::pg_server::PgServer;
-use pushwerk_testkit::daemon::{http_client, poll, Served, World};
+use pushwerk_testkit::daemon::{announced_port, http_client, poll, Served, World};
 use pushwerk_testkit::identity::{IdentityMock, MockConfig};
 use pushwerk_testkit::microsoft::HttpReceiver;
 
@@ -400,4 +400,83 @@ async fn a_public_url_whose_path_would_end_the_cookie_attribute_is_refused() {
         .start()
         .await;
     drop(served);
+}
+
+/// Two processes started at the same instant under one node name (a
+/// doubled systemd unit, a script run twice): exactly one runs, the other
+/// exits naming the node — the database's unique key on the name decides,
+/// not the nodes' clocks.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_started_at_once_under_one_name_leave_one_running() {
+    let server = PgServer::start();
+    let worlds = [world(&[]), world(&[])];
+    let mut children = Twins(
+        worlds
+            .iter()
+            .map(|w| {
+                let log = w.root().join("twin.log");
+                let child = w
+                    .command()
+                    .args(["--store", "postgres", "--node-name", "twin"])
+                    .args(["serve", "--listen", "127.0.0.1:0"])
+                    .env("PUSHWERK_DATABASE_URL", server.url())
+                    .env("PUSHWERK_INGEST_TOKEN", INGEST)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap())
+                    .spawn()
+                    .unwrap();
+                (child, w.data(), log)
+            })
+            .collect(),
+    );
+    let children = &mut children.0;
+    let (loser, status) = poll("one of the twins to exit", Duration::from_secs(30), || {
+        let exited = children
+            .iter_mut()
+            .enumerate()
+            .find_map(|(n, (c, _, _))| c.try_wait().unwrap().map(|s| (n, s)));
+        async move { exited }
+    })
+    .await;
+    let log = std::fs::read_to_string(&children[loser].2).unwrap();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("another pushwerk node named `twin`"), "{log}");
+    let (survivor, data, log) = &mut children[1 - loser];
+    let pid = survivor.id();
+    let port = poll("the survivor's port", Duration::from_secs(20), || async {
+        announced_port(data, pid, log)
+    })
+    .await;
+    let http = http_client().build().unwrap();
+    poll(
+        "the survivor to be ready",
+        Duration::from_secs(20),
+        || async {
+            let r = http
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        survivor.try_wait().unwrap().is_none(),
+        "the survivor exited"
+    );
+}
+
+/// Processes started by a test with their data directory and log; killed
+/// when dropped (a failed assertion included).
+struct Twins(Vec<(std::process::Child, std::path::PathBuf, std::path::PathBuf)>);
+
+impl Drop for Twins {
+    fn drop(&mut self) {
+        for (child, _, _) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
