@@ -1,7 +1,8 @@
 //! Today's hardening attacked from outside, through the real binary: the
 //! browser-bound sign-in, the metrics token, and the PostgreSQL node name.
-//! Each test is a defect that was found and fixed; the attacks that held
-//! are listed in the report of the branch that added this file.
+//! Most tests are defects that were found and fixed (each says what went
+//! wrong); two pin attacks that held and are cheap to keep (racing begin
+//! links and callbacks; two processes started at once under one name).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
