@@ -45,7 +45,7 @@ pub struct Cli {
     /// for its lease. A second process under the name of a running node
     /// is refused; after a crash the restarted node first waits out the
     /// old lease (10 s). Other commands always use the default.
-    #[arg(long, global = true, env = "PUSHWERK_NODE")]
+    #[arg(long, global = true, env = "PUSHWERK_NODE", value_parser = parse_node_name)]
     pub node_name: Option<String>,
     /// The key file that encrypts token state (generated 0600 if missing).
     /// Without it: PUSHWERK_KEY, PUSHWERK_KEY_FILE, else
@@ -317,6 +317,19 @@ pub enum ListFormat {
 
 pub(super) fn parse_store(s: &str) -> Result<StoreChoice, String> {
     s.parse()
+}
+
+/// A node name (`--node-name`, `PUSHWERK_NODE`): not blank (a template
+/// whose variable was unset would name every node alike) and without
+/// control characters (it is written into log lines).
+pub(super) fn parse_node_name(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("a node name cannot be empty or blank (leave --node-name / PUSHWERK_NODE out for the default: host name and process id)".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err("a node name cannot hold control characters (line breaks, tabs)".into());
+    }
+    Ok(s.to_owned())
 }
 
 /// A command line that parsed but cannot be carried out as written (a

@@ -240,6 +240,25 @@ pub fn metrics_token(
     token_in_file(metrics_token_file(data), configured)
 }
 
+/// Says so when a token file may be read by other users (group or other
+/// permission bits set: restored from a backup with `cp`, written by hand
+/// under umask 022 into a data directory that is 0755): whoever reads the
+/// admin token manages the accounts. A warning, as for the key file, so
+/// that a running setup keeps working while it is fixed.
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 {
+            tracing::warn!(
+                "the token file {} has mode {mode:03o}: other users may read it and use the token; run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+}
+
 /// A token: `configured`, or read from / generated into `path` (0600).
 fn token_in_file(
     path: PathBuf,
@@ -253,7 +272,10 @@ fn token_in_file(
         reason,
     };
     match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_owned(), Some(path))),
+        Ok(t) if !t.trim().is_empty() => {
+            warn_if_readable_by_others(&path);
+            return Ok((t.trim().to_owned(), Some(path)));
+        }
         Ok(_) => {
             std::fs::remove_file(&path).map_err(|e| fail(e.to_string()))?;
         }

@@ -5,6 +5,7 @@ mod attack_control;
 mod attack_followup;
 mod attack_regressions;
 mod attack_renovation;
+mod attack_signin;
 mod bing_batch;
 mod check_ux;
 mod cli;

@@ -62,8 +62,10 @@ pub const MAX_ID: usize = 256;
 /// Why the control plane could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// `--public-url` is not an http(s) URL without query or fragment.
-    #[error("--public-url {0:?} is not an http:// or https:// URL without query or fragment")]
+    /// `--public-url` is not an http(s) URL without query or fragment, or
+    /// its path holds a `;` (it is the sign-in cookie's `Path`, where a
+    /// `;` would end the attribute).
+    #[error("--public-url {0:?} is not an http:// or https:// URL without query, fragment or `;` in its path")]
     PublicUrl(String),
     /// The admin token could not be set up.
     #[error(transparent)]
@@ -79,6 +81,11 @@ pub enum ControlError {
     /// read the metrics, and every scraper could send events.
     #[error("the metrics token is the ingest token: every scraper could send events; give the metrics token a value of its own (or leave --metrics-token / PUSHWERK_METRICS_TOKEN unset to have one generated into DATA/metrics-token)")]
     SameMetricsToken,
+    /// The metrics token is the admin token: every scraper's configuration
+    /// would hold the admin token, and the metrics token would open
+    /// everything instead of nothing else.
+    #[error("the metrics token is the admin token: every scraper would hold the admin token (accounts, sign-ins, sending); give the metrics token a value of its own (or leave --metrics-token / PUSHWERK_METRICS_TOKEN unset and delete DATA/metrics-token to have one generated), or scrape with the admin token itself")]
+    SameMetricsAdminToken,
     /// The metrics token is short enough to be guessed over the network.
     #[error("the metrics token is {0} characters long: give one of at least {MIN_ADMIN_TOKEN} (e.g. `pushwerk oauth keygen`), or leave --metrics-token / PUSHWERK_METRICS_TOKEN unset to have one generated into DATA/metrics-token")]
     WeakMetricsToken(usize),
@@ -118,6 +125,7 @@ pub fn redirect_uri(listen: SocketAddr, public_url: Option<&str>) -> Result<Stri
             || url.fragment().is_some()
             || url.host_str().is_none()
             || !url.username().is_empty()
+            || url.path().contains(';')
         {
             return Err(ControlError::PublicUrl(p.to_owned()));
         }
@@ -192,6 +200,13 @@ impl Control {
             }
             if metrics.trim() == ingest_token.trim() {
                 return Err(ControlError::SameMetricsToken);
+            }
+            if options
+                .admin_token
+                .as_deref()
+                .is_some_and(|admin| admin.trim() == metrics.trim())
+            {
+                return Err(ControlError::SameMetricsAdminToken);
             }
             let length = metrics.trim().chars().count();
             if length < MIN_ADMIN_TOKEN {

@@ -5,6 +5,7 @@
 //! the same transaction as their jobs.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
@@ -14,19 +15,46 @@ use super::{PgStore, HEARTBEAT};
 use crate::store::{ClaimedBatch, Entries, StoreError};
 
 impl Inner {
-    /// Tells the database that this node is alive (its rows stay its own).
+    /// Tells the database that this node is alive (its rows stay its own),
+    /// as long as the name is still this process's: a process that was
+    /// away longer than its lease (paused, cut off) may find the name taken
+    /// by a new process; it then does not take it back (two processes under
+    /// one name would both deliver the name's jobs) and is fenced off.
     pub(super) async fn heartbeat(&self) -> Result<(), StoreError> {
+        if let Some(lost) = self.lost() {
+            return Err(lost);
+        }
         let slot = self.conn().await?;
         let c = slot.as_ref().expect("connected");
         self.count(1);
-        c.execute(
-            "INSERT INTO pushwerk_nodes (node, seen) VALUES ($1, now())
-             ON CONFLICT (node) DO UPDATE SET seen = now()",
-            &[&self.node],
-        )
-        .await
-        .map_err(backend)?;
+        let updated = c
+            .execute(
+                "UPDATE pushwerk_nodes SET seen = now()
+                 WHERE node = $1 AND (extract(epoch FROM started) * 1000000)::bigint = $2",
+                &[&self.node, &self.incarnation.load(Ordering::Relaxed)],
+            )
+            .await
+            .map_err(backend)?;
+        if updated == 0 {
+            self.name_lost.store(true, Ordering::Relaxed);
+            let lost = self.lost().expect("just lost");
+            tracing::error!(node = %self.node, "{lost}");
+            return Err(lost);
+        }
         Ok(())
+    }
+
+    /// Why this process no longer reads or writes, if another process took
+    /// its name (see [`Inner::heartbeat`]).
+    pub(super) fn lost(&self) -> Option<StoreError> {
+        self.name_lost.load(Ordering::Relaxed).then(|| {
+            StoreError::Refused(format!(
+                "another process took this node's name `{}` while this one was away longer than \
+                 its lease (no heartbeat: paused, or cut off from the database); this process \
+                 no longer reads or writes the database: stop it (the other one runs under the name)",
+                self.node
+            ))
+        })
     }
 
     /// Takes this node's name at start (its first heartbeat). A heartbeat
@@ -48,12 +76,13 @@ impl Inner {
                     "INSERT INTO pushwerk_nodes (node, seen) VALUES ($1, now())
                      ON CONFLICT (node) DO UPDATE SET seen = now(), started = now()
                      WHERE pushwerk_nodes.seen <= now() - $2::bigint * interval '1 millisecond'
-                     RETURNING 1",
+                     RETURNING (extract(epoch FROM started) * 1000000)::bigint",
                     &[&self.node, &self.lease_ms],
                 )
                 .await
                 .map_err(backend)?;
-            if taken.is_some() {
+            if let Some(row) = taken {
+                self.incarnation.store(row.get(0), Ordering::Relaxed);
                 return Ok(());
             }
             self.count(1);
@@ -95,12 +124,17 @@ impl Inner {
     }
 
     /// Removes this node's heartbeat row: its rows are orphans at once.
+    /// A row that another process took meanwhile is left alone.
     pub(super) async fn goodbye(&self) -> Result<(), StoreError> {
         let slot = self.conn().await?;
         let c = slot.as_ref().expect("connected");
-        c.execute("DELETE FROM pushwerk_nodes WHERE node = $1", &[&self.node])
-            .await
-            .map_err(backend)?;
+        c.execute(
+            "DELETE FROM pushwerk_nodes
+             WHERE node = $1 AND (extract(epoch FROM started) * 1000000)::bigint = $2",
+            &[&self.node, &self.incarnation.load(Ordering::Relaxed)],
+        )
+        .await
+        .map_err(backend)?;
         Ok(())
     }
 }
@@ -114,6 +148,9 @@ impl PgStore {
             .beat
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        if let Some(lost) = self.inner.lost() {
+            return Err(lost);
+        }
         if let Some(e) = &beat.1 {
             return Err(self.inner.unreachable(StoreError::Unavailable(e.clone())));
         }

@@ -5,7 +5,7 @@
 //! waits for `tokio-postgres`.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,13 @@ pub(super) struct Inner {
     /// goodbye, after which it beats no more (a beat in flight during the
     /// goodbye would put the row back).
     pub(super) left: tokio::sync::Mutex<bool>,
+    /// This process's hold on the node name: the `started` of the name's
+    /// row (µs since the epoch) when this process took it. The heartbeat
+    /// and the goodbye touch the row only while it still holds this value.
+    pub(super) incarnation: AtomicI64,
+    /// Another process took the name while this one was away longer than
+    /// its lease: this one no longer reads or writes (see [`Inner::lost`]).
+    pub(super) name_lost: AtomicBool,
 }
 
 /// A driver error as the store's: a passing condition (the server is
@@ -212,6 +219,8 @@ impl PgStore {
             beat: Mutex::new((Instant::now(), None)),
             queries: AtomicU64::new(0),
             left: tokio::sync::Mutex::new(false),
+            incarnation: AtomicI64::new(0),
+            name_lost: AtomicBool::new(false),
         });
         let mut store = PgStore {
             rt: Some(rt),
@@ -272,6 +281,11 @@ impl PgStore {
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
+        // A process whose name another took is fenced off: the rows under
+        // the name are the new holder's.
+        if let Some(lost) = self.inner.lost() {
+            return Err(lost);
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let fut = f(self.inner.clone());
         self.runtime().spawn(async move {

@@ -314,3 +314,52 @@ fn a_live_node_name_is_refused_and_a_dead_ones_is_taken_after_its_lease() {
     );
     assert!(a.health().is_ok());
 }
+
+/// A node that was away longer than its lease (stopped with SIGSTOP, cut
+/// off by the network) while another process took its name does not take
+/// the name back when it returns: the new holder's heartbeat row stays
+/// the new holder's, the returning node reports why it is not healthy,
+/// reads and writes nothing more (no job of the name delivered twice, no
+/// event accepted under a name that is no longer its own), and its goodbye
+/// leaves the row alone.
+#[test]
+fn a_node_whose_name_was_taken_while_it_was_away_does_not_take_it_back() {
+    let server = pg_server::PgServer::start();
+    let lease = Duration::from_millis(1500);
+    let a = node(&server, "a", lease);
+    a.put("q", b"j1", b"1").unwrap();
+    // While `a` is away, a new process takes the name (what `take_name`
+    // does once the lease ran out: a new `started`, a fresh `seen`).
+    let holder = "SELECT started::text FROM pushwerk_nodes WHERE node = 'a'";
+    let before = server.psql(holder);
+    server.psql(
+        "UPDATE pushwerk_nodes SET started = now() + interval '1 minute', seen = now() WHERE node = 'a'",
+    );
+    let taken = server.psql(holder);
+    assert_ne!(before, taken);
+    // `a` comes back: its next heartbeat finds the name another's.
+    let start = Instant::now();
+    let reason = loop {
+        match a.health() {
+            Err(e) => break e.to_string(),
+            Ok(()) => {
+                assert!(
+                    start.elapsed() < HEARTBEAT * 5,
+                    "the returning node still passes for the name's holder"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    assert!(
+        reason.contains("`a`") && reason.contains("another process"),
+        "{reason}"
+    );
+    assert_eq!(server.psql(holder), taken, "the new holder keeps the name");
+    // Nothing more is read or written under the name.
+    assert!(a.get("q", b"j1").is_err());
+    assert!(a.put("q", b"j2", b"2").is_err());
+    assert!(a.claim_orphans("q", b"j", b"k", 10).is_err());
+    drop(a);
+    assert_eq!(server.psql(holder), taken, "the goodbye left the row alone");
+}
