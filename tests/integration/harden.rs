@@ -248,6 +248,90 @@ async fn an_attackers_browser_cannot_complete_a_sign_in_with_the_admins_state() 
     assert_eq!(account_status(&served).await, "ok");
 }
 
+/// The console's "Sign in" is a form post with the session's CSRF token,
+/// not a link: a page that could make the admin's browser GET a URL (a page
+/// on another port of this host is "same site", so the session cookie's
+/// `SameSite=Strict` goes along) must not start a sign-in, which would
+/// store whatever identity that browser is signed in to at the provider.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_consoles_sign_in_needs_a_form_post_with_the_sessions_csrf_token() {
+    let identity = IdentityMock::start(MockConfig::default()).await;
+    let world = world(&[("accounts.yaml", &account_yaml(&identity))]);
+    let served = start(&world, &[]).await;
+    let origin = served.url("");
+    let origin = origin.trim_end_matches('/');
+    let login = served
+        .http()
+        .post(served.url("/login"))
+        .header("origin", origin)
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .expect("console login");
+    assert_eq!(login.status(), 303);
+    let session = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (status, _, page) = get(&served, "/accounts", Some(&session)).await;
+    assert_eq!(status, 200, "{page}");
+    let field = "name=\"csrf\" value=\"";
+    let at = page.find(field).expect("a csrf field") + field.len();
+    let csrf = &page[at..at + page[at..].find('"').unwrap()];
+    assert!(
+        page.contains("<form method=\"post\" action=\"/accounts/ms_mail/signin\">"),
+        "{page}"
+    );
+    let post = |form: Vec<(&'static str, String)>, origin: &str| {
+        served
+            .http()
+            .post(served.url("/accounts/ms_mail/signin"))
+            .header("cookie", &session)
+            .header("origin", origin)
+            .form(&form)
+            .send()
+    };
+    // A GET (a link, an <img>, a redirect) starts nothing.
+    let (status, _, _) = get(&served, "/accounts/ms_mail/signin", Some(&session)).await;
+    assert_eq!(status, 405);
+    // A post without the token, or from another origin, is refused.
+    let r = post(vec![], origin).await.expect("post");
+    assert_eq!(r.status(), 403);
+    let r = post(vec![("csrf", csrf.to_owned())], "http://127.0.0.1:1")
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    assert_eq!(identity.requests().len(), 0, "nothing was exchanged");
+    // The console's own form starts it: a page that goes on to the begin
+    // link by itself (a redirect would be stopped by the console's CSP
+    // `form-action 'self'`: the link is on another origin).
+    let r = post(vec![("csrf", csrf.to_owned())], origin)
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.expect("page");
+    let href = "id=\"signin-link\" href=\"";
+    let at = page.find(href).expect("the begin link") + href.len();
+    let escaped = &page[at..at + page[at..].find('"').unwrap()];
+    // minijinja escapes `/` in attributes; a browser reads it back.
+    let link = escaped.replace("&#x2f;", "/").replace("&amp;", "&");
+    assert!(link.contains("/oauth/begin?id="), "{page}");
+    assert!(
+        page.contains(&format!(
+            "<meta http-equiv=\"refresh\" content=\"0; url={escaped}\">"
+        )),
+        "{page}"
+    );
+    let (authorize, _) = open_begin_link(served.http(), &link).await;
+    assert!(
+        authorize.as_str().starts_with(&identity.authorize_url()),
+        "{authorize}"
+    );
+}
+
 /// Behind a TLS proxy (`--public-url https://…/base`): the begin link is on
 /// the public origin, and the cookie is `Secure` with the public path.
 #[tokio::test(flavor = "multi_thread")]

@@ -41,22 +41,37 @@ pub(super) async fn accounts(
 /// this browser (a cookie) and sends it on to the provider's authorize
 /// page (PKCE, state); the provider sends it back to `/oauth/callback`,
 /// which completes the sign-in in this browser only.
+///
+/// A form post with the session's CSRF token, not a link: a sign-in stores
+/// whatever identity the browser is signed in to at the provider, so a
+/// page that could start one in the admin's browser (a page on another
+/// port of this host is "same site", and the session cookie's
+/// `SameSite=Strict` does not stop it) must not be able to.
 pub(super) async fn signin(
     State(daemon): State<Arc<Daemon>>,
     Extension(console): Extension<Arc<Console>>,
     Extension(control): Extension<Arc<Control>>,
     Path(name): Path<String>,
     headers: HeaderMap,
+    body: Body,
 ) -> Response {
-    if let Err(r) = signed_in(&console, &headers) {
-        return r;
-    }
+    let signed = match checked_post(&console, &headers, body).await {
+        Ok((signed, _)) => signed,
+        Err(r) => return r,
+    };
     let path = format!("/oauth/{}/start", path_segment(&name));
     match console
         .call_api(&daemon, &control, axum::http::Method::GET, &path, None)
         .await
     {
-        Ok(crate::api::LoginStart { authorize_url, .. }) => redirect(&authorize_url),
+        // A page that goes on by itself, not a redirect: the console's
+        // CSP (`form-action 'self'`) stops a form post's redirects at
+        // another origin (the begin link's `localhost`, the provider).
+        Ok(crate::api::LoginStart { authorize_url, .. }) => console.page(
+            "signin.html",
+            context! { title => "Sign in", page => "accounts", csrf => signed.csrf,
+            account => name, link => authorize_url },
+        ),
         Err((status, reason)) => console.error_page(status, &reason),
     }
 }

@@ -87,6 +87,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("send.html", include_str!("templates/send.html")),
     ("error.html", include_str!("templates/error.html")),
+    ("signin.html", include_str!("templates/signin.html")),
 ];
 
 const CSS: &str = include_str!("assets/console.css");
@@ -222,7 +223,7 @@ pub fn router(daemon: &Arc<Daemon>) -> Router<Arc<Daemon>> {
         .route("/pushes/{name}/preview", post(preview))
         .route("/parameters", get(parameters).post(parameters_for_event))
         .route("/accounts", get(accounts))
-        .route("/accounts/{name}/signin", get(signin))
+        .route("/accounts/{name}/signin", post(signin))
         .route("/accounts/{name}/import", post(import))
         .route("/accounts/{name}/refresh", post(refresh))
         .route("/deliveries", get(deliveries))
