@@ -2,6 +2,8 @@
 //! resolved when the folder is loaded, and the [`Secret`] wrapper that keeps a
 //! resolved value out of every `Debug`, `Display` and serialised form.
 
+pub mod token_file;
+
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;

@@ -82,28 +82,16 @@ impl DaemonConfig {
     }
 }
 
-fn token_file(data: &Path) -> PathBuf {
-    data.join("ingest-token")
-}
-
-/// The API token: configured, or read from / generated into the data directory.
+/// The API (ingest) token: configured, or read from / generated into
+/// `DATA/ingest-token` (created 0600; warned about when others may read it).
 pub(super) fn api_token(
     data: &Path,
     configured: Option<String>,
 ) -> Result<(String, Option<PathBuf>), DaemonError> {
-    if let Some(t) = configured.filter(|t| !t.trim().is_empty()) {
-        return Ok((t.trim().to_owned(), None));
-    }
-    let path = token_file(data);
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        if !t.trim().is_empty() {
-            return Ok((t.trim().to_owned(), Some(path)));
-        }
-    }
-    let token = Sealer::generate_key();
-    std::fs::write(&path, format!("{token}\n"))
-        .map_err(|e| DaemonError::io(format!("cannot write {}", path.display()), e))?;
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    Ok((token, Some(path)))
+    crate::secret::token_file::token_in_file(
+        data.join("ingest-token"),
+        configured,
+        Sealer::generate_key,
+    )
+    .map_err(|e| DaemonError::io(format!("cannot set up {}", e.path.display()), e.source))
 }

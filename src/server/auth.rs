@@ -25,7 +25,6 @@
 //! decides; a console session cookie is meant to be accepted by
 //! [`require_admin`] too.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use axum::http::{HeaderMap, StatusCode};
@@ -240,62 +239,20 @@ pub fn metrics_token(
     token_in_file(metrics_token_file(data), configured)
 }
 
-/// Says so when a token file may be read by other users (group or other
-/// permission bits set: restored from a backup with `cp`, written by hand
-/// under umask 022 into a data directory that is 0755): whoever reads the
-/// admin token manages the accounts. A warning, as for the key file, so
-/// that a running setup keeps working while it is fixed.
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode() & 0o777;
-        if meta.is_file() && mode & 0o077 != 0 {
-            tracing::warn!(
-                "the token file {} has mode {mode:03o}: other users may read it and use the token; run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            );
-        }
-    }
-}
-
 /// A token: `configured`, or read from / generated into `path` (0600).
 fn token_in_file(
     path: PathBuf,
     configured: Option<String>,
 ) -> Result<(String, Option<PathBuf>), AuthError> {
-    if let Some(t) = configured.filter(|t| !t.trim().is_empty()) {
-        return Ok((t.trim().to_owned(), None));
-    }
-    let fail = |reason: String| AuthError::File {
-        path: path.clone(),
-        reason,
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => {
-            warn_if_readable_by_others(&path);
-            return Ok((t.trim().to_owned(), Some(path)));
-        }
-        Ok(_) => {
-            std::fs::remove_file(&path).map_err(|e| fail(e.to_string()))?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail(e.to_string())),
-    }
-    let token = crate::oauth::seal::Sealer::generate_key();
-    use std::os::unix::fs::OpenOptionsExt;
-    // Created 0600 from the start: there is no moment where another user
-    // could read it.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| fail(e.to_string()))?;
-    file.write_all(format!("{token}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| fail(e.to_string()))?;
-    Ok((token, Some(path)))
+    crate::secret::token_file::token_in_file(
+        path,
+        configured,
+        crate::oauth::seal::Sealer::generate_key,
+    )
+    .map_err(|e| AuthError::File {
+        reason: e.source.to_string(),
+        path: e.path,
+    })
 }
 
 /// The value of cookie `name` in the request: the first one sent, if it is

@@ -231,7 +231,8 @@ async fn odd_node_names_work_and_empty_or_control_ones_are_refused() {
 // ---------------------------------------------------------------------------
 // Token files
 
-/// `DATA/admin-token` and `DATA/metrics-token` written by hand or restored
+/// `DATA/admin-token`, `DATA/metrics-token` and `DATA/ingest-token` (one
+/// reader for all three) written by hand or restored
 /// with `cp` under umask 022 are readable by every local user (the data
 /// directory may be 0755): the daemon says so at start, as it does for
 /// the key file, naming the file and the fix — and not the token.
@@ -244,17 +245,24 @@ async fn token_files_readable_by_other_users_are_warned_about() {
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     let metrics = "a-metrics-token-restored-from-backup";
     let admin = "an-admin-token-restored-from-backup";
+    let ingest = "an-ingest-token-restored-from-backup";
     for (file, token, mode) in [
         ("metrics-token", metrics, 0o644),
         ("admin-token", admin, 0o640),
+        ("ingest-token", ingest, 0o604),
     ] {
         std::fs::write(data.join(file), format!("{token}\n")).unwrap();
         std::fs::set_permissions(data.join(file), std::fs::Permissions::from_mode(mode)).unwrap();
     }
-    let served = world.serve().token(INGEST).start().await;
+    let served = world.serve().generated_token().start().await;
     assert_eq!(served.admin_token(), admin);
+    assert_eq!(served.token(), ingest);
     let log = served.log_text();
-    for (file, mode) in [("metrics-token", "644"), ("admin-token", "640")] {
+    for (file, mode) in [
+        ("metrics-token", "644"),
+        ("admin-token", "640"),
+        ("ingest-token", "604"),
+    ] {
         let path = data.join(file);
         assert!(
             log.contains(&format!(
@@ -268,7 +276,10 @@ async fn token_files_readable_by_other_users_are_warned_about() {
             "{log}"
         );
     }
-    assert!(!log.contains(metrics) && !log.contains(admin), "{log}");
+    assert!(
+        !log.contains(metrics) && !log.contains(admin) && !log.contains(ingest),
+        "{log}"
+    );
 }
 
 // ---------------------------------------------------------------------------

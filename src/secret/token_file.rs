@@ -1,0 +1,136 @@
+//! Bearer tokens kept in the data directory (`ingest-token`, `admin-token`,
+//! `metrics-token`): one way to read, generate and check them, so that each
+//! token file is created 0600 from its first byte and each one a user may
+//! have loosened is warned about.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Why a token file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("token file {}", path.display())]
+pub struct TokenFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// What failed.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A token: `configured` (trimmed) when it is given and not blank, else
+/// the one in `path`, else a new one from `generate`, written to `path`
+/// (created 0600, synced). Returns the token and the file it is in (`None`
+/// for a configured one). A file readable by other users is warned about
+/// (see [`warn_if_readable_by_others`]) and still used.
+pub fn token_in_file(
+    path: PathBuf,
+    configured: Option<String>,
+    generate: impl FnOnce() -> String,
+) -> Result<(String, Option<PathBuf>), TokenFileError> {
+    if let Some(t) = configured.filter(|t| !t.trim().is_empty()) {
+        return Ok((t.trim().to_owned(), None));
+    }
+    let fail = |source: std::io::Error| TokenFileError {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => {
+            warn_if_readable_by_others(&path);
+            return Ok((t.trim().to_owned(), Some(path)));
+        }
+        // A blank file (a crash between create and write): made anew.
+        Ok(_) => std::fs::remove_file(&path).map_err(fail)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let token = generate();
+    // Created 0600 from the start: there is no moment where another user
+    // could read it.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(fail)?;
+    file.write_all(format!("{token}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(fail)?;
+    Ok((token, Some(path)))
+}
+
+/// Says so when a token file may be read by other users (group or other
+/// permission bits set: restored from a backup with `cp`, written by hand
+/// under umask 022 into a data directory that is 0755): whoever reads the
+/// admin token manages the accounts, whoever reads the ingest token can
+/// post events. A warning, as for the key file, so that a running setup
+/// keeps working while it is fixed. Returns whether it warned.
+pub fn warn_if_readable_by_others(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_file() && mode & 0o077 != 0 {
+        tracing::warn!(
+            "the token file {} has mode {mode:03o}: other users may read it and use the token; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+        return true;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_generated_token_is_kept_0600_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ingest-token");
+        let (t, at) = token_in_file(path.clone(), None, || "fresh".into()).unwrap();
+        assert_eq!((t.as_str(), at.as_deref()), ("fresh", Some(path.as_path())));
+        assert_eq!(mode(&path), 0o600);
+        let (again, _) = token_in_file(path.clone(), None, || "other".into()).unwrap();
+        assert_eq!(again, "fresh", "the file's token is used, not a new one");
+        assert!(!warn_if_readable_by_others(&path));
+    }
+
+    #[test]
+    fn a_configured_token_wins_and_a_blank_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-token");
+        let (t, at) = token_in_file(path.clone(), Some(" given \n".into()), || "x".into()).unwrap();
+        assert_eq!((t.as_str(), at), ("given", None));
+        assert!(!path.exists(), "nothing written for a configured token");
+        let (t, _) = token_in_file(path.clone(), Some("  ".into()), || "gen".into()).unwrap();
+        assert_eq!(t, "gen");
+    }
+
+    #[test]
+    fn a_blank_file_is_replaced_and_a_loose_one_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics-token");
+        std::fs::write(&path, "\n").unwrap();
+        let (t, _) = token_in_file(path.clone(), None, || "new".into()).unwrap();
+        assert_eq!(t, "new");
+        assert_eq!(mode(&path), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(warn_if_readable_by_others(&path));
+    }
+
+    #[test]
+    fn an_unreadable_path_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-dir").join("ingest-token");
+        let e = token_in_file(path.clone(), None, || "x".into()).unwrap_err();
+        assert_eq!(e.path, path);
+        assert!(e.to_string().contains("ingest-token"), "{e}");
+    }
+}
