@@ -129,9 +129,9 @@ pub struct LoginStart {
     /// The account.
     pub account: String,
     /// The URL to open in the browser that signs in: the sign-in's
-    /// single-use begin link on the daemon (`…/oauth/begin?id=…`), which
-    /// binds the sign-in to that browser and sends it on to the provider's
-    /// authorize URL (PKCE challenge, state).
+    /// single-use begin link on the daemon (`…/oauth/begin?id=…`), whose
+    /// "Continue" button binds the sign-in to that browser and sends it on
+    /// to the provider's authorize URL (PKCE challenge, state).
     pub authorize_url: String,
     /// Where the provider sends the browser back (register it with the app).
     pub redirect_uri: String,

@@ -330,8 +330,8 @@ async fn racing(
     set.join_all().await
 }
 
-/// Many browsers racing for one begin link, then many tabs racing to
-/// complete one callback: the link binds exactly one browser, the
+/// Many browsers racing to continue one begin link, then many tabs racing
+/// to complete one callback: the link binds exactly one browser, the
 /// callback exchanges the code exactly once.
 #[tokio::test(flavor = "multi_thread")]
 async fn racing_begin_links_and_callbacks_bind_once_and_exchange_once() {
@@ -347,7 +347,23 @@ async fn racing_begin_links_and_callbacks_bind_once_and_exchange_once() {
     assert_eq!(r.status(), 200);
     let start: serde_json::Value = r.json().await.unwrap();
     let link = start["authorize_url"].as_str().unwrap().to_owned();
-    let answers = racing(served.http(), 16, &link, None).await;
+    // The begin page binds nothing: every browser gets it.
+    let pages = racing(served.http(), 16, &link, None).await;
+    assert!(pages.iter().all(|r| r.status() == 200));
+    let id = link[link.find("id=").unwrap() + 3..].to_owned();
+    let action = link[..link.find('?').unwrap()].replacen("//localhost:", "//127.0.0.1:", 1);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (http, action, id) = (served.http().clone(), action.clone(), id.clone());
+        set.spawn(async move {
+            http.post(&action)
+                .form(&[("id", id)])
+                .send()
+                .await
+                .expect("an answer")
+        });
+    }
+    let answers = set.join_all().await;
     let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
     assert_eq!(
         statuses.iter().filter(|s| **s == 303).count(),

@@ -488,6 +488,15 @@ async fn console_mends_an_account_and_replays_its_dead_letter() {
     assert_eq!(state, "needs_reauth");
     identity.set_mode(Mode::Normal);
     browser.click(&browser.find("#signin-ms_mail").await).await;
+    // The begin page names the account and the provider, and waits for
+    // "Continue" (a link previewer's fetch must not use the link up).
+    let asks = browser
+        .wait_text("h1", Duration::from_secs(15), "the begin page", |t| {
+            t.contains("sign in ms_mail")
+        })
+        .await;
+    assert_eq!(asks, "pushwerk: sign in ms_mail");
+    browser.click(&browser.find("#begin-continue").await).await;
     let done = browser
         .wait_text("h1", Duration::from_secs(15), "the callback page", |t| {
             t.contains("signed in") || t.contains("failed")

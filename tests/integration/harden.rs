@@ -16,23 +16,60 @@ const ADMIN: &str = "harden-test-admin-token-01234";
 const MAIL_SCOPE: &str = "offline_access https://graph.microsoft.com/Mail.Send";
 
 /// What a browser does with a sign-in's begin link (`http://localhost:PORT/
-/// oauth/begin?id=…`): opens it (on 127.0.0.1, the same daemon), expects
-/// 303 to the provider with a cookie, and returns the provider's authorize
-/// URL and the cookie as a `Cookie` header value (`name=value`).
+/// oauth/begin?id=…`): opens it (on 127.0.0.1, the same daemon), gets the
+/// page with the "Continue" form (no cookie yet), posts it, expects 303 to
+/// the provider with a cookie, and returns the provider's authorize URL
+/// and the cookie as a `Cookie` header value (`name=value`).
 pub(crate) async fn open_begin_link(http: &reqwest::Client, link: &str) -> (url::Url, String) {
     let (authorize, set_cookie) = open_begin_link_raw(http, link).await;
     let cookie = set_cookie.split(';').next().expect("name=value").to_owned();
     (authorize, cookie)
 }
 
-/// [`open_begin_link`], returning the whole `Set-Cookie` value.
-async fn open_begin_link_raw(http: &reqwest::Client, link: &str) -> (url::Url, String) {
+/// The begin page at `link`: its status, its `Set-Cookie` (if any) and
+/// the `id` its "Continue" form posts.
+async fn begin_page(http: &reqwest::Client, link: &str) -> (u16, Option<String>, String) {
     assert!(link.contains("/oauth/begin?id="), "{link}");
     let r = http
         .get(link.replacen("//localhost:", "//127.0.0.1:", 1))
         .send()
         .await
         .expect("the begin link answers");
+    let status = r.status().as_u16();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let page = r.text().await.unwrap();
+    let field = "name=\"id\" value=\"";
+    let id = page
+        .find(field)
+        .map(|at| {
+            let rest = &page[at + field.len()..];
+            rest[..rest.find('"').unwrap()].to_owned()
+        })
+        .unwrap_or(page);
+    (status, cookie, id)
+}
+
+/// Posts the begin page's form (`id`) to the daemon at `link`'s origin: the
+/// answer.
+async fn continue_begin(http: &reqwest::Client, link: &str, id: &str) -> reqwest::Response {
+    let base = link.replacen("//localhost:", "//127.0.0.1:", 1);
+    let action = &base[..base.find('?').unwrap()];
+    http.post(action)
+        .form(&[("id", id)])
+        .send()
+        .await
+        .expect("the begin form answers")
+}
+
+/// [`open_begin_link`], returning the whole `Set-Cookie` value.
+async fn open_begin_link_raw(http: &reqwest::Client, link: &str) -> (url::Url, String) {
+    let (status, cookie, id) = begin_page(http, link).await;
+    assert_eq!(status, 200, "{id}");
+    assert_eq!(cookie, None, "the page alone binds nothing");
+    let r = continue_begin(http, link, &id).await;
     assert_eq!(r.status(), 303, "{:?}", r.text().await);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
@@ -141,6 +178,14 @@ async fn a_sign_in_completes_only_in_the_browser_that_opened_its_link() {
         )),
         "the link is on the callback's origin: {link_a}"
     );
+    // A link previewer (a chat client unfurling the link, a mail scanner)
+    // fetches link A first: it gets the page, no cookie, and uses up
+    // nothing.
+    for _ in 0..2 {
+        let (status, cookie, id) = begin_page(served.http(), &link_a).await;
+        assert_eq!(status, 200, "{id}");
+        assert_eq!(cookie, None);
+    }
     let (authorize_a, set_cookie_a) = open_begin_link_raw(served.http(), &link_a).await;
     let (_, set_cookie_b) = open_begin_link_raw(served.http(), &link_b).await;
     let cookie_a = set_cookie_a.split(';').next().unwrap().to_owned();
@@ -169,11 +214,28 @@ async fn a_sign_in_completes_only_in_the_browser_that_opened_its_link() {
         authorize_a.query_pairs().into_owned().collect();
     assert_eq!(q["code_challenge_method"], "S256", "PKCE S256");
 
-    // A begin link works once: a second browser opening it is refused.
+    // A begin link is continued once: a second browser opening or
+    // continuing it is refused.
     let (status, cookies, page) = get(&served, &link_b, None).await;
     assert_eq!(status, 409, "{page}");
     assert!(cookies.is_empty(), "{cookies:?}");
-    assert!(page.contains("already opened"), "{page}");
+    assert!(page.contains("already continued"), "{page}");
+    let id_b = &link_b[link_b.find("id=").unwrap() + 3..];
+    let r = continue_begin(served.http(), &link_b, id_b).await;
+    assert_eq!(r.status(), 409);
+    assert!(r.headers().get("set-cookie").is_none());
+    // A post without an id, or with an unknown one, binds nothing.
+    for body in [vec![], vec![("id", "f".repeat(64))]] {
+        let r = served
+            .http()
+            .post(served.url("/oauth/begin"))
+            .form(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.headers().get("set-cookie").is_none());
+    }
 
     // The provider sends browser A's sign-in back: the callback URL.
     let callback = provider_redirect(&served, &authorize_a).await;

@@ -6,8 +6,9 @@
 //! injection: the daemon would then send mail as the attacker's mailbox).
 //!
 //! A sign-in therefore has a single-use *begin link* on the callback's
-//! origin (`…/oauth/begin?id=…`). The first browser that opens it gets a
-//! random value in a cookie ([`set_cookie`]: HttpOnly, SameSite=Lax since
+//! origin (`…/oauth/begin?id=…`); opening it shows a "Continue" button
+//! and binds nothing (link previewers fetch links). The first browser that
+//! continues (the button's `POST`) gets a random value in a cookie ([`set_cookie`]: HttpOnly, SameSite=Lax since
 //! the provider's redirect is a cross-site top-level GET, Path limited to
 //! the callback, `Secure` over https, Max-Age of the sign-in's lifetime),
 //! and the daemon keeps only its SHA-256. The callback is honoured only

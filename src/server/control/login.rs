@@ -1,8 +1,8 @@
 //! Browser sign-in through the daemon: `/oauth/{name}/start` (admin token)
 //! makes a sign-in (PKCE, a random `state`) and hands out its single-use
-//! begin link; `/oauth/begin` binds the sign-in to the browser that opens
-//! that link (a cookie, see [`super::binding`]) and sends it to the
-//! provider; `/oauth/callback` exchanges the code and stores the tokens, in
+//! begin link; `GET /oauth/begin` shows a "Continue" button, and its post
+//! binds the sign-in to that browser (a cookie, see [`super::binding`])
+//! and sends it to the provider; `/oauth/callback` exchanges the code and stores the tokens, in
 //! that browser only. The pages are small and escaped; the `state` is
 //! single use and bound in memory to its verifier.
 
@@ -152,6 +152,11 @@ pub(super) fn page(status: StatusCode, title: &str, message: &str) -> Response {
         t = html_escape(title),
         m = html_escape(message)
     );
+    html_answer(status, body)
+}
+
+/// An HTML answer with the headers every sign-in page has.
+fn html_answer(status: StatusCode, body: String) -> Response {
     let mut r = (status, body).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -168,69 +173,150 @@ pub(super) fn page(status: StatusCode, title: &str, message: &str) -> Response {
     r
 }
 
-/// `GET /oauth/begin?id=…`: the sign-in's begin link. The first browser
-/// that opens it gets the cookie that the callback will ask for, and is
-/// sent on to the provider's authorize page; a second opening is refused
-/// (the link works in one browser, once). Needs no token: the link is the
+/// What a begin link's id leads to.
+enum Begin {
+    /// No waiting sign-in has this link (unknown, expired or used).
+    Unknown,
+    /// Its sign-in was already continued in a browser.
+    Continued,
+    /// Waiting: the sign-in's `state`, account and authorize URL.
+    Waiting {
+        state: String,
+        account: String,
+        authorize_url: String,
+    },
+}
+
+/// Finds the waiting sign-in whose begin link has `id`; with `bind`, binds
+/// it to the browser holding that value (once: a bound one is
+/// [`Begin::Continued`]).
+fn find_begin(control: &Control, id: &str, bind: Option<&str>) -> Begin {
+    let wanted = binding::digest(id);
+    let mut logins = control.logins.lock().expect("logins lock");
+    logins.retain(|_, p| p.started.elapsed() < LOGIN_TTL);
+    // At most MAX_PENDING_LOGINS entries; every one is compared.
+    let mut found = Begin::Unknown;
+    for (state, pending) in logins.iter_mut() {
+        if !binding::same_digest(&pending.begin, &wanted) {
+            continue;
+        }
+        found = match (pending.bound, bind) {
+            (Some(_), _) => Begin::Continued,
+            (None, bind) => {
+                if let Some(value) = bind {
+                    pending.bound = Some(binding::digest(value));
+                }
+                Begin::Waiting {
+                    state: state.clone(),
+                    account: pending.account.clone(),
+                    authorize_url: pending.login.authorize_url.clone(),
+                }
+            }
+        };
+    }
+    found
+}
+
+/// The page for a begin link that leads nowhere (unknown or continued).
+fn begin_refused(found: &Begin) -> Option<Response> {
+    let failed = |status: StatusCode, message: &str| page(status, "sign-in failed", message);
+    match found {
+        Begin::Unknown => Some(failed(
+            StatusCode::BAD_REQUEST,
+            "unknown, used or expired sign-in link (it is valid for 10 minutes): start the sign-in again",
+        )),
+        Begin::Continued => {
+            tracing::warn!("refused a sign-in link continued a second time");
+            Some(failed(
+                StatusCode::CONFLICT,
+                "this sign-in was already continued in a browser; it works in one browser, once: start the sign-in again",
+            ))
+        }
+        Begin::Waiting { .. } => None,
+    }
+}
+
+/// The `id` of a begin link's query or form body.
+fn begin_id(encoded: &str) -> Option<String> {
+    url::form_urlencoded::parse(encoded.as_bytes())
+        .find(|(k, _)| k == "id")
+        .map(|(_, v)| v.into_owned())
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+}
+
+const NO_ID: &str = "the sign-in link carries no `id`: start the sign-in again";
+
+/// `GET /oauth/begin?id=…`: the sign-in's begin link. It only shows what
+/// is about to happen (the account, the provider's host) and a "Continue"
+/// button that posts the id back: a GET binds and uses up nothing, so a
+/// link previewer (a chat or mail client fetching the link to show a
+/// preview, a mail scanner, a browser's prefetch) cannot take the sign-in
+/// away from the person it was sent to. Needs no token: the link is the
 /// capability, handed out to the admin by `/oauth/{name}/start`.
 pub(super) async fn login_begin(
     Extension(control): Extension<Arc<Control>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let failed = |status: StatusCode, message: &str| page(status, "sign-in failed", message);
-    let query = query.unwrap_or_default();
-    let Some(id) = url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "id")
-        .map(|(_, v)| v.into_owned())
+    let Some(id) = begin_id(&query.unwrap_or_default()) else {
+        return page(StatusCode::BAD_REQUEST, "sign-in failed", NO_ID);
+    };
+    let found = find_begin(&control, &id, None);
+    if let Some(refused) = begin_refused(&found) {
+        return refused;
+    }
+    let Begin::Waiting {
+        account,
+        authorize_url,
+        ..
+    } = found
     else {
-        return failed(
-            StatusCode::BAD_REQUEST,
-            "the sign-in link carries no `id`: start the sign-in again",
-        );
+        unreachable!("begin_refused answers every other case")
     };
-    let wanted = binding::digest(&id);
+    let provider = url::Url::parse(&authorize_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>pushwerk: sign in {a}</title></head><body><h1>pushwerk: sign in {a}</h1><p>Sign in the account <strong>{a}</strong> at <strong>{p}</strong>. The tokens you grant are stored by this pushwerk daemon and used by its pushes.</p><form method=\"post\" action=\"begin\"><input type=\"hidden\" name=\"id\" value=\"{i}\"><button type=\"submit\" id=\"begin-continue\">Continue to sign in</button></form></body></html>",
+        a = html_escape(&account),
+        p = html_escape(&provider),
+        i = html_escape(&id),
+    );
+    html_answer(StatusCode::OK, body)
+}
+
+/// `POST /oauth/begin` (the begin page's form, `id=…`): the first browser
+/// that continues gets the cookie that the callback will ask for, and is
+/// sent on to the provider's authorize page; a second one is refused (the
+/// link works in one browser, once).
+pub(super) async fn login_begin_continue(
+    Extension(control): Extension<Arc<Control>>,
+    body: String,
+) -> Response {
+    let Some(id) = begin_id(&body) else {
+        return page(StatusCode::BAD_REQUEST, "sign-in failed", NO_ID);
+    };
     let value = binding::random_hex(32);
-    let found = {
-        let mut logins = control.logins.lock().expect("logins lock");
-        logins.retain(|_, p| p.started.elapsed() < LOGIN_TTL);
-        // At most MAX_PENDING_LOGINS entries; every one is compared.
-        let mut found = None;
-        for (state, pending) in logins.iter_mut() {
-            if binding::same_digest(&pending.begin, &wanted) {
-                found = Some(match pending.bound {
-                    Some(_) => Err(()),
-                    None => {
-                        pending.bound = Some(binding::digest(&value));
-                        Ok((state.clone(), pending.login.authorize_url.clone()))
-                    }
-                });
-            }
-        }
-        found
-    };
-    let (state, authorize_url) = match found {
-        None => {
-            return failed(
-                StatusCode::BAD_REQUEST,
-                "unknown, used or expired sign-in link (it is valid for 10 minutes): start the sign-in again",
-            )
-        }
-        Some(Err(())) => {
-            tracing::warn!("refused a sign-in link opened a second time");
-            return failed(
-                StatusCode::CONFLICT,
-                "this sign-in link was already opened in a browser; it works in one browser, once: start the sign-in again",
-            );
-        }
-        Some(Ok(found)) => found,
+    let found = find_begin(&control, &id, Some(&value));
+    if let Some(refused) = begin_refused(&found) {
+        return refused;
+    }
+    let Begin::Waiting {
+        state,
+        authorize_url,
+        ..
+    } = found
+    else {
+        unreachable!("begin_refused answers every other case")
     };
     let mut r = StatusCode::SEE_OTHER.into_response();
     let h = r.headers_mut();
     match HeaderValue::from_str(&authorize_url) {
         Ok(v) => h.insert(header::LOCATION, v),
         Err(_) => {
-            return failed(
+            return page(
                 StatusCode::INTERNAL_SERVER_ERROR,
+                "sign-in failed",
                 "the authorize URL is not a header value",
             )
         }

@@ -9,7 +9,7 @@
 //! and `/oauth/callback` are browser navigations: the callback is honoured
 //! for its `state` (random, single use, ten minutes, bound in memory to the
 //! PKCE verifier of the sign-in that made it) only in the browser that
-//! opened the begin link (a cookie, see [`binding`]); the rest take the
+//! continued the begin link (a cookie, see [`binding`]); the rest take the
 //! ingest token too. Answers never hold a token.
 
 use std::collections::HashMap;
@@ -42,7 +42,7 @@ pub use mask::LITERAL_SECRET;
 
 use accounts::{account, accounts, put_tokens, refresh};
 use events::{event_history, hook, send_now};
-use login::{login_begin, login_callback, login_start};
+use login::{login_begin, login_begin_continue, login_callback, login_start};
 use preview::preview;
 
 /// How long a browser sign-in may take from `start` to `callback`
@@ -255,7 +255,7 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route("/v1/accounts/{name}/tokens", put(put_tokens))
         .route("/v1/accounts/{name}/refresh", post(refresh))
         .route("/oauth/{name}/start", get(login_start))
-        .route("/oauth/begin", get(login_begin))
+        .route("/oauth/begin", get(login_begin).post(login_begin_continue))
         .route("/oauth/callback", get(login_callback))
         .route("/v1/events/{id}", get(event_history))
         .route("/v1/pushes/{name}/preview", post(preview))
