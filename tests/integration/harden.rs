@@ -236,6 +236,15 @@ async fn a_sign_in_completes_only_in_the_browser_that_opened_its_link() {
         assert_eq!(r.status(), 400);
         assert!(r.headers().get("set-cookie").is_none());
     }
+    // The form is one id: a large body is refused before it is read.
+    let r = served
+        .http()
+        .post(served.url("/oauth/begin"))
+        .form(&[("id", "f".repeat(8192))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
 
     // The provider sends browser A's sign-in back: the callback URL.
     let callback = provider_redirect(&served, &authorize_a).await;

@@ -23,7 +23,7 @@ use super::{
 use crate::api;
 use crate::daemon::Daemon;
 use crate::server::auth::require_admin;
-use crate::server::error;
+use crate::server::{error, read_body, BodyTimeout};
 
 /// Whether the client asked for a page rather than JSON (a browser).
 pub(super) fn wants_html(headers: &HeaderMap) -> bool {
@@ -291,9 +291,16 @@ pub(super) async fn login_begin(
 /// link works in one browser, once).
 pub(super) async fn login_begin_continue(
     Extension(control): Extension<Arc<Control>>,
-    body: String,
+    Extension(BodyTimeout(timeout)): Extension<BodyTimeout>,
+    headers: HeaderMap,
+    body: axum::body::Body,
 ) -> Response {
-    let Some(id) = begin_id(&body) else {
+    // The form is one id: a few hundred bytes at most.
+    let body = match read_body(&headers, body, 4096, timeout).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(id) = begin_id(&String::from_utf8_lossy(&body)) else {
         return page(StatusCode::BAD_REQUEST, "sign-in failed", NO_ID);
     };
     let value = binding::random_hex(32);
