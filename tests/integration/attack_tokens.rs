@@ -1,0 +1,88 @@
+//! The token files (`DATA/ingest-token`, `admin-token`, `metrics-token`)
+//! attacked through the real binary: the daemon stops at start with a
+//! reason naming the file rather than read a huge file whole or run with a
+//! token no client can send. (A FIFO, a directory or a symlink in their
+//! place is refused before, by the data directory's own check.)
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use pushwerk_testkit::daemon::World;
+
+const INGEST: &str = "attack-tokens-ingest-token-0123";
+const ADMIN: &str = "attack-tokens-admin-token-01234";
+
+/// `pushwerk serve` with `env`, expected to refuse to start within 20 s:
+/// its stderr. A daemon still running then (hanging or started) is
+/// stopped and the test fails.
+async fn refused(world: &World, env: &[(&str, &str)]) -> String {
+    let mut cmd = world.command();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("pushwerk runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{env:?}: the daemon still runs after 20 s (hangs or started)");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut text).unwrap();
+    assert!(!status.success(), "{env:?} started:\n{text}");
+    text
+}
+
+/// Was: a 64 MiB file in place
+/// of `DATA/ingest-token` was read whole and its NUL bytes became the
+/// token; a two-line `DATA/metrics-token` (a second token appended, a
+/// comment) became a token with a line break that no `Authorization`
+/// header can carry, so every scrape was refused with no hint why. Now
+/// each stops the start with a reason that names the file, and no token.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_token_files_stop_the_start_with_a_reason_naming_the_file() {
+    // A huge (sparse) file as the ingest token.
+    let world = World::new(crate::util::kit(), &[]);
+    let data = world.data();
+    std::fs::create_dir_all(&data).unwrap();
+    let huge = data.join("ingest-token");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let text = refused(&world, &[("PUSHWERK_ADMIN_TOKEN", ADMIN)]).await;
+    assert!(text.contains(&huge.display().to_string()), "{text}");
+    assert!(text.contains("larger than 4096 bytes"), "{text}");
+
+    // Two lines in the metrics token.
+    let world = World::new(crate::util::kit(), &[]);
+    let data = world.data();
+    std::fs::create_dir_all(&data).unwrap();
+    let two = data.join("metrics-token");
+    std::fs::write(
+        &two,
+        "metrics-token-line-one-0123\nmetrics-token-line-two-4567\n",
+    )
+    .unwrap();
+    let text = refused(
+        &world,
+        &[
+            ("PUSHWERK_INGEST_TOKEN", INGEST),
+            ("PUSHWERK_ADMIN_TOKEN", ADMIN),
+        ],
+    )
+    .await;
+    assert!(text.contains(&two.display().to_string()), "{text}");
+    assert!(text.contains("line break"), "{text}");
+    assert!(!text.contains("line-one"), "no token in the reason: {text}");
+}
