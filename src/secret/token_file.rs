@@ -43,23 +43,14 @@ pub fn token_in_file(
         path: path.clone(),
         source,
     };
-    match read_token(&path) {
-        Ok(t) if !t.trim().is_empty() => {
+    match token_from_file(&path)? {
+        Some(t) => {
             warn_if_readable_by_others(&path);
-            let t = t.trim();
-            if t.chars().any(|c| c.is_control()) {
-                return Err(fail(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "the token has a line break or another control character inside; \
-                     a token file holds one token on one line",
-                )));
-            }
-            return Ok((t.to_owned(), Some(path)));
+            return Ok((t, Some(path)));
         }
         // A blank file (a crash between create and write): made anew.
-        Ok(_) => std::fs::remove_file(&path).map_err(fail)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail(e)),
+        None if path.exists() => std::fs::remove_file(&path).map_err(fail)?,
+        None => {}
     }
     let token = generate();
     // Created 0600 from the start: there is no moment where another user
@@ -74,6 +65,33 @@ pub fn token_in_file(
         .and_then(|()| file.sync_all())
         .map_err(fail)?;
     Ok((token, Some(path)))
+}
+
+/// The token in the file at `path` (trimmed), read and checked as
+/// [`token_in_file`] does: `None` when there is no such file or it is
+/// blank. For a client that uses the token a daemon generated.
+pub fn token_from_file(path: &Path) -> Result<Option<String>, TokenFileError> {
+    let fail = |source: std::io::Error| TokenFileError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = match read_token(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fail(e)),
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Ok(None);
+    }
+    if token.chars().any(|c| c.is_control()) {
+        return Err(fail(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the token has a line break or another control character inside; \
+             a token file holds one token on one line",
+        )));
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// The text of the token file at `path`, read without blocking on a FIFO

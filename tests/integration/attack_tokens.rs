@@ -16,8 +16,15 @@ const ADMIN: &str = "attack-tokens-admin-token-01234";
 /// its stderr. A daemon still running then (hanging or started) is
 /// stopped and the test fails.
 async fn refused(world: &World, env: &[(&str, &str)]) -> String {
+    fails(world, &["serve", "--listen", "127.0.0.1:0"], env).await
+}
+
+/// `pushwerk args…` with `env`, expected to fail within 20 s: its stderr.
+/// A process still running then (hanging, or a daemon that started) is
+/// stopped and the test fails.
+async fn fails(world: &World, args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = world.command();
-    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -33,13 +40,13 @@ async fn refused(world: &World, env: &[(&str, &str)]) -> String {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{env:?}: the daemon still runs after 20 s (hangs or started)");
+            panic!("{args:?} {env:?}: still running after 20 s (hangs or started)");
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     let mut text = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut text).unwrap();
-    assert!(!status.success(), "{env:?} started:\n{text}");
+    assert!(!status.success(), "{args:?} {env:?} succeeded:\n{text}");
     text
 }
 
@@ -85,4 +92,43 @@ async fn hostile_token_files_stop_the_start_with_a_reason_naming_the_file() {
     assert!(text.contains(&two.display().to_string()), "{text}");
     assert!(text.contains("line break"), "{text}");
     assert!(!text.contains("line-one"), "no token in the reason: {text}");
+}
+
+/// Was: the CLI read `DATA/ingest-token` and `DATA/admin-token` with a
+/// reader of its own, and for a node on PostgreSQL (no store in its data
+/// directory, so no check of the directory on the way) a FIFO in place of
+/// `DATA/admin-token` hung `pushwerk oauth status` for good. Now the CLI
+/// reads them as the daemon does, and says which file is wrong.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_reads_token_files_as_the_daemon_does() {
+    let server = crate::pg_server::PgServer::start();
+    let world = World::new(crate::util::kit(), &[]);
+    let _served = world
+        .serve()
+        .token(INGEST)
+        .global(&["--store", "postgres", "--node-name", "tokens"])
+        .env("PUSHWERK_DATABASE_URL", &server.url())
+        .start()
+        .await;
+    let token = world.data().join("admin-token");
+    assert!(token.is_file(), "the node generated its admin token");
+    std::fs::remove_file(&token).unwrap();
+    let c = std::ffi::CString::new(token.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let text = fails(
+        &world,
+        &[
+            "--store",
+            "postgres",
+            "--node-name",
+            "tokens",
+            "oauth",
+            "status",
+        ],
+        &[("PUSHWERK_DATABASE_URL", &server.url())],
+    )
+    .await;
+    assert!(text.contains(&token.display().to_string()), "{text}");
+    assert!(text.contains("not a regular file"), "{text}");
 }
