@@ -132,3 +132,39 @@ async fn the_cli_reads_token_files_as_the_daemon_does() {
     assert!(text.contains(&token.display().to_string()), "{text}");
     assert!(text.contains("not a regular file"), "{text}");
 }
+
+/// Was: a short token written by hand into `DATA/admin-token` (or
+/// `metrics-token`) stopped the start with "the admin token is 6
+/// characters long: … or leave --admin-token / PUSHWERK_ADMIN_TOKEN unset
+/// to have one generated into DATA/admin-token" — which is what the user
+/// had done: the file it came from was not named. Now the reason names the
+/// file and says to lengthen or delete it, and still not the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_token_in_a_file_is_refused_naming_the_file() {
+    for (file, env) in [
+        ("admin-token", vec![("PUSHWERK_INGEST_TOKEN", INGEST)]),
+        (
+            "metrics-token",
+            vec![
+                ("PUSHWERK_INGEST_TOKEN", INGEST),
+                ("PUSHWERK_ADMIN_TOKEN", ADMIN),
+            ],
+        ),
+    ] {
+        let world = World::new(crate::util::kit(), &[]);
+        let data = world.data();
+        std::fs::create_dir_all(&data).unwrap();
+        let path = data.join(file);
+        std::fs::write(&path, "s3cr3t\n").unwrap();
+        let text = refused(&world, &env).await;
+        assert!(
+            text.contains(&format!(
+                "the token in {} is 6 characters long",
+                path.display()
+            )),
+            "{text}"
+        );
+        assert!(text.contains("delete the file"), "{text}");
+        assert!(!text.contains("s3cr3t"), "{text}");
+    }
+}
