@@ -97,7 +97,7 @@ pub fn set_cookie(state: &str, value: &str, redirect_uri: &str, max_age: u64) ->
 }
 
 /// The `Set-Cookie` value that gives the same binding to the begin link's
-/// path (see [`begin_path`]): the browser holding it may continue again.
+/// path (`/oauth/begin`): the browser holding it may continue again.
 pub fn set_begin_cookie(state: &str, value: &str, redirect_uri: &str, max_age: u64) -> String {
     let secure = if secure(redirect_uri) { "; Secure" } else { "" };
     format!(
