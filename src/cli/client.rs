@@ -144,10 +144,13 @@ fn read_token(data: &Path, env: &str, file: &str) -> anyhow::Result<String> {
         return Ok(t.trim().to_owned());
     }
     let path = data.join(file);
-    Ok(std::fs::read_to_string(&path)
-        .with_context(|| format!("no {env} and cannot read {}", path.display()))?
-        .trim()
-        .to_owned())
+    // The daemon's own reader: a FIFO, a huge file or a two-line token is
+    // an error naming the file here too, not a hang or a bad header.
+    match crate::secret::token_file::token_from_file(&path) {
+        Ok(Some(token)) => Ok(token),
+        Ok(None) => bail!("no {env} and {} is missing or blank", path.display()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("no {env} and cannot use its file"))),
+    }
 }
 
 /// The queue of the data directory itself, for `deliveries`, `jobs` and
@@ -198,10 +201,8 @@ pub fn api_target(data: &Path, given: &str) -> anyhow::Result<(String, String)> 
         );
     }
     for file in ["ingest-token", "admin-token"] {
-        if let Ok(t) = std::fs::read_to_string(data.join(file)) {
-            if !t.trim().is_empty() {
-                return Ok((info.url, t.trim().to_owned()));
-            }
+        if let Some(t) = crate::secret::token_file::token_from_file(&data.join(file))? {
+            return Ok((info.url, t));
         }
     }
     bail!(

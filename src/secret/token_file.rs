@@ -3,7 +3,7 @@
 //! token file is created 0600 from its first byte and each one a user may
 //! have loosened is warned about.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -18,11 +18,19 @@ pub struct TokenFileError {
     pub source: std::io::Error,
 }
 
+/// The largest token file read: a token is a line of at most a few hundred
+/// characters; a larger file is not a token file (and is not read whole).
+pub const MAX_TOKEN_FILE: u64 = 4096;
+
 /// A token: `configured` (trimmed) when it is given and not blank, else
 /// the one in `path`, else a new one from `generate`, written to `path`
 /// (created 0600, synced). Returns the token and the file it is in (`None`
 /// for a configured one). A file readable by other users is warned about
-/// (see [`warn_if_readable_by_others`]) and still used.
+/// (see [`warn_if_readable_by_others`]) and still used. A path that is not
+/// a regular file (a FIFO, a device, a directory), a file larger than
+/// [`MAX_TOKEN_FILE`], one that is not UTF-8, or a token with a control
+/// character inside (a second line: it could never be sent in an
+/// `Authorization` header) is an error.
 pub fn token_in_file(
     path: PathBuf,
     configured: Option<String>,
@@ -35,15 +43,14 @@ pub fn token_in_file(
         path: path.clone(),
         source,
     };
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => {
+    match token_from_file(&path)? {
+        Some(t) => {
             warn_if_readable_by_others(&path);
-            return Ok((t.trim().to_owned(), Some(path)));
+            return Ok((t, Some(path)));
         }
         // A blank file (a crash between create and write): made anew.
-        Ok(_) => std::fs::remove_file(&path).map_err(fail)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail(e)),
+        None if path.exists() => std::fs::remove_file(&path).map_err(fail)?,
+        None => {}
     }
     let token = generate();
     // Created 0600 from the start: there is no moment where another user
@@ -58,6 +65,72 @@ pub fn token_in_file(
         .and_then(|()| file.sync_all())
         .map_err(fail)?;
     Ok((token, Some(path)))
+}
+
+/// The token in the file at `path` (trimmed), read and checked as
+/// [`token_in_file`] does: `None` when there is no such file or it is
+/// blank. For a client that uses the token a daemon generated.
+pub fn token_from_file(path: &Path) -> Result<Option<String>, TokenFileError> {
+    let fail = |source: std::io::Error| TokenFileError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = match read_token(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fail(e)),
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Ok(None);
+    }
+    if token.chars().any(|c| c.is_control()) {
+        return Err(fail(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the token has a line break or another control character inside; \
+             a token file holds one token on one line",
+        )));
+    }
+    Ok(Some(token.to_owned()))
+}
+
+/// The text of the token file at `path`, read without blocking on a FIFO
+/// and without reading more than [`MAX_TOKEN_FILE`] bytes.
+fn read_token(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind};
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+    // writer, and the daemon would hang at start without a word.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a directory, a FIFO or a device): a token file holds one token",
+        ));
+    }
+    let too_large = || {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {MAX_TOKEN_FILE} bytes: a token file holds one token on one line"),
+        )
+    };
+    if meta.len() > MAX_TOKEN_FILE {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_TOKEN_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidData,
+            "not UTF-8 text: a token file holds one token",
+        )
+    })
 }
 
 /// Says so when a token file may be read by other users (group or other
@@ -123,6 +196,42 @@ mod tests {
         assert_eq!(mode(&path), 0o600);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(warn_if_readable_by_others(&path));
+    }
+
+    #[test]
+    fn fifos_directories_huge_files_and_two_line_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("admin-token");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = token_in_file(fifo.clone(), None, || "x".into()).unwrap_err();
+        assert!(e.source.to_string().contains("not a regular file"), "{e:?}");
+        let sub = dir.path().join("ingest-token");
+        std::fs::create_dir(&sub).unwrap();
+        let e = token_in_file(sub, None, || "x".into()).unwrap_err();
+        assert!(e.source.to_string().contains("not a regular file"), "{e:?}");
+        let huge = dir.path().join("metrics-token");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let e = token_in_file(huge.clone(), None, || "x".into()).unwrap_err();
+        assert!(e.source.to_string().contains("larger than 4096"), "{e:?}");
+        std::fs::write(&huge, "first-token\nsecond-token\n").unwrap();
+        let e = token_in_file(huge.clone(), None, || "x".into()).unwrap_err();
+        let text = e.source.to_string();
+        assert!(text.contains("line break"), "{text}");
+        assert!(
+            !text.contains("first-token"),
+            "no token in the error: {text}"
+        );
+        std::fs::write(&huge, b"\xff\xfe token\n").unwrap();
+        let e = token_in_file(huge.clone(), None, || "x".into()).unwrap_err();
+        assert!(e.source.to_string().contains("not UTF-8"), "{e:?}");
+        // CRLF and spaces around one line are fine.
+        std::fs::write(&huge, " a-token-from-windows\r\n").unwrap();
+        let (t, _) = token_in_file(huge, None, || "x".into()).unwrap();
+        assert_eq!(t, "a-token-from-windows");
     }
 
     #[test]

@@ -42,6 +42,15 @@ pub enum AuthError {
         /// What failed.
         reason: String,
     },
+    /// The token file holds a token too short for an admin or metrics
+    /// token (written by hand): its length, never the token.
+    #[error("the token in {path} is {length} characters long: an admin or metrics token has at least {min} (e.g. `pushwerk oauth keygen`); write a longer one there, or delete the file to have one generated", min = crate::server::control::MIN_ADMIN_TOKEN)]
+    Short {
+        /// The file.
+        path: PathBuf,
+        /// The token's length in characters.
+        length: usize,
+    },
 }
 
 /// Who may read `/metrics`.
@@ -240,11 +249,14 @@ pub fn metrics_token(
 }
 
 /// A token: `configured`, or read from / generated into `path` (0600).
+/// One read from the file is refused here when it is shorter than an
+/// admin token may be, naming the file (a given one is checked, and named
+/// as given, by the control plane).
 fn token_in_file(
     path: PathBuf,
     configured: Option<String>,
 ) -> Result<(String, Option<PathBuf>), AuthError> {
-    crate::secret::token_file::token_in_file(
+    let (token, from) = crate::secret::token_file::token_in_file(
         path,
         configured,
         crate::oauth::seal::Sealer::generate_key,
@@ -252,7 +264,14 @@ fn token_in_file(
     .map_err(|e| AuthError::File {
         reason: e.source.to_string(),
         path: e.path,
-    })
+    })?;
+    let length = token.chars().count();
+    match from {
+        Some(path) if length < crate::server::control::MIN_ADMIN_TOKEN => {
+            Err(AuthError::Short { path, length })
+        }
+        from => Ok((token, from)),
+    }
 }
 
 /// The value of cookie `name` in the request: the first one sent, if it is

@@ -403,6 +403,109 @@ async fn racing_begin_links_and_callbacks_bind_once_and_exchange_once() {
     assert_eq!(identity.requests().len(), 1, "one code exchange");
 }
 
+/// Was: once a browser had continued a begin link, the begin page and its
+/// "Continue" refused *that same browser* too ("already continued …
+/// start the sign-in again", 409): the back button from the provider's
+/// page (wrong account picked), a reload or a second click on "Continue"
+/// burned a sign-in link that the person it was sent to could not start
+/// again. Now the browser holding the sign-in's cookie (also given for the
+/// begin link's path) sees the page and continues to the same authorize
+/// URL, keeping its binding; any other browser is still refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_browser_that_continued_may_come_back_to_the_begin_page() {
+    let identity = IdentityMock::start(MockConfig::default()).await;
+    let (_world, served) = signin_daemon(&identity).await;
+    let r = served
+        .http()
+        .get(served.url("/oauth/ms_mail/start"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let start: serde_json::Value = r.json().await.unwrap();
+    let link = start["authorize_url"].as_str().unwrap().to_owned();
+    let id = link[link.find("id=").unwrap() + 3..].to_owned();
+    let action = link[..link.find('?').unwrap()].replacen("//localhost:", "//127.0.0.1:", 1);
+    let post = |cookie: Option<String>| {
+        let (http, action, id) = (served.http().clone(), action.clone(), id.clone());
+        async move {
+            let mut r = http.post(&action).form(&[("id", id)]);
+            if let Some(c) = cookie {
+                r = r.header("cookie", c);
+            }
+            r.send().await.expect("an answer")
+        }
+    };
+    let first = post(None).await;
+    assert_eq!(first.status(), 303);
+    let authorize = first.headers()["location"].to_str().unwrap().to_owned();
+    let set: Vec<String> = first
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let with_path = |path: &str| {
+        set.iter()
+            .find(|c| c.contains(&format!("; Path={path};")))
+            .unwrap_or_else(|| panic!("a cookie for {path}: {set:?}"))
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let (callback_cookie, begin_cookie) = (with_path("/oauth/callback"), with_path("/oauth/begin"));
+    assert_eq!(callback_cookie, begin_cookie, "one binding, two paths");
+
+    // The same browser, back on the begin page: the page, then on again.
+    let r = get(served.http(), &link, Some(&begin_cookie)).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("begin-continue"));
+    let again = post(Some(begin_cookie.clone())).await;
+    assert_eq!(again.status(), 303, "{:?}", again.text().await);
+    assert_eq!(again.headers()["location"].to_str().unwrap(), authorize);
+    assert!(
+        again.headers().get("set-cookie").is_none(),
+        "its binding is kept"
+    );
+
+    // Any other browser: refused, as before.
+    let (name, _) = begin_cookie.split_once('=').unwrap();
+    let forged = format!("{name}={}", "0".repeat(64));
+    for cookie in [None, Some(forged.clone())] {
+        let r = get(served.http(), &link, cookie.as_deref()).await;
+        assert_eq!(r.status(), 409);
+        let r = post(cookie).await;
+        assert_eq!(r.status(), 409);
+        assert!(r.headers().get("set-cookie").is_none());
+    }
+
+    // It completes in that browser, and both cookies are cleared.
+    let r = get(served.http(), &authorize, None).await;
+    assert_eq!(r.status(), 302);
+    let callback = r.headers()["location"].to_str().unwrap().to_owned();
+    let done = get(served.http(), &callback, Some(&callback_cookie)).await;
+    assert_eq!(done.status(), 200);
+    let cleared: Vec<String> = done
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    for path in ["/oauth/callback", "/oauth/begin"] {
+        assert!(
+            cleared
+                .iter()
+                .any(|c| c.starts_with(&format!("{name}=; Path={path}; Max-Age=0"))),
+            "{cleared:?}"
+        );
+    }
+    // Used: the link leads nowhere now, cookie or not.
+    let r = get(served.http(), &link, Some(&begin_cookie)).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(post(Some(begin_cookie)).await.status(), 400);
+}
+
 /// The path of `--public-url` becomes the `Path` attribute of the sign-in
 /// cookie: a `;` in it would end the attribute and start another one
 /// (`…/a;Domain=other.example` — the browser then drops the cookie, and

@@ -6,6 +6,7 @@ mod attack_followup;
 mod attack_regressions;
 mod attack_renovation;
 mod attack_signin;
+mod attack_tokens;
 mod bing_batch;
 mod check_ux;
 mod cli;

@@ -11,9 +11,12 @@
 //! continues (the button's `POST`) gets a random value in a cookie ([`set_cookie`]: HttpOnly, SameSite=Lax since
 //! the provider's redirect is a cross-site top-level GET, Path limited to
 //! the callback, `Secure` over https, Max-Age of the sign-in's lifetime),
-//! and the daemon keeps only its SHA-256. The callback is honoured only
-//! when that cookie comes back ([`matches`]); the cookie is then cleared
-//! ([`clear_cookie`]). The begin link is on the callback's origin, not on
+//! and the daemon keeps only its SHA-256; a copy for the begin link's
+//! path ([`set_begin_cookie`]) lets that browser come back to the begin
+//! page (back button, reload) and continue again, where any other browser
+//! is refused. The callback is honoured only
+//! when that cookie comes back ([`matches`]); the cookies are then cleared
+//! ([`clear_cookie`], [`clear_begin_cookie`]). The begin link is on the callback's origin, not on
 //! the one the console happens to be reached at (`127.0.0.1` versus
 //! `localhost`), so that the cookie is sent back with the callback.
 
@@ -62,6 +65,19 @@ fn callback_path(redirect_uri: &str) -> String {
         .unwrap_or_else(|_| "/oauth/callback".to_owned())
 }
 
+/// The path of the begin link beside the callback (`/oauth/begin`): a
+/// second cookie of the same name and value goes there, so that the
+/// browser that continued can come back to the begin page (the back
+/// button, a second click) and continue again, where any other browser is
+/// refused.
+fn begin_path(redirect_uri: &str) -> String {
+    let callback = callback_path(redirect_uri);
+    match callback.strip_suffix("callback") {
+        Some(base) => format!("{base}begin"),
+        None => "/oauth/begin".to_owned(),
+    }
+}
+
 /// Whether the callback is reached over https (the cookie is then `Secure`).
 fn secure(redirect_uri: &str) -> bool {
     redirect_uri
@@ -77,6 +93,28 @@ pub fn set_cookie(state: &str, value: &str, redirect_uri: &str, max_age: u64) ->
         "{}={value}; Path={}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
         cookie_name(state),
         callback_path(redirect_uri)
+    )
+}
+
+/// The `Set-Cookie` value that gives the same binding to the begin link's
+/// path (`/oauth/begin`): the browser holding it may continue again.
+pub fn set_begin_cookie(state: &str, value: &str, redirect_uri: &str, max_age: u64) -> String {
+    let secure = if secure(redirect_uri) { "; Secure" } else { "" };
+    format!(
+        "{}={value}; Path={}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+        cookie_name(state),
+        begin_path(redirect_uri)
+    )
+}
+
+/// The `Set-Cookie` value that removes the begin link's copy of the
+/// sign-in's cookie once the sign-in is used.
+pub fn clear_begin_cookie(state: &str, redirect_uri: &str) -> String {
+    let secure = if secure(redirect_uri) { "; Secure" } else { "" };
+    format!(
+        "{}=; Path={}; Max-Age=0; HttpOnly; SameSite=Lax{secure}",
+        cookie_name(state),
+        begin_path(redirect_uri)
     )
 }
 
@@ -126,6 +164,14 @@ mod tests {
             "{cleared}"
         );
         assert_ne!(cookie_name("a"), cookie_name("b"));
+        let begin = set_begin_cookie("st", "v", "https://p.example.com/base/oauth/callback", 600);
+        assert!(begin.contains("=v; Path=/base/oauth/begin;"), "{begin}");
+        assert!(begin.ends_with("; Secure"), "{begin}");
+        let cleared = clear_begin_cookie("st", "http://localhost:8787/oauth/callback");
+        assert!(
+            cleared.contains("=; Path=/oauth/begin; Max-Age=0"),
+            "{cleared}"
+        );
     }
 
     #[test]

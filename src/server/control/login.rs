@@ -177,20 +177,23 @@ fn html_answer(status: StatusCode, body: String) -> Response {
 enum Begin {
     /// No waiting sign-in has this link (unknown, expired or used).
     Unknown,
-    /// Its sign-in was already continued in a browser.
+    /// Its sign-in was already continued in another browser.
     Continued,
-    /// Waiting: the sign-in's `state`, account and authorize URL.
+    /// Waiting: the sign-in's `state`, account and authorize URL; `again`
+    /// when the browser it is bound to came back (it has its cookies).
     Waiting {
         state: String,
         account: String,
         authorize_url: String,
+        again: bool,
     },
 }
 
 /// Finds the waiting sign-in whose begin link has `id`; with `bind`, binds
 /// it to the browser holding that value (once: a bound one is
-/// [`Begin::Continued`]).
-fn find_begin(control: &Control, id: &str, bind: Option<&str>) -> Begin {
+/// [`Begin::Continued`], but for the browser it is bound to, whose
+/// `headers` carry its cookie: it may come back and continue again).
+fn find_begin(control: &Control, id: &str, bind: Option<&str>, headers: &HeaderMap) -> Begin {
     let wanted = binding::digest(id);
     let mut logins = control.logins.lock().expect("logins lock");
     logins.retain(|_, p| p.started.elapsed() < LOGIN_TTL);
@@ -201,7 +204,14 @@ fn find_begin(control: &Control, id: &str, bind: Option<&str>) -> Begin {
             continue;
         }
         found = match (pending.bound, bind) {
-            (Some(_), _) => Begin::Continued,
+            (Some(bound), _) if !binding::matches(headers, state, Some(&bound)) => Begin::Continued,
+            // The browser that continued, back again: still its sign-in.
+            (Some(_), _) => Begin::Waiting {
+                state: state.clone(),
+                account: pending.account.clone(),
+                authorize_url: pending.login.authorize_url.clone(),
+                again: true,
+            },
             (None, bind) => {
                 if let Some(value) = bind {
                     pending.bound = Some(binding::digest(value));
@@ -210,6 +220,7 @@ fn find_begin(control: &Control, id: &str, bind: Option<&str>) -> Begin {
                     state: state.clone(),
                     account: pending.account.clone(),
                     authorize_url: pending.login.authorize_url.clone(),
+                    again: false,
                 }
             }
         };
@@ -229,7 +240,7 @@ fn begin_refused(found: &Begin) -> Option<Response> {
             tracing::warn!("refused a sign-in link continued a second time");
             Some(failed(
                 StatusCode::CONFLICT,
-                "this sign-in was already continued in a browser; it works in one browser, once: start the sign-in again",
+                "this sign-in was already continued in another browser; it works in one browser only: finish it there, or start the sign-in again",
             ))
         }
         Begin::Waiting { .. } => None,
@@ -256,11 +267,12 @@ const NO_ID: &str = "the sign-in link carries no `id`: start the sign-in again";
 pub(super) async fn login_begin(
     Extension(control): Extension<Arc<Control>>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     let Some(id) = begin_id(&query.unwrap_or_default()) else {
         return page(StatusCode::BAD_REQUEST, "sign-in failed", NO_ID);
     };
-    let found = find_begin(&control, &id, None);
+    let found = find_begin(&control, &id, None, &headers);
     if let Some(refused) = begin_refused(&found) {
         return refused;
     }
@@ -287,8 +299,9 @@ pub(super) async fn login_begin(
 
 /// `POST /oauth/begin` (the begin page's form, `id=…`): the first browser
 /// that continues gets the cookie that the callback will ask for, and is
-/// sent on to the provider's authorize page; a second one is refused (the
-/// link works in one browser, once).
+/// sent on to the provider's authorize page; another one is refused (the
+/// link works in one browser). The first one may post again (it is back
+/// from the provider's page): it goes on, keeping its cookie.
 pub(super) async fn login_begin_continue(
     Extension(control): Extension<Arc<Control>>,
     Extension(BodyTimeout(timeout)): Extension<BodyTimeout>,
@@ -304,13 +317,14 @@ pub(super) async fn login_begin_continue(
         return page(StatusCode::BAD_REQUEST, "sign-in failed", NO_ID);
     };
     let value = binding::random_hex(32);
-    let found = find_begin(&control, &id, Some(&value));
+    let found = find_begin(&control, &id, Some(&value), &headers);
     if let Some(refused) = begin_refused(&found) {
         return refused;
     }
     let Begin::Waiting {
         state,
         authorize_url,
+        again,
         ..
     } = found
     else {
@@ -328,11 +342,22 @@ pub(super) async fn login_begin_continue(
             )
         }
     };
-    let cookie = binding::set_cookie(&state, &value, &control.redirect_uri, LOGIN_TTL.as_secs());
-    h.insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("a cookie of hex and a URL path is a header value"),
-    );
+    // The browser coming back keeps the cookies it has (its binding is
+    // unchanged); a first one gets them, for the callback and for the
+    // begin link.
+    if !again {
+        let ttl = LOGIN_TTL.as_secs();
+        for cookie in [
+            binding::set_cookie(&state, &value, &control.redirect_uri, ttl),
+            binding::set_begin_cookie(&state, &value, &control.redirect_uri, ttl),
+        ] {
+            h.append(
+                header::SET_COOKIE,
+                HeaderValue::from_str(&cookie)
+                    .expect("a cookie of hex and a URL path is a header value"),
+            );
+        }
+    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     r
@@ -388,10 +413,15 @@ pub(super) async fn login_callback(
         Some(Ok(p)) => p,
     };
     // Whatever the outcome, the used sign-in's cookie is removed.
-    let clear = binding::clear_cookie(&state, &control.redirect_uri);
+    let clear = [
+        binding::clear_cookie(&state, &control.redirect_uri),
+        binding::clear_begin_cookie(&state, &control.redirect_uri),
+    ];
     let mut answer = finish(&daemon, &control, &query, pending).await;
-    if let Ok(v) = HeaderValue::from_str(&clear) {
-        answer.headers_mut().append(header::SET_COOKIE, v);
+    for c in clear {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            answer.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     answer
 }
