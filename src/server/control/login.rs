@@ -173,77 +173,77 @@ fn html_answer(status: StatusCode, body: String) -> Response {
     r
 }
 
-/// What a begin link's id leads to.
-enum Begin {
-    /// No waiting sign-in has this link (unknown, expired or used).
-    Unknown,
-    /// Its sign-in was already continued in another browser.
-    Continued,
-    /// Waiting: the sign-in's `state`, account and authorize URL; `again`
-    /// when the browser it is bound to came back (it has its cookies).
-    Waiting {
-        state: String,
-        account: String,
-        authorize_url: String,
-        again: bool,
-    },
+/// A waiting sign-in found by its begin link.
+struct WaitingSignIn {
+    /// The sign-in's `state` (its key, and its cookie's name).
+    state: String,
+    /// The account it signs in.
+    account: String,
+    /// The provider's authorize URL (PKCE challenge, state).
+    authorize_url: String,
+    /// Whether the browser it is bound to came back (it has its cookies).
+    again: bool,
 }
 
 /// Finds the waiting sign-in whose begin link has `id`; with `bind`, binds
-/// it to the browser holding that value (once: a bound one is
-/// [`Begin::Continued`], but for the browser it is bound to, whose
-/// `headers` carry its cookie: it may come back and continue again).
-fn find_begin(control: &Control, id: &str, bind: Option<&str>, headers: &HeaderMap) -> Begin {
+/// it to the browser holding that value. A bound one is refused (409) but
+/// for the browser it is bound to, whose `headers` carry its cookie: it
+/// may come back (back button, reload) and continue again. An unknown,
+/// used or expired link is refused (400). The refusal is the page to show.
+#[allow(clippy::result_large_err)]
+fn find_begin(
+    control: &Control,
+    id: &str,
+    bind: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<WaitingSignIn, Response> {
     let wanted = binding::digest(id);
-    let mut logins = control.logins.lock().expect("logins lock");
-    logins.retain(|_, p| p.started.elapsed() < LOGIN_TTL);
-    // At most MAX_PENDING_LOGINS entries; every one is compared.
-    let mut found = Begin::Unknown;
-    for (state, pending) in logins.iter_mut() {
-        if !binding::same_digest(&pending.begin, &wanted) {
-            continue;
-        }
-        found = match (pending.bound, bind) {
-            (Some(bound), _) if !binding::matches(headers, state, Some(&bound)) => Begin::Continued,
-            // The browser that continued, back again: still its sign-in.
-            (Some(_), _) => Begin::Waiting {
+    let found = {
+        let mut logins = control.logins.lock().expect("logins lock");
+        logins.retain(|_, p| p.started.elapsed() < LOGIN_TTL);
+        // At most MAX_PENDING_LOGINS entries; every one is compared.
+        let mut found = None;
+        for (state, pending) in logins.iter_mut() {
+            if !binding::same_digest(&pending.begin, &wanted) {
+                continue;
+            }
+            let again = match pending.bound {
+                Some(bound) if !binding::matches(headers, state, Some(&bound)) => {
+                    found = Some(None);
+                    continue;
+                }
+                // The browser that continued, back again: still its sign-in.
+                Some(_) => true,
+                None => {
+                    if let Some(value) = bind {
+                        pending.bound = Some(binding::digest(value));
+                    }
+                    false
+                }
+            };
+            found = Some(Some(WaitingSignIn {
                 state: state.clone(),
                 account: pending.account.clone(),
                 authorize_url: pending.login.authorize_url.clone(),
-                again: true,
-            },
-            (None, bind) => {
-                if let Some(value) = bind {
-                    pending.bound = Some(binding::digest(value));
-                }
-                Begin::Waiting {
-                    state: state.clone(),
-                    account: pending.account.clone(),
-                    authorize_url: pending.login.authorize_url.clone(),
-                    again: false,
-                }
-            }
-        };
-    }
-    found
-}
-
-/// The page for a begin link that leads nowhere (unknown or continued).
-fn begin_refused(found: &Begin) -> Option<Response> {
+                again,
+            }));
+        }
+        found
+    };
     let failed = |status: StatusCode, message: &str| page(status, "sign-in failed", message);
     match found {
-        Begin::Unknown => Some(failed(
-            StatusCode::BAD_REQUEST,
-            "unknown, used or expired sign-in link (it is valid for 10 minutes): start the sign-in again",
-        )),
-        Begin::Continued => {
-            tracing::warn!("refused a sign-in link continued a second time");
-            Some(failed(
+        Some(Some(waiting)) => Ok(waiting),
+        Some(None) => {
+            tracing::warn!("refused a sign-in link continued in another browser");
+            Err(failed(
                 StatusCode::CONFLICT,
                 "this sign-in was already continued in another browser; it works in one browser only: finish it there, or start the sign-in again",
             ))
         }
-        Begin::Waiting { .. } => None,
+        None => Err(failed(
+            StatusCode::BAD_REQUEST,
+            "unknown, used or expired sign-in link (it is valid for 10 minutes): start the sign-in again",
+        )),
     }
 }
 
@@ -272,17 +272,13 @@ pub(super) async fn login_begin(
     let Some(id) = begin_id(&query.unwrap_or_default()) else {
         return page(StatusCode::BAD_REQUEST, "sign-in failed", NO_ID);
     };
-    let found = find_begin(&control, &id, None, &headers);
-    if let Some(refused) = begin_refused(&found) {
-        return refused;
-    }
-    let Begin::Waiting {
+    let WaitingSignIn {
         account,
         authorize_url,
         ..
-    } = found
-    else {
-        unreachable!("begin_refused answers every other case")
+    } = match find_begin(&control, &id, None, &headers) {
+        Ok(waiting) => waiting,
+        Err(refused) => return refused,
     };
     let provider = url::Url::parse(&authorize_url)
         .ok()
@@ -317,18 +313,14 @@ pub(super) async fn login_begin_continue(
         return page(StatusCode::BAD_REQUEST, "sign-in failed", NO_ID);
     };
     let value = binding::random_hex(32);
-    let found = find_begin(&control, &id, Some(&value), &headers);
-    if let Some(refused) = begin_refused(&found) {
-        return refused;
-    }
-    let Begin::Waiting {
+    let WaitingSignIn {
         state,
         authorize_url,
         again,
         ..
-    } = found
-    else {
-        unreachable!("begin_refused answers every other case")
+    } = match find_begin(&control, &id, Some(&value), &headers) {
+        Ok(waiting) => waiting,
+        Err(refused) => return refused,
     };
     let mut r = StatusCode::SEE_OTHER.into_response();
     let h = r.headers_mut();
