@@ -5,7 +5,7 @@
 //! links and callbacks; two processes started at once under one name).
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::pg_server::PgServer;
 use pushwerk_testkit::daemon::{announced_port, http_client, poll, Served, World};
@@ -30,28 +30,8 @@ async fn refused_start(world: &World, args: &[&str]) -> String {
 async fn refused(mut cmd: std::process::Command, args: &[&str]) -> String {
     cmd.args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
-        .env("PUSHWERK_INGEST_TOKEN", INGEST)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let described = format!("{cmd:?}");
-    let mut child = cmd.spawn().expect("pushwerk runs");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{described}: the daemon started (still running after 20 s)");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut text).unwrap();
-    assert!(!status.success(), "{described} started:\n{text}");
-    text
+        .env("PUSHWERK_INGEST_TOKEN", INGEST);
+    crate::util::fails_within_20s(cmd).await
 }
 
 // ---------------------------------------------------------------------------
@@ -306,6 +286,20 @@ async fn signin_daemon(identity: &IdentityMock) -> (World, Served) {
     (world, served)
 }
 
+/// Starts a sign-in of `ms_mail` with the admin token: its begin link.
+async fn begin_link(served: &Served) -> String {
+    let r = served
+        .http()
+        .get(served.url("/oauth/ms_mail/start"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let start: serde_json::Value = r.json().await.unwrap();
+    start["authorize_url"].as_str().unwrap().to_owned()
+}
+
 /// `GET url` (a `localhost` URL is reached on 127.0.0.1) with `cookie`.
 async fn get(http: &reqwest::Client, url: &str, cookie: Option<&str>) -> reqwest::Response {
     let mut r = http.get(url.replacen("//localhost:", "//127.0.0.1:", 1));
@@ -337,16 +331,7 @@ async fn racing(
 async fn racing_begin_links_and_callbacks_bind_once_and_exchange_once() {
     let identity = IdentityMock::start(MockConfig::default()).await;
     let (_world, served) = signin_daemon(&identity).await;
-    let r = served
-        .http()
-        .get(served.url("/oauth/ms_mail/start"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let start: serde_json::Value = r.json().await.unwrap();
-    let link = start["authorize_url"].as_str().unwrap().to_owned();
+    let link = begin_link(&served).await;
     // The begin page binds nothing: every browser gets it.
     let pages = racing(served.http(), 16, &link, None).await;
     assert!(pages.iter().all(|r| r.status() == 200));
@@ -415,15 +400,7 @@ async fn racing_begin_links_and_callbacks_bind_once_and_exchange_once() {
 async fn the_browser_that_continued_may_come_back_to_the_begin_page() {
     let identity = IdentityMock::start(MockConfig::default()).await;
     let (_world, served) = signin_daemon(&identity).await;
-    let r = served
-        .http()
-        .get(served.url("/oauth/ms_mail/start"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    let start: serde_json::Value = r.json().await.unwrap();
-    let link = start["authorize_url"].as_str().unwrap().to_owned();
+    let link = begin_link(&served).await;
     let id = link[link.find("id=").unwrap() + 3..].to_owned();
     let action = link[..link.find('?').unwrap()].replacen("//localhost:", "//127.0.0.1:", 1);
     let post = |cookie: Option<String>| {

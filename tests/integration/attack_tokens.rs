@@ -4,9 +4,6 @@
 //! token no client can send. (A FIFO, a directory or a symlink in their
 //! place is refused before, by the data directory's own check.)
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
 use pushwerk_testkit::daemon::World;
 
 const INGEST: &str = "attack-tokens-ingest-token-0123";
@@ -24,30 +21,11 @@ async fn refused(world: &World, env: &[(&str, &str)]) -> String {
 /// stopped and the test fails.
 async fn fails(world: &World, args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = world.command();
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("pushwerk runs");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?} {env:?}: still running after 20 s (hangs or started)");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut text).unwrap();
-    assert!(!status.success(), "{args:?} {env:?} succeeded:\n{text}");
-    text
+    crate::util::fails_within_20s(cmd).await
 }
 
 /// Was: a 64 MiB file in place

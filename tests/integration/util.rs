@@ -107,3 +107,33 @@ client_id: 3f2b8c1e-5d4a-4e7b-9c6d-1a2b3c4d5e6f
 client_secret: ${env:MS_MAIL_CLIENT_SECRET}
 scope: offline_access https://graph.microsoft.com/Mail.Send
 ";
+
+/// Runs `cmd` (stdin closed, stdout dropped), expecting it to fail within
+/// 20 s: its stderr. A process still running then (hanging, or a daemon
+/// that started instead of refusing) is killed and the test fails; so does
+/// one that succeeds.
+pub async fn fails_within_20s(mut cmd: Command) -> String {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let described = format!("{cmd:?}");
+    let mut child = cmd.spawn().expect("pushwerk runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{described}: still running after 20 s (hangs, or started)");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut text).unwrap();
+    assert!(!status.success(), "{described} succeeded:\n{text}");
+    text
+}
