@@ -140,6 +140,15 @@ impl Daemon {
             config.retry_after_cap,
         );
         let (token, token_path) = api_token(&config.data, config.ingest_token.clone())?;
+        if token.chars().count() < crate::secret::token_file::MIN_TOKEN_CHARS {
+            // Not refused (running setups keep working), but said: whoever
+            // can reach the port can guess a short token and post events.
+            tracing::warn!(
+                "the ingest token is {} characters long: anyone who can reach the API can guess a token that short; use at least {} random characters (`pushwerk oauth keygen` makes one), or leave it unset to have one generated into DATA/ingest-token",
+                token.chars().count(),
+                crate::secret::token_file::MIN_TOKEN_CHARS
+            );
+        }
         let empty = Catalog::from_sources(&config.dir, Vec::new(), &LoadOptions::default());
         let queue = Queue::new(store.clone());
         let migrated = queue.migrate()?;

@@ -7,6 +7,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// The shortest token worth having: 16 characters. The admin and metrics
+/// tokens are refused below it; a shorter ingest token is warned about
+/// (running setups keep working). Generated tokens are far longer.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 /// Why a token file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("token file {}", path.display())]

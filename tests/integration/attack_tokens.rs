@@ -146,3 +146,41 @@ async fn a_short_token_in_a_file_is_refused_naming_the_file() {
         assert!(!text.contains("s3cr3t"), "{text}");
     }
 }
+
+/// A short ingest token (`--ingest-token abc`, a hand-written
+/// `DATA/ingest-token`) is guessable by anyone who reaches the port: the
+/// daemon still starts with it (running setups keep working) but says so,
+/// with the length and the fix — never the token. A token of 16
+/// characters or more, and a generated one, is not warned about.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_ingest_token_is_warned_about_and_still_works() {
+    let short = "s3cr3t";
+    let world = World::new(crate::util::kit(), &[]);
+    let served = world.serve().token(short).start().await;
+    let log = served.log_text();
+    assert!(
+        log.contains("the ingest token is 6 characters long"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(short),
+        "the token itself is never logged: {log}"
+    );
+    let r = served
+        .http()
+        .get(served.url("/v1/deliveries"))
+        .bearer_auth(short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the short token still opens the API");
+    for long in [Some(INGEST), None] {
+        let world = World::new(crate::util::kit(), &[]);
+        let served = match long {
+            Some(t) => world.serve().token(t).start().await,
+            None => world.serve().generated_token().start().await,
+        };
+        let log = served.log_text();
+        assert!(!log.contains("the ingest token is"), "{log}");
+    }
+}

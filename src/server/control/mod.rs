@@ -97,7 +97,7 @@ pub enum ControlError {
 
 /// Characters an admin token given by hand has at least (a generated one
 /// has 64): the console's sign-in and the API take guesses without limit.
-pub const MIN_ADMIN_TOKEN: usize = 16;
+pub const MIN_ADMIN_TOKEN: usize = crate::secret::token_file::MIN_TOKEN_CHARS;
 
 /// How the control plane is set up (`pushwerk serve` flags).
 #[derive(Debug, Clone, Default)]
