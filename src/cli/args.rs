@@ -44,7 +44,8 @@ pub struct Cli {
     /// under the same name takes its queued jobs back at once; others wait
     /// for its lease. A second process under the name of a running node
     /// is refused; after a crash the restarted node first waits out the
-    /// old lease (10 s). Other commands always use the default.
+    /// old lease (`serve --lease`, 10 s). Other commands always use the
+    /// default.
     #[arg(long, global = true, env = "PUSHWERK_NODE", value_parser = parse_node_name)]
     pub node_name: Option<String>,
     /// The key file that encrypts token state (generated 0600 if missing).
@@ -158,6 +159,14 @@ pub enum Command {
         /// drawn from the upper half of its step. 100ms to 5m.
         #[arg(long, env = "PUSHWERK_RETRY_BACKOFF", default_value = "1s", value_parser = parse_retry_backoff)]
         retry_backoff: std::time::Duration,
+        /// With `--store postgres`: how long this node's jobs stay its own
+        /// after its last heartbeat (one a second) before other nodes take
+        /// them over — the fail-over time after a crash, and how long a
+        /// restart under a crashed node's name waits. Each node's lease is
+        /// kept beside its heartbeat, and the others judge it by its own,
+        /// so nodes may differ. 3s to 10m.
+        #[arg(long, env = "PUSHWERK_LEASE", default_value = "10s", value_parser = parse_lease)]
+        lease: std::time::Duration,
         /// HTTP connections open at most; more wait until one closes.
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         max_connections: u64,
@@ -389,6 +398,17 @@ pub(super) fn parse_retry_backoff(text: &str) -> Result<std::time::Duration, Str
     )
 }
 
+/// `--lease`: 3 seconds (three heartbeats: one late beat must not cost a
+/// node its jobs) to 10 minutes.
+pub(super) fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
+    duration_within(
+        text,
+        crate::store::postgres::HEARTBEAT * 3,
+        std::time::Duration::from_secs(600),
+        "3s to 10m, e.g. 10s",
+    )
+}
+
 /// `--header-timeout`: 1 second to 10 minutes.
 pub(super) fn parse_header_timeout(text: &str) -> Result<std::time::Duration, String> {
     duration_within(
@@ -429,6 +449,27 @@ mod tests {
     fn serve_args(args: &[&str]) -> Result<Command, clap::Error> {
         let cli = Cli::try_parse_from(["pushwerk", "serve"].iter().chain(args))?;
         Ok(cli.command)
+    }
+
+    #[test]
+    fn lease_defaults_to_the_postgres_default_and_is_range_checked() {
+        if std::env::var_os("PUSHWERK_LEASE").is_some() {
+            return;
+        }
+        let lease_of = |args: &[&str]| match serve_args(args) {
+            Ok(Command::Serve { lease, .. }) => Ok(lease),
+            Ok(_) => panic!("serve parsed as another command"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(lease_of(&[]), Ok(crate::store::postgres::DEFAULT_LEASE));
+        assert_eq!(
+            lease_of(&["--lease", "30s"]),
+            Ok(std::time::Duration::from_secs(30))
+        );
+        for refused in ["2s", "11m", "soon"] {
+            let e = lease_of(&["--lease", refused]).unwrap_err();
+            assert!(e.contains("3s to 10m"), "{refused}: {e}");
+        }
     }
 
     #[test]

@@ -60,14 +60,14 @@ pub fn main_entry() -> ExitCode {
         // Only `serve` takes the node's name: a command run beside it with
         // the same PUSHWERK_NODE must not pass for the node (nor give its
         // jobs up when it exits).
-        let node = match cli.command {
-            Command::Serve { .. } => cli.node_name.clone(),
-            _ => None,
+        let (node, lease) = match cli.command {
+            Command::Serve { lease, .. } => (cli.node_name.clone(), lease),
+            _ => (None, crate::store::postgres::DEFAULT_LEASE),
         };
         crate::store::postgres::configure(crate::store::postgres::PgSettings {
             url,
             node: node.unwrap_or_else(crate::store::postgres::default_node_name),
-            lease: crate::store::postgres::DEFAULT_LEASE,
+            lease,
         });
     }
     match run(cli) {
@@ -233,6 +233,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_connections,
             header_timeout,
             body_timeout,
+            // Read where the store is configured, before any command runs.
+            lease: _,
         } => serve(
             cli.dir,
             (cli.data, cli.store),

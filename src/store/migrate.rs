@@ -209,16 +209,18 @@ fn wait_for_stopped_nodes(from: &super::PgStore) -> Result<(), StoreError> {
     if first.is_empty() {
         return Ok(());
     }
+    // Each node's own lease: the longest is how long to watch.
+    let lease = first.iter().map(|n| n.lease).max().unwrap_or_default();
     tracing::warn!(
         "the heartbeat of {} is fresh: watching it for up to {:.0} s — a running node refuses the copy, one that stopped lets it go on",
-        first.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", "),
-        from.lease().as_secs_f32()
+        first.iter().map(|n| format!("`{}`", n.name)).collect::<Vec<_>>().join(", "),
+        lease.as_secs_f32()
     );
-    let deadline = std::time::Instant::now() + from.lease() + HEARTBEAT * 2;
-    let beating = |now: &[(String, String)]| -> Vec<String> {
+    let deadline = std::time::Instant::now() + lease + HEARTBEAT * 2;
+    let beating = |now: &[super::postgres::LiveNode]| -> Vec<String> {
         now.iter()
-            .filter(|(n, seen)| first.iter().any(|(f, s)| f == n && s != seen))
-            .map(|(n, _)| n.clone())
+            .filter(|n| first.iter().any(|f| f.name == n.name && f.seen != n.seen))
+            .map(|n| n.name.clone())
             .collect()
     };
     loop {
@@ -234,7 +236,7 @@ fn wait_for_stopped_nodes(from: &super::PgStore) -> Result<(), StoreError> {
         if !beating_now.is_empty() || std::time::Instant::now() > deadline {
             let beating = beating_now;
             let names = if beating.is_empty() {
-                now.into_iter().map(|(n, _)| n).collect()
+                now.into_iter().map(|n| n.name).collect()
             } else {
                 beating
             };
@@ -294,7 +296,7 @@ fn copy_into_staging(
     }
     // A node that started during the copy may have taken jobs the copy
     // holds too: both would deliver them.
-    let live: Vec<String> = from.live_nodes()?.into_iter().map(|(n, _)| n).collect();
+    let live: Vec<String> = from.live_nodes()?.into_iter().map(|n| n.name).collect();
     none_running(&live)?;
     target.raise_ids(floor)?;
     target.store().flush()?;

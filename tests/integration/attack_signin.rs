@@ -86,6 +86,17 @@ async fn pg_node(
     name: &str,
     ready_within: Duration,
 ) -> (World, Served) {
+    pg_node_leased(server, hook, name, ready_within, "10s").await
+}
+
+/// [`pg_node`] with `serve --lease`.
+async fn pg_node_leased(
+    server: &PgServer,
+    hook: &str,
+    name: &str,
+    ready_within: Duration,
+    lease: &str,
+) -> (World, Served) {
     let push = format!(
         "name: hook\non: call.ended\nhttp:\n  url: {hook}\n  json:\n    id: \"<< push.event_id >>\"\n"
     );
@@ -95,6 +106,7 @@ async fn pg_node(
         .token(INGEST)
         .global(&["--store", "postgres", "--node-name", name])
         .env("PUSHWERK_DATABASE_URL", &server.url())
+        .env("PUSHWERK_LEASE", lease)
         .ready_within(ready_within)
         .start()
         .await;
@@ -127,9 +139,10 @@ async fn a_node_paused_past_its_lease_does_not_run_beside_its_successor() {
     let server = PgServer::start();
     let rx = HttpReceiver::start().await;
     let hook = rx.url("/hook");
-    let (_wa, mut a) = pg_node(&server, &hook, "a", Duration::from_secs(20)).await;
+    // A short lease (`--lease 3s`): its successor waits out 3 s, not 10.
+    let (_wa, mut a) = pg_node_leased(&server, &hook, "a", Duration::from_secs(20), "3s").await;
     a.signal(libc::SIGSTOP);
-    // The successor waits out the stopped node's lease (10 s), then runs.
+    // The successor waits out the stopped node's lease (its own 3 s), then runs.
     let (_wb, b) = pg_node(&server, &hook, "a", Duration::from_secs(40)).await;
     a.signal(libc::SIGCONT);
     // Not ready for a moment after any pause (a late heartbeat); then,

@@ -106,12 +106,18 @@ impl Cluster {
     /// picked here and bound later could be taken by another test's
     /// server in between), ready.
     async fn start(&self, node: &str) -> Node {
+        self.start_with(node, &[]).await
+    }
+
+    /// [`Cluster::start`] with more `serve` options.
+    async fn start_with(&self, node: &str, extra: &[&str]) -> Node {
         let log = self.tmp.path().join(format!("{node}.log"));
         let data = self.tmp.path().join(format!("data-{node}"));
         let child = self
             .command(node)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(["--grace", "2s", "--log", "info"])
+            .args(extra)
             .env("PUSHWERK_INGEST_TOKEN", TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -290,9 +296,12 @@ async fn three_nodes_deliver_every_accepted_event_when_one_is_killed() {
     let server = PgServer::start();
     let rx = HttpReceiver::start().await;
     let cluster = Cluster::new(&server, &[("hook.yaml", &http_push(&rx.url("/hook")))]);
+    // The node that is killed runs with a short lease (`--lease 3s`):
+    // the others judge it by its own lease and take its jobs over after
+    // it, not after their default 10 s.
     let mut nodes = [
         cluster.start("n0").await,
-        cluster.start("n1").await,
+        cluster.start_with("n1", &["--lease", "3s"]).await,
         cluster.start("n2").await,
     ];
     let started = Instant::now();

@@ -64,8 +64,7 @@ impl Inner {
     /// is watched until the lease runs out; a heartbeat meanwhile means a
     /// live holder (refused at once), none means the name is free.
     pub(super) async fn take_name(&self) -> Result<(), StoreError> {
-        let lease = Duration::from_millis(self.lease_ms.max(0) as u64);
-        let deadline = Instant::now() + lease + HEARTBEAT * 2;
+        let mut deadline = Instant::now();
         let mut first_seen: Option<String> = None;
         loop {
             let slot = self.conn().await?;
@@ -73,9 +72,11 @@ impl Inner {
             self.count(1);
             let taken = c
                 .query_opt(
-                    "INSERT INTO pushwerk_nodes (node, seen) VALUES ($1, now())
-                     ON CONFLICT (node) DO UPDATE SET seen = now(), started = now()
-                     WHERE pushwerk_nodes.seen <= now() - $2::bigint * interval '1 millisecond'
+                    "INSERT INTO pushwerk_nodes (node, seen, lease_ms) VALUES ($1, now(), $2)
+                     ON CONFLICT (node) DO UPDATE
+                     SET seen = now(), started = now(), lease_ms = excluded.lease_ms
+                     WHERE pushwerk_nodes.seen
+                           <= now() - pushwerk_nodes.lease_ms * interval '1 millisecond'
                      RETURNING (extract(epoch FROM started) * 1000000)::bigint",
                     &[&self.node, &self.lease_ms],
                 )
@@ -86,14 +87,14 @@ impl Inner {
                 return Ok(());
             }
             self.count(1);
-            let seen: Option<String> = c
+            let row: Option<(String, i64)> = c
                 .query_opt(
-                    "SELECT seen::text FROM pushwerk_nodes WHERE node = $1",
+                    "SELECT seen::text, lease_ms FROM pushwerk_nodes WHERE node = $1",
                     &[&self.node],
                 )
                 .await
                 .map_err(backend)?
-                .map(|r| r.get(0));
+                .map(|r| (r.get(0), r.get(1)));
             drop(slot);
             let held = || {
                 StoreError::Refused(format!(
@@ -102,10 +103,13 @@ impl Inner {
                     self.node
                 ))
             };
-            match (&first_seen, seen) {
+            match (&first_seen, row) {
                 // Gone meanwhile (it stopped cleanly): take it now.
                 (_, None) => continue,
-                (None, Some(seen)) => {
+                (None, Some((seen, lease_ms))) => {
+                    // The holder's own lease, which may not be this one's.
+                    let lease = Duration::from_millis(lease_ms.max(0) as u64);
+                    deadline = Instant::now() + lease + HEARTBEAT * 2;
                     tracing::warn!(
                         node = %self.node,
                         "the node name has a fresh heartbeat: waiting up to {} s for its lease to run out (a process that died) — a live holder refuses this start",
@@ -113,7 +117,7 @@ impl Inner {
                     );
                     first_seen = Some(seen);
                 }
-                (Some(first), Some(seen)) if *first != seen => return Err(held()),
+                (Some(first), Some((seen, _))) if *first != seen => return Err(held()),
                 _ => {}
             }
             if Instant::now() > deadline {
@@ -166,8 +170,8 @@ impl PgStore {
         Ok(())
     }
 
-    /// Rows of `[start, end)` whose holder's heartbeat is stale (or that
-    /// have none), locked with `SKIP LOCKED` and leased to this node, and
+    /// Rows of `[start, end)` whose holder's heartbeat is older than the
+    /// holder's own lease (or that have none), locked with `SKIP LOCKED` and leased to this node, and
     /// with `mine`, the rows this node holds already (read, not locked: no
     /// write for them); in key order, at most `limit`.
     pub(super) fn claim_rows(
@@ -194,18 +198,18 @@ impl PgStore {
                                AND lease_node IS DISTINCT FROM $4
                                AND NOT EXISTS (
                                    SELECT 1 FROM pushwerk_nodes n WHERE n.node = k.lease_node
-                                   AND n.seen > now() - $6::bigint * interval '1 millisecond')
+                                   AND n.seen > now() - n.lease_ms * interval '1 millisecond')
                              ORDER BY key LIMIT $5 FOR UPDATE SKIP LOCKED),
                          u AS (
                              UPDATE pushwerk_kv k SET lease_node = $4 FROM c
                              WHERE k.tree = $1 AND k.key = c.key),
                          m AS (
                              SELECT key, value FROM pushwerk_kv
-                             WHERE $7 AND tree = $1 AND key >= $2 AND key < $3 AND lease_node = $4
+                             WHERE $6 AND tree = $1 AND key >= $2 AND key < $3 AND lease_node = $4
                              ORDER BY key LIMIT $5)
                          SELECT key, value FROM c UNION ALL SELECT key, value FROM m
                          ORDER BY key LIMIT $5",
-                        &[&tree, &start, &end, &i.node, &limit, &i.lease_ms, &mine],
+                        &[&tree, &start, &end, &i.node, &limit, &mine],
                     )
                     .await
                     .map_err(backend)?;

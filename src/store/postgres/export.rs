@@ -31,32 +31,46 @@ enum Message {
 }
 
 /// Live nodes other than `inner`'s own, by name.
-const LIVE_NODES: &str = "SELECT node, seen::text FROM pushwerk_nodes
-     WHERE node <> $1 AND seen > now() - $2::bigint * interval '1 millisecond'
+const LIVE_NODES: &str = "SELECT node, seen::text, lease_ms FROM pushwerk_nodes
+     WHERE node <> $1 AND seen > now() - lease_ms * interval '1 millisecond'
      ORDER BY node";
+
+/// A node whose heartbeat is younger than its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveNode {
+    /// Its name.
+    pub name: String,
+    /// Its last heartbeat (the server's time, as text): one that changes
+    /// is a running node.
+    pub seen: String,
+    /// Its own lease: how long its rows stay its own after that heartbeat.
+    pub lease: std::time::Duration,
+}
+
+impl LiveNode {
+    fn from_row(r: &tokio_postgres::Row) -> LiveNode {
+        let lease_ms: i64 = r.get(2);
+        LiveNode {
+            name: r.get(0),
+            seen: r.get(1),
+            lease: std::time::Duration::from_millis(lease_ms.max(0) as u64),
+        }
+    }
+}
 
 impl PgStore {
     /// The nodes, other than this process, whose heartbeat is younger than
-    /// this store's lease, with the time of that heartbeat (the server's,
-    /// as text): processes that may be writing to the database now, or
-    /// that stopped a moment ago (a heartbeat that changes is a live node).
-    pub fn live_nodes(&self) -> Result<Vec<(String, String)>, StoreError> {
+    /// their own lease: processes that may be writing to the database now,
+    /// or that stopped a moment ago (a heartbeat that changes is a live
+    /// node).
+    pub fn live_nodes(&self) -> Result<Vec<LiveNode>, StoreError> {
         self.with_conn(|c, i| {
             Box::pin(async move {
                 i.count(1);
-                let rows = c
-                    .query(LIVE_NODES, &[&i.node, &i.lease_ms])
-                    .await
-                    .map_err(backend)?;
-                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+                let rows = c.query(LIVE_NODES, &[&i.node]).await.map_err(backend)?;
+                Ok(rows.iter().map(LiveNode::from_row).collect())
             })
         })
-    }
-
-    /// How long a node's rows stay its own after its last heartbeat, as
-    /// this store counts it (see [`super::DEFAULT_LEASE`]).
-    pub fn lease(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.inner.lease_ms.max(0) as u64)
     }
 
     /// Reads every row of the database, except those of the trees in
@@ -143,7 +157,7 @@ async fn read_snapshot(
         .map_err(backend)?;
     inner.count(2);
     let live: Vec<String> = t
-        .query(LIVE_NODES, &[&inner.node, &inner.lease_ms])
+        .query(LIVE_NODES, &[&inner.node])
         .await
         .map_err(backend)?
         .into_iter()

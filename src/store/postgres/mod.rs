@@ -57,7 +57,7 @@ mod export;
 mod kv;
 mod schema;
 
-pub use export::Page;
+pub use export::{LiveNode, Page};
 pub use schema::MIGRATIONS;
 
 /// Connections per node: enough for the ingest committer, the completion

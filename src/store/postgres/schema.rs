@@ -12,9 +12,10 @@ const MIGRATION_LOCK: i64 = 0x7075_7368_7765_726b;
 
 /// The schema, one entry per version, applied in order inside one
 /// transaction each; `pushwerk_schema` records what was applied.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE pushwerk_kv (
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE pushwerk_kv (
          tree text NOT NULL,
          key bytea NOT NULL,
          value bytea NOT NULL,
@@ -27,7 +28,16 @@ pub const MIGRATIONS: &[(i32, &str)] = &[(
          started timestamptz NOT NULL DEFAULT now()
      );
      CREATE SEQUENCE pushwerk_ids INCREMENT BY 1000 START WITH 1;",
-)];
+    ),
+    // Each node's lease beside its heartbeat: the others judge a node by
+    // its own lease (`serve --lease`), so nodes with different settings
+    // never take rows a live node still holds. Rows of nodes from before
+    // count with the lease they had, the default.
+    (
+        2,
+        "ALTER TABLE pushwerk_nodes ADD COLUMN lease_ms bigint NOT NULL DEFAULT 10000;",
+    ),
+];
 
 impl Inner {
     /// Applies the migrations this database lacks, under [`MIGRATION_LOCK`].

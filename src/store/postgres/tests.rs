@@ -60,7 +60,10 @@ fn migrations_run_once_when_nodes_start_together() {
     for t in threads {
         t.join().unwrap().unwrap();
     }
-    assert_eq!(server.psql("SELECT count(*) FROM pushwerk_schema"), "1");
+    assert_eq!(
+        server.psql("SELECT count(*) FROM pushwerk_schema"),
+        MIGRATIONS.len().to_string()
+    );
     server.psql("INSERT INTO pushwerk_schema (version) VALUES (99)");
     let newer = PgStore::connect(&PgSettings {
         url,
@@ -108,6 +111,74 @@ fn claims_skip_live_nodes_and_take_over_dead_ones() {
     // A node that stops cleanly hands its rows over at once.
     drop(b);
     assert_eq!(c.claim_orphans("q", b"j", b"k", 100).unwrap().len(), 10);
+}
+
+/// Each node is judged by its own lease (`serve --lease`), kept beside its
+/// heartbeat: when two crashed nodes' rows are claimed by a third with a
+/// short lease, the rows of the one with a short lease are taken after it,
+/// those of the one with a long lease are not — the claimer's own lease
+/// does not decide (it would take rows a paused node still holds).
+#[test]
+fn a_node_is_judged_by_its_own_lease() {
+    let server = pg_server::PgServer::start();
+    let short = Duration::from_millis(1500);
+    let long = Duration::from_secs(600);
+    let patient = node(&server, "patient", long);
+    let hasty = node(&server, "hasty", short);
+    let claimer = node(&server, "claimer", short);
+    let rows = |first: u8| (0u8..5).map(|i| (vec![first, i], Some(vec![i]))).collect();
+    patient.apply_batch("q", rows(b'a')).unwrap();
+    hasty.apply_batch("q", rows(b'b')).unwrap();
+    let leases = server
+        .psql("SELECT string_agg(node || '=' || lease_ms, ',' ORDER BY node) FROM pushwerk_nodes");
+    assert_eq!(leases, "claimer=1500,hasty=1500,patient=600000");
+    patient.crash();
+    hasty.crash();
+    let start = Instant::now();
+    let mut taken = Vec::new();
+    // Until the short lease has run out twice over: the hasty node's rows
+    // come over, the patient node's stay its own.
+    while start.elapsed() < short * 2 + HEARTBEAT * 2 {
+        taken.extend(claimer.claim("q", b"a", b"c", 100).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // `claim` answers the rows taken and those held already: by key.
+    let keys: std::collections::BTreeSet<Vec<u8>> = taken.into_iter().map(|(k, _)| k).collect();
+    let expected: std::collections::BTreeSet<Vec<u8>> = (0u8..5).map(|i| vec![b'b', i]).collect();
+    assert_eq!(keys, expected, "only the hasty node's rows");
+    let live: Vec<String> = claimer
+        .live_nodes()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(live, ["patient"], "alive by its own lease");
+}
+
+/// A database made by a build before `--lease` (schema version 1) is
+/// brought up to date when a node starts: the nodes that were there keep
+/// the default lease they ran with.
+#[test]
+fn a_version_1_database_gets_the_lease_column() {
+    let server = pg_server::PgServer::start();
+    server.psql(&format!(
+        "CREATE TABLE pushwerk_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()); \
+         {} INSERT INTO pushwerk_schema (version) VALUES (1); \
+         INSERT INTO pushwerk_nodes (node, seen) VALUES ('old', now() - interval '1 hour');",
+        MIGRATIONS[0].1
+    ));
+    let s = node(&server, "new", Duration::from_secs(5));
+    assert_eq!(
+        server.psql("SELECT max(version) FROM pushwerk_schema"),
+        MIGRATIONS.last().unwrap().0.to_string()
+    );
+    assert_eq!(
+        server.psql(
+            "SELECT string_agg(node || '=' || lease_ms, ',' ORDER BY node) FROM pushwerk_nodes"
+        ),
+        format!("new=5000,old={}", DEFAULT_LEASE.as_millis())
+    );
+    assert!(s.health().is_ok());
 }
 
 /// `store migrate --from redb --to postgres`: every record copied, ids
