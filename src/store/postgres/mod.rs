@@ -11,7 +11,8 @@
 //! What several nodes need beyond a key-value store:
 //! - **Leases** ([`Store::claim`]): every row records the node that wrote
 //!   it last (`lease_node`); a node holds the jobs it wrote or claimed for
-//!   as long as its heartbeat is fresh (younger than the lease). Another
+//!   as long as its heartbeat is fresh (younger than its lease, kept in
+//!   its `pushwerk_nodes` row: each node is judged by its own). Another
 //!   node claims a row only when its holder's heartbeat is stale (the node
 //!   died), with `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same
 //!   row at once. Time is the server's (`now()`), never a node's clock.
@@ -64,8 +65,9 @@ pub use schema::MIGRATIONS;
 /// writer, refills and API reads to overlap on a 2-core machine.
 pub const POOL: usize = 4;
 
-/// How long a node holds its rows without a heartbeat: after this another
-/// node may claim them. The heartbeat runs every [`HEARTBEAT`].
+/// How long a node holds its rows without a heartbeat, unless it is started
+/// with another (`serve --lease`): after this another node may claim them.
+/// The heartbeat runs every [`HEARTBEAT`].
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// How often a node tells the database that it is alive.
