@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::pg_server::PgServer;
+use crate::store_default::log_of;
 use crate::util::{kit, stderr, stdout};
 use pushwerk_testkit::daemon::{poll, Served, World};
 use pushwerk_testkit::microsoft::HttpReceiver;
@@ -65,25 +66,6 @@ async fn post_event(served: &Served, n: u32) {
         .post(&json!({"id": format!("e{n}"), "type": "call.ended", "time": "2026-01-01T00:00:00Z", "data": {"n": n}}))
         .await;
     assert_eq!(status, 202, "{body}");
-}
-
-/// The delivery log as (job id, push, attempt, status), sorted.
-fn log_of(v: &Value) -> Vec<(u64, String, u64, String)> {
-    let mut out: Vec<_> = v["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["job_id"].as_u64().unwrap(),
-                e["push"].as_str().unwrap().to_owned(),
-                e["attempt"].as_u64().unwrap(),
-                e["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

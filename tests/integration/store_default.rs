@@ -483,7 +483,7 @@ impl StoreDaemon for Served {
 }
 
 /// Log entries without the fields that are the same anyway, as a set.
-fn log_of(v: &Value) -> Vec<(u64, String, u64, String)> {
+pub(crate) fn log_of(v: &Value) -> Vec<(u64, String, u64, String)> {
     let mut out: Vec<_> = v["deliveries"]
         .as_array()
         .unwrap()
